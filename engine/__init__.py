@@ -1,0 +1,34 @@
+"""deepfake-engine runtime: torch-free inference for ResNeXt50 + LSTM deepfake detection.
+
+Importing this package pulls in no heavy library (torch, tensorrt, onnxruntime); they are
+imported where they are used.
+"""
+
+from __future__ import annotations
+
+from engine.errors import (
+    ArtifactNotFoundError,
+    BackendUnavailableError,
+    CheckpointError,
+    EngineError,
+    InvalidInputError,
+    InvalidVideoError,
+    MissingDependencyError,
+    ModelFormatError,
+    ParityError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactNotFoundError",
+    "BackendUnavailableError",
+    "CheckpointError",
+    "EngineError",
+    "InvalidInputError",
+    "InvalidVideoError",
+    "MissingDependencyError",
+    "ModelFormatError",
+    "ParityError",
+    "__version__",
+]

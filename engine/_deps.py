@@ -1,0 +1,34 @@
+"""Lazy imports of optional heavy libraries, with errors that name the extra to install."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from engine.errors import MissingDependencyError
+
+# module -> (extra, what it is for)
+_EXTRAS: dict[str, tuple[str, str]] = {
+    "torch": ("export", "checkpoint export and the PyTorch backend"),
+    "torchvision": ("export", "checkpoint export and the PyTorch backend"),
+    "onnxruntime": ("cpu", "ONNX Runtime inference (or the `gpu` extra on NVIDIA machines)"),
+    "tensorrt": ("gpu", "the TensorRT backend"),
+    "insightface": ("dev", "comparisons against InsightFace's own SCRFD"),
+}
+
+
+def require(module: str, *, purpose: str | None = None) -> ModuleType:
+    """Import ``module`` or raise :class:`MissingDependencyError` naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        extra, default_purpose = _EXTRAS.get(module, ("", "this feature"))
+        hint = (
+            f"install it with: pip install 'deepfake-engine[{extra}]'"
+            if extra
+            else f"install it with: pip install {module}"
+        )
+        raise MissingDependencyError(
+            f"{module} is needed for {purpose or default_purpose} but could not be imported "
+            f"({exc}); {hint}"
+        ) from exc

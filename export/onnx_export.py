@@ -1,0 +1,339 @@
+"""Export a training checkpoint to ONNX, then prove the graph reproduces the original model.
+
+``export_checkpoint`` writes ``classifier.onnx`` (frames of any number of videos in one batch
+axis), ``head.onnx`` for the ``sequence`` variant, and the sidecar ``classifier.json``. Before it
+returns it runs ``onnx.checker`` and compares ONNX Runtime (CPU) with the faithful PyTorch module
+on several videos of different lengths sharing one batch, for both reductions; a mismatch beyond
+tolerance raises :class:`ParityError` and nothing is left behind that looks valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine._deps import require
+from engine.errors import InvalidInputError, ParityError
+from engine.reduce import REDUCE_MODES, reduce_logits, softmax, split_videos
+from engine.sidecar import LABELS, SIDECAR_NAME, write_sidecar
+from export.checkpoint import LoadedCheckpoint, build_model, load_checkpoint, sha256_file
+from preprocess.crop import INPUT_SIZE, MEAN, STD, normalize
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+PARITY_SEQ_LENS = (1, 20, 60, 100)
+PARITY_TOLERANCE = 1e-4  # max |difference of softmax probabilities|
+CLASSIFIER_FILE = "classifier.onnx"
+HEAD_FILE = "head.onnx"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    directory: Path
+    classifier: Path
+    head: Path | None
+    sidecar: Path
+    parity: dict[str, Any]
+
+
+def synthetic_crops(n: int, *, seed: int = 0, size: int = INPUT_SIZE) -> np.ndarray:
+    """Deterministic image-like uint8 crops (smooth blobs plus fine noise), n x size x size x 3."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, size=(n, 7, 7, 3))
+    img = np.kron(coarse, np.ones((1, size // 7 + 1, size // 7 + 1, 1)))[:, :size, :size]
+    # soften the block edges
+    img = (img + np.roll(img, 3, axis=1) + np.roll(img, 3, axis=2) + np.roll(img, -3, axis=1)) / 4
+    img += rng.normal(0, 12, size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _versions() -> dict[str, str]:
+    import engine
+
+    out = {"deepfake-engine": engine.__version__, "python": platform.python_version()}
+    for mod in ("torch", "torchvision", "onnx", "onnxruntime", "numpy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            continue
+    return out
+
+
+def _ort_session(path: Path) -> Any:
+    ort = require("onnxruntime", purpose="checking the exported graph's parity")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx_videos(
+    classifier: Any, head: Any | None, videos: list[np.ndarray], reduce: str
+) -> np.ndarray:
+    """Video probabilities (V, 2) from ONNX sessions; all frames share one classifier batch."""
+    lengths = [len(v) for v in videos]
+    frames = np.concatenate(videos)
+    if head is None:
+        (frame_logits,) = classifier.run(["logits"], {"frames": frames})
+        per_video = split_videos(frame_logits, lengths)
+    else:
+        (feats,) = classifier.run(["features"], {"frames": frames})
+        per = split_videos(feats, lengths)
+        padded = np.zeros((len(videos), max(lengths), feats.shape[1]), dtype=np.float32)
+        for i, f in enumerate(per):
+            padded[i, : len(f)] = f
+        (step_logits,) = head.run(["logits"], {"features": padded})
+        per_video = [step_logits[i, :n] for i, n in enumerate(lengths)]
+    return np.stack([softmax(reduce_logits(v, reduce)) for v in per_video])
+
+
+def run_reference_videos(model: Any, videos: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Video probabilities per reduce mode from the faithful PyTorch module, one video at a
+    time with shape (1, seq, 3, 112, 112), as the original ran it."""
+    torch = require("torch")
+    from export.model import reduce_lstm
+
+    out: dict[str, list[np.ndarray]] = {m: [] for m in REDUCE_MODES}
+    with torch.inference_mode():
+        for v in videos:
+            _, x_lstm = model.lstm_outputs(torch.from_numpy(v).unsqueeze(0))
+            for mode in REDUCE_MODES:
+                logits = model.linear1(reduce_lstm(x_lstm, mode))
+                out[mode].append(torch.softmax(logits, dim=1)[0].double().numpy())
+    return {m: np.stack(v) for m, v in out.items()}
+
+
+def check_parity(
+    model: Any,
+    classifier: Any,
+    head: Any | None,
+    videos: list[np.ndarray],
+    *,
+    tolerance: float = PARITY_TOLERANCE,
+) -> dict[str, Any]:
+    """Compare ONNX Runtime with the reference on ``videos`` for both reductions."""
+    ref = run_reference_videos(model, videos)
+    report: dict[str, Any] = {
+        "reference": "PyTorch DeepfakeModel (original forward, nn.LSTM), one video per call",
+        "onnx": "ONNX Runtime CPUExecutionProvider, all videos' frames in one batch",
+        "seq_lens": [len(v) for v in videos],
+        "tolerance_prob": tolerance,
+        "modes": {},
+    }
+    ok = True
+    for mode in REDUCE_MODES:
+        got = run_onnx_videos(classifier, head, videos, mode)
+        diff = float(np.max(np.abs(got - ref[mode])))
+        labels_equal = bool(np.array_equal(got.argmax(1), ref[mode].argmax(1)))
+        p_fake = ref[mode][:, 0]
+        report["modes"][mode] = {
+            "max_abs_prob_diff": diff,
+            "labels_equal": labels_equal,
+            "reference_p_fake": [round(float(p), 6) for p in p_fake],
+            "onnx_p_fake": [round(float(p), 6) for p in got[:, 0]],
+        }
+        ok &= diff <= tolerance and labels_equal
+    all_p = np.concatenate([np.asarray(m["reference_p_fake"]) for m in report["modes"].values()])
+    report["saturated"] = bool(np.all((all_p < 1e-6) | (all_p > 1 - 1e-6)))
+    report["max_abs_prob_diff"] = max(m["max_abs_prob_diff"] for m in report["modes"].values())
+    report["passed"] = bool(ok)
+    if report["saturated"]:
+        log.warning(
+            "every parity probability is saturated at 0 or 1; the parity figure cannot tell "
+            "small differences apart for this checkpoint on these inputs"
+        )
+    return report
+
+
+def _export_graph(
+    module: Any, example: Any, path: Path, inputs: list[str], outputs: list[str], axes: dict
+) -> None:
+    torch = require("torch")
+    with torch.inference_mode():
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    onnx = require("onnx")
+    onnx.checker.check_model(str(path))
+
+
+def export_model_graphs(
+    ckpt: LoadedCheckpoint, model: Any, outdir: Path
+) -> tuple[Path, Path | None]:
+    torch = require("torch")
+    from export.model import FeatureExtractor, FrameClassifier, SequenceHead
+
+    classifier = outdir / CLASSIFIER_FILE
+    example = torch.from_numpy(normalize(synthetic_crops(3, seed=1)))
+    if ckpt.variant == "original":
+        _export_graph(
+            FrameClassifier(model).eval(),
+            example,
+            classifier,
+            ["frames"],
+            ["logits", "features"],
+            {"frames": {0: "frames"}, "logits": {0: "frames"}, "features": {0: "frames"}},
+        )
+        return classifier, None
+    _export_graph(
+        FeatureExtractor(model).eval(),
+        example,
+        classifier,
+        ["frames"],
+        ["features"],
+        {"frames": {0: "frames"}, "features": {0: "frames"}},
+    )
+    head = outdir / HEAD_FILE
+    _export_graph(
+        SequenceHead(model).eval(),
+        torch.zeros(2, 3, 2048),
+        head,
+        ["features"],
+        ["logits"],
+        {"features": {0: "videos", 1: "steps"}, "logits": {0: "videos", 1: "steps"}},
+    )
+    return classifier, head
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    outdir: str | Path,
+    *,
+    reduce: str = "mean",
+    variant: str | None = None,
+    seq_len: int | None = None,
+    parity_seq_lens: tuple[int, ...] = PARITY_SEQ_LENS,
+    parity_videos: list[np.ndarray] | None = None,
+    tolerance: float = PARITY_TOLERANCE,
+    extra: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Export ``checkpoint`` into ``outdir`` and verify it. ``parity_videos`` (normalised
+    float32 arrays, one per video) default to synthetic crops at ``parity_seq_lens``."""
+    if reduce not in REDUCE_MODES:
+        raise InvalidInputError(
+            f"unknown reduce mode {reduce!r}; supported values are {', '.join(REDUCE_MODES)}"
+        )
+    torch = require("torch", purpose="exporting checkpoints")
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(checkpoint, variant=variant)
+    model = build_model(ckpt)
+    torch.manual_seed(0)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    # Build in a scratch directory next to the target, move into place only after parity.
+    with tempfile.TemporaryDirectory(dir=outdir, prefix=".export-") as tmp:
+        tmpdir = Path(tmp)
+        cls_tmp, head_tmp = export_model_graphs(ckpt, model, tmpdir)
+        if parity_videos is None:
+            parity_videos = [
+                normalize(synthetic_crops(n, seed=100 + i)) for i, n in enumerate(parity_seq_lens)
+            ]
+        classifier_sess = _ort_session(cls_tmp)
+        head_sess = _ort_session(head_tmp) if head_tmp else None
+        parity = check_parity(model, classifier_sess, head_sess, parity_videos, tolerance=tolerance)
+        del classifier_sess, head_sess
+        if not parity["passed"]:
+            raise ParityError(
+                f"the ONNX export of {ckpt.path} does not reproduce the PyTorch model: max "
+                f"|prob diff| {parity['max_abs_prob_diff']:.3g} (tolerance {tolerance:g}), labels "
+                f"equal: {[m['labels_equal'] for m in parity['modes'].values()]}. Nothing was "
+                "written. Please report this with the checkpoint's sidecar figures."
+            )
+        classifier = outdir / CLASSIFIER_FILE
+        cls_tmp.replace(classifier)
+        head = None
+        if head_tmp is not None:
+            head = outdir / HEAD_FILE
+            head_tmp.replace(head)
+        elif (outdir / HEAD_FILE).exists():
+            (outdir / HEAD_FILE).unlink()  # stale head from an earlier sequence-variant export
+    graphs: dict[str, Any] = {
+        "classifier": {
+            "file": classifier.name,
+            "sha256": sha256_file(classifier),
+            "inputs": {"frames": ["frames", 3, INPUT_SIZE, INPUT_SIZE]},
+            "outputs": (
+                {"logits": ["frames", 2], "features": ["frames", 2048]}
+                if head is None
+                else {"features": ["frames", 2048]}
+            ),
+            "semantics": (
+                "per-frame logits: one LSTM step from a zero state per frame (W_hh and the "
+                "forget gate folded away), then linear1; reduce per video in the runtime"
+                if head is None
+                else "per-frame pooled CNN features; the head runs the LSTM over each video"
+            ),
+        }
+    }
+    if head is not None:
+        graphs["head"] = {
+            "file": head.name,
+            "sha256": sha256_file(head),
+            "inputs": {"features": ["videos", "steps", 2048]},
+            "outputs": {"logits": ["videos", "steps", 2]},
+            "semantics": "per-step logits of a batch_first LSTM; pad videos at the end",
+        }
+    name = ckpt.name
+    trained_seq_len = seq_len if seq_len is not None else (name.seq_len if name else None)
+    data: dict[str, Any] = {
+        "model": {
+            "architecture": "resnext50_32x4d + LSTM(2048, 2048) + Linear(2048, 2)",
+            "variant": ckpt.variant,
+            "variant_source": ckpt.variant_source,
+            "lstm_bias": ckpt.lstm_bias,
+            "lstm_batch_first": ckpt.variant == "sequence",
+        },
+        "reduce": reduce,
+        "input": {
+            "size": INPUT_SIZE,
+            "layout": "NCHW",
+            "dtype": "float32",
+            "channel_order": "BGR",
+            "scale": 1 / 255,
+            "mean": list(MEAN),
+            "std": list(STD),
+            "resize": "pil-bilinear",
+        },
+        "preprocessing": {
+            "sampling": "first",
+            "crop": "tight",
+            "crop_rounding": "nearest, then clipped to the frame",
+            "no_face": "full_frame",
+        },
+        "labels": {str(k): v for k, v in LABELS.items()},
+        "checkpoint": {
+            "file": ckpt.path.name,
+            "sha256": ckpt.sha256,
+            "size_bytes": ckpt.size_bytes,
+            "layout": ckpt.layout,
+            "seq_len": trained_seq_len,
+            "accuracy": name.accuracy if name else None,
+            "data": name.data if name else None,
+        },
+        "graphs": graphs,
+        "opset": OPSET,
+        "exporter": "torch.onnx.export (TorchScript-based, dynamo=False)",
+        "versions": _versions(),
+        "parity": parity,
+        "export_seconds": round(time.perf_counter() - t0, 2),
+        **(extra or {}),
+    }
+    sidecar = outdir / SIDECAR_NAME
+    write_sidecar(sidecar, data)
+    log.info("exported %s to %s (parity %.2g)", ckpt.path, outdir, parity["max_abs_prob_diff"])
+    return ExportResult(outdir, classifier, head, sidecar, parity)

@@ -1,0 +1,154 @@
+"""Done-when of the foundation issue: an independently made checkpoint in the original layout
+exports, and ONNX Runtime's probabilities match the separate PyTorch implementation within 1e-4
+for N in {1, 20, 60, 100}, frames of all videos sharing one batch, with mean and last."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from export.onnx_export import export_checkpoint
+from tests.reference.original_model import video_probs
+
+TOL = 1e-4
+
+
+def _session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _onnx_video_probs(outdir, videos, reduce):
+    """Independent of engine/: run the graph(s), reduce per video, softmax."""
+    cls = _session(outdir / "classifier.onnx")
+    frames = np.concatenate([v.numpy() for v in videos])
+    lengths = [len(v) for v in videos]
+    bounds = np.cumsum([0, *lengths])
+    head_path = outdir / "head.onnx"
+    if head_path.exists():
+        (feats,) = cls.run(["features"], {"frames": frames})
+        padded = np.zeros((len(videos), max(lengths), 2048), np.float32)
+        for i, n in enumerate(lengths):
+            padded[i, :n] = feats[bounds[i] : bounds[i + 1]]
+        (steps,) = _session(head_path).run(["logits"], {"features": padded})
+        per_video = [steps[i, :n] for i, n in enumerate(lengths)]
+    else:
+        (logits,) = cls.run(["logits"], {"frames": frames})
+        per_video = [logits[bounds[i] : bounds[i + 1]] for i in range(len(videos))]
+    out = []
+    for z in per_video:
+        v = z.astype(np.float64).mean(0) if reduce == "mean" else z[-1].astype(np.float64)
+        e = np.exp(v - v.max())
+        out.append(e / e.sum())
+    return np.stack(out)
+
+
+def _check(model, outdir, videos, reduce):
+    ref = np.stack([video_probs(model, v, reduce) for v in videos])
+    got = _onnx_video_probs(outdir, videos, reduce)
+    # the outputs must be spread out, or the comparison is blind
+    assert ref[:, 0].max() - ref[:, 0].min() > 0.05, ref[:, 0]
+    assert np.all((ref > 1e-3) & (ref < 1 - 1e-3)), ref
+    np.testing.assert_array_equal(got.argmax(1), ref.argmax(1))
+    assert np.max(np.abs(got - ref)) <= TOL
+    return float(np.max(np.abs(got - ref)))
+
+
+@pytest.fixture(scope="module")
+def exported_mean(original_ckpt, real_crops, tmp_path_factory):
+    path, _ = original_ckpt
+    out = tmp_path_factory.mktemp("export_mean")
+    videos = [v.numpy() for v in real_crops.videos]
+    result = export_checkpoint(path, out, reduce="mean", parity_videos=videos)
+    return out, result
+
+
+def test_export_original_mean_matches_reference(original_ckpt, real_crops, exported_mean):
+    _, model = original_ckpt
+    outdir, result = exported_mean
+    assert [len(v) for v in real_crops.videos] == [1, 20, 60, 100]
+    _check(model, outdir, real_crops.videos, "mean")
+    assert result.parity["passed"] and result.parity["max_abs_prob_diff"] <= TOL
+    assert result.parity["seq_lens"] == [1, 20, 60, 100]
+    assert not result.parity["saturated"]
+
+
+def test_export_cli_reduce_last_matches_reference(original_ckpt, real_crops, tmp_path):
+    path, model = original_ckpt
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "export",
+            str(path),
+            "-o",
+            str(tmp_path),
+            "--reduce",
+            "last",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "PASSED" in proc.stdout
+    sidecar = json.loads((tmp_path / "classifier.json").read_text())
+    assert sidecar["reduce"] == "last"
+    _check(model, tmp_path, real_crops.videos, "last")
+
+
+def test_export_sidecar_records_model_and_preprocessing(original_ckpt, exported_mean):
+    path, _ = original_ckpt
+    outdir, _ = exported_mean
+    sc = json.loads((outdir / "classifier.json").read_text())
+    assert sc["model"]["variant"] == "original" and sc["model"]["lstm_bias"] is False
+    assert sc["model"]["variant_source"] == "keys"
+    assert sc["reduce"] == "mean"
+    assert sc["input"]["size"] == 112 and sc["input"]["channel_order"] == "BGR"
+    assert sc["input"]["mean"] == [0.485, 0.456, 0.406]
+    assert sc["input"]["std"] == [0.229, 0.224, 0.225]
+    assert sc["labels"] == {"0": "FAKE", "1": "REAL"}
+    assert sc["opset"] == 17
+    import hashlib
+
+    assert sc["checkpoint"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    # parsed from model_87_acc_20_frames_final_data.pt
+    assert sc["checkpoint"]["seq_len"] == 20 and sc["checkpoint"]["accuracy"] == 87
+    assert sc["checkpoint"]["data"] == "final_data"
+    for lib in ("torch", "torchvision", "onnx", "onnxruntime"):
+        assert lib in sc["versions"]
+    for mode in ("mean", "last"):
+        assert sc["parity"]["modes"][mode]["max_abs_prob_diff"] <= TOL
+    assert (
+        sc["graphs"]["classifier"]["sha256"]
+        == hashlib.sha256((outdir / "classifier.onnx").read_bytes()).hexdigest()
+    )
+
+
+def test_export_graph_has_no_fixed_batch(exported_mean, real_crops):
+    """Neither the number of frames nor of videos is baked in: other batch sizes run and agree
+    frame by frame with the big batch."""
+    outdir, _ = exported_mean
+    sess = _session(outdir / "classifier.onnx")
+    frames = real_crops.videos[2].numpy()
+    (big,) = sess.run(["logits"], {"frames": frames})
+    for n in (1, 7, 33):
+        (small,) = sess.run(["logits"], {"frames": frames[:n]})
+        np.testing.assert_allclose(small, big[:n], atol=2e-4)
+
+
+def test_export_sequence_variant_matches_reference(sequence_ckpt, real_crops, tmp_path):
+    path, model = sequence_ckpt
+    videos = [v.numpy() for v in real_crops.videos]
+    result = export_checkpoint(path, tmp_path, parity_videos=videos)
+    assert result.head is not None
+    sc = json.loads(result.sidecar.read_text())
+    assert sc["model"]["variant"] == "sequence" and sc["model"]["lstm_bias"] is True
+    assert sc["model"]["lstm_batch_first"] is True
+    for reduce in ("mean", "last"):
+        _check(model, tmp_path, real_crops.videos, reduce)
