@@ -318,6 +318,7 @@ def export_checkpoint(
         "labels": {str(k): v for k, v in LABELS.items()},
         "checkpoint": {
             "file": ckpt.path.name,
+            "path": str(ckpt.path.resolve()),
             "sha256": ckpt.sha256,
             "size_bytes": ckpt.size_bytes,
             "layout": ckpt.layout,

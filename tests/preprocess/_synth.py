@@ -36,7 +36,9 @@ def read_index(img: np.ndarray) -> int:
     value = 0
     for bit in range(GRID_COLS * GRID_ROWS):
         r, c = divmod(bit, GRID_COLS)
-        block = img[r * bh + bh // 3 : (r + 1) * bh - bh // 3, c * bw + bw // 3 : (c + 1) * bw - bw // 3]
+        block = img[
+            r * bh + bh // 3 : (r + 1) * bh - bh // 3, c * bw + bw // 3 : (c + 1) * bw - bw // 3
+        ]
         if block.mean() > 128:
             value |= 1 << bit
     return value
@@ -52,6 +54,7 @@ def encode_video(
     pix_fmt: str | None = None,
     options: dict[str, str] | None = None,
     fmt: str | None = None,
+    container_options: dict[str, str] | None = None,
     pts: list[int] | None = None,
     time_base: Fraction | None = None,
     rotation: int = 0,
@@ -64,7 +67,7 @@ def encode_video(
     ``rotation`` is PyAV's ``set_display_rotation`` angle (counter-clockwise).
     """
     width, height = size
-    with av.open(str(path), "w", format=fmt) as container:
+    with av.open(str(path), "w", format=fmt, options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate, options=options or {})
         stream.width, stream.height = width, height
         if pix_fmt:

@@ -1,0 +1,64 @@
+"""Find exported models: one model directory, or a directory of models for several N.
+
+Like the original, which picked ``model_<acc>_acc_<N>_frames_<data>.pt`` by the sequence length N,
+``--model DIR`` may hold one exported model (``DIR/classifier.json``) or several
+(``DIR/*/classifier.json``); then the one trained for the requested N is used (highest accuracy
+first when several are, compared as numbers, not as strings as the original did).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import ArtifactNotFoundError, InvalidInputError
+from engine.sidecar import SIDECAR_NAME, ModelSpec, load_sidecar
+
+
+@dataclass(frozen=True)
+class ModelCatalog:
+    root: Path
+    specs: tuple[ModelSpec, ...]
+
+    @property
+    def single(self) -> bool:
+        return len(self.specs) == 1
+
+    def seq_lens(self) -> list[int]:
+        return sorted({s.seq_len for s in self.specs if s.seq_len is not None})
+
+    def pick(self, seq_len: int | None) -> ModelSpec:
+        """The model for ``seq_len`` frames. A single model serves any N (the user chose it);
+        among several, the one trained for N is required."""
+        if self.single:
+            return self.specs[0]
+        if seq_len is None:
+            raise InvalidInputError(
+                f"{self.root} holds models for N = {self.seq_lens()}; pass --seq-len to pick one"
+            )
+        matches = [s for s in self.specs if s.seq_len == seq_len]
+        if not matches:
+            raise InvalidInputError(
+                f"{self.root} has no model trained for {seq_len} frames; available sequence "
+                f"lengths: {self.seq_lens()}. Pass one of them with --seq-len, or export a "
+                f"checkpoint for N = {seq_len} into a subdirectory."
+            )
+        return max(matches, key=lambda s: s.raw.get("checkpoint", {}).get("accuracy") or 0.0)
+
+
+def load_catalog(model: str | Path) -> ModelCatalog:
+    root = Path(model)
+    if not root.exists():
+        raise ArtifactNotFoundError(
+            f"model directory {root} does not exist; export one with: "
+            f"dfe export CHECKPOINT -o {root}"
+        )
+    if (root / SIDECAR_NAME).is_file() or root.suffix == ".json":
+        return ModelCatalog(root, (load_sidecar(root),))
+    subdirs = sorted(p.parent for p in root.glob(f"*/{SIDECAR_NAME}"))
+    if not subdirs:
+        raise ArtifactNotFoundError(
+            f"{root} holds no exported model ({SIDECAR_NAME} in it or in a subdirectory); "
+            f"export one with: dfe export CHECKPOINT -o {root}"
+        )
+    return ModelCatalog(root, tuple(load_sidecar(d) for d in subdirs))

@@ -1,0 +1,609 @@
+"""Truly batched SCRFD face detection (InsightFace's detector, without InsightFace).
+
+The maths follows ``insightface.model_zoo.scrfd.SCRFD.detect(img, input_size=(640, 640))`` step by
+step so that results match it (same letterbox truncation, float32 decoding, the same candidate
+order and NMS with the ``+1`` area convention), but everything is a pure, vectorised numpy
+function, and frames go through the network in real batches: every item of the batch dimension
+is decoded. The ONNX model is made batch-dynamic first (see :mod:`preprocess.scrfd_graph`).
+
+Coordinates of :class:`Face` are in the pixels of the frame that was passed in. Boxes are not
+clipped to the frame (InsightFace does not clip either); cropping decides that.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine._deps import require
+from engine.errors import (
+    ArtifactNotFoundError,
+    BackendUnavailableError,
+    InvalidInputError,
+    ModelFormatError,
+)
+from preprocess.scrfd_graph import make_batch_dynamic
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SCRFD_SPECS",
+    "Candidates",
+    "DetectorConfig",
+    "Face",
+    "SCRFDDetector",
+    "SCRFDSpec",
+    "anchor_centers",
+    "decode_batch",
+    "distance2bbox",
+    "distance2kps",
+    "letterbox",
+    "nms",
+    "select_faces",
+    "spec_for_outputs",
+    "to_blob",
+]
+
+_INPUT_MEAN = 127.5
+_INPUT_STD = 128.0
+
+
+# --------------------------------------------------------------------------------------------
+# The model family
+
+
+@dataclass(frozen=True)
+class SCRFDSpec:
+    """Layout of an SCRFD model's outputs.
+
+    Outputs come in groups, one entry per stride in ``strides`` order: first the scores
+    (1 channel), then the box distances (4: left, top, right, bottom, in units of the stride),
+    then, with keypoints, the keypoint offsets (10: x, y of 5 points, in units of the stride).
+    Each feature-map cell carries ``num_anchors`` anchors, all centred on the cell's top-left
+    corner (``x * stride``, ``y * stride``).
+    """
+
+    strides: tuple[int, ...]
+    num_anchors: int
+    use_kps: bool
+    num_keypoints: int = 5
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.strides)
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_levels * (3 if self.use_kps else 2)
+
+    @property
+    def max_stride(self) -> int:
+        return max(self.strides)
+
+    def score_index(self, level: int) -> int:
+        return level
+
+    def bbox_index(self, level: int) -> int:
+        return self.num_levels + level
+
+    def kps_index(self, level: int) -> int:
+        if not self.use_kps:
+            raise ModelFormatError("this SCRFD model has no keypoint outputs")
+        return 2 * self.num_levels + level
+
+    def output_channels(self) -> tuple[int, ...]:
+        groups = [1, 4] + ([2 * self.num_keypoints] if self.use_kps else [])
+        return tuple(c for c in groups for _ in self.strides)
+
+
+#: The SCRFD family by output count: 3 strides with 2 anchors per cell, or 5 strides with 1.
+SCRFD_SPECS: dict[int, SCRFDSpec] = {
+    6: SCRFDSpec(strides=(8, 16, 32), num_anchors=2, use_kps=False),
+    9: SCRFDSpec(strides=(8, 16, 32), num_anchors=2, use_kps=True),
+    10: SCRFDSpec(strides=(8, 16, 32, 64, 128), num_anchors=1, use_kps=False),
+    15: SCRFDSpec(strides=(8, 16, 32, 64, 128), num_anchors=1, use_kps=True),
+}
+
+
+def spec_for_outputs(channels: Sequence[int | None]) -> SCRFDSpec:
+    """Pick the spec from the output count, then check every output's channel count.
+
+    ``channels`` is the last dimension of each output, in output order (``None`` when a model
+    does not declare it; those are checked on the first run instead).
+    """
+    spec = SCRFD_SPECS.get(len(channels))
+    if spec is None:
+        raise ModelFormatError(
+            f"expected an SCRFD model with 6, 9, 10 or 15 outputs, found {len(channels)}"
+        )
+    expected = spec.output_channels()
+    mismatched = [
+        f"output {i}: {got} (expected {want})"
+        for i, (got, want) in enumerate(zip(channels, expected, strict=True))
+        if got is not None and got != want
+    ]
+    if mismatched:
+        raise ModelFormatError(
+            f"output channels do not follow the SCRFD layout for {len(channels)} outputs "
+            f"(scores 1, boxes 4, keypoints 10 per stride {list(spec.strides)}): "
+            + ", ".join(mismatched)
+        )
+    return spec
+
+
+# --------------------------------------------------------------------------------------------
+# Results and configuration
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face, in frame pixel coordinates (floats, not clipped to the frame)."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    kps: tuple[tuple[float, float], ...] | None = None
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Detections of one image before NMS, in letterbox pixels, in InsightFace's order."""
+
+    scores: np.ndarray  # (K,) float32
+    boxes: np.ndarray  # (K, 4) float32, x1 y1 x2 y2
+    kps: np.ndarray | None  # (K, P, 2) float32
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Options of :class:`SCRFDDetector` (validated on construction)."""
+
+    input_size: int = 640
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.4
+    batch_size: int = 16
+    providers: tuple[str | tuple[str, dict[str, object]], ...] = ("CPUExecutionProvider",)
+    intra_op_threads: int = 0
+    max_faces: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int):
+            raise InvalidInputError(f"input_size must be an int, got {self.input_size!r}")
+        if self.input_size <= 0:
+            raise InvalidInputError(f"input_size must be positive, got {self.input_size}")
+        for name in ("score_threshold", "nms_threshold"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                raise InvalidInputError(f"{name} must be a number in [0, 1], got {value!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise InvalidInputError(f"batch_size must be an int, got {self.batch_size!r}")
+        if self.batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not isinstance(self.intra_op_threads, int) or self.intra_op_threads < 0:
+            raise InvalidInputError(
+                f"intra_op_threads must be an int >= 0 (0: ONNX Runtime's default), "
+                f"got {self.intra_op_threads!r}"
+            )
+        if self.max_faces is not None and (
+            isinstance(self.max_faces, bool)
+            or not isinstance(self.max_faces, int)
+            or self.max_faces < 1
+        ):
+            raise InvalidInputError(
+                f"max_faces must be None (all faces) or an int >= 1, got {self.max_faces!r}"
+            )
+        if not self.providers:
+            raise InvalidInputError("providers must name at least one ONNX Runtime provider")
+
+    def provider_names(self) -> tuple[str, ...]:
+        return tuple(p if isinstance(p, str) else p[0] for p in self.providers)
+
+
+# --------------------------------------------------------------------------------------------
+# Pure functions
+
+
+def _check_frame(frame: object, index: int | None = None) -> np.ndarray:
+    where = "frame" if index is None else f"frame {index}"
+    if not isinstance(frame, np.ndarray):
+        raise InvalidInputError(
+            f"{where}: expected a numpy HxWx3 uint8 BGR image, got {type(frame).__name__}"
+        )
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise InvalidInputError(
+            f"{where}: expected an HxWx3 uint8 BGR image, got shape {tuple(frame.shape)}"
+        )
+    if frame.dtype != np.uint8:
+        raise InvalidInputError(
+            f"{where}: expected dtype uint8 (BGR, 0-255), got {frame.dtype}; convert with "
+            "np.clip(x, 0, 255).astype(np.uint8) if it holds 0-255 values"
+        )
+    return frame
+
+
+def _size_wh(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        width = height = int(size)
+    else:
+        width, height = (int(v) for v in size)
+    if width <= 0 or height <= 0:
+        raise InvalidInputError(f"letterbox size must be positive, got {size!r}")
+    return width, height
+
+
+def letterbox(frame: np.ndarray, size: int | tuple[int, int]) -> tuple[np.ndarray, float]:
+    """Fit ``frame`` into ``size`` (an int, or ``(width, height)``) as InsightFace's SCRFD does.
+
+    The frame is scaled to fit preserving its aspect ratio (the other side truncated with
+    ``int()``), resized with OpenCV bilinear, placed at the top-left and padded with zeros.
+    Returns the ``(height, width, 3)`` uint8 image and the scale (new height / frame height);
+    frame coordinates are letterbox coordinates divided by the scale.
+    """
+    frame = _check_frame(frame)
+    width, height = _size_wh(size)
+    im_h, im_w = frame.shape[:2]
+    im_ratio = float(im_h) / im_w
+    model_ratio = float(height) / width
+    if im_ratio > model_ratio:
+        new_h = height
+        new_w = int(new_h / im_ratio)
+    else:
+        new_w = width
+        new_h = int(new_w * im_ratio)
+    # InsightFace would crash on a zero-sized side (e.g. a 1x2000 strip); keep one pixel.
+    new_w, new_h = max(new_w, 1), max(new_h, 1)
+    scale = float(new_h) / im_h
+    out = np.zeros((height, width, 3), dtype=np.uint8)
+    out[:new_h, :new_w] = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return out, scale
+
+
+def _fill_blob(image: np.ndarray, out: np.ndarray) -> None:
+    """One BGR uint8 HxWx3 image into a (3, H, W) float32 slice: RGB, (x - 127.5) / 128.
+
+    Per image and per channel so the data stays in cache (a whole-batch pass is memory-bound).
+    Multiplying by 1/128 is exact, so the values equal ``(x - 127.5) / 128`` bit for bit.
+    """
+    blue, green, red = cv2.split(image)
+    for c, channel in enumerate((red, green, blue)):
+        np.subtract(channel, np.float32(_INPUT_MEAN), out=out[c], dtype=np.float32)
+    np.multiply(out, np.float32(1.0 / _INPUT_STD), out=out)
+
+
+def to_blob(images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """BGR uint8 images ``(N, H, W, 3)`` to the network input: RGB, ``(x - 127.5) / 128``, NCHW
+    float32 (bit-identical to ``cv2.dnn.blobFromImage(img, 1/128, size, 127.5, swapRB=True)``)."""
+    batch = np.asarray(images)
+    if batch.ndim != 4 or batch.shape[3] != 3 or batch.dtype != np.uint8:
+        raise InvalidInputError(
+            f"to_blob expects uint8 images of shape (N, H, W, 3), got {batch.dtype} "
+            f"{tuple(batch.shape)}"
+        )
+    n, h, w, _ = batch.shape
+    blob = np.empty((n, 3, h, w), dtype=np.float32)
+    for i in range(n):
+        _fill_blob(batch[i], blob[i])
+    return blob
+
+
+@functools.lru_cache(maxsize=64)
+def anchor_centers(height: int, width: int, stride: int, num_anchors: int) -> np.ndarray:
+    """Anchor centres of a ``height x width`` feature map, ``(height*width*num_anchors, 2)``
+    float32 ``(x, y)`` in input pixels, ordered (row, column, anchor) like the network's outputs.
+
+    Cached per shape; the returned array is read-only.
+    """
+    if min(height, width, stride, num_anchors) < 0 or stride == 0 or num_anchors == 0:
+        raise InvalidInputError(
+            f"anchor_centers: need height, width >= 0 and stride, num_anchors >= 1; got "
+            f"{height=}, {width=}, {stride=}, {num_anchors=}"
+        )
+    ys, xs = np.mgrid[:height, :width]
+    centers = (np.stack([xs, ys], axis=-1).astype(np.float32) * stride).reshape(-1, 2)
+    centers = np.repeat(centers, num_anchors, axis=0)
+    centers.setflags(write=False)
+    return centers
+
+
+def distance2bbox(points: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Boxes ``(K, 4)`` x1, y1, x2, y2 from centres ``(K, 2)`` and distances ``(K, 4)`` to the
+    left, top, right and bottom edges (already multiplied by the stride)."""
+    x1y1 = points - distance[:, 0:2]
+    x2y2 = points + distance[:, 2:4]
+    return np.concatenate([x1y1, x2y2], axis=-1)
+
+
+def distance2kps(points: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Keypoints ``(K, P, 2)`` from centres ``(K, 2)`` and offsets ``(K, 2P)`` (x, y per point,
+    already multiplied by the stride)."""
+    offsets = distance.reshape(distance.shape[0], distance.shape[1] // 2, 2)
+    return points[:, None, :] + offsets
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, highest score first.
+
+    Uses InsightFace's pixel convention (width = x2 - x1 + 1) and float32 arithmetic, keeps a
+    box when its IoU with every kept box is ``<= threshold``, and breaks score ties by index
+    (stable order), so that results match ``SCRFD.nms``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    if boxes.shape[0] != scores.shape[0]:
+        raise InvalidInputError(f"nms: {boxes.shape[0]} boxes but {scores.shape[0]} scores")
+    threshold = float(threshold)
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        iou = inter / (areas[i] + areas[rest] - inter)
+        order = rest[iou <= threshold]
+    return np.asarray(keep, dtype=np.intp)
+
+
+def _check_outputs(
+    outputs: Sequence[np.ndarray], spec: SCRFDSpec, input_hw: tuple[int, int], batch: int
+) -> None:
+    if len(outputs) != spec.num_outputs:
+        raise ModelFormatError(f"expected {spec.num_outputs} outputs, got {len(outputs)}")
+    channels = spec.output_channels()
+    for level, stride in enumerate(spec.strides):
+        rows = (input_hw[0] // stride) * (input_hw[1] // stride) * spec.num_anchors
+        indices = [spec.score_index(level), spec.bbox_index(level)]
+        if spec.use_kps:
+            indices.append(spec.kps_index(level))
+        for k in indices:
+            want = (batch, rows, channels[k])
+            if tuple(outputs[k].shape) != want:
+                raise ModelFormatError(
+                    f"output {k} (stride {stride}) has shape {list(outputs[k].shape)}, expected "
+                    f"{list(want)} for a {input_hw[0]}x{input_hw[1]} input; the model is not a "
+                    "batch-dynamic SCRFD with the expected output order"
+                )
+
+
+def decode_batch(
+    outputs: Sequence[np.ndarray],
+    spec: SCRFDSpec,
+    input_hw: tuple[int, int],
+    score_threshold: float,
+) -> list[Candidates]:
+    """Decode raw batched outputs (each ``(N, anchors, C)``) into per-image candidates.
+
+    Only anchors whose score is ``>= score_threshold`` are decoded. Candidates are in
+    letterbox pixels, ordered by level then anchor (InsightFace's order before sorting).
+    """
+    batch = int(outputs[0].shape[0]) if len(outputs) else 0
+    _check_outputs(outputs, spec, input_hw, batch)
+    per_level: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
+    for level, stride in enumerate(spec.strides):
+        scores = outputs[spec.score_index(level)][:, :, 0]
+        n_idx, a_idx = np.nonzero(scores >= score_threshold)
+        centers = anchor_centers(
+            input_hw[0] // stride, input_hw[1] // stride, stride, spec.num_anchors
+        )[a_idx]
+        boxes = distance2bbox(centers, outputs[spec.bbox_index(level)][n_idx, a_idx] * stride)
+        kps = None
+        if spec.use_kps:
+            kps = distance2kps(centers, outputs[spec.kps_index(level)][n_idx, a_idx] * stride)
+        per_level.append((n_idx, scores[n_idx, a_idx], boxes, kps))
+
+    result: list[Candidates] = []
+    for n in range(batch):
+        # np.nonzero is row-major, so each image's rows are one contiguous run per level.
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+        for n_idx, scores, boxes, kps in per_level:
+            a, b = np.searchsorted(n_idx, [n, n + 1])
+            parts.append((scores[a:b], boxes[a:b], None if kps is None else kps[a:b]))
+        cand_kps = None
+        if spec.use_kps:
+            cand_kps = np.concatenate([p[2] for p in parts]).astype(np.float32, copy=False)
+            cand_kps = cand_kps.reshape(-1, spec.num_keypoints, 2)
+        result.append(
+            Candidates(
+                scores=np.concatenate([p[0] for p in parts]).astype(np.float32, copy=False),
+                boxes=np.concatenate([p[1] for p in parts]).astype(np.float32).reshape(-1, 4),
+                kps=cand_kps,
+            )
+        )
+    return result
+
+
+def select_faces(
+    candidates: Candidates,
+    scale: float,
+    nms_threshold: float,
+    max_faces: int | None = None,
+) -> list[Face]:
+    """Map one image's candidates to frame pixels (divide by the letterbox ``scale``), run NMS
+    there (as InsightFace does), and return faces sorted by score, highest first.
+
+    ``max_faces`` keeps the highest-scoring ones (InsightFace's ``max_num`` ranks by size and
+    centring instead).
+    """
+    if candidates.scores.size == 0:
+        return []
+    scale = float(scale)  # a Python float keeps float32 arithmetic, as in InsightFace
+    boxes = candidates.boxes / scale
+    kps = None if candidates.kps is None else candidates.kps / scale
+    order = np.argsort(-candidates.scores, kind="stable")
+    boxes, scores = boxes[order], candidates.scores[order]
+    kps = None if kps is None else kps[order]
+    keep = nms(boxes, scores, nms_threshold)
+    if max_faces is not None:
+        keep = keep[:max_faces]
+    faces = []
+    for i in keep:
+        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        points = None if kps is None else tuple((float(x), float(y)) for x, y in kps[i])
+        faces.append(Face(box=(x1, y1, x2, y2), score=float(scores[i]), kps=points))
+    return faces
+
+
+# --------------------------------------------------------------------------------------------
+# The detector
+
+
+class SCRFDDetector:
+    """SCRFD on ONNX Runtime, in real batches.
+
+    ``model_path`` is any InsightFace SCRFD ONNX file (``det_500m``, ``det_2.5g``, ``det_10g``)
+    or an already batch-dynamic export; batch-1 packs are rewritten once (see
+    :func:`preprocess.scrfd_graph.make_batch_dynamic`). Safe to call from several threads: the
+    ONNX Runtime session is thread-safe and no per-call state is kept on the instance.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        input_size: int = 640,
+        score_threshold: float = 0.5,
+        nms_threshold: float = 0.4,
+        batch_size: int = 16,
+        providers: Sequence[str | tuple[str, dict[str, object]]] = ("CPUExecutionProvider",),
+        intra_op_threads: int = 0,
+        max_faces: int | None = None,
+    ) -> None:
+        if isinstance(providers, str):
+            providers = (providers,)
+        self.config = DetectorConfig(
+            input_size=input_size,
+            score_threshold=score_threshold,
+            nms_threshold=nms_threshold,
+            batch_size=batch_size,
+            providers=tuple(providers),
+            intra_op_threads=intra_op_threads,
+            max_faces=max_faces,
+        )
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise ArtifactNotFoundError(
+                f"SCRFD model not found: {self.model_path}; pass the path of an .onnx file "
+                "(weights.find_model('det_500m') locates or downloads the known ones)"
+            )
+        ort = require("onnxruntime")
+        self._check_available(ort)
+        self.batched_model_path = make_batch_dynamic(self.model_path)
+
+        options = ort.SessionOptions()
+        if self.config.intra_op_threads:
+            options.intra_op_num_threads = self.config.intra_op_threads
+        self._session = ort.InferenceSession(
+            str(self.batched_model_path),
+            sess_options=options,
+            providers=list(self.config.providers),
+        )
+        self._check_running(self._session)
+
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelFormatError(f"expected one input, found {len(inputs)}")
+        self._input_name = inputs[0].name
+        in_shape = inputs[0].shape
+        outputs = self._session.get_outputs()
+        self._output_names = [o.name for o in outputs]
+        self.spec = spec_for_outputs(
+            [o.shape[-1] if o.shape and isinstance(o.shape[-1], int) else None for o in outputs]
+        )
+        size = self.config.input_size
+        if size % self.spec.max_stride:
+            raise InvalidInputError(
+                f"input_size must be a multiple of {self.spec.max_stride} for this model "
+                f"(strides {list(self.spec.strides)}), got {size}"
+            )
+        fixed = [d for d in in_shape[2:4] if isinstance(d, int)]
+        if any(d != size for d in fixed):
+            raise InvalidInputError(
+                f"{self.model_path.name} has a fixed input of {in_shape[2]}x{in_shape[3]}; "
+                f"input_size={size} is not supported for it (supported value: {fixed[0]})"
+            )
+        logger.info(
+            "SCRFD %s: %d strides %s, %d anchors/cell, keypoints=%s, input %dx%d, providers %s",
+            self.model_path.name,
+            self.spec.num_levels,
+            list(self.spec.strides),
+            self.spec.num_anchors,
+            self.spec.use_kps,
+            size,
+            size,
+            self._session.get_providers(),
+        )
+
+    def _check_available(self, ort: object) -> None:
+        available = list(ort.get_available_providers())
+        missing = [p for p in self.config.provider_names() if p not in available]
+        if missing:
+            raise BackendUnavailableError(
+                f"ONNX Runtime provider(s) {missing} are not available in this onnxruntime "
+                f"build; supported values here are {available}. For CUDA/TensorRT install "
+                "onnxruntime-gpu (pip install 'deepfake-engine[gpu]') with matching "
+                "CUDA/cuDNN libraries, or ask for CPUExecutionProvider."
+            )
+
+    def _check_running(self, session: object) -> None:
+        running = list(session.get_providers())
+        missing = [p for p in self.config.provider_names() if p not in running]
+        if missing:
+            raise BackendUnavailableError(
+                f"asked for ONNX Runtime provider(s) {list(self.config.provider_names())}, but "
+                f"the session runs on {running}: {missing} failed to load (ONNX Runtime fell "
+                "back silently). Check the CUDA/cuDNN/TensorRT libraries, or ask for "
+                "CPUExecutionProvider explicitly."
+            )
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers the session is running on."""
+        return list(self._session.get_providers())
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Detect faces in frames of any sizes; one list of faces per frame, highest score first.
+
+        Frames are HxWx3 uint8 BGR arrays. They are letterboxed to ``input_size`` and run through
+        the network ``batch_size`` at a time.
+        """
+        if isinstance(frames, np.ndarray) and frames.ndim == 3:
+            raise InvalidInputError(
+                "detect() takes a sequence of frames; got a single HxWx3 array: use detect_one()"
+            )
+        frames = list(frames)
+        for i, frame in enumerate(frames):
+            _check_frame(frame, i)
+        results: list[list[Face]] = []
+        step = self.config.batch_size
+        for start in range(0, len(frames), step):
+            results.extend(self._detect_batch(frames[start : start + step]))
+        return results
+
+    def detect_one(self, frame: np.ndarray) -> list[Face]:
+        """Faces in one frame, highest score first."""
+        return self._detect_batch([_check_frame(frame)])[0]
+
+    def _detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+        size = self.config.input_size
+        blob = np.empty((len(frames), 3, size, size), dtype=np.float32)
+        scales = []
+        for i, frame in enumerate(frames):
+            image, scale = letterbox(frame, size)
+            _fill_blob(image, blob[i])  # same as to_blob, one image at a time
+            scales.append(scale)
+        outputs = self._session.run(self._output_names, {self._input_name: blob})
+        candidates = decode_batch(outputs, self.spec, (size, size), self.config.score_threshold)
+        return [
+            select_faces(c, s, self.config.nms_threshold, self.config.max_faces)
+            for c, s in zip(candidates, scales, strict=True)
+        ]

@@ -1,0 +1,988 @@
+"""Read frames from a video file: PyAV (FFmpeg, threaded) first, OpenCV as the fallback.
+
+Frames come out as HxWx3 uint8 BGR (the channel order the model was trained on), upright (the
+display matrix is applied as ffmpeg's CLI and OpenCV do), indexed by presentation order: index
+``i`` is the ``i``-th frame a full sequential decode gives.
+
+How frames are chosen (see :func:`preprocess.sampling.sample_indices`):
+
+- ``first``: decode from the start and stop once ``n`` frames are in hand.
+- ``uniform`` with PyAV: one cheap demux pass (no decoding) gives the exact frame count, every
+  packet's pts and dts (frame ``i`` is the ``i``-th smallest pts) and the keyframes. For each
+  target the reader starts decoding at the last keyframe that precedes it in both decode and
+  presentation order (so open-GOP leading pictures are never taken) and decodes forward to it.
+  It does not seek when that keyframe was already decoded in the current run or is at most
+  ``_SEEK_MARGIN`` packets ahead. A seek asks for the keyframe's smaller timestamp, drops any
+  packets before the keyframe if the demuxer landed earlier, and retries from an earlier keyframe
+  if it landed later. H.264 pictures that no other picture references (``nal_ref_idc == 0``,
+  about half the frames of the DFDC clips) are not decoded unless they are targets.
+  Every step is checked (landing position, that the decoder gives exactly the expected pts); on
+  any surprise, or when pts are missing or duplicated (some AVI/FLV files) or the stream does not
+  start on a keyframe, the reader falls back to one sequential decode that picks the targets and
+  stops after the last (logged at debug level). Either way the frames are pixel-identical to a
+  full decode's at the same indices.
+- ``uniform`` with OpenCV: a ``grab()`` pass counts the frames exactly (OpenCV's frame count is
+  only an estimate), then a second pass grabs every frame and converts only the targets.
+
+Rotation: ``VideoInfo.rotation`` is the clockwise angle applied to the decoded pictures (as in
+ffmpeg's CLI, OpenCV's ``CAP_PROP_ORIENTATION_META`` and the old mp4 ``rotate`` tag), rounded to a
+right angle. Mirroring in a display matrix is ignored, as OpenCV ignores it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib
+import itertools
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import (
+    ArtifactNotFoundError,
+    InvalidInputError,
+    InvalidVideoError,
+    MissingDependencyError,
+)
+from preprocess.sampling import SAMPLING_MODES, check_count, check_sampling, sample_indices
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BACKENDS",
+    "SAMPLING_MODES",
+    "VideoClip",
+    "VideoInfo",
+    "iter_frames",
+    "probe_video",
+    "read_video",
+    "sample_indices",
+]
+
+BACKENDS = ("auto", "pyav", "opencv")
+
+# Continue decoding instead of seeking when the target's keyframe is at most this many packets
+# ahead: a seek flushes the decoder and refills its thread pipeline, which costs about as much.
+_SEEK_MARGIN = 8
+_BAD_FILE_HINT = (
+    "Pass a video file (mp4, webm, avi, mkv, gif, ...); if it is one, it is probably truncated "
+    "or corrupt: re-create or re-download it"
+)
+# FFmpeg demuxers that read still images or text; such a file is not a video for this engine.
+_NOT_VIDEO_FORMATS = frozenset({"image2", "tty"})
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video holds. ``width``/``height`` are those of the frames returned (upright)."""
+
+    path: str
+    width: int
+    height: int
+    fps: float | None
+    frame_count: int | None  # exact (demuxed; OpenCV: counted), None when not counted
+    duration_s: float | None
+    rotation: int  # clockwise degrees applied to the decoded pictures: 0, 90, 180 or 270
+    codec: str
+    container: str  # FFmpeg demuxer name with PyAV, "unknown" with OpenCV
+
+
+@dataclass(frozen=True, eq=False)
+class VideoClip:
+    """Frames read from a video, with the presentation-order index of each."""
+
+    info: VideoInfo
+    frames: list[np.ndarray]  # each HxWx3 uint8 BGR, C-contiguous
+    indices: list[int]
+    backend: str  # "pyav" or "opencv"
+    warnings: tuple[str, ...]  # problems met while reading; the frames returned are still right
+    # Cost: video packets sent to the decoder (PyAV) or grab() calls (OpenCV), all passes.
+    frames_decoded: int = 0
+
+
+# --------------------------------------------------------------------------- public functions
+
+
+def probe_video(path: str | os.PathLike[str], *, backend: str = "auto") -> VideoInfo:
+    """Describe a video: size, rate, exact frame count, rotation, codec.
+
+    With PyAV this demuxes the file (no decoding) and decodes one frame. With OpenCV the exact
+    frame count costs a ``grab()`` pass over the whole video.
+    """
+    name = _check_backend(backend)
+    file = _check_file(path)
+    return _dispatch(name, file, lambda b: b.probe(file))
+
+
+def read_video(
+    path: str | os.PathLike[str],
+    n: int,
+    *,
+    sampling: str = "first",
+    backend: str = "auto",
+    threads: int = 0,
+) -> VideoClip:
+    """Read ``n`` frames of a video chosen by ``sampling`` (``"first"`` or ``"uniform"``).
+
+    A video shorter than ``n`` frames gives all its frames (no padding) and a warning in
+    ``VideoClip.warnings``. ``threads`` is the decoder's thread count (0: FFmpeg's choice).
+    """
+    check_count(n)
+    check_sampling(sampling)
+    threads = _check_threads(threads)
+    name = _check_backend(backend)
+    file = _check_file(path)
+    return _dispatch(name, file, lambda b: b.read(file, n, sampling, threads))
+
+
+def iter_frames(
+    path: str | os.PathLike[str], *, backend: str = "auto", threads: int = 0
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, frame)`` for every frame, in presentation order, BGR.
+
+    The file is opened at once, so a bad file raises here rather than on the first ``next()``.
+    A packet that fails to decode is skipped (as ffmpeg's CLI does); such problems are logged as
+    warnings once the iteration ends.
+    """
+    threads = _check_threads(threads)
+    name = _check_backend(backend)
+    file = _check_file(path)
+    return _dispatch(name, file, lambda b: b.iter(file, threads))
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise InvalidInputError(
+            f"backend={backend!r} is not supported; supported values are "
+            f"{', '.join(repr(b) for b in BACKENDS)}"
+        )
+    return backend
+
+
+def _check_threads(threads: object) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise InvalidInputError(
+            f"threads must be an integer >= 0 (0 lets FFmpeg choose), got {threads!r}"
+        )
+    return threads
+
+
+def _check_file(path: str | os.PathLike[str]) -> str:
+    """Reject what is not a readable, non-empty file with an error that says what was found."""
+    try:
+        p = Path(os.fspath(path))
+    except TypeError as exc:
+        raise InvalidInputError(f"path must be a str or os.PathLike, got {path!r}") from exc
+    if not p.exists():
+        raise ArtifactNotFoundError(
+            f"video file not found: '{p}' (working directory: {Path.cwd()}); check the path"
+        )
+    if p.is_dir():
+        raise InvalidVideoError(f"'{p}' is a directory; pass the path of a video file")
+    size = p.stat().st_size
+    if size == 0:
+        raise InvalidVideoError(
+            f"'{p}' is empty (0 bytes), so there is nothing to decode; the file was probably not "
+            "fully written or copied: re-create or re-download it"
+        )
+    kind, still = _sniff(p, size)
+    if still:
+        raise InvalidVideoError(
+            f"'{p}' is {kind}, not a video; pass a video file (mp4, webm, avi, mkv, gif, ...)"
+        )
+    return str(p)
+
+
+def _sniff(p: Path, size: int) -> tuple[str, bool]:
+    """(what the file looks like, whether it is a still image) from its first bytes."""
+    try:
+        with p.open("rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        return f"an unreadable file ({exc})", False
+    if head.startswith(b"\xff\xd8\xff"):
+        return "a JPEG image", True
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "a PNG image", True
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image", True
+    if head[4:8] == b"ftyp":
+        boxes = _mp4_boxes(p, size)
+        if "moov" not in boxes:
+            return (
+                f"an MP4/MOV file without its 'moov' index (top-level boxes: {', '.join(boxes)}), "
+                "which happens when the file was cut short or is still being written",
+                False,
+            )
+        return f"an MP4/MOV file (top-level boxes: {', '.join(boxes)})", False
+    signatures = (
+        (b"\x1a\x45\xdf\xa3", "a Matroska/WebM file"),
+        (b"%PDF", "a PDF document"),
+        (b"PK\x03\x04", "a ZIP archive"),
+        (b"ID3", "an MP3 audio file"),
+        (b"fLaC", "a FLAC audio file"),
+        (b"OggS", "an Ogg file"),
+        (b"GIF8", "a GIF image"),
+    )
+    for magic, kind in signatures:
+        if head.startswith(magic):
+            return kind, False
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "a WAV audio file", False
+    if head[:4] == b"RIFF":
+        return f"a RIFF file of type {head[8:12].decode('latin-1')!r}", False
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
+        return "an HTML document", False
+    try:
+        decoded = head.decode("utf-8")
+    except UnicodeDecodeError:
+        decoded = ""
+    if decoded and all(c.isprintable() or c in "\t\r\n" for c in decoded):
+        return "a text file", False
+    return f"unrecognised data (first bytes: {head[:8].hex(' ')})", False
+
+
+def _mp4_boxes(p: Path, size: int) -> list[str]:
+    """Names of the top-level ISO-BMFF boxes; a box that runs past the end is marked 'cut'."""
+    boxes: list[str] = []
+    offset = 0
+    with p.open("rb") as f:
+        while offset + 8 <= size and len(boxes) < 32:
+            f.seek(offset)
+            header = f.read(16)
+            box_size = int.from_bytes(header[:4], "big")
+            name = header[4:8].decode("latin-1")
+            if box_size == 1 and len(header) >= 16:
+                box_size = int.from_bytes(header[8:16], "big")
+            elif box_size == 0:
+                box_size = size - offset
+            if box_size < 8:
+                boxes.append(f"{name} (bad size)")
+                break
+            boxes.append(name if offset + box_size <= size else f"{name} (cut)")
+            offset += box_size
+    return boxes
+
+
+def _describe(path: str) -> str:
+    p = Path(path)
+    size = p.stat().st_size
+    return f"found {_sniff(p, size)[0]}, {size} bytes"
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class _CannotOpenError(InvalidVideoError):
+    """A backend could not open the file at all: with ``backend="auto"`` the next one is tried."""
+
+
+def _import(module: str, what: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{what} is needed for this video backend but could not be imported ({exc}); "
+            f"install it with: pip install deepfake-engine (or pass another backend= of "
+            f"{', '.join(repr(b) for b in BACKENDS)})"
+        ) from exc
+
+
+def _rotation_cw(ccw_degrees: float) -> tuple[int, str | None]:
+    """Clockwise right angle to apply for a display matrix rotating ``ccw_degrees`` CCW."""
+    cw = (-float(ccw_degrees)) % 360.0
+    quarter = round(cw / 90.0) % 4
+    note = None
+    if abs(((cw - 90.0 * quarter) + 180.0) % 360.0 - 180.0) > 1.0:
+        note = f"display rotation of {cw:.1f} degrees rounded to {90 * quarter}"
+    return 90 * quarter, note
+
+
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    if rotation:
+        image = np.rot90(image, k=-(rotation // 90))  # np.rot90 turns counter-clockwise
+    return np.ascontiguousarray(image)
+
+
+@dataclass(frozen=True)
+class _StreamIndex:
+    """What one demux pass (no decoding) tells about the video stream."""
+
+    pts: tuple[int | None, ...]  # per packet, in decode order
+    dts: tuple[int | None, ...]
+    keyframes: tuple[int, ...]  # decode-order positions of keyframe packets
+    disposable: frozenset[int]  # positions of H.264 pictures no other picture references
+    seek_unsafe: str | None  # why pts-based seeking can't be trusted; None when it can
+    fps: float | None
+    duration_s: float | None
+    codec: str
+    container: str
+    warnings: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.pts)
+
+
+class _SeekFailedError(Exception):
+    """Internal: seeking did not behave as the demux index predicted; decode sequentially."""
+
+
+class _PyAVSession:
+    """One opened container + video stream, decoding with error accounting."""
+
+    def __init__(self, av: Any, path: str, threads: int) -> None:
+        self.av = av
+        self.path = path
+        try:
+            self.container = av.open(path, metadata_errors="ignore")
+        except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise _CannotOpenError(
+                f"'{path}' cannot be read as a video: FFmpeg/PyAV says {reason!r}; "
+                f"{_describe(path)}. {_BAD_FILE_HINT}"
+            ) from exc
+        try:
+            self.stream = self._pick_stream(threads)
+        except BaseException:
+            self.container.close()
+            raise
+        self.sent = 0  # video packets sent to the decoder
+        self.rotation: int | None = None
+        self.errors: list[str] = []
+        self.error_count = 0
+        self.frames_out = 0
+
+    def _pick_stream(self, threads: int) -> Any:
+        av, path, container = self.av, self.path, self.container
+        fmt = container.format.name
+        if fmt in _NOT_VIDEO_FORMATS or fmt.endswith("_pipe"):
+            raise InvalidVideoError(
+                f"'{path}' was read by FFmpeg's {fmt!r} demuxer (a still image or text), "
+                f"not as a video; {_describe(path)}. Pass a video file"
+            )
+        attached = av.stream.Disposition.attached_pic
+        videos = [s for s in container.streams.video if not s.disposition & attached]
+        if not videos:
+            found = ", ".join(
+                f"{s.type} ({s.codec_context.name if s.codec_context else 'unknown codec'})"
+                for s in container.streams
+            )
+            raise InvalidVideoError(
+                f"'{path}' has no video stream (found: {found or 'no stream at all'}); it is "
+                "probably an audio-only file. Pass a file that contains video"
+            )
+        stream = videos[0]
+        if stream.codec_context is None:
+            raise _CannotOpenError(
+                f"'{path}': this FFmpeg build has no decoder for its video codec; install a "
+                "PyAV/FFmpeg build with that decoder or convert the video (e.g. to H.264 mp4)"
+            )
+        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        return stream
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> _PyAVSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def packets(self) -> Iterator[Any]:
+        """Non-empty video packets; a demux error ends the stream and is recorded."""
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.size > 0:
+                    yield packet
+        except self.av.error.FFmpegError as exc:
+            self._error(f"demuxing stopped: {exc}")
+
+    def decode(self, packet: Any | None) -> list[Any]:
+        """Frames out after sending ``packet`` (None drains the decoder); errors are recorded."""
+        if packet is not None:
+            self.sent += 1
+        try:
+            frames = self.stream.codec_context.decode(packet)
+        except self.av.error.EOFError:
+            return []
+        except self.av.error.FFmpegError as exc:
+            self._error(f"decoding failed: {exc}")
+            return []
+        self.frames_out += len(frames)
+        return frames
+
+    def frames(self) -> Iterator[Any]:
+        """Every frame from the current position, in presentation order, then drain."""
+        for packet in self.packets():
+            yield from self.decode(packet)
+        yield from self.decode(None)
+
+    def seek_to_keyframe(self, pts: int) -> Iterator[Any]:
+        try:
+            self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
+        except self.av.error.FFmpegError as exc:
+            raise _SeekFailedError(f"seek to pts {pts} failed: {exc}") from exc
+        return self.packets()
+
+    def bgr(self, frame: Any) -> np.ndarray:
+        if self.rotation is None:
+            self.rotation, note = _rotation_cw(frame.rotation)
+            if note:
+                self._error(note)
+        # Bicubic, as OpenCV and ffmpeg's CLI: it only matters for odd sizes, where swscale
+        # takes its generic path, and it makes both backends pixel-identical there too.
+        return _upright(frame.to_ndarray(format="bgr24", interpolation="BICUBIC"), self.rotation)
+
+    def _error(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < 5:
+            self.errors.append(message)
+
+    def warnings(self) -> list[str]:
+        out = list(self.errors)
+        if self.error_count > len(self.errors):
+            out.append(f"... and {self.error_count - len(self.errors)} more decode problems")
+        return out
+
+    def no_frame_error(self) -> InvalidVideoError:
+        why = "; ".join(self.errors) or "the video stream holds no decodable frame"
+        return InvalidVideoError(
+            f"'{self.path}': no frame could be decoded ({why}); {_describe(self.path)}. "
+            "The file is probably truncated or corrupt: re-create or re-download it"
+        )
+
+
+class _PyAVBackend:
+    name = "pyav"
+
+    def __init__(self) -> None:
+        self.av = _import("av", "PyAV (the `av` package)")
+
+    def _session(self, path: str, threads: int = 0) -> _PyAVSession:
+        return _PyAVSession(self.av, path, threads)
+
+    # ----- demux index
+
+    def index(self, path: str) -> _StreamIndex:
+        with self._session(path) as s:
+            stream, warnings = s.stream, []
+            pts: list[int | None] = []
+            dts: list[int | None] = []
+            keyframes: list[int] = []
+            durations: dict[int | None, int] = {}
+            disposable: set[int] = set()
+            nal_length = _h264_nal_length_size(stream)
+            corrupt = 0
+            for packet in s.packets():
+                if packet.is_keyframe:
+                    keyframes.append(len(pts))
+                elif nal_length is not None and _h264_is_disposable(bytes(packet), nal_length):
+                    disposable.add(len(pts))
+                corrupt += bool(packet.is_corrupt)
+                pts.append(packet.pts)
+                dts.append(packet.dts)
+                durations[packet.pts] = packet.duration or 0
+            warnings += s.warnings()
+            tb = stream.time_base
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate and rate > 0 else None
+            duration_s = None
+            known = [p for p in pts if p is not None]
+            if known and tb:
+                last = max(known)
+                last_dur = durations.get(last) or 0
+                span = float((last - min(known) + last_dur) * tb)
+                duration_s = span + (1.0 / fps if not last_dur and fps else 0.0)
+            elif stream.duration and tb:
+                duration_s = float(stream.duration * tb)
+            if corrupt:
+                warnings.append(f"{corrupt} video packets are flagged corrupt (truncated file?)")
+            header_frames = stream.frames or 0
+            if header_frames and header_frames != len(pts):
+                logger.debug("%s: header says %d frames, demuxed %d", path, header_frames, len(pts))
+                if header_frames > len(pts):
+                    warnings.append(
+                        f"the header announces {header_frames} frames but only {len(pts)} are "
+                        "in the file: it is probably truncated"
+                    )
+            fmt = s.container.format.name
+            if fmt == "mpegts" and all(Path(path).stat().st_size % k for k in (188, 192, 204)):
+                warnings.append(
+                    "the file ends in the middle of an MPEG-TS packet: it is probably truncated"
+                )
+            header_s = _header_duration(stream)
+            if header_s and duration_s is not None and not (header_frames > len(pts)):
+                slack = max(3.0 / fps if fps else 0.2, 0.02 * header_s)
+                if duration_s < header_s - slack:
+                    warnings.append(
+                        f"the video stream ends at {duration_s:.2f} s but its header says "
+                        f"{header_s:.2f} s: the file is probably truncated"
+                    )
+            return _StreamIndex(
+                pts=tuple(pts),
+                dts=tuple(dts),
+                keyframes=tuple(keyframes),
+                disposable=frozenset(disposable),
+                seek_unsafe=_seek_unsafe(pts, keyframes),
+                fps=fps,
+                duration_s=duration_s,
+                codec=stream.codec_context.name,
+                container=fmt,
+                warnings=tuple(warnings),
+            )
+
+    def _info(self, path: str, index: _StreamIndex, rotation: int, first: np.ndarray) -> VideoInfo:
+        return VideoInfo(
+            path=path,
+            width=int(first.shape[1]),
+            height=int(first.shape[0]),
+            fps=index.fps,
+            frame_count=index.count,
+            duration_s=index.duration_s,
+            rotation=rotation,
+            codec=index.codec,
+            container=index.container,
+        )
+
+    # ----- public operations
+
+    def probe(self, path: str) -> VideoInfo:
+        index = self.index(path)
+        for warning in index.warnings:
+            logger.warning("%s: %s", path, warning)
+        with self._session(path) as s:
+            for frame in s.frames():
+                first = s.bgr(frame)
+                return self._info(path, index, s.rotation or 0, first)
+            raise s.no_frame_error()
+
+    def read(self, path: str, n: int, sampling: str, threads: int) -> VideoClip:
+        index = self.index(path)
+        warnings = list(index.warnings)
+        targets = sample_indices(index.count, n, sampling)
+        sent = 0
+        s = self._session(path, threads)
+        try:
+            if sampling == "first" or not targets:
+                picked = self._pick_sequential(s, list(range(n)))
+            elif index.seek_unsafe:
+                logger.debug("%s: decoding sequentially (%s)", path, index.seek_unsafe)
+                picked = self._pick_sequential(s, targets)
+            else:
+                try:
+                    picked = self._pick_by_seeking(s, index, targets)
+                except _SeekFailedError as exc:
+                    logger.debug("%s: seeking failed (%s); decoding sequentially", path, exc)
+                    sent += s.sent
+                    s.close()
+                    s = self._session(path, threads)
+                    picked = self._pick_sequential(s, targets)
+            warnings += s.warnings()
+            sent += s.sent
+            rotation = s.rotation or 0
+        finally:
+            s.close()
+        if not picked:
+            raise s.no_frame_error()
+        indices = sorted(picked)
+        frames = [picked[i] for i in indices]
+        if len(frames) < n:
+            warnings.append(
+                f"asked for {n} frames ({sampling}) but the video gives {len(frames)}"
+                + (f" of its {index.count}" if index.count != len(frames) else "")
+            )
+        return VideoClip(
+            info=self._info(path, index, rotation, frames[0]),
+            frames=frames,
+            indices=indices,
+            backend=self.name,
+            warnings=tuple(warnings),
+            frames_decoded=sent,
+        )
+
+    def iter(self, path: str, threads: int) -> Iterator[tuple[int, np.ndarray]]:
+        return self._iter(self._session(path, threads))
+
+    @staticmethod
+    def _iter(s: _PyAVSession) -> Iterator[tuple[int, np.ndarray]]:
+        with s:
+            i = -1
+            for i, frame in enumerate(s.frames()):
+                yield i, s.bgr(frame)
+            if i < 0:
+                raise s.no_frame_error()
+            for warning in s.warnings():
+                logger.warning("%s: %s", s.path, warning)
+
+    # ----- frame picking
+
+    @staticmethod
+    def _pick_sequential(s: _PyAVSession, targets: list[int]) -> dict[int, np.ndarray]:
+        """Decode from the start, keep the frames at ``targets``, stop after the last one."""
+        wanted, last = set(targets), max(targets)
+        picked: dict[int, np.ndarray] = {}
+        for i, frame in enumerate(s.frames()):
+            if i in wanted:
+                picked[i] = s.bgr(frame)
+            if i >= last:
+                break
+        return picked
+
+    @staticmethod
+    def _pick_by_seeking(
+        s: _PyAVSession, index: _StreamIndex, targets: list[int]
+    ) -> dict[int, np.ndarray]:
+        """Seek to the keyframe before each far target and decode forward to it (see module doc)."""
+        pts_sorted = sorted(index.pts)  # type: ignore[type-var]  # all ints: seek_unsafe is None
+        position = {p: i for i, p in enumerate(index.pts)}
+        wanted = {pts_sorted[t]: t for t in targets}
+        picked: dict[int, np.ndarray] = {}
+        # The run being decoded (None: decoder drained). The file starts with a keyframe whose
+        # pts is the smallest (checked by _seek_unsafe), so the first run needs no seek.
+        packets: Iterator[Any] | None = s.packets()
+        current = -1  # decode position of the last packet read in this run
+        start_pos = 0  # decode position of the keyframe this run started from
+        for target in targets:
+            if target in picked:
+                continue
+            target_pts = pts_sorted[target]
+            key = _start_keyframe(index, position[target_pts], target_pts)
+            if packets is None or key - current > _SEEK_MARGIN:
+                packets, start_pos = _PyAVBackend._seek(s, index, position, key)
+                current = start_pos - 1
+            start_pts = index.pts[start_pos]
+            while target not in picked:
+                packet = next(packets, None) if packets is not None else None
+                if packet is None:
+                    frames, packets = s.decode(None), None
+                else:
+                    current = position.get(packet.pts, -2)
+                    if current < 0:
+                        raise _SeekFailedError(f"packet with unknown pts {packet.pts}")
+                    if current in index.disposable and packet.pts not in wanted:
+                        continue  # no other picture needs it: skipping it changes no pixel
+                    frames = s.decode(packet)
+                for frame in frames:
+                    pts = frame.pts
+                    if pts in wanted and pts >= start_pts and position[pts] >= start_pos:
+                        picked.setdefault(wanted[pts], s.bgr(frame))
+                    if pts is None or (pts > target_pts and target not in picked):
+                        raise _SeekFailedError(f"decoder skipped frame {target} (got pts {pts})")
+                if packets is None and target not in picked:
+                    raise _SeekFailedError(f"frame {target} not decoded before the end")
+        return picked
+
+    @staticmethod
+    def _seek(
+        s: _PyAVSession, index: _StreamIndex, position: dict[Any, int], key: int
+    ) -> tuple[Iterator[Any], int]:
+        """Seek so that decoding starts exactly at keyframe ``key``.
+
+        Demuxers seek on dts (mp4, mpeg-ts) or pts (Matroska), and some only roughly (ASF), so
+        the seek asks for the smaller of the two and checks where it landed. A landing after
+        ``key`` is retried from earlier keyframes; packets between an earlier landing and ``key``
+        are dropped unread by the decoder (a keyframe is a valid place to start decoding).
+        Returns the packet iterator, starting with ``key``'s packet, and ``key``.
+        """
+        keys = index.keyframes
+        k = keys.index(key)
+        for attempt in range(3):
+            pos = keys[max(k - attempt, 0)]
+            pts, dts = index.pts[pos], index.dts[pos]
+            target = min(pts, dts) if dts is not None else pts  # type: ignore[type-var]
+            packets = s.seek_to_keyframe(target)  # type: ignore[arg-type]
+            landed = None
+            for packet in packets:
+                landed = position.get(packet.pts)
+                if landed is None or landed >= key:
+                    break
+            if landed == key:
+                return itertools.chain([packet], packets), key
+            logger.debug("seek to keyframe %d (attempt %d) landed at %s", pos, attempt, landed)
+        raise _SeekFailedError(f"seeks to keyframe {key} did not land before it")
+
+
+def _h264_nal_length_size(stream: Any) -> int | None:
+    """NAL length-prefix size of an H.264 stream (0 for Annex B start codes); None if not H.264."""
+    if stream.codec_context.name != "h264":
+        return None
+    extradata = stream.codec_context.extradata or b""
+    if len(extradata) >= 7 and extradata[0] == 1:  # avcC: lengthSizeMinusOne in byte 4
+        return (extradata[4] & 3) + 1
+    return 0
+
+
+def _h264_nal_headers(data: bytes, length_size: int) -> list[int] | None:
+    """First byte of each NAL unit of an H.264 access unit, or None if the packet does not
+    parse cleanly as ``length_size``-prefixed NAL units (0: Annex B start codes)."""
+    headers: list[int] = []
+    if length_size:
+        i = 0
+        while i < len(data):
+            size = int.from_bytes(data[i : i + length_size], "big")
+            i += length_size
+            if size == 0 or i + size > len(data):
+                return None
+            headers.append(data[i])
+            i += size
+        return headers
+    if not data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
+        return None
+    i = data.find(b"\x00\x00\x01")
+    while 0 <= i < len(data) - 3:
+        headers.append(data[i + 3])
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return headers
+
+
+def _h264_is_disposable(data: bytes, length_size: int) -> bool:
+    """True for a picture that no other picture references: every slice has nal_ref_idc 0, and
+    the packet carries no parameter set or extension NAL that later pictures could need. Any
+    doubt (a packet that does not parse) answers False, which only costs decoding time."""
+    headers = _h264_nal_headers(data, length_size)
+    if not headers:
+        return False
+    slices = 0
+    for header in headers:
+        nal_type, ref_idc = header & 0x1F, (header >> 5) & 3
+        if header & 0x80:  # forbidden_zero_bit: not H.264 as we understand it
+            return False
+        if 1 <= nal_type <= 5:  # coded slice (or data partition), 5 = IDR
+            if ref_idc or nal_type == 5:
+                return False
+            slices += 1
+        elif nal_type in (7, 8, 13, 14, 15, 20, 21):  # SPS, PPS, SPS ext, prefix, subset SPS, MVC
+            return False
+    return slices > 0
+
+
+def _header_duration(stream: Any) -> float | None:
+    """The video stream's duration as the container header states it, if it does."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if tag:  # Matroska: "HH:MM:SS.nnnnnnnnn"
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            return None
+    return None
+
+
+def _seek_unsafe(pts: list[int | None], keyframes: list[int]) -> str | None:
+    if not pts:
+        return "no video packets"
+    if any(p is None for p in pts):
+        return "some packets have no pts"
+    if len(set(pts)) != len(pts):
+        return "some packets share a pts"
+    if not keyframes or keyframes[0] != 0:
+        return "the first packet is not a keyframe"
+    if min(pts) != pts[0]:  # type: ignore[type-var]
+        return "frames before the first keyframe in presentation order (open GOP at the start)"
+    return None
+
+
+def _start_keyframe(index: _StreamIndex, position: int, pts: int) -> int:
+    """Last keyframe at or before ``position`` in decode order and ``pts`` in presentation order."""
+    j = bisect.bisect_right(index.keyframes, position) - 1
+    while j > 0 and index.pts[index.keyframes[j]] > pts:  # type: ignore[operator]
+        j -= 1
+    return index.keyframes[max(j, 0)]
+
+
+class _OpenCVBackend:
+    name = "opencv"
+
+    def __init__(self) -> None:
+        self.cv2 = _import("cv2", "OpenCV (opencv-python-headless)")
+
+    def _open(self, path: str, threads: int = 0) -> Any:
+        cv2 = self.cv2
+        params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []
+        try:
+            cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, params)
+            opened = cap.isOpened()
+            if opened:  # upright frames, as ffmpeg's CLI shows them (OpenCV's default too)
+                cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+        except cv2.error as exc:
+            raise _CannotOpenError(f"'{path}' could not be opened by OpenCV ({exc})") from exc
+        if not opened:
+            cap.release()
+            raise _CannotOpenError(
+                f"'{path}' cannot be read as a video by OpenCV; {_describe(path)}. {_BAD_FILE_HINT}"
+            )
+        return cap
+
+    def _grab(self, cap: Any) -> bool:
+        try:
+            return bool(cap.grab())
+        except self.cv2.error as exc:
+            logger.warning("OpenCV grab() failed: %s", exc)
+            return False
+
+    def _retrieve(self, cap: Any) -> np.ndarray | None:
+        try:
+            ok, image = cap.retrieve()
+        except self.cv2.error as exc:
+            logger.warning("OpenCV retrieve() failed: %s", exc)
+            return None
+        return np.ascontiguousarray(image) if ok and image is not None else None
+
+    def _count(self, path: str, threads: int) -> tuple[int, Any]:
+        """Exact frame count by a grab() pass (decodes, no colour conversion)."""
+        cap = self._open(path, threads)
+        try:
+            count = 0
+            while self._grab(cap):
+                count += 1
+            header = int(cap.get(self.cv2.CAP_PROP_FRAME_COUNT) or 0)
+        finally:
+            cap.release()
+        return count, header
+
+    def _info(self, path: str, cap: Any, count: int | None, first: np.ndarray) -> VideoInfo:
+        cv2 = self.cv2
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or None
+        rotation, _ = _rotation_cw(-float(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0.0))
+        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC) or 0)
+        codec = fourcc.to_bytes(4, "little").decode("latin-1").strip("\x00 ").lower()
+        return VideoInfo(
+            path=path,
+            width=int(first.shape[1]),
+            height=int(first.shape[0]),
+            fps=fps,
+            frame_count=count,
+            duration_s=count / fps if fps and count is not None else None,
+            rotation=rotation,
+            codec=codec or "unknown",
+            container="unknown",
+        )
+
+    def _truncation(self, count: int, header: int) -> list[str]:
+        if header > 1.05 * count + 2:  # OpenCV's count is estimated from the duration
+            return [
+                f"the header announces about {header} frames but only {count} could be "
+                "decoded: the file is probably truncated"
+            ]
+        return []
+
+    def probe(self, path: str) -> VideoInfo:
+        count, header = self._count(path, 0)
+        for warning in self._truncation(count, header):
+            logger.warning("%s: %s", path, warning)
+        cap = self._open(path)
+        try:
+            first = self._retrieve(cap) if self._grab(cap) else None
+            if first is None:
+                raise self._no_frame(path)
+            return self._info(path, cap, count, first)
+        finally:
+            cap.release()
+
+    def read(self, path: str, n: int, sampling: str, threads: int) -> VideoClip:
+        warnings: list[str] = []
+        grabs = 0
+        if sampling == "uniform":
+            count, header = self._count(path, threads)
+            grabs += count
+            warnings += self._truncation(count, header)
+            targets = sample_indices(count, n, sampling)
+        else:
+            count, targets = None, list(range(n))
+        picked: dict[int, np.ndarray] = {}
+        cap = self._open(path, threads)
+        try:
+            if targets:
+                wanted, last = set(targets), max(targets)
+                for i in itertools.count():
+                    if not self._grab(cap):
+                        break
+                    grabs += 1
+                    if i in wanted:
+                        image = self._retrieve(cap)
+                        if image is None:
+                            break
+                        picked[i] = image
+                    if i >= last:
+                        break
+            if not picked:
+                raise self._no_frame(path)
+            indices = sorted(picked)
+            frames = [picked[i] for i in indices]
+            if len(frames) < n:
+                warnings.append(f"asked for {n} frames ({sampling}) but got {len(frames)}")
+            return VideoClip(
+                info=self._info(path, cap, count, frames[0]),
+                frames=frames,
+                indices=indices,
+                backend=self.name,
+                warnings=tuple(warnings),
+                frames_decoded=grabs,
+            )
+        finally:
+            cap.release()
+
+    def iter(self, path: str, threads: int) -> Iterator[tuple[int, np.ndarray]]:
+        return self._iter(path, self._open(path, threads))
+
+    def _iter(self, path: str, cap: Any) -> Iterator[tuple[int, np.ndarray]]:
+        try:
+            for i in itertools.count():
+                image = self._retrieve(cap) if self._grab(cap) else None
+                if image is None:
+                    if i == 0:
+                        raise self._no_frame(path)
+                    return
+                yield i, image
+        finally:
+            cap.release()
+
+    @staticmethod
+    def _no_frame(path: str) -> InvalidVideoError:
+        return InvalidVideoError(
+            f"'{path}': OpenCV opened the file but decoded no frame; {_describe(path)}. "
+            "The file is probably truncated or corrupt, or has no video stream"
+        )
+
+
+_BACKEND_CLASSES: dict[str, type[_PyAVBackend] | type[_OpenCVBackend]] = {
+    "pyav": _PyAVBackend,
+    "opencv": _OpenCVBackend,
+}
+
+
+def _dispatch(backend: str, path: str, op: Any) -> Any:
+    """Run ``op(backend_instance)``; with "auto", PyAV then OpenCV when PyAV can't open the file."""
+    if backend != "auto":
+        return op(_BACKEND_CLASSES[backend]())
+    try:
+        pyav = _PyAVBackend()
+    except MissingDependencyError as exc:
+        logger.warning("PyAV is not available (%s); reading '%s' with OpenCV", exc, path)
+        return op(_OpenCVBackend())
+    try:
+        return op(pyav)
+    except _CannotOpenError as exc:
+        try:
+            opencv = _OpenCVBackend()
+        except MissingDependencyError:
+            raise exc from None
+        logger.warning("PyAV cannot open '%s' (%s); trying OpenCV", path, exc)
+        try:
+            return op(opencv)
+        except _CannotOpenError as exc2:
+            raise InvalidVideoError(f"{exc} (OpenCV cannot open it either)") from exc2

@@ -1,0 +1,280 @@
+"""SCRFD graph rewrite to batch-dynamic: structure, proof against batch-1 runs, file handling."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from engine.errors import ArtifactNotFoundError, ModelFormatError
+from preprocess.scrfd_graph import (
+    META_REWRITE,
+    META_SOURCE_SHA256,
+    META_VERIFIED_MAX_ABS_DIFF,
+    REWRITE_TAG,
+    file_sha256,
+    inspect_scrfd_graph,
+    make_batch_dynamic,
+    rewrite_batch_dynamic,
+    verify_batched,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("DFE_SHARED", REPO.parent / "shared"))
+MODELS = SHARED / "models"
+VIDEOS = SHARED / "videos"
+
+pytestmark = pytest.mark.skipif(
+    not (MODELS / "det_500m.onnx").is_file(),
+    reason=f"shared test models not found in {MODELS} (set DFE_SHARED)",
+)
+
+PACKS = ["det_500m", "det_2.5g"]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DFE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    return folder
+
+
+def copy_model(name: str, folder: Path) -> Path:
+    src = MODELS / f"{name}.onnx"
+    if not src.is_file():
+        pytest.skip(f"{src} not present")
+    dst = folder / src.name
+    shutil.copy(src, dst)
+    dst.chmod(0o644)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def real_frames() -> list[np.ndarray]:
+    """Three different real frames: two 1080p clips and a 480p one."""
+    av = pytest.importorskip("av")
+    picks = [
+        ("dfdc_abofeumbvv_fake.mp4", 5),
+        ("dfdc_like_real.mp4", 40),
+        ("pair480p_fake.mp4", 20),
+    ]
+    frames = []
+    for name, index in picks:
+        path = VIDEOS / name
+        if not path.is_file():
+            pytest.skip(f"{path} not present")
+        with av.open(str(path)) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i == index:
+                    frames.append(frame.to_ndarray(format="bgr24"))
+                    break
+    return frames
+
+
+def head_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type == "Transpose"]
+
+
+# ----------------------------------------------------------------------------------- inspection
+
+
+def test_inspect_recognises_the_three_layouts() -> None:
+    assert inspect_scrfd_graph(onnx.load(MODELS / "det_500m.onnx")).kind == "interleaved"
+    dyn = MODELS / "scrfd_500m_kps_dynamic.onnx"
+    if dyn.is_file():
+        assert inspect_scrfd_graph(onnx.load(dyn)).kind == "batched_dynamic"
+    fixed = MODELS / "scrfd_500m_kps_640x640.onnx"
+    if fixed.is_file():
+        layout = inspect_scrfd_graph(onnx.load(fixed))
+        assert layout.kind == "batched_fixed" and layout.input_shape == (1, 3, 640, 640)
+
+
+# -------------------------------------------------------------------------------------- rewrite
+
+
+@pytest.mark.parametrize("name", PACKS)
+def test_rewrite_structure(name: str) -> None:
+    path = MODELS / f"{name}.onnx"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    original = onnx.load(path)
+    before = original.SerializeToString()
+    rewritten = rewrite_batch_dynamic(original, source_sha256="abc")
+    assert original.SerializeToString() == before, "the input model must not be modified"
+    onnx.checker.check_model(rewritten, full_check=True)
+    assert all(tuple(n.attribute[0].ints) == (0, 2, 3, 1) for n in head_nodes(rewritten))
+    dims = [d.dim_param or d.dim_value for d in rewritten.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    for out in rewritten.graph.output:
+        odims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
+        assert odims[0] == "batch" and len(odims) == 3 and odims[2] in (1, 4, 10)
+    meta = {p.key: p.value for p in rewritten.metadata_props}
+    assert meta[META_REWRITE] == REWRITE_TAG and meta[META_SOURCE_SHA256] == "abc"
+    inspect_scrfd_graph(rewritten)  # now batch-aware
+    assert inspect_scrfd_graph(rewritten).kind == "batched_dynamic"
+
+
+@pytest.mark.parametrize("name", PACKS)
+def test_rewrite_batch_of_real_frames_equals_batch_1_runs(
+    name: str, real_frames: list[np.ndarray]
+) -> None:
+    path = MODELS / f"{name}.onnx"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    original = onnx.load(path)
+    worst = verify_batched(original, rewrite_batch_dynamic(original), frames=real_frames)
+    assert worst <= 1e-4
+    assert worst < 1e-5  # in practice it is 0 or float32 noise
+
+
+def test_original_pack_interleaves_a_batch(real_frames: list[np.ndarray]) -> None:
+    """Documents the bug the rewrite fixes (InsightFace #2878/#2879): relaxing the batch of the
+    shipped graph runs, but rows come out ordered (h, w, n, anchor)."""
+    model = onnx.load(MODELS / "det_500m.onnx")
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), opts, ["CPUExecutionProvider"])
+    import cv2
+
+    blob = np.stack(
+        [
+            (cv2.resize(f, (640, 640))[:, :, ::-1].transpose(2, 0, 1) - 127.5) / 128
+            for f in real_frames
+        ]
+    ).astype(np.float32)
+    name = session.get_inputs()[0].name
+    batched = session.run(None, {name: blob})[0]  # stride-8 scores, (80*80*N*2, 1)
+    single = [session.run(None, {name: blob[i : i + 1]})[0] for i in range(3)]
+    naive = np.split(batched, 3)
+    assert max(np.abs(a - b).max() for a, b in zip(naive, single, strict=True)) > 1e-2
+    untangled = batched.reshape(80, 80, 3, 2, 1).transpose(2, 0, 1, 3, 4).reshape(3, -1, 1)
+    for i in range(3):
+        np.testing.assert_allclose(untangled[i], single[i], atol=1e-5)
+
+
+def test_verify_batched_catches_a_wrong_rewrite(real_frames: list[np.ndarray]) -> None:
+    original = onnx.load(MODELS / "det_500m.onnx")
+    wrong = rewrite_batch_dynamic(original)
+    for node in head_nodes(wrong):
+        del node.attribute[0].ints[:]
+        node.attribute[0].ints.extend([0, 3, 2, 1])  # swaps h and w: same shape, wrong order
+    with pytest.raises(ModelFormatError, match="differ"):
+        verify_batched(original, wrong, frames=real_frames)
+    with pytest.raises(ModelFormatError, match="does not run on a batch of 3"):
+        verify_batched(original, original, frames=real_frames)  # declared batch 1
+    relaxed = onnx.ModelProto()
+    relaxed.CopyFrom(original)
+    relaxed.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    with pytest.raises(ModelFormatError, match="does not hold"):
+        verify_batched(original, relaxed, frames=real_frames)  # runs, but 2-D interleaved
+
+
+# ---------------------------------------------------------------------------------- unrecognised
+
+
+def test_unrecognised_layouts_raise(tmp_path: Path) -> None:
+    model = onnx.load(MODELS / "det_500m.onnx")
+    bad_perm = onnx.ModelProto()
+    bad_perm.CopyFrom(model)
+    del head_nodes(bad_perm)[0].attribute[0].ints[:]
+    head_nodes(bad_perm)[0].attribute[0].ints.extend([0, 1, 2, 3])
+    with pytest.raises(ModelFormatError, match=r"expected perm \[2, 3, 0, 1\]"):
+        inspect_scrfd_graph(bad_perm)
+
+    five = onnx.ModelProto()
+    five.CopyFrom(model)
+    del five.graph.output[5:]
+    with pytest.raises(ModelFormatError, match="found 5"):
+        inspect_scrfd_graph(five)
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not an onnx model at all")
+    with pytest.raises(ModelFormatError, match="not a readable ONNX model"):
+        make_batch_dynamic(garbage)
+    with pytest.raises(ArtifactNotFoundError):
+        make_batch_dynamic(tmp_path / "missing.onnx")
+
+
+# ----------------------------------------------------------------------------------------- files
+
+
+def test_make_batch_dynamic_saves_next_to_the_original_and_reuses(workdir: Path) -> None:
+    src = copy_model("det_500m", workdir)
+    out = make_batch_dynamic(src)
+    assert out == workdir / "det_500m.batched.onnx"
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta[META_SOURCE_SHA256] == file_sha256(src)
+    assert float(meta[META_VERIFIED_MAX_ABS_DIFF]) <= 1e-4
+    mtime = out.stat().st_mtime_ns
+    assert make_batch_dynamic(src) == out
+    assert out.stat().st_mtime_ns == mtime, "an up-to-date rewrite is reused"
+    assert sorted(p.name for p in workdir.iterdir()) == ["det_500m.batched.onnx", "det_500m.onnx"]
+
+
+def test_make_batch_dynamic_never_reuses_a_stale_rewrite(workdir: Path) -> None:
+    src = copy_model("det_500m", workdir)
+    out = make_batch_dynamic(src, verify=False)
+    other = MODELS / "det_2.5g.onnx"
+    if not other.is_file():
+        pytest.skip("det_2.5g.onnx not present")
+    shutil.copy(other, src)  # the source changes under the same name
+    again = make_batch_dynamic(src, verify=False)
+    assert again == out
+    meta = {p.key: p.value for p in onnx.load(again).metadata_props}
+    assert meta[META_SOURCE_SHA256] == file_sha256(other)
+
+
+def test_make_batch_dynamic_uses_the_cache_for_read_only_folders(
+    workdir: Path, tmp_path: Path
+) -> None:
+    src = copy_model("det_500m", workdir)
+    workdir.chmod(0o555)
+    try:
+        out = make_batch_dynamic(src, verify=False)
+    finally:
+        workdir.chmod(0o755)
+    sha = file_sha256(src)
+    assert out == tmp_path / "cache" / f"det_500m.{sha[:16]}.batched.onnx"
+    assert not (workdir / "det_500m.batched.onnx").exists()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    workdir.chmod(0o555)
+    try:
+        assert make_batch_dynamic(src) == out  # found again in the cache
+    finally:
+        workdir.chmod(0o755)
+
+
+def test_make_batch_dynamic_explicit_destination(workdir: Path, tmp_path: Path) -> None:
+    src = copy_model("det_2.5g", workdir)
+    dst = tmp_path / "elsewhere" / "b.onnx"
+    assert make_batch_dynamic(src, dst) == dst
+    assert inspect_scrfd_graph(onnx.load(dst)).kind == "batched_dynamic"
+
+
+def test_already_dynamic_model_is_used_as_it_is(workdir: Path) -> None:
+    src = copy_model("scrfd_500m_kps_dynamic", workdir)
+    assert make_batch_dynamic(src) == src
+    assert [p.name for p in workdir.iterdir()] == [src.name]
+
+
+def test_fixed_batch_reexport_gets_its_batch_relaxed(workdir: Path) -> None:
+    src = copy_model("scrfd_500m_kps_640x640", workdir)
+    out = make_batch_dynamic(src)
+    assert out != src
+    model = onnx.load(out)
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, 640, 640]
+    # same head nodes as the source: only declarations changed
+    assert [n.op_type for n in model.graph.node] == [n.op_type for n in onnx.load(src).graph.node]
