@@ -240,11 +240,12 @@ class Engine:
             share = (time.perf_counter() - t) / len(frames)
             pos = 0
             for w in todo:
-                w.timings["detect"] = share * len(w.frames)
+                count = len(w.frames)
+                w.timings["detect"] = share * count
                 t = time.perf_counter()
-                self._crop(w, faces[pos : pos + len(w.frames)])
+                self._crop(w, faces[pos : pos + count])
                 w.timings["crop"] = time.perf_counter() - t
-                pos += len(w.frames)
+                pos += count
 
     def _pick_face(self, faces: list[Face]) -> Face | None:
         if not faces:

@@ -141,19 +141,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         help="inference backend (auto: the best one that can run here; a backend "
         "named explicitly that cannot run is an error, never a silent fallback)",
     )
-    p.add_argument(
-        "--detector",
-        default="det_500m",
-        help="SCRFD model: a known name (det_500m, det_2.5g, det_10g) or an .onnx path",
-    )
-    p.add_argument(
-        "--models",
-        default=None,
-        metavar="DIR",
-        help="models directory for detector files (default: $DFE_MODELS or "
-        "~/.cache/deepfake-engine/models)",
-    )
-    p.add_argument("--no-download", action="store_true", help="never download detector files")
+    _add_detector_options(p)
     p.add_argument("--batch-size", type=int, default=64, help="classifier frames per batch")
     p.add_argument(
         "--face",

@@ -7,6 +7,8 @@ same video always gives the same frames whatever backend or seek strategy decode
 
 from __future__ import annotations
 
+import operator
+
 from engine.errors import InvalidInputError
 
 SAMPLING_MODES = ("first", "uniform")
@@ -22,11 +24,22 @@ def check_sampling(sampling: str) -> str:
     return sampling
 
 
+def as_int(value: object) -> int | None:
+    """``value`` as an int if it is an integer (numpy integers too, bools not), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def check_count(n: object, *, name: str = "n") -> int:
-    """Return ``n`` if it is a positive int (not a bool), else raise :class:`InvalidInputError`."""
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+    """Return ``n`` if it is a positive integer, else raise :class:`InvalidInputError`."""
+    value = as_int(n)
+    if value is None or value <= 0:
         raise InvalidInputError(f"{name} must be a positive integer (frames to read), got {n!r}")
-    return n
+    return value
 
 
 def sample_indices(frame_count: int, n: int, sampling: str) -> list[int]:
@@ -42,9 +55,11 @@ def sample_indices(frame_count: int, n: int, sampling: str) -> list[int]:
     the indices are strictly increasing with no duplicates.
     """
     check_sampling(sampling)
-    check_count(n)
-    if isinstance(frame_count, bool) or not isinstance(frame_count, int) or frame_count < 0:
+    n = check_count(n)
+    count = as_int(frame_count)
+    if count is None or count < 0:
         raise InvalidInputError(f"frame_count must be an integer >= 0, got {frame_count!r}")
+    frame_count = count
     if sampling == "first" or frame_count <= n:
         return list(range(min(n, frame_count)))
     if n == 1:

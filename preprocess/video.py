@@ -49,7 +49,13 @@ from engine.errors import (
     InvalidVideoError,
     MissingDependencyError,
 )
-from preprocess.sampling import SAMPLING_MODES, check_count, check_sampling, sample_indices
+from preprocess.sampling import (
+    SAMPLING_MODES,
+    as_int,
+    check_count,
+    check_sampling,
+    sample_indices,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +138,7 @@ def read_video(
     A video shorter than ``n`` frames gives all its frames (no padding) and a warning in
     ``VideoClip.warnings``. ``threads`` is the decoder's thread count (0: FFmpeg's choice).
     """
-    check_count(n)
+    n = check_count(n)
     check_sampling(sampling)
     threads = _check_threads(threads)
     name = _check_backend(backend)
@@ -168,11 +174,12 @@ def _check_backend(backend: str) -> str:
 
 
 def _check_threads(threads: object) -> int:
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+    value = as_int(threads)
+    if value is None or value < 0:
         raise InvalidInputError(
             f"threads must be an integer >= 0 (0 lets FFmpeg choose), got {threads!r}"
         )
-    return threads
+    return value
 
 
 def _check_file(path: str | os.PathLike[str]) -> str:
@@ -242,10 +249,7 @@ def _sniff(p: Path, size: int) -> tuple[str, bool]:
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
         return "an HTML document", False
-    try:
-        decoded = head.decode("utf-8")
-    except UnicodeDecodeError:
-        decoded = ""
+    decoded = head.decode("utf-8", errors="replace").rstrip("\ufffd")  # may cut a character
     if decoded and all(c.isprintable() or c in "\t\r\n" for c in decoded):
         return "a text file", False
     return f"unrecognised data (first bytes: {head[:8].hex(' ')})", False
@@ -275,7 +279,10 @@ def _mp4_boxes(p: Path, size: int) -> list[str]:
 
 def _describe(path: str) -> str:
     p = Path(path)
-    size = p.stat().st_size
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        return f"the file cannot be read ({exc})"
     return f"found {_sniff(p, size)[0]}, {size} bytes"
 
 
@@ -286,14 +293,14 @@ class _CannotOpenError(InvalidVideoError):
     """A backend could not open the file at all: with ``backend="auto"`` the next one is tried."""
 
 
-def _import(module: str, what: str) -> Any:
+def _import(module: str, package: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(
-            f"{what} is needed for this video backend but could not be imported ({exc}); "
-            f"install it with: pip install deepfake-engine (or pass another backend= of "
-            f"{', '.join(repr(b) for b in BACKENDS)})"
+            f"the {package!r} package is needed for this video backend but `import {module}` "
+            f"failed ({exc}); install it with: pip install {package} (a dependency of "
+            f"deepfake-engine), or pass another backend= of {', '.join(repr(b) for b in BACKENDS)}"
         ) from exc
 
 
@@ -468,7 +475,7 @@ class _PyAVBackend:
     name = "pyav"
 
     def __init__(self) -> None:
-        self.av = _import("av", "PyAV (the `av` package)")
+        self.av = _import("av", "av")
 
     def _session(self, path: str, threads: int = 0) -> _PyAVSession:
         return _PyAVSession(self.av, path, threads)
@@ -508,7 +515,7 @@ class _PyAVBackend:
             elif stream.duration and tb:
                 duration_s = float(stream.duration * tb)
             if corrupt:
-                warnings.append(f"{corrupt} video packets are flagged corrupt (truncated file?)")
+                warnings.append(f"{corrupt} video packet(s) flagged corrupt (truncated file?)")
             header_frames = stream.frames or 0
             if header_frames and header_frames != len(pts):
                 logger.debug("%s: header says %d frames, demuxed %d", path, header_frames, len(pts))
@@ -808,7 +815,7 @@ class _OpenCVBackend:
     name = "opencv"
 
     def __init__(self) -> None:
-        self.cv2 = _import("cv2", "OpenCV (opencv-python-headless)")
+        self.cv2 = _import("cv2", "opencv-python-headless")
 
     def _open(self, path: str, threads: int = 0) -> Any:
         cv2 = self.cv2

@@ -42,3 +42,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def video_paths(shared_dir) -> list[Path]:
     return shared_videos()
+
+
+# Checkpoints made by the independent reference implementation, shared by export/ and engine/.
+pytest_plugins = ["tests.fixtures_models"]

@@ -87,12 +87,40 @@ def test_sample_indices_rejects_bad_n(n: object) -> None:
         sample_indices(10, n, "first")  # type: ignore[arg-type]
 
 
+def test_sample_indices_accepts_numpy_integers() -> None:
+    assert sample_indices(np.int64(300), np.int32(7), "uniform") == [0, 50, 100, 150, 199, 249, 299]
+
+
 def test_sample_indices_rejects_bad_mode_and_count() -> None:
     with pytest.raises(InvalidInputError, match="supported values are 'first', 'uniform'"):
         sample_indices(10, 3, "random")
     with pytest.raises(InvalidInputError, match="frame_count"):
         sample_indices(-1, 3, "first")
     assert SAMPLING_MODES == ("first", "uniform")
+
+
+def _avcc(*nals: bytes) -> bytes:
+    return b"".join(len(n).to_bytes(4, "big") + n for n in nals)
+
+
+def test_h264_disposable_detection() -> None:
+    """Only pictures with every slice at nal_ref_idc 0 and no parameter set may be skipped."""
+    is_disposable = video_mod._h264_is_disposable
+    b_slice = b"\x01\x9e\x00"  # type 1, nal_ref_idc 0
+    p_slice = b"\x41\x9a\x00"  # type 1, nal_ref_idc 2
+    sei, pps = b"\x06\x05\x00", b"\x68\xce\x00"
+    assert is_disposable(_avcc(b_slice), 4)
+    assert is_disposable(_avcc(sei, b_slice, b_slice), 4)
+    assert not is_disposable(_avcc(p_slice), 4)
+    assert not is_disposable(_avcc(b_slice, p_slice), 4)
+    assert not is_disposable(_avcc(pps, b_slice), 4)
+    assert not is_disposable(_avcc(b"\x65\x88\x00"), 4)  # IDR
+    assert not is_disposable(_avcc(sei), 4)  # no slice at all
+    assert not is_disposable(_avcc(b_slice)[:-1], 4)  # lengths do not tile the packet
+    assert not is_disposable(_avcc(b_slice), 2)  # wrong length size: does not parse
+    assert is_disposable(b"\x00\x00\x00\x01" + b_slice, 0)  # Annex B
+    assert not is_disposable(b"\x00\x00\x01" + b_slice + b"\x00\x00\x01" + p_slice, 0)
+    assert not is_disposable(b_slice, 0)  # Annex B without a start code
 
 
 # --------------------------------------------------------------------------- real clips

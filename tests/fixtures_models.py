@@ -1,4 +1,5 @@
-"""Checkpoints made by the independent reference implementation, on real face crops."""
+"""Session fixtures: checkpoints made by the independent reference implementation on real face
+crops, and their export."""
 
 from __future__ import annotations
 
@@ -66,3 +67,13 @@ def sequence_ckpt(real_crops, tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     path = tmp_path_factory.mktemp("ckpt_seq") / "retrained_seq.pt"
     torch.save(model.state_dict(), path)
     return path, model
+
+
+@pytest.fixture(scope="session")
+def exported_model(original_ckpt, real_crops, tmp_path_factory) -> Path:
+    """The independent test checkpoint exported (reduce=mean) once for the whole session."""
+    from export.onnx_export import export_checkpoint
+
+    out = tmp_path_factory.mktemp("model_n20")
+    export_checkpoint(original_ckpt[0], out, parity_videos=[v.numpy() for v in real_crops.videos])
+    return out
