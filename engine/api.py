@@ -29,6 +29,7 @@ from engine.models import ModelCatalog, load_catalog
 from engine.reduce import label_of, reduce_logits, softmax
 from engine.sidecar import ModelSpec
 from preprocess.crop import INPUT_SIZE, crop_box, face_crop, normalize, resize_pil
+from preprocess.dlib_map import check_crop_style, face_box
 from preprocess.sampling import check_count, check_sampling
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class EngineConfig:
     face: str = "score"  # which face of a frame: highest score, or largest box
     margin: float = 0.0  # crop margin, a fraction of the box size on each side
     no_face: str = "full_frame"  # a frame without a face: whole frame (original) or drop it
+    # "scrfd": SCRFD's box; "dlib": SCRFD mapped to the box dlib's mmod detector would draw, as
+    # the original checkpoints were trained on; None: the model sidecar's default
+    crop_style: str | None = None
     decode_backend: str = "auto"
     decode_workers: int = 2
     max_in_flight: int = 8  # videos between decode and result, bounds memory
@@ -76,6 +80,8 @@ class EngineConfig:
                 )
         for name in ("batch_size", "detector_batch", "decode_workers", "max_in_flight"):
             check_count(getattr(self, name), name=name)
+        if self.crop_style is not None:
+            check_crop_style(self.crop_style)
         if self.margin < 0:
             raise InvalidInputError(f"margin must be >= 0, got {self.margin}")
 
@@ -95,6 +101,7 @@ class Prediction:
     frame_p_fake: list[float] = field(default_factory=list)
     frame_indices: list[int] = field(default_factory=list)
     boxes: list[list[int] | None] = field(default_factory=list)  # crop box per frame used
+    crop_style: str | None = None  # "scrfd" or "dlib" (None: the caller's own crops)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     seq_len: int | None = None
     sampling: str | None = None
@@ -124,6 +131,7 @@ class _Work:
     boxes: list[list[int] | None] = field(default_factory=list)
     faces: int = 0
     detect: bool = True
+    crop_style: str = "scrfd"
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -211,6 +219,11 @@ class Engine:
     def spec_for(self, seq_len: int | None) -> ModelSpec:
         return self.catalog.pick(seq_len)
 
+    def crop_style_for(self, spec: ModelSpec) -> str:
+        """The configured crop style, else the model's default (``scrfd`` when its sidecar
+        names none)."""
+        return check_crop_style(self.config.crop_style or spec.crop_style or "scrfd")
+
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
@@ -259,7 +272,11 @@ class Engine:
         found = 0
         for frame, idx, frame_faces in zip(work.frames, work.frame_indices, faces):
             face = self._pick_face(frame_faces)
-            box = crop_box(face.box, frame.shape, margin=self.config.margin) if face else None
+            box = (
+                crop_box(face_box(face, work.crop_style), frame.shape, margin=self.config.margin)
+                if face
+                else None
+            )
             if box is None and self.config.no_face == "drop":
                 continue
             found += box is not None
@@ -318,6 +335,7 @@ class Engine:
             "backend": self.backend,
             "model": str(spec.directory) if spec else None,
             "reduce": spec.reduce if spec else None,
+            "crop_style": work.crop_style if work.detect else None,
             "timings": timings,
             "warnings": list(work.warnings),
         }
@@ -398,6 +416,7 @@ class Engine:
         n = seq_len or spec.seq_len or DEFAULT_SEQ_LEN
         check_count(n, name="seq_len")
         work = self._work_for(0, source, crops)
+        work.crop_style = self.crop_style_for(spec)
         if work.source is not None:
             self._decode(work, n, sampling)
         self._detect_and_crop([work])
@@ -425,6 +444,7 @@ class Engine:
         self, sources: Iterator[Any], spec: ModelSpec, n: int, sampling: str, ordered: bool
     ) -> Iterator[Prediction]:
         cfg = self.config
+        style = self.crop_style_for(spec)
         slots = threading.Semaphore(cfg.max_in_flight)
         stop = threading.Event()
         decoded: queue.Queue = queue.Queue(maxsize=cfg.max_in_flight)
@@ -445,7 +465,8 @@ class Engine:
                         slots.acquire()
                         if stop.is_set():
                             break
-                        pool.submit(decode_one, _Work(index=i, name=str(src), source=src))
+                        work = _Work(index=i, name=str(src), source=src, crop_style=style)
+                        pool.submit(decode_one, work)
                 except Exception as exc:  # the input iterator itself failed
                     log.error("reading the list of inputs failed: %s", exc)
                     results.put(exc)

@@ -39,6 +39,11 @@ class ModelSpec:
     demo: bool
     raw: dict[str, Any]
 
+    @property
+    def crop_style(self) -> str | None:
+        """The crop style recorded at export (``scrfd`` or ``dlib``), None in older sidecars."""
+        return self.raw.get("preprocessing", {}).get("crop_style")
+
 
 def write_sidecar(path: Path, data: dict[str, Any]) -> None:
     data = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **data}

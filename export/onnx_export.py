@@ -25,6 +25,7 @@ from engine.reduce import REDUCE_MODES, reduce_logits, softmax, split_videos
 from engine.sidecar import LABELS, SIDECAR_NAME, write_sidecar
 from export.checkpoint import LoadedCheckpoint, build_model, load_checkpoint, sha256_file
 from preprocess.crop import INPUT_SIZE, MEAN, STD, normalize
+from preprocess.dlib_map import check_crop_style
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,15 @@ def export_model_graphs(
     return classifier, head
 
 
+def default_crop_style(ckpt: LoadedCheckpoint) -> str:
+    """``dlib`` for the original's published checkpoints (variant original, no LSTM bias, named
+    ``model_<acc>_acc_<N>_frames_<data>.pt``): they were trained on dlib mmod crops. Else
+    ``scrfd``."""
+    if ckpt.variant == "original" and not ckpt.lstm_bias and ckpt.name is not None:
+        return "dlib"
+    return "scrfd"
+
+
 def export_checkpoint(
     checkpoint: str | Path,
     outdir: str | Path,
@@ -221,9 +231,14 @@ def export_checkpoint(
     parity_videos: list[np.ndarray] | None = None,
     tolerance: float = PARITY_TOLERANCE,
     extra: dict[str, Any] | None = None,
+    crop_style: str | None = None,
 ) -> ExportResult:
     """Export ``checkpoint`` into ``outdir`` and verify it. ``parity_videos`` (normalised
-    float32 arrays, one per video) default to synthetic crops at ``parity_seq_lens``."""
+    float32 arrays, one per video) default to synthetic crops at ``parity_seq_lens``.
+    ``crop_style`` is the model's default crop style recorded in the sidecar; None picks it
+    (see :func:`default_crop_style`)."""
+    if crop_style is not None:
+        check_crop_style(crop_style)
     if reduce not in REDUCE_MODES:
         raise InvalidInputError(
             f"unknown reduce mode {reduce!r}; supported values are {', '.join(REDUCE_MODES)}"
@@ -289,6 +304,7 @@ def export_checkpoint(
             "semantics": "per-step logits of a batch_first LSTM; pad videos at the end",
         }
     name = ckpt.name
+    style = crop_style or default_crop_style(ckpt)
     trained_seq_len = seq_len if seq_len is not None else (name.seq_len if name else None)
     data: dict[str, Any] = {
         "model": {
@@ -312,6 +328,8 @@ def export_checkpoint(
         "preprocessing": {
             "sampling": "first",
             "crop": "tight",
+            "crop_style": style,
+            "crop_style_source": "export option" if crop_style else "from the checkpoint",
             "crop_rounding": "nearest, then clipped to the frame",
             "no_face": "full_frame",
         },

@@ -119,6 +119,10 @@ def models_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return _DEFAULT_MODELS_DIR.expanduser()
 
 
+# find_model's keyword argument is also called models_dir.
+_models_dir_from = models_dir
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -274,6 +278,3 @@ def find_model(
     if not download:
         raise _not_found(info, directory, "downloads are disabled")
     return _download(info, directory, timeout)
-
-
-_models_dir_from = models_dir

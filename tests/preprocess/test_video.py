@@ -424,6 +424,7 @@ def test_iter_frames_yields_every_frame(synth_dir: Path) -> None:
 def test_threads_option_is_validated_and_used(synth_dir: Path) -> None:
     path = encode_video(synth_dir / "threads.mp4", codec="libx264", frames=30)
     clips = [read_video(path, 30, threads=t) for t in (0, 1, 2)]
+    clips += [read_video(path, 30, backend="opencv", threads=t) for t in (1, 2)]
     assert all(_same(clips[0].frames, c.frames) for c in clips)
     for bad in (-1, 1.5, "2"):
         with pytest.raises(InvalidInputError, match="threads"):
