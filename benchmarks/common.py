@@ -1,0 +1,114 @@
+"""Timing and reporting helpers shared by the benchmarks: warm-up, repeats, quantiles, machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call: median and quartiles over ``runs`` timed calls after ``warmup``."""
+
+    median: float
+    p25: float
+    p75: float
+    runs: int
+
+    def rate(self, items: float) -> dict[str, float]:
+        """Items per second at the median and at the quartiles (p25 time -> p75 rate)."""
+        return {
+            "median": items / self.median,
+            "p25": items / self.p75,
+            "p75": items / self.p25,
+        }
+
+    def as_dict(self) -> dict[str, float]:
+        return {"median_s": self.median, "p25_s": self.p25, "p75_s": self.p75, "runs": self.runs}
+
+
+def time_call(fn: Callable[[], Any], *, warmup: int = 1, runs: int = 5) -> Timing:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return Timing(statistics.median(times), q[0], q[2], len(times))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    versions: dict[str, str] = {}
+    for mod in (
+        "numpy",
+        "onnxruntime",
+        "onnx",
+        "av",
+        "cv2",
+        "torch",
+        "torchvision",
+        "dlib",
+        "insightface",
+        "PIL",
+    ):
+        try:
+            versions[mod] = str(__import__(mod).__version__)
+        except Exception:  # not installed, or no __version__
+            continue
+    mem_gb = None
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        mem_gb = round(pages / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "allocator_env": {
+            k: os.environ[k]
+            for k in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")
+            if k in os.environ
+        },
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,194 @@
+"""Render the benchmark JSON into a Markdown report and PNG plots (never typed by hand)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _fps(r: dict[str, Any]) -> str:
+    f = r.get("frames_per_s")
+    if isinstance(f, dict):
+        return f"{f['median']:.1f} ({f['p25']:.1f}-{f['p75']:.1f})"
+    return f"{f:.1f}" if f is not None else "-"
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        f"# Benchmark results ({results['suite']} suite, {results['started']})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB, GPU: {m['gpu'] or 'none'}."
+        f" Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        f"Allocator settings: {m['allocator_env'] or 'defaults'}. Videos: "
+        + ", ".join(results["videos"])
+        + f". Detector: {results['detector']}.",
+        "",
+        "Rates are median (p25-p75) over repeated runs after a warm-up.",
+        "",
+    ]
+    if results.get("targets"):
+        lines += ["## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
+        for t in results["targets"]:
+            ratio = f"{t['ratio']:.2f}x" if t["ratio"] is not None else "not measured"
+            lines.append(
+                f"| {t['target']} | >= {t['goal']}x | {ratio} | {'yes' if t['met'] else 'no'} |"
+            )
+        lines.append("")
+    sec = results["sections"]
+    if "classifier" in sec:
+        lines += [
+            "## Classifier (whole model, frames/s)",
+            "",
+            "| backend | precision | batch | frames/s |",
+            "|---|---|---|---|",
+        ]
+        for r in sec["classifier"]["rows"]:
+            if "skipped" in r:
+                lines.append(f"| {r['backend']} | - | - | skipped: {r['skipped'][:80]} |")
+            else:
+                lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {_fps(r)} |")
+        lines.append("")
+    if "detector" in sec:
+        lines += [
+            "## Detector (frames/s)",
+            "",
+            "| detector | resolution | frames/s |",
+            "|---|---|---|",
+        ]
+        for r in sec["detector"]["rows"]:
+            if "skipped" in r:
+                lines.append(f"| {r['detector']} | - | skipped: {r['skipped'][:80]} |")
+            else:
+                lines.append(f"| {r['detector']} | {r['resolution']} | {_fps(r)} |")
+        lines.append("")
+    if "decode" in sec:
+        lines += [
+            "## Decoding (20 frames of a 1080p clip, frames/s)",
+            "",
+            "| backend | sampling | frames/s |",
+            "|---|---|---|",
+        ]
+        for r in sec["decode"]["rows"]:
+            lines.append(f"| {r['backend']} | {r['sampling']} | {_fps(r)} |")
+        lines.append("")
+    if "end_to_end" in sec:
+        e2e = sec["end_to_end"]
+        lines += [
+            "## End to end",
+            "",
+            "| pipeline | N | videos | videos/s | frames/s |",
+            "|---|---|---|---|---|",
+        ]
+        for r in e2e["rows"]:
+            if "skipped" in r:
+                lines.append(f"| {r['pipeline']} | - | - | skipped: {r['skipped'][:80]} | |")
+            else:
+                lines.append(
+                    f"| {r['pipeline']} | {r['n']} | {r['videos']} | "
+                    f"{r['videos_per_s']:.3f} | {r['frames_per_s']:.1f} |"
+                )
+        alone = e2e.get("stages_alone")
+        if alone:
+            lines += [
+                "",
+                f"Stages alone (N={alone['n']}, {alone['videos']} videos, seconds): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in alone["seconds"].items())
+                + f"; slowest: {alone['slowest']}.",
+            ]
+        lines.append("")
+    if "scaling" in sec:
+        lines += [
+            "## Scaling",
+            "",
+            "| axis | value | seconds | rate | peak RSS MB |",
+            "|---|---|---|---|---|",
+        ]
+        for r in sec["scaling"]["rows"]:
+            rate = (
+                f"{r['videos_per_s']:.3f} videos/s"
+                if "videos_per_s" in r
+                else f"{r['frames_per_s']:.1f} frames/s"
+            )
+            lines.append(
+                f"| {r['axis']} | {r['value']} | {r['seconds']:.2f} | {rate} | {r['rss_mb']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_plots(results: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    sec = results["sections"]
+    if "classifier" in sec:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        series: dict[str, list[tuple[int, float]]] = {}
+        for r in sec["classifier"]["rows"]:
+            if "frames_per_s" in r:
+                series.setdefault(f"{r['backend']} {r['precision']}", []).append(
+                    (r["batch"], r["frames_per_s"]["median"])
+                )
+        for name, pts in series.items():
+            xs, ys = zip(*sorted(pts))
+            ax.plot(xs, ys, marker="o", label=name)
+        ax.set(xlabel="frames per batch", ylabel="frames/s", title="Classifier throughput")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        written.append(out / "classifier.png")
+        fig.tight_layout()
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    if "detector" in sec:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        rows = [r for r in sec["detector"]["rows"] if "frames_per_s" in r]
+        dets = sorted({r["detector"] for r in rows})
+        res = ["480p", "720p", "1080p"]
+        width = 0.8 / max(len(dets), 1)
+        for i, d in enumerate(dets):
+            ys = [
+                next(
+                    (
+                        r["frames_per_s"]["median"]
+                        for r in rows
+                        if r["detector"] == d and r["resolution"] == x
+                    ),
+                    0,
+                )
+                for x in res
+            ]
+            ax.bar([j + i * width for j in range(len(res))], ys, width, label=d)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(res))], res)
+        ax.set(ylabel="frames/s (log)", title="Face detection", yscale="log")
+        ax.legend(fontsize=7)
+        written.append(out / "detector.png")
+        fig.tight_layout()
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    if "end_to_end" in sec:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        rows = [r for r in sec["end_to_end"]["rows"] if "videos_per_s" in r and r["n"] == 20]
+        ax.barh([r["pipeline"] for r in rows], [r["videos_per_s"] for r in rows])
+        ax.set(xlabel="videos/s (N=20, log)", xscale="log", title="End to end")
+        written.append(out / "end_to_end.png")
+        fig.tight_layout()
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def render(results_path: Path) -> tuple[Path, list[Path]]:
+    results = json.loads(results_path.read_text())
+    out = results_path.parent
+    md = out / "report.md"
+    md.write_text(render_markdown(results) + "\n")
+    try:
+        plots = render_plots(results, out)
+    except ImportError:
+        plots = []
+    return md, plots
