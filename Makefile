@@ -4,16 +4,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test lint demo bench bench-full clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,export,dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,export,serve,ray,eval,dev]"
 	# The reference detector for the tests; --no-deps keeps opencv-python-headless intact.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "insightface==2.1"
 	touch $(STAMP)
 
-setup: $(STAMP)
+# Headless Chromium for the upload-page test (Debian packages; needs root, as on CI).
+$(VENV)/.browser: $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "warning: could not install chromium; the browser test will be skipped"
+	touch $@
+
+setup: $(STAMP) $(VENV)/.browser
 
 lint: setup
 	$(PY) -m ruff check .
@@ -24,6 +31,19 @@ test: setup lint
 
 demo: setup
 	$(VENV)/bin/dfe demo
+
+$(VENV)/.baseline: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[baseline]"
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "face_recognition==1.3.0"
+	touch $@
+
+# A short suite (a few minutes): JSON, Markdown report and plots in bench_out/.
+bench: $(VENV)/.baseline
+	$(VENV)/bin/dfe bench --out bench_out
+
+# The full suite behind the README's report.
+bench-full: $(VENV)/.baseline
+	$(VENV)/bin/dfe bench --full --out bench_out/full
 
 clean:
 	rm -rf demo_out .pytest_cache .ruff_cache

@@ -14,6 +14,9 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "onnxruntime": ("cpu", "ONNX Runtime inference (or the `gpu` extra on NVIDIA machines)"),
     "tensorrt": ("gpu", "the TensorRT backend"),
     "insightface": ("dev", "comparisons against InsightFace's own SCRFD"),
+    "fastapi": ("serve", "dfe serve"),
+    "uvicorn": ("serve", "dfe serve"),
+    "multipart": ("serve", "dfe serve (multipart uploads)"),
 }
 
 

@@ -27,7 +27,7 @@ from engine.backends import get_factory
 from engine.errors import EngineError, InvalidInputError
 from engine.models import ModelCatalog, load_catalog
 from engine.reduce import label_of, reduce_logits, softmax
-from engine.sidecar import ModelSpec
+from engine.sidecar import PRECISIONS, ModelSpec
 from preprocess.crop import INPUT_SIZE, crop_box, face_crop, normalize, resize_pil
 from preprocess.dlib_map import check_crop_style, face_box
 from preprocess.sampling import check_count, check_sampling
@@ -72,7 +72,7 @@ class EngineConfig:
         for name, value, allowed in (
             ("face", self.face, FACE_POLICIES),
             ("no_face", self.no_face, NO_FACE_POLICIES),
-            ("precision", self.precision, ("fp32",)),
+            ("precision", self.precision, PRECISIONS),
         ):
             if value not in allowed:
                 raise InvalidInputError(
@@ -156,7 +156,9 @@ class Engine:
         options = {"intra_op_threads": config.intra_op_threads}
         if config.checkpoint:
             options["checkpoint"] = config.checkpoint
-        self._factory = get_factory(config.backend, **options)
+        # TensorRT engines are built for batches up to the classifier batch
+        options["max_batch"] = config.batch_size
+        self._factory = get_factory(config.backend, precision=config.precision, **options)
         self.backend = self._factory.name
         self._lock = threading.Lock()
         self._runners: dict[Path, tuple[GraphBackend, GraphBackend | None]] = {}
@@ -170,8 +172,10 @@ class Engine:
     ) -> Engine:
         """Load an exported model directory (or a directory of them, one per N).
 
-        ``backend``: ``auto``, ``ort``, ``ort-cuda``, ``ort-tensorrt``, ``torch``,
-        ``torch-cuda``. Other options are the fields of :class:`EngineConfig`.
+        ``backend``: ``auto``, ``tensorrt`` (``trt``), ``ort``, ``ort-cuda``, ``ort-tensorrt``,
+        ``torch``, ``torch-cuda``. ``precision``: ``fp32``; ``int8`` (the Q/DQ graph made by
+        ``dfe build --precision int8``; ONNX Runtime CPU or TensorRT); ``fp16`` (TensorRT).
+        Other options are the fields of :class:`EngineConfig`.
         """
         return cls(load_catalog(model), EngineConfig(backend=backend, **options))
 
@@ -180,7 +184,9 @@ class Engine:
     def _get_runners(self, spec: ModelSpec) -> tuple[GraphBackend, GraphBackend | None]:
         with self._lock:
             if spec.directory not in self._runners:
-                cls = self._factory("classifier", spec.classifier_file, spec=spec)
+                cls = self._factory(
+                    "classifier", spec.classifier_for(self.config.precision), spec=spec
+                )
                 head = (
                     self._factory("head", spec.head_file, spec=spec)
                     if spec.head_file is not None
@@ -206,6 +212,15 @@ class Engine:
                     if self.backend in ("ort-cuda", "ort-tensorrt", "torch-cuda")
                     else ("CPUExecutionProvider",)
                 )
+                session = None
+                trt_detector = getattr(self._factory, "detector_session", None)
+                if trt_detector is not None:  # TensorRT: the detector on the classifier's stream
+                    session = trt_detector(
+                        path,
+                        batch=self.config.detector_batch,
+                        input_size=self.config.detector_input,
+                        model_dir=self.catalog.specs[0].directory,
+                    )
                 self._detector = SCRFDDetector(
                     path,
                     input_size=self.config.detector_input,
@@ -213,6 +228,7 @@ class Engine:
                     batch_size=self.config.detector_batch,
                     providers=providers,
                     intra_op_threads=self.config.intra_op_threads,
+                    session=session,
                 )
             return self._detector
 
@@ -227,6 +243,7 @@ class Engine:
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
+            "precision": self.config.precision,
             "models": [str(s.directory) for s in self.catalog.specs],
             "seq_lens": self.catalog.seq_lens(),
             "demo": any(s.demo for s in self.catalog.specs),

@@ -162,8 +162,16 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         default="full_frame",
         help="a frame without a face: classify the whole frame (the original) or drop",
     )
+    _add_crop_style(p, default=None)
     p.add_argument(
         "--threads", type=int, default=0, help="ONNX Runtime threads per session (0: its default)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp32",
+        help="fp32; int8: the Q/DQ graph of `dfe build MODEL --precision int8` (ONNX Runtime "
+        "CPU or TensorRT); fp16: TensorRT only",
     )
 
 
@@ -182,7 +190,9 @@ def _engine_from_args(args: argparse.Namespace):
         face=args.face,
         margin=args.margin,
         no_face=args.no_face,
+        crop_style=args.crop_style,
         intra_op_threads=args.threads,
+        precision=args.precision,
     )
 
 
@@ -320,6 +330,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r["status"] == "ok" for r in records) else EXIT_PARTIAL
 
 
+def _add_crop_style(p: argparse.ArgumentParser, *, default: str | None) -> None:
+    p.add_argument(
+        "--crop-style",
+        choices=("scrfd", "dlib"),
+        default=default,
+        help="face box to crop: SCRFD's own, or SCRFD mapped to the square box dlib's mmod "
+        "detector draws (what the original's published checkpoints were trained on; no dlib "
+        "needed); default: " + (default or "the model's, recorded at export"),
+    )
+
+
 def _add_detector_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detector",
@@ -353,6 +374,7 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json", type=Path, default=None, metavar="OUT", help="output file (default: stdout)"
     )
+    _add_crop_style(p, default="scrfd")
     _add_detector_options(p)
     p.set_defaults(func=_cmd_detect)
 
@@ -361,7 +383,11 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from preprocess.faces import detect_video
 
     result = detect_video(
-        args.video, _detector_from_args(args), frames=args.frames, sampling=args.sampling
+        args.video,
+        _detector_from_args(args),
+        frames=args.frames,
+        sampling=args.sampling,
+        crop_style=args.crop_style,
     )
     _json_dump(result, args.json)
     if args.json:
@@ -392,6 +418,7 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
         "skip the frame, or keep the whole frame",
     )
     p.add_argument("--margin", type=float, default=0.0)
+    _add_crop_style(p, default="scrfd")
     p.add_argument("--overwrite", action="store_true", help="redo clips that already exist")
     _add_detector_options(p)
     p.set_defaults(func=_cmd_preprocess)
@@ -417,6 +444,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
                 sampling=args.sampling,
                 no_face=args.no_face,
                 margin=args.margin,
+                crop_style=args.crop_style,
             )
         except EngineError as exc:
             failed += 1
@@ -424,7 +452,8 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
             continue
         print(
             f"{video}: {rep.frames_written}/{rep.frames_read} frames -> {out} "
-            f"({rep.faces} faces, {rep.reused_box} reused boxes, {rep.skipped} skipped)"
+            f"({rep.faces} faces, {rep.reused_box} reused boxes, {rep.skipped} skipped, "
+            f"{rep.crop_style} crops)"
         )
     return EXIT_PARTIAL if failed else EXIT_OK
 
@@ -439,7 +468,14 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 # Subcommands in their own modules: "engine.commands.<name>", each with register(subparsers).
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "engine.commands.bench",
+    "engine.commands.explain",
+    "engine.commands.serve",
+    "engine.commands.score",
+    "engine.commands.eval",
+    "engine.commands.build",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

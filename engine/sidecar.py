@@ -9,15 +9,18 @@ never carry it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ArtifactNotFoundError, ModelFormatError
+from engine.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
 
 SCHEMA = "deepfake-engine/classifier"
 SCHEMA_VERSION = 1
 SIDECAR_NAME = "classifier.json"
+# graphs[...] key of the INT8 Q/DQ classifier written by `dfe build --precision int8`
+INT8_GRAPH = "classifier_int8"
+PRECISIONS = ("fp32", "fp16", "int8")
 LABELS = {0: "FAKE", 1: "REAL"}
 
 
@@ -38,6 +41,38 @@ class ModelSpec:
     seq_len: int | None  # the sequence length the checkpoint was trained for, when known
     demo: bool
     raw: dict[str, Any]
+    # precision -> ONNX file present in the model directory ("fp32": classifier_file, "int8": the
+    # Q/DQ graph once `dfe build --precision int8` has made it)
+    onnx_files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """Precisions this model directory has an ONNX graph for (fp16 is compiled by TensorRT
+        from the fp32 graph, so it is not listed here)."""
+        return tuple(p for p in PRECISIONS if p in self.onnx_files)
+
+    def classifier_for(self, precision: str) -> Path:
+        """The classifier ONNX graph for ``precision`` (fp16: the fp32 graph TensorRT compiles),
+        or an error saying how to make it."""
+        if precision not in PRECISIONS:
+            raise InvalidInputError(
+                f"precision={precision!r} is not supported; supported values are "
+                f"{', '.join(PRECISIONS)}"
+            )
+        files = {"fp32": self.classifier_file, **self.onnx_files}
+        path = files.get("fp32" if precision == "fp16" else precision)
+        if path is None:
+            recorded = self.raw.get("graphs", {}).get(INT8_GRAPH)
+            why = (
+                "its int8 graph was built from another classifier.onnx (re-exported since)"
+                if recorded and (self.directory / recorded.get("file", "")).is_file()
+                else f"it has no {precision} classifier graph"
+            )
+            raise ArtifactNotFoundError(
+                f"{self.directory}: {why}; make it with: "
+                f"dfe build {self.directory} --precision {precision}"
+            )
+        return path
 
     @property
     def crop_style(self) -> str | None:
@@ -77,6 +112,14 @@ def load_sidecar(model_dir: str | Path) -> ModelSpec:
         model, inp, graphs = raw["model"], raw["input"], raw["graphs"]
         directory = path.parent
         head = graphs.get("head")
+        int8 = graphs.get(INT8_GRAPH)
+        onnx_files = {"fp32": directory / graphs["classifier"]["file"]}
+        if (
+            int8
+            and (directory / int8["file"]).is_file()
+            and int8.get("source", {}).get("sha256") == graphs["classifier"].get("sha256")
+        ):  # present, and built from the current fp32 graph
+            onnx_files["int8"] = directory / int8["file"]
         spec = ModelSpec(
             directory=directory,
             variant=model["variant"],
@@ -91,6 +134,7 @@ def load_sidecar(model_dir: str | Path) -> ModelSpec:
             seq_len=raw.get("checkpoint", {}).get("seq_len"),
             demo=bool(raw.get("demo", False)),
             raw=raw,
+            onnx_files=onnx_files,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFormatError(

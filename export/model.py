@@ -108,13 +108,16 @@ def reduce_lstm(x_lstm: torch.Tensor, reduce: str) -> torch.Tensor:
     raise ValueError(f"unknown reduce mode {reduce!r}; supported values are mean, last")
 
 
-def _pooled(trunk: nn.Module, frames: torch.Tensor) -> torch.Tensor:
-    return torch.flatten(nn.functional.adaptive_avg_pool2d(trunk(frames), 1), 1)
+def _pooled(trunk: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled features (N, 2048), last conv feature map (N, 2048, 4, 4) at 112x112)."""
+    fmap = trunk(frames)
+    return torch.flatten(nn.functional.adaptive_avg_pool2d(fmap, 1), 1), fmap
 
 
 class FrameClassifier(nn.Module):
     """Export graph of the ``original`` variant: frames (N, 3, 112, 112) -> per-frame logits
-    (N, 2) and pooled features (N, 2048). ``N`` mixes frames of any number of videos."""
+    (N, 2), pooled features (N, 2048) and the last conv feature map (N, 2048, 4, 4). ``N``
+    mixes frames of any number of videos."""
 
     def __init__(self, model: DeepfakeModel) -> None:
         super().__init__()
@@ -133,11 +136,13 @@ class FrameClassifier(nn.Module):
                 self.gates.bias.copy_(torch.cat([b[0:hid], b[2 * hid : 3 * hid], b[3 * hid :]]))
         self.linear1 = model.linear1
 
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = _pooled(self.trunk, frames)
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, features, fmap); ``fmap`` is the optional output ``dfe explain`` reads (ONNX
+        Runtime computes it anyway, as the input of the pooling)."""
+        features, fmap = _pooled(self.trunk, frames)
         i, g, o = self.gates(features).chunk(3, dim=1)
         h = torch.sigmoid(o) * torch.tanh(torch.sigmoid(i) * torch.tanh(g))
-        return self.linear1(h), features
+        return self.linear1(h), features, fmap
 
 
 class FeatureExtractor(nn.Module):
@@ -147,7 +152,8 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         self.trunk = model.model
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, fmap)."""
         return _pooled(self.trunk, frames)
 
 

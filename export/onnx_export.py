@@ -34,6 +34,10 @@ PARITY_SEQ_LENS = (1, 20, 60, 100)
 PARITY_TOLERANCE = 1e-4  # max |difference of softmax probabilities|
 CLASSIFIER_FILE = "classifier.onnx"
 HEAD_FILE = "head.onnx"
+# linear1's weight (2, 2048), float32: ``dfe explain`` weights the ``fmap`` output with the row of
+# the predicted class (the original's plot_heat_map). A small file, so the graph stays as is.
+EXPLAIN_WEIGHTS_FILE = "linear1.npy"
+FMAP_SHAPE = ["frames", 2048, 4, 4]
 
 
 @dataclass(frozen=True)
@@ -187,8 +191,13 @@ def export_model_graphs(
             example,
             classifier,
             ["frames"],
-            ["logits", "features"],
-            {"frames": {0: "frames"}, "logits": {0: "frames"}, "features": {0: "frames"}},
+            ["logits", "features", "fmap"],
+            {
+                "frames": {0: "frames"},
+                "logits": {0: "frames"},
+                "features": {0: "frames"},
+                "fmap": {0: "frames"},
+            },
         )
         return classifier, None
     _export_graph(
@@ -196,8 +205,8 @@ def export_model_graphs(
         example,
         classifier,
         ["frames"],
-        ["features"],
-        {"frames": {0: "frames"}, "features": {0: "frames"}},
+        ["features", "fmap"],
+        {"frames": {0: "frames"}, "features": {0: "frames"}, "fmap": {0: "frames"}},
     )
     head = outdir / HEAD_FILE
     _export_graph(
@@ -254,6 +263,8 @@ def export_checkpoint(
     with tempfile.TemporaryDirectory(dir=outdir, prefix=".export-") as tmp:
         tmpdir = Path(tmp)
         cls_tmp, head_tmp = export_model_graphs(ckpt, model, tmpdir)
+        weights_tmp = tmpdir / EXPLAIN_WEIGHTS_FILE
+        np.save(weights_tmp, model.linear1.weight.detach().float().numpy())
         if parity_videos is None:
             parity_videos = [
                 normalize(synthetic_crops(n, seed=100 + i)) for i, n in enumerate(parity_seq_lens)
@@ -271,6 +282,8 @@ def export_checkpoint(
             )
         classifier = outdir / CLASSIFIER_FILE
         cls_tmp.replace(classifier)
+        explain_weights = outdir / EXPLAIN_WEIGHTS_FILE
+        weights_tmp.replace(explain_weights)
         head = None
         if head_tmp is not None:
             head = outdir / HEAD_FILE
@@ -283,10 +296,18 @@ def export_checkpoint(
             "sha256": sha256_file(classifier),
             "inputs": {"frames": ["frames", 3, INPUT_SIZE, INPUT_SIZE]},
             "outputs": (
-                {"logits": ["frames", 2], "features": ["frames", 2048]}
+                {"logits": ["frames", 2], "features": ["frames", 2048], "fmap": FMAP_SHAPE}
                 if head is None
-                else {"features": ["frames", 2048]}
+                else {"features": ["frames", 2048], "fmap": FMAP_SHAPE}
             ),
+            "explain": {
+                "output": "fmap",
+                "weights": explain_weights.name,
+                "weights_sha256": sha256_file(explain_weights),
+                "semantics": "last conv feature map (optional output, request it only to "
+                "explain); heatmap = fmap^T . linear1.weight[predicted class], as the "
+                "original's plot_heat_map",
+            },
             "semantics": (
                 "per-frame logits: one LSTM step from a zero state per frame (W_hh and the "
                 "forget gate folded away), then linear1; reduce per video in the runtime"

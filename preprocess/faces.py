@@ -1,7 +1,9 @@
 """Per-frame face detection records and face-only clips (``dfe detect``, ``dfe preprocess``).
 
 ``detect_video`` gives, for the chosen frames, every face with its box, score and five keypoints
-in frame pixel coordinates, faces sorted by score (highest first).
+in frame pixel coordinates, faces sorted by score (highest first). With ``crop_style="dlib"``
+each face also gets ``crop_box``: the integer box that is cropped, SCRFD's face mapped to the box
+dlib's mmod detector would draw (:mod:`preprocess.dlib_map`), rounded and clipped to the frame.
 
 ``write_face_clip`` redoes the original's training preprocessing for users who train their own
 checkpoints: one face per frame, cropped tightly (the crop convention of :mod:`preprocess.crop`),
@@ -23,6 +25,7 @@ import numpy as np
 
 from engine.errors import InvalidInputError, InvalidVideoError
 from preprocess.crop import INPUT_SIZE, crop_box, face_crop
+from preprocess.dlib_map import check_crop_style, face_box
 from preprocess.video import read_video
 
 if TYPE_CHECKING:
@@ -33,11 +36,16 @@ log = logging.getLogger(__name__)
 CLIP_NO_FACE = ("previous", "skip", "full_frame")
 
 
-def face_record(face: Face) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "box": [round(float(v), 2) for v in face.box],
-        "score": round(float(face.score), 5),
-    }
+def face_record(
+    face: Face, *, crop_style: str = "scrfd", frame_shape: tuple[int, ...] | None = None
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {"box": [round(float(v), 2) for v in face.box]}
+    if crop_style == "dlib":
+        if frame_shape is None:
+            raise InvalidInputError("crop_style='dlib' needs the frame shape for crop_box")
+        box = crop_box(face_box(face, crop_style), frame_shape)
+        rec["crop_box"] = list(box) if box else None
+    rec["score"] = round(float(face.score), 5)
     if face.kps is not None:
         rec["kps"] = [[round(float(x), 2), round(float(y), 2)] for x, y in face.kps]
     return rec
@@ -49,8 +57,11 @@ def detect_video(
     *,
     frames: int = 20,
     sampling: str = "first",
+    crop_style: str = "scrfd",
 ) -> dict[str, Any]:
-    """``{"video", "frames": [{"index", "faces": [{"box", "score", "kps"}]}], ...}``."""
+    """``{"video", "frames": [{"index", "faces": [{"box", "score", "kps"}]}], ...}``; faces
+    also carry ``crop_box`` with ``crop_style="dlib"``."""
+    check_crop_style(crop_style)
     clip = read_video(path, frames, sampling=sampling)
     detections = detector.detect(clip.frames)
     info = clip.info
@@ -63,9 +74,15 @@ def detect_video(
         "rotation": info.rotation,
         "sampling": sampling,
         "detector": str(detector.model_path),
+        "crop_style": crop_style,
         "frames": [
-            {"index": idx, "faces": [face_record(f) for f in faces]}
-            for idx, faces in zip(clip.indices, detections)
+            {
+                "index": idx,
+                "faces": [
+                    face_record(f, crop_style=crop_style, frame_shape=frame.shape) for f in faces
+                ],
+            }
+            for idx, frame, faces in zip(clip.indices, clip.frames, detections)
         ],
         "warnings": list(clip.warnings),
     }
@@ -80,6 +97,7 @@ class ClipReport:
     faces: int  # frames with a detected face
     reused_box: int  # frames written with the previous face's box
     skipped: int
+    crop_style: str = "scrfd"
 
 
 def write_face_clip(
@@ -93,6 +111,7 @@ def write_face_clip(
     margin: float = 0.0,
     fps: int = 30,
     chunk: int = 32,
+    crop_style: str = "scrfd",
 ) -> ClipReport:
     """Write ``out_path``: the 112x112 face crops of the first ``frames`` frames (or spread
     frames with ``sampling="uniform"``) of ``path``, as an MJPEG clip readable by OpenCV."""
@@ -100,6 +119,7 @@ def write_face_clip(
         raise InvalidInputError(
             f"no_face={no_face!r} is not supported; supported values are {', '.join(CLIP_NO_FACE)}"
         )
+    check_crop_style(crop_style)
     import av
 
     clip = read_video(path, frames, sampling=sampling)
@@ -110,7 +130,11 @@ def write_face_clip(
     for start in range(0, len(clip.frames), chunk):
         batch = clip.frames[start : start + chunk]
         for frame, faces in zip(batch, detector.detect(batch)):
-            box = crop_box(faces[0].box, frame.shape, margin=margin) if faces else None
+            box = (
+                crop_box(face_box(faces[0], crop_style), frame.shape, margin=margin)
+                if faces
+                else None
+            )
             if box is not None:
                 found += 1
                 last_box = box
@@ -138,5 +162,5 @@ def write_face_clip(
         container.mux(stream.encode())
     tmp.replace(out_path)
     return ClipReport(
-        str(path), str(out_path), len(clip.frames), len(crops), found, reused, skipped
+        str(path), str(out_path), len(clip.frames), len(crops), found, reused, skipped, crop_style
     )

@@ -477,6 +477,7 @@ class SCRFDDetector:
         providers: Sequence[str | tuple[str, dict[str, object]]] = ("CPUExecutionProvider",),
         intra_op_threads: int = 0,
         max_faces: int | None = None,
+        session: object | None = None,
     ) -> None:
         if isinstance(providers, str):
             providers = (providers,)
@@ -495,19 +496,26 @@ class SCRFDDetector:
                 f"SCRFD model not found: {self.model_path}; pass the path of an .onnx file "
                 "(weights.find_model('det_500m') locates or downloads the known ones)"
             )
-        ort = require("onnxruntime")
-        self._check_available(ort)
-        self.batched_model_path = make_batch_dynamic(self.model_path)
+        if session is not None:
+            # A ready session over the batch-dynamic graph with ONNX Runtime's run/get_inputs/
+            # get_outputs/get_providers (e.g. engine.backends.trt_backend.TrtSession); the
+            # providers option does not apply to it.
+            self.batched_model_path = make_batch_dynamic(self.model_path)
+            self._session = session
+        else:
+            ort = require("onnxruntime")
+            self._check_available(ort)
+            self.batched_model_path = make_batch_dynamic(self.model_path)
 
-        options = ort.SessionOptions()
-        if self.config.intra_op_threads:
-            options.intra_op_num_threads = self.config.intra_op_threads
-        self._session = ort.InferenceSession(
-            str(self.batched_model_path),
-            sess_options=options,
-            providers=list(self.config.providers),
-        )
-        self._check_running(self._session)
+            options = ort.SessionOptions()
+            if self.config.intra_op_threads:
+                options.intra_op_num_threads = self.config.intra_op_threads
+            self._session = ort.InferenceSession(
+                str(self.batched_model_path),
+                sess_options=options,
+                providers=list(self.config.providers),
+            )
+            self._check_running(self._session)
 
         inputs = self._session.get_inputs()
         if len(inputs) != 1:

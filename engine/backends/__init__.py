@@ -19,16 +19,24 @@ if TYPE_CHECKING:
 
 # name -> "module:function" returning a BackendFactory; imported on first use.
 _REGISTRY: dict[str, str] = {
+    "tensorrt": "engine.backends.trt_backend:tensorrt_factory",
     "ort": "engine.backends.ort_backend:cpu_factory",
     "ort-cuda": "engine.backends.ort_backend:cuda_factory",
     "ort-tensorrt": "engine.backends.ort_backend:tensorrt_factory",
     "torch": "engine.backends.torch_backend:cpu_factory",
     "torch-cuda": "engine.backends.torch_backend:cuda_factory",
 }
-ALIASES = {"onnxruntime": "ort", "cpu": "ort"}
-# "auto": the first of these that can run here.
-AUTO_ORDER = ("ort-cuda", "ort")
-BACKEND_NAMES = ("auto", *_REGISTRY)
+ALIASES = {"onnxruntime": "ort", "cpu": "ort", "trt": "tensorrt"}
+# "auto": the first of these that can run here (and runs the precision asked for).
+AUTO_ORDER = ("tensorrt", "ort-cuda", "ort")
+BACKEND_NAMES = ("auto", *_REGISTRY, "trt")
+# Which backends run which precision. fp16 is TensorRT's (engines compiled from the fp32
+# graph); int8 is the Q/DQ graph of `dfe build --precision int8`, on TensorRT or ONNX Runtime CPU.
+PRECISION_BACKENDS: dict[str, tuple[str, ...]] = {
+    "fp32": tuple(_REGISTRY),
+    "fp16": ("tensorrt",),
+    "int8": ("tensorrt", "ort"),
+}
 
 
 def _load(name: str) -> Callable[..., BackendFactory]:
@@ -36,14 +44,30 @@ def _load(name: str) -> Callable[..., BackendFactory]:
     return getattr(importlib.import_module(module), func)
 
 
-def get_factory(name: str, **options: object) -> BackendFactory:
-    """The factory for backend ``name`` (or the best available one for ``auto``)."""
+def get_factory(name: str, *, precision: str = "fp32", **options: object) -> BackendFactory:
+    """The factory for backend ``name`` (or the best available one for ``auto``) running
+    ``precision``. Only the TensorRT factory is told the precision (it picks the engine); the
+    others run whichever ONNX graph they are given."""
     name = ALIASES.get(name, name)
+    if precision not in PRECISION_BACKENDS:
+        raise InvalidInputError(
+            f"precision={precision!r} is not supported; supported values are "
+            f"{', '.join(PRECISION_BACKENDS)}"
+        )
+    allowed = PRECISION_BACKENDS[precision]
+
+    def make(candidate: str) -> BackendFactory:
+        extra = {"precision": precision} if candidate == "tensorrt" else {}
+        return _load(candidate)(**options, **extra)
+
     if name == "auto":
+        candidates = [c for c in AUTO_ORDER if c in allowed]
+        if len(candidates) == 1:
+            return make(candidates[0])  # its own error (e.g. the extra to install) if it fails
         reasons = []
-        for candidate in AUTO_ORDER:
+        for candidate in candidates:
             try:
-                return _load(candidate)(**options)
+                return make(candidate)
             except EngineError as exc:  # unavailable here: try the next one, say why later
                 reasons.append(f"{candidate}: {exc}")
         raise BackendUnavailableError("no backend can run here: " + "; ".join(reasons))
@@ -51,7 +75,19 @@ def get_factory(name: str, **options: object) -> BackendFactory:
         raise InvalidInputError(
             f"unknown backend {name!r}; supported values are {', '.join(BACKEND_NAMES)}"
         )
-    return _load(name)(**options)
+    if name not in allowed:
+        raise InvalidInputError(
+            f"backend {name!r} does not run precision {precision}; backends for {precision}: "
+            f"{', '.join(allowed)}"
+            + (" (build with: dfe build MODEL --precision fp16)" if precision == "fp16" else "")
+        )
+    return make(name)
 
 
-__all__ = ["AUTO_ORDER", "BACKEND_NAMES", "BackendUnavailableError", "get_factory"]
+__all__ = [
+    "AUTO_ORDER",
+    "BACKEND_NAMES",
+    "PRECISION_BACKENDS",
+    "BackendUnavailableError",
+    "get_factory",
+]

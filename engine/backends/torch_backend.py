@@ -52,9 +52,9 @@ class TorchBackend(GraphBackend):
         else:
             inputs = [TensorSpec("frames", np.dtype(np.float32), (None, 3, 112, 112))]
             outputs = (
-                ["logits", "features"]
+                ["logits", "features", "fmap"]
                 if type(module).__name__ == "FrameClassifier"
-                else ["features"]
+                else ["features", "fmap"]
             )
         super().__init__(inputs, outputs)
 

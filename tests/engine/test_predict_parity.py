@@ -46,6 +46,8 @@ def test_predict_cli_matches_torch_reference_pipeline(
             "--models",
             str(shared_dir / "models"),
             "--no-download",
+            "--crop-style",
+            "scrfd",  # the test checkpoint's sidecar defaults to dlib (a published name)
             "--out",
             str(out),
             "--no-progress",

@@ -1,0 +1,106 @@
+"""``dfe eval``: score a labelled set (``file,label``) and report the original's confusion matrix,
+accuracy, precision/recall per class and ROC AUC, per sequence length, with plots and a JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from engine.cli import _add_engine_options
+    from engine.commands.score import add_ray_options
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model on a labelled set: confusion matrix, accuracy, ROC AUC",
+        description="Score the videos of LABELS.csv (`file,label`, REAL/FAKE, header optional, "
+        "like the original's Gobal_metadata.csv) for each --seq-len and write to OUTDIR: "
+        "metrics.json (everything), eval_N<n>.png (confusion matrix and ROC) and "
+        "predictions_N<n>.jsonl. Unreadable videos are counted and listed as errors.",
+    )
+    p.add_argument("labels", type=Path, help="CSV of file,label")
+    p.add_argument("--model", required=True, type=Path, help="exported model directory")
+    p.add_argument(
+        "--seq-len", type=int, nargs="+", default=[None], help="one or more frame counts"
+    )
+    p.add_argument("--sampling", choices=("first", "uniform"), default="first")
+    p.add_argument(
+        "--root", type=Path, default=None, help="base of relative paths (default: the CSV's dir)"
+    )
+    p.add_argument("-o", "--out-dir", required=True, type=Path, help="output directory")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNGs (no matplotlib)")
+    add_ray_options(p)
+    _add_engine_options(p)
+    p.set_defaults(func=run)
+
+
+def _score(paths: list[str], seq_len: int | None, args: argparse.Namespace, engine) -> list[dict]:
+    if args.ray:
+        from engine import distributed
+        from engine.commands.score import engine_options, ray_options
+
+        return distributed.collect(
+            paths,
+            args.model,
+            seq_len=seq_len,
+            sampling=args.sampling,
+            **ray_options(args),
+            **engine_options(args),
+        )
+    return [
+        p.to_record() for p in engine.predict_many(paths, seq_len=seq_len, sampling=args.sampling)
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine import evaluation
+    from engine.cli import EXIT_OK, EXIT_PARTIAL
+    from engine.commands.score import engine_options, init_ray
+
+    labels = evaluation.read_labels(args.labels, root=args.root)
+    paths = list(dict.fromkeys(v for v, _ in labels))
+    engine = None
+    if args.ray:
+        init_ray(args.address)
+    else:
+        from engine.api import Engine
+
+        engine = Engine.load(args.model, **engine_options(args))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "labels": str(args.labels),
+        "model": str(args.model),
+        "sampling": args.sampling,
+        "ray": args.ray,
+        "results": [],
+    }
+    any_errors = False
+    for n in args.seq_len:
+        t0 = time.perf_counter()
+        records = _score(paths, n, args, engine)
+        seconds = time.perf_counter() - t0
+        used = next((r["seq_len"] for r in records if r.get("seq_len")), n)
+        tag = f"N{used}"
+        with (args.out_dir / f"predictions_{tag}.jsonl").open("w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+        metrics = evaluation.evaluate(labels, records)
+        metrics.update(seq_len=used, seconds=round(seconds, 3))
+        if not args.no_plots:
+            png = evaluation.plot(
+                metrics, args.out_dir / f"eval_{tag}.png", title=f"{args.model.name}, N={used}"
+            )
+            metrics["plot"] = str(png)
+        report["results"].append(metrics)
+        any_errors |= bool(metrics["n_errors"] or metrics["missing"])
+        print(evaluation.format_report(metrics, seq_len=used))
+        print(f"({seconds:.1f} s)\n")
+    out = args.out_dir / "metrics.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"metrics: {out}", file=sys.stderr)
+    return EXIT_PARTIAL if any_errors else EXIT_OK

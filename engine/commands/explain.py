@@ -1,0 +1,43 @@
+"""``dfe explain VIDEO --model DIR -o OUTDIR``: heatmap overlays, a contact sheet, a score plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from engine.cli import _add_engine_options
+
+    p = sub.add_parser(
+        "explain",
+        help="heatmap overlays per frame, a contact sheet and the per-frame score plot",
+        description="Score one video and write, into OUTDIR: overlay_<frame>.png (the last conv "
+        "feature map weighted by linear1's row for the predicted class, over the 112x112 "
+        "crop), crop_<frame>.png, frame_<frame>.jpg (face box), scores.png, contact_sheet.png "
+        "and explain.json (the dfe predict record plus the file names).",
+    )
+    p.add_argument("video", type=Path)
+    p.add_argument("--model", required=True, type=Path, help="exported model directory")
+    p.add_argument("-o", "--out", required=True, type=Path, help="output directory")
+    p.add_argument("--seq-len", type=int, default=None, help="frames (default: the model's N)")
+    p.add_argument("--sampling", choices=("first", "uniform"), default="first")
+    _add_engine_options(p)
+    p.set_defaults(func=_cmd_explain)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from engine.cli import _engine_from_args
+    from engine.explain import explain, write_explanation
+
+    engine = _engine_from_args(args)
+    expl = explain(engine, args.video, seq_len=args.seq_len, sampling=args.sampling)
+    files = write_explanation(expl, args.out)
+    pred = expl.prediction
+    print(
+        f"{args.video}: {pred.label} {pred.confidence:.1f}% (p_fake {pred.p_fake:.3f}, "
+        f"{pred.frames} frames, {pred.faces} with a face) -> {args.out / files['contact_sheet']}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,308 @@
+"""Scoring on a Ray cluster with Ray Data: one video path per row, a stateful actor pool.
+
+Each actor loads the :class:`~engine.api.Engine` once and scores its batches of paths with
+``predict_many`` (decode and detection happen in the actor, next to the classifier). A video
+that fails becomes an error record inside the actor, so a bad file never fails the job; an actor
+that dies (out of memory, a crashed decoder) is restarted by Ray and its batch retried, and
+because a batch's records leave the actor only when the whole batch is done, nothing is lost or
+written twice.
+
+Records are the ones ``dfe predict`` writes, with two columns stored as JSON strings so every
+block has the same Arrow schema in Parquet and JSONL: ``timings`` (a dict whose keys vary by
+outcome) and ``boxes`` (a list of ``[x1, y1, x2, y2]`` or ``null``). :func:`read_records` reads
+an output back and restores both, giving exactly the ``dfe predict`` records.
+
+Ray is optional (the ``ray`` extra) and imported only here, lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import InvalidInputError, MissingDependencyError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import ray.data
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = (".parquet", ".jsonl")
+JSON_COLUMNS = ("timings", "boxes")  # stored as JSON strings
+# Test hook: "SUBSTRING:MARKER" makes the first actor call whose batch holds a path containing
+# SUBSTRING kill its worker process (os._exit) once, creating MARKER so the retry succeeds.
+CRASH_ONCE_ENV = "DFE_RAY_CRASH_ONCE"
+
+
+def require_ray() -> Any:
+    """Import ``ray`` (with Ray Data) or raise :class:`MissingDependencyError` naming the extra."""
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"Ray Data is needed for --ray / engine.distributed but could not be imported ({exc}); "
+            "install it with: pip install 'deepfake-engine[ray]'"
+        ) from exc
+    return ray
+
+
+def record_schema() -> pa.Schema:
+    """The Arrow schema of one scored video (the ``dfe predict`` record, JSON columns as str)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("video", pa.string()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("label", pa.string()),
+            ("confidence", pa.float64()),
+            ("p_fake", pa.float64()),
+            ("frames", pa.int64()),
+            ("faces", pa.int64()),
+            ("frame_p_fake", pa.list_(pa.float64())),
+            ("frame_indices", pa.list_(pa.int64())),
+            ("boxes", pa.string()),
+            ("crop_style", pa.string()),
+            ("timings", pa.string()),
+            ("seq_len", pa.int64()),
+            ("sampling", pa.string()),
+            ("reduce", pa.string()),
+            ("backend", pa.string()),
+            ("model", pa.string()),
+            ("warnings", pa.list_(pa.string())),
+        ]
+    )
+
+
+def encode_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``dfe predict`` record in the storage form (JSON columns as strings)."""
+    out = dict(record)
+    for key in JSON_COLUMNS:
+        out[key] = json.dumps(out.get(key))
+    return out
+
+
+def decode_record(row: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`encode_record`; also turns Arrow/NumPy values into plain Python."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key in JSON_COLUMNS and isinstance(value, str):
+            value = json.loads(value)
+        elif hasattr(value, "tolist"):  # numpy arrays and scalars
+            value = value.tolist()
+        elif isinstance(value, float) and math.isnan(value):
+            value = None
+        out[key] = value
+    return out
+
+
+def records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
+    import pyarrow as pa
+
+    schema = record_schema()
+    rows = [encode_record(r) for r in records]
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema)
+
+
+def error_record(video: str, error: str) -> dict[str, Any]:
+    from engine.api import Prediction
+
+    return Prediction(video=video, status="error", error=error).to_record()
+
+
+def default_cpus_per_worker(cluster_cpus: float, num_workers: int) -> float:
+    """CPUs to reserve per actor: up to one each, but always leaving one CPU of the cluster (at
+    least a quarter per actor) for Ray Data's other tasks, so the pipeline never starves."""
+    spare = (cluster_cpus - 1.0) / max(num_workers, 1)
+    return round(min(1.0, max(0.25, spare)), 3)
+
+
+class VideoScorer:
+    """The actor: loads the Engine once, scores batches of paths, never raises for a video."""
+
+    def __init__(
+        self,
+        model_dir: str,
+        seq_len: int | None,
+        sampling: str,
+        engine_options: dict[str, Any],
+        crash_once: str | None = None,
+    ) -> None:
+        from engine.api import Engine
+
+        self.engine = Engine.load(model_dir, **engine_options)
+        self.seq_len = seq_len
+        self.sampling = sampling
+        self.crash_once = crash_once
+
+    def _maybe_crash(self, paths: list[str]) -> None:
+        if not self.crash_once:
+            return
+        needle, _, marker = self.crash_once.partition(":")
+        if any(needle in p for p in paths) and marker and not os.path.exists(marker):
+            Path(marker).write_text(str(os.getpid()))
+            os._exit(1)  # simulate a worker killed mid-batch (OOM, segfault)
+
+    def __call__(self, batch: dict[str, Any]) -> pa.Table:
+        paths = [str(p) for p in batch["video"]]
+        self._maybe_crash(paths)
+        try:
+            preds = self.engine.predict_many(paths, seq_len=self.seq_len, sampling=self.sampling)
+            records = [p.to_record() for p in preds]
+        except Exception as exc:  # never fail the job: score one by one to isolate the culprit
+            log.warning("batch of %d failed (%s); scoring one by one", len(paths), exc)
+            records = []
+            for path in paths:
+                try:
+                    (pred,) = self.engine.predict_many(
+                        [path], seq_len=self.seq_len, sampling=self.sampling
+                    )
+                    records.append(pred.to_record())
+                except Exception as one:
+                    records.append(error_record(path, f"{type(one).__name__}: {one}"))
+        return records_table(records)
+
+
+def output_format(out: str | os.PathLike[str]) -> str:
+    suffix = Path(out).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise InvalidInputError(
+            f"--out {out}: unsupported format {suffix!r} for a Ray job (a directory Ray writes "
+            f"files into); supported values are {', '.join(OUTPUT_FORMATS)}"
+        )
+    return suffix
+
+
+def read_records(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a Ray job's output directory (``*.parquet`` or ``*.jsonl``), decoded to
+    the ``dfe predict`` form. Empty when it does not exist yet. Needs pyarrow, not Ray."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    records: list[dict[str, Any]] = []
+    if output_format(out) == ".parquet":
+        import pyarrow.parquet as pq
+
+        for f in sorted(out.glob("*.parquet")):
+            records.extend(decode_record(r) for r in pq.read_table(f).to_pylist())
+    else:
+        for f in sorted(p for p in out.iterdir() if p.suffix in (".json", ".jsonl")):
+            for n, line in enumerate(f.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(decode_record(json.loads(line)))
+                except (json.JSONDecodeError, TypeError):
+                    log.warning("%s line %d is not a record; ignored", f, n)
+    return records
+
+
+def build_dataset(
+    paths: Iterable[str | os.PathLike[str]],
+    model_dir: str | os.PathLike[str],
+    *,
+    seq_len: int | None = None,
+    sampling: str = "first",
+    num_workers: int = 1,
+    cpus_per_worker: float | None = None,
+    gpus_per_worker: float = 0.0,
+    videos_per_batch: int = 4,
+    memory_per_worker_gb: float | None = None,
+    **engine_options: Any,
+) -> ray.data.Dataset:
+    """A lazy Ray Dataset of ``dfe predict`` records (storage form, see :func:`read_records`)
+    for ``paths``, scored by an actor pool of ``num_workers`` Engines.
+
+    Call it after ``ray.init`` (it reads the cluster's CPUs to size ``cpus_per_worker`` when not
+    given). ``engine_options`` are :class:`~engine.api.EngineConfig` fields (``backend``,
+    ``models_dir``, ``detector``, ...). ONNX Runtime gets as many threads per session as the
+    CPUs reserved per actor (at least 1) unless ``intra_op_threads`` is given.
+    ``memory_per_worker_gb`` reserves memory per actor in Ray's scheduler (an actor scoring
+    1080p videos peaks near 1.5 GiB), so a node is never given more actors than it can hold.
+    """
+    ray = require_ray()
+    from preprocess.sampling import check_count, check_sampling
+
+    check_sampling(sampling)
+    check_count(num_workers, name="num_workers")
+    check_count(videos_per_batch, name="videos_per_batch")
+    if seq_len is not None:
+        check_count(seq_len, name="seq_len")
+    if gpus_per_worker < 0:
+        raise InvalidInputError(f"gpus_per_worker must be >= 0, got {gpus_per_worker}")
+    if cpus_per_worker is None:
+        cpus_per_worker = default_cpus_per_worker(
+            ray.cluster_resources().get("CPU", 1.0), num_workers
+        )
+    if cpus_per_worker <= 0:
+        raise InvalidInputError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
+    options = dict(engine_options)
+    options.setdefault("intra_op_threads", max(1, int(cpus_per_worker)))
+    if gpus_per_worker > 0:
+        options.setdefault("backend", "ort-cuda")
+    items = [{"video": str(p)} for p in paths]
+    if not items:
+        raise InvalidInputError("no inputs to score")
+    # one block per actor call: a retried task (a dead actor) then redoes exactly one batch,
+    # whose records had not left the actor, so nothing is lost or written twice
+    blocks = math.ceil(len(items) / videos_per_batch)
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    return ds.map_batches(
+        VideoScorer,
+        batch_size=videos_per_batch,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=num_workers),
+        num_cpus=cpus_per_worker,
+        num_gpus=gpus_per_worker or None,
+        memory=int(memory_per_worker_gb * 2**30) if memory_per_worker_gb else None,
+        fn_constructor_kwargs={
+            "model_dir": str(model_dir),
+            "seq_len": seq_len,
+            "sampling": sampling,
+            "engine_options": options,
+            "crash_once": os.environ.get(CRASH_ONCE_ENV),
+        },
+        # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1: a dead
+        # actor is restarted and its batch retried, which is what we want.
+    )
+
+
+def score(
+    paths: Iterable[str | os.PathLike[str]],
+    model_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = True,
+    **options: Any,
+) -> tuple[int, int]:
+    """Score ``paths`` on the connected Ray cluster and write records to ``out`` (a directory
+    named ``*.parquet`` or ``*.jsonl``). With ``resume`` (the default) videos already recorded
+    there are skipped and new files are added next to the old ones. Returns (scored, skipped).
+    """
+    fmt = output_format(out)
+    paths = [str(p) for p in paths]
+    done = {r["video"] for r in read_records(out)} if resume else set()
+    todo = [p for p in paths if p not in done]
+    if not todo:
+        return 0, len(paths)
+    ds = build_dataset(todo, model_dir, **options)
+    if fmt == ".parquet":
+        ds.write_parquet(str(out))
+    else:
+        ds.write_json(str(out))  # JSON Lines files, one record per line
+    return len(todo), len(paths) - len(todo)
+
+
+def collect(
+    paths: Iterable[str | os.PathLike[str]], model_dir: str | os.PathLike[str], **options: Any
+) -> list[dict[str, Any]]:
+    """Score on the cluster and return the decoded records (for ``dfe eval --ray``)."""
+    return [decode_record(r) for r in build_dataset(paths, model_dir, **options).take_all()]

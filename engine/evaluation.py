@@ -1,0 +1,245 @@
+"""Metrics of a labelled set: the original's confusion matrix, per-class precision/recall, ROC AUC.
+
+Pure functions on labels and ``dfe predict`` records, so they are checked against hand-computed
+cases. Class order is the original's: FAKE first, then REAL (its label indices 0 and 1); the
+confusion matrix's rows are the true class and its columns the predicted one, as the original
+printed it. ROC treats FAKE as the positive class and scores videos by ``p_fake``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InvalidInputError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("FAKE", "REAL")
+
+
+def read_labels(
+    path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
+) -> list[tuple[str, str]]:
+    """``(video path, label)`` pairs of a ``file,label`` CSV (REAL/FAKE, any case), with or
+    without a header row, like the original's ``Gobal_metadata.csv``. Relative paths resolve
+    against ``root`` (default: the labels file's directory)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"labels file not found: {path}")
+    base = Path(root) if root is not None else path.parent
+    pairs: list[tuple[str, str]] = []
+    with path.open(newline="") as f:
+        for n, row in enumerate(csv.reader(f), 1):
+            if not row or not any(c.strip() for c in row):
+                continue
+            if len(row) < 2:
+                raise InvalidInputError(f"{path} line {n}: expected 'file,label', got {row!r}")
+            name, label = row[0].strip(), row[1].strip().upper()
+            if label not in CLASSES:
+                if n == 1 and not pairs:  # a header such as "file,label"
+                    continue
+                raise InvalidInputError(
+                    f"{path} line {n}: label {row[1]!r} is not supported; supported values are "
+                    "REAL, FAKE"
+                )
+            video = Path(name)
+            pairs.append((str(video if video.is_absolute() else base / video), label))
+    if not pairs:
+        raise InvalidInputError(f"{path} holds no 'file,label' rows")
+    return pairs
+
+
+def confusion_matrix(y_true: Sequence[str], y_pred: Sequence[str]) -> list[list[int]]:
+    """2x2 counts: rows true FAKE/REAL, columns predicted FAKE/REAL."""
+    m = [[0, 0], [0, 0]]
+    for t, p in zip(y_true, y_pred, strict=True):
+        m[CLASSES.index(t)][CLASSES.index(p)] += 1
+    return m
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def class_metrics(matrix: list[list[int]]) -> dict[str, dict[str, Any]]:
+    """Precision, recall, F1 and support per class (``None`` where undefined: 0/0)."""
+    out: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(CLASSES):
+        tp = matrix[i][i]
+        predicted = matrix[0][i] + matrix[1][i]
+        support = sum(matrix[i])
+        precision, recall = _ratio(tp, predicted), _ratio(tp, support)
+        f1 = (
+            2 * precision * recall / (precision + recall)
+            if precision is not None and recall is not None and precision + recall > 0
+            else None
+        )
+        out[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    return out
+
+
+def roc_curve(
+    y_true: Sequence[str], p_fake: Sequence[float]
+) -> tuple[list[float], list[float], list[float]]:
+    """(false positive rates, true positive rates, thresholds) with FAKE positive: one point per
+    distinct score, from (0, 0) at threshold +inf to (1, 1). Empty lists if a class is absent."""
+    pos = sum(t == "FAKE" for t in y_true)
+    neg = len(y_true) - pos
+    if pos == 0 or neg == 0:
+        return [], [], []
+    pairs = sorted(zip(p_fake, y_true, strict=True), key=lambda x: -x[0])
+    fpr, tpr, thr = [0.0], [0.0], [float("inf")]
+    tp = fp = 0
+    for i, (score, truth) in enumerate(pairs):
+        if truth == "FAKE":
+            tp += 1
+        else:
+            fp += 1
+        if i + 1 == len(pairs) or pairs[i + 1][0] != score:  # close a group of tied scores
+            fpr.append(fp / neg)
+            tpr.append(tp / pos)
+            thr.append(float(score))
+    return fpr, tpr, thr
+
+
+def roc_auc(y_true: Sequence[str], p_fake: Sequence[float]) -> float | None:
+    """Area under the ROC curve: P(a FAKE video scores above a REAL one), ties count one half
+    (the Mann-Whitney statistic; equal to the trapezoidal area of :func:`roc_curve`)."""
+    fake = [s for s, t in zip(p_fake, y_true, strict=True) if t == "FAKE"]
+    real = [s for s, t in zip(p_fake, y_true, strict=True) if t == "REAL"]
+    if not fake or not real:
+        return None
+    # rank-sum with average ranks for ties: O(n log n)
+    order = sorted((s, t == "FAKE") for s, t in zip(p_fake, y_true))
+    rank_sum, i = 0.0, 0
+    while i < len(order):
+        j = i
+        while j < len(order) and order[j][0] == order[i][0]:
+            j += 1
+        avg_rank = (i + 1 + j) / 2  # ranks i+1 .. j
+        rank_sum += avg_rank * sum(is_fake for _, is_fake in order[i:j])
+        i = j
+    n_pos, n_neg = len(fake), len(real)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def evaluate(labels: Iterable[tuple[str, str]], records: Iterable[dict[str, Any]]) -> dict:
+    """Metrics of ``records`` (``dfe predict`` records) against ``labels`` (video, REAL/FAKE).
+
+    Videos that could not be scored are counted and listed under ``errors``, and labelled
+    videos with no record at all under ``missing``; the metrics cover the scored ones.
+    """
+    truth = dict(labels)
+    by_video = {r["video"]: r for r in records}
+    y_true: list[str] = []
+    y_pred: list[str] = []
+    scores: list[float] = []
+    errors: list[dict[str, str]] = []
+    missing: list[str] = []
+    for video, label in truth.items():
+        rec = by_video.get(video)
+        if rec is None:
+            missing.append(video)
+        elif rec["status"] != "ok":
+            errors.append({"video": video, "label": label, "error": rec.get("error") or ""})
+        else:
+            y_true.append(label)
+            y_pred.append(rec["label"])
+            scores.append(float(rec["p_fake"]))
+    matrix = confusion_matrix(y_true, y_pred)
+    fpr, tpr, thr = roc_curve(y_true, scores)
+    return {
+        "videos": len(truth),
+        "scored": len(y_true),
+        "n_errors": len(errors),
+        "errors": errors,
+        "missing": missing,
+        "classes": list(CLASSES),
+        "confusion_matrix": matrix,
+        "accuracy": _ratio(matrix[0][0] + matrix[1][1], len(y_true)),
+        "per_class": class_metrics(matrix),
+        "roc_auc": roc_auc(y_true, scores),
+        "roc": {"fpr": fpr, "tpr": tpr, "thresholds": [None if t == math.inf else t for t in thr]},
+    }
+
+
+def format_report(metrics: dict, *, seq_len: int | None = None) -> str:
+    """The confusion matrix as the original printed it, then the metrics, as text."""
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.2f}%"
+
+    m = metrics["confusion_matrix"]
+    head = f"sequence length {seq_len}: " if seq_len is not None else ""
+    auc = metrics["roc_auc"]
+    lines = [
+        f"{head}{metrics['scored']}/{metrics['videos']} videos scored, "
+        f"{metrics['n_errors']} errors, {len(metrics['missing'])} missing",
+        "confusion matrix (rows true FAKE/REAL, columns predicted FAKE/REAL):",
+        f"[[{m[0][0]}, {m[0][1]}], [{m[1][0]}, {m[1][1]}]]",
+        f"accuracy {pct(metrics['accuracy'])}   ROC AUC "
+        + ("n/a (one class only)" if auc is None else f"{auc:.4f}"),
+    ]
+    for name, c in metrics["per_class"].items():
+        lines.append(
+            f"  {name}: precision {pct(c['precision'])}  recall {pct(c['recall'])}  "
+            f"support {c['support']}"
+        )
+    for e in metrics["errors"][:20]:
+        lines.append(f"  error: {e['video']}: {e['error'][:100]}")
+    if len(metrics["errors"]) > 20:
+        lines.append(f"  ... {len(metrics['errors']) - 20} more errors in the JSON")
+    return "\n".join(lines)
+
+
+def plot(metrics: dict, path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """A PNG with the confusion matrix (left) and the ROC curve (right)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"matplotlib is needed for the evaluation plots but could not be imported ({exc}); "
+            "install it with: pip install 'deepfake-engine[eval]' (or pass --no-plots)"
+        ) from exc
+    path = Path(path)
+    fig, (ax_m, ax_r) = plt.subplots(1, 2, figsize=(10, 4.5))
+    m = metrics["confusion_matrix"]
+    ax_m.imshow(m, cmap="Blues")
+    peak = max(max(row) for row in m) or 1
+    for i in range(2):
+        for j in range(2):
+            ax_m.text(
+                j, i, str(m[i][j]), ha="center", va="center",
+                color="white" if m[i][j] > peak / 2 else "black", fontsize=14,
+            )  # fmt: skip
+    ax_m.set_xticks([0, 1], [f"pred {c}" for c in CLASSES])
+    ax_m.set_yticks([0, 1], [f"true {c}" for c in CLASSES])
+    acc = metrics["accuracy"]
+    ax_m.set_title("confusion matrix" + ("" if acc is None else f" (accuracy {100 * acc:.1f}%)"))
+    roc = metrics["roc"]
+    auc = metrics["roc_auc"]
+    if roc["fpr"]:
+        ax_r.plot(roc["fpr"], roc["tpr"], marker=".", label=f"AUC {auc:.3f}")
+        ax_r.legend(loc="lower right")
+    else:
+        ax_r.text(0.5, 0.5, "ROC undefined: one class only", ha="center", va="center")
+    ax_r.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax_r.set_xlabel("false positive rate (REAL called FAKE)")
+    ax_r.set_ylabel("true positive rate (FAKE caught)")
+    ax_r.set_title("ROC, positive class FAKE, score p_fake")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,293 @@
+"""Heatmaps of what the classifier looked at: the original's ``plot_heat_map``, done right.
+
+The map is the original's: the last convolutional feature map of a frame (2048 x 4 x 4 at
+112 x 112) weighted by ``linear1``'s row for the video's predicted class, min-max normalised,
+upsampled and overlaid on the frame's 112 x 112 face crop (not, as in the original, always on
+the last frame). It is not a true CAM: ``linear1`` acts on LSTM outputs, not on CNN channels.
+
+The exported classifier offers the feature map as its optional ``fmap`` output (ONNX Runtime
+computes it anyway, as the input of the pooling), so explaining runs the same graph once; the
+``linear1`` weight comes from ``linear1.npy`` written at export. Drawing uses OpenCV only, so
+the runtime stays free of plotting libraries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from engine.errors import ArtifactNotFoundError, ModelFormatError
+from engine.sidecar import ModelSpec
+from preprocess.crop import normalize
+from preprocess.sampling import check_count, check_sampling
+
+if TYPE_CHECKING:
+    from engine.api import Engine, Prediction
+
+log = logging.getLogger(__name__)
+
+FMAP_OUTPUT = "fmap"
+DEFAULT_WEIGHTS_FILE = "linear1.npy"
+TILE = 192  # contact-sheet tile and per-frame overlay size, pixels
+FAKE_BGR = (40, 40, 220)
+REAL_BGR = (60, 160, 40)
+INK = (40, 40, 40)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A prediction plus what the page and ``dfe explain`` draw from it."""
+
+    prediction: Prediction
+    crops: list[np.ndarray]  # 112x112 BGR face crops, one per frame used
+    frames: list[np.ndarray | None]  # the full BGR frames (None when not kept)
+    cams: np.ndarray  # (frames, 4, 4) heatmaps, unnormalised
+    predicted_class: int  # the class whose linear1 row weights the maps (0 FAKE, 1 REAL)
+
+
+def explain_weights(spec: ModelSpec) -> np.ndarray:
+    """``linear1``'s weight (2, 2048), from the file named in the sidecar."""
+    info = spec.raw.get("graphs", {}).get("classifier", {}).get("explain", {})
+    path = spec.directory / info.get("weights", DEFAULT_WEIGHTS_FILE)
+    if not path.is_file():
+        raise ArtifactNotFoundError(
+            f"{spec.directory} has no {path.name} (linear1's weights for heatmaps): it was "
+            "exported before dfe explain existed; re-export the checkpoint with dfe export"
+        )
+    w = np.load(path, allow_pickle=False)
+    if w.ndim != 2 or w.shape[0] != 2:
+        raise ModelFormatError(f"{path}: expected a (2, 2048) array, got {w.shape}; re-export")
+    return w.astype(np.float32)
+
+
+def cam_maps(fmap: np.ndarray, weights: np.ndarray, cls: int) -> np.ndarray:
+    """(N, C, h, w) feature maps -> (N, h, w) maps: each position's C-vector dotted with
+    ``weights[cls]`` (the original's ``fmap[i].reshape(C, h*w).T @ linear1.weight[idx]``)."""
+    return np.einsum("nchw,c->nhw", fmap.astype(np.float32), weights[cls])
+
+
+def heat_overlay(crop: np.ndarray, cam: np.ndarray, *, size: int = TILE) -> np.ndarray:
+    """A BGR crop with the jet-coloured, min-max normalised map upsampled onto it."""
+    lo, hi = float(cam.min()), float(cam.max())
+    norm = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
+    heat = cv2.resize((norm * 255).astype(np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
+    heat = cv2.applyColorMap(heat, cv2.COLORMAP_JET)
+    img = cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.addWeighted(img, 0.55, heat, 0.45, 0)
+
+
+def explain(
+    engine: Engine,
+    video: str | os.PathLike[str],
+    *,
+    seq_len: int | None = None,
+    sampling: str = "first",
+    keep_frames: bool = True,
+    progress: Progress | None = None,
+) -> Explanation:
+    """Score ``video`` as :meth:`Engine.predict` does and compute a heatmap per frame used."""
+    from engine.api import DEFAULT_SEQ_LEN
+
+    step = progress or (lambda _stage: None)
+    check_sampling(sampling)
+    spec = engine.spec_for(seq_len)
+    n = seq_len or spec.seq_len or DEFAULT_SEQ_LEN
+    check_count(n, name="seq_len")
+    weights = explain_weights(spec)
+    classifier, head = engine._get_runners(spec)
+    if FMAP_OUTPUT not in classifier.outputs:
+        raise ModelFormatError(
+            f"{spec.classifier_file} has no {FMAP_OUTPUT!r} output (outputs: "
+            f"{list(classifier.outputs)}); re-export the checkpoint with this version of dfe"
+        )
+    work = engine._work_for(0, video, False)
+    work.crop_style = engine.crop_style_for(spec)
+    step("decoding")
+    engine._decode(work, n, sampling)
+    full = dict(zip(work.frame_indices, work.frames)) if keep_frames else {}
+    step("detecting faces")
+    engine._detect_and_crop([work])
+    step("classifying")
+    t = time.perf_counter()
+    batch = normalize(np.stack(work.crops))
+    key = "logits" if head is None else "features"
+    size = engine.config.batch_size
+    outs = [
+        classifier.infer({"frames": batch[i : i + size]}, [key, FMAP_OUTPUT])
+        for i in range(0, len(batch), size)
+    ]
+    rows = np.concatenate([o[key] for o in outs])
+    fmap = np.concatenate([o[FMAP_OUTPUT] for o in outs])
+    logits = rows
+    if head is not None:  # the sequence variant: the LSTM over the video's features
+        logits = head.infer({"features": rows[None]}, ["logits"])["logits"][0]
+    work.timings["classify"] = time.perf_counter() - t
+    pred = engine._result(work, logits, spec, n, sampling)
+    t = time.perf_counter()
+    cls = 0 if pred.label == "FAKE" else 1
+    cams = cam_maps(fmap, weights, cls)
+    timings = {**pred.timings, "explain": round(time.perf_counter() - t, 6)}
+    pred = dataclasses.replace(pred, timings=timings)
+    frames = [full.get(i) for i in pred.frame_indices]
+    return Explanation(pred, list(work.crops), frames, cams, cls)
+
+
+# ---------------------------------------------------------------------- drawing
+
+
+def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color, thick=1) -> None:
+    cv2.putText(img, text, org, FONT, scale, color, thick, cv2.LINE_AA)
+
+
+def _p_color(p: float) -> tuple[int, int, int]:
+    return FAKE_BGR if p >= 0.5 else REAL_BGR
+
+
+def frame_with_box(frame: np.ndarray, box: Sequence[int] | None, *, width: int = 480) -> np.ndarray:
+    """The full frame scaled to ``width`` with the crop box drawn (or a 'no face' note)."""
+    scale = width / frame.shape[1]
+    img = cv2.resize(frame, (width, round(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    if box is not None:
+        x1, y1, x2, y2 = (round(v * scale) for v in box)
+        cv2.rectangle(img, (x1, y1), (x2, y2), (0, 255, 255), 2)
+    else:
+        _text(img, "no face: whole frame used", (8, 24), 0.6, (0, 0, 255), 2)
+    return img
+
+
+def score_plot(
+    p_fake: Sequence[float],
+    indices: Sequence[int],
+    *,
+    video_p_fake: float | None = None,
+    width: int = 900,
+    height: int = 260,
+) -> np.ndarray:
+    """Bar chart of per-frame p_fake (red above 0.5, green below), the 0.5 line dashed and the
+    video's p_fake as a blue line."""
+    img = np.full((height, width, 3), 255, np.uint8)
+    left, right, top, bottom = 56, 16, 34, 40
+    pw, ph = width - left - right, height - top - bottom
+    _text(img, "p_fake per frame", (left, 22), 0.6, INK, 1)
+    cv2.rectangle(img, (left, top), (left + pw, top + ph), (180, 180, 180), 1)
+    for v in (0.0, 0.5, 1.0):
+        y = top + round((1 - v) * ph)
+        _text(img, f"{v:.1f}", (12, y + 5), 0.45, INK)
+        if v == 0.5:
+            for x in range(left, left + pw, 12):
+                cv2.line(img, (x, y), (min(x + 6, left + pw), y), (120, 120, 120), 1)
+    n = max(len(p_fake), 1)
+    slot = pw / n
+    bar = max(1, math.floor(slot * 0.7))
+    label_every = max(1, math.ceil(n / 20))
+    for k, (p, idx) in enumerate(zip(p_fake, indices)):
+        x = left + round(k * slot + (slot - bar) / 2)
+        y = top + round((1 - float(p)) * ph)
+        cv2.rectangle(img, (x, y), (x + bar - 1, top + ph), _p_color(float(p)), -1)
+        if k % label_every == 0:
+            _text(img, str(idx), (x, top + ph + 16), 0.4, INK)
+    _text(img, "frame index", (left + pw // 2 - 40, height - 6), 0.45, INK)
+    if video_p_fake is not None:
+        y = top + round((1 - video_p_fake) * ph)
+        cv2.line(img, (left, y), (left + pw, y), (200, 90, 20), 2)
+        _text(img, f"video p_fake {video_p_fake:.3f}", (left + pw - 190, 22), 0.5, (200, 90, 20), 1)
+    return img
+
+
+def _tile(overlay: np.ndarray, idx: int, p: float, face: bool) -> np.ndarray:
+    cap = 34
+    tile = np.full((TILE + cap, TILE, 3), 255, np.uint8)
+    tile[:TILE] = overlay
+    cv2.rectangle(tile, (0, TILE), (TILE - 1, TILE + cap - 1), _p_color(p), -1)
+    _text(tile, f"#{idx}  p_fake {p:.2f}", (6, TILE + 23), 0.55, (255, 255, 255), 1)
+    if not face:
+        _text(tile, "no face", (6, 20), 0.55, (255, 255, 255), 2)
+    return tile
+
+
+def contact_sheet(expl: Explanation, overlays: list[np.ndarray], *, cols: int = 5) -> np.ndarray:
+    """Header (label, confidence), a grid of overlays captioned with frame index and p_fake,
+    and the score plot underneath."""
+    pred = expl.prediction
+    n = len(overlays)
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    gap = 8
+    tile_h = TILE + 34
+    grid_w = cols * TILE + (cols + 1) * gap
+    width = max(grid_w, 700)
+    plot = score_plot(
+        pred.frame_p_fake, pred.frame_indices, video_p_fake=pred.p_fake, width=width, height=240
+    )
+    header = 96
+    height = header + rows * (tile_h + gap) + gap + plot.shape[0]
+    sheet = np.full((height, width, 3), 255, np.uint8)
+    color = FAKE_BGR if pred.label == "FAKE" else REAL_BGR
+    _text(sheet, f"{pred.label}  {pred.confidence:.1f}%", (gap, 40), 1.2, color, 3)
+    name = Path(pred.video).name
+    _text(
+        sheet,
+        f"{name}   p_fake {pred.p_fake:.3f}   frames {pred.frames}   faces {pred.faces}",
+        (gap, 68),
+        0.5,
+        INK,
+    )
+    cls = "FAKE" if expl.predicted_class == 0 else "REAL"
+    _text(sheet, f"heatmap: evidence for {cls} (red = most)", (gap, 88), 0.45, INK)
+    for k, ov in enumerate(overlays):
+        r, c = divmod(k, cols)
+        x = gap + c * (TILE + gap)
+        y = header + gap + r * (tile_h + gap)
+        face = pred.boxes[k] is not None if k < len(pred.boxes) else True
+        sheet[y : y + tile_h, x : x + TILE] = _tile(
+            ov, pred.frame_indices[k], pred.frame_p_fake[k], face
+        )
+    sheet[height - plot.shape[0] :, : plot.shape[1]] = plot
+    return sheet
+
+
+def write_explanation(expl: Explanation, outdir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write per-frame overlays, crops and boxed frames, the score plot, the contact sheet and
+    ``explain.json`` (the prediction record plus the file names) into ``outdir``."""
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    pred = expl.prediction
+    files: dict[str, Any] = {"overlays": [], "crops": [], "frames": []}
+    overlays = []
+    for k, idx in enumerate(pred.frame_indices):
+        ov = heat_overlay(expl.crops[k], expl.cams[k])
+        overlays.append(ov)
+        names = (f"overlay_{idx:05d}.png", f"crop_{idx:05d}.png")
+        cv2.imwrite(str(out / names[0]), ov)
+        cv2.imwrite(str(out / names[1]), expl.crops[k])
+        files["overlays"].append(names[0])
+        files["crops"].append(names[1])
+        frame = expl.frames[k] if k < len(expl.frames) else None
+        if frame is not None:
+            name = f"frame_{idx:05d}.jpg"
+            cv2.imwrite(str(out / name), frame_with_box(frame, pred.boxes[k]))
+            files["frames"].append(name)
+    cv2.imwrite(
+        str(out / "scores.png"),
+        score_plot(pred.frame_p_fake, pred.frame_indices, video_p_fake=pred.p_fake),
+    )
+    cv2.imwrite(str(out / "contact_sheet.png"), contact_sheet(expl, overlays))
+    files["scores"] = "scores.png"
+    files["contact_sheet"] = "contact_sheet.png"
+    doc = {"record": pred.to_record(), "predicted_class": expl.predicted_class, "files": files}
+    (out / "explain.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return files

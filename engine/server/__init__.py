@@ -1,0 +1,1 @@
+"""``dfe serve``: an upload page and a JSON API (v1) over one loaded Engine (extra ``serve``)."""

@@ -1,0 +1,296 @@
+"""The ASGI application of ``dfe serve``: an upload page and a versioned JSON API on one Engine.
+
+Limits: the request body is counted while it streams in (413 past the limit, before the rest
+is read; a larger Content-Length is refused at once), the queue is checked before the body is
+read (429), the type is decided by decoding the saved file (415 with the decoder's reason), and
+files get generated names in the private data directory. No debug mode, no secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine._deps import require
+from engine.errors import EngineError
+from engine.server import pages
+from engine.server.jobs import ID_PATTERN, JobRunner, JobStore, QueueFullError, new_id
+
+require("fastapi", purpose="dfe serve")
+require("multipart", purpose="dfe serve (multipart uploads)")
+from fastapi import FastAPI, HTTPException, Request  # noqa: E402
+from fastapi import Path as PathParam  # noqa: E402
+from fastapi.concurrency import run_in_threadpool  # noqa: E402
+from fastapi.responses import (  # noqa: E402
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+)
+from starlette.datastructures import UploadFile  # noqa: E402
+
+if TYPE_CHECKING:
+    from engine.api import Engine
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # the original's MAX_UPLOAD_SIZE
+MULTIPART_SLACK = 64 * 1024  # form fields and part headers around the file
+MAX_SEQ_LEN = 300
+SLIDER_STEPS = (10, 20, 40, 60, 80, 100)
+_FILE_NAME = re.compile(r"^(overlay|crop|frame)_\d{5}\.(png|jpg)$|^(scores|contact_sheet)\.png$")
+_JOB_ID = PathParam(pattern=ID_PATTERN, description="job id (32 hex digits)")
+
+_UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["video"],
+                    "properties": {
+                        "video": {"type": "string", "format": "binary"},
+                        "seq_len": {"type": "integer", "minimum": 1, "maximum": MAX_SEQ_LEN},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _display_name(name: str | None) -> str:
+    """The client's file name for display only (never a path on disk)."""
+    base = Path((name or "upload").replace("\\", "/")).name
+    return re.sub(r"[^\w.\- ]", "_", base)[:120] or "upload"
+
+
+def _parse_seq_len(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        n = int(str(value))
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_SEQ_LEN:
+        raise HTTPException(
+            422, f"seq_len must be an integer from 1 to {MAX_SEQ_LEN}, got {value!r}"
+        )
+    return n
+
+
+def create_app(
+    engine: Engine,
+    data_dir: str | Path,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_queue: int = 64,
+    workers: int = 1,
+) -> FastAPI:
+    """The app; the runner's threads start and stop with the app's lifespan. ``workers=0``
+    accepts jobs without running them (for tests of the queue)."""
+    store = JobStore(Path(data_dir))
+    runner = JobRunner(engine, store, max_queue=max_queue, workers=workers)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+            store.close()
+
+    app = FastAPI(
+        title="deepfake-engine",
+        version="1",
+        description="Upload a video, poll the job, read REAL/FAKE with per-frame scores.",
+        debug=False,
+        lifespan=lifespan,
+    )
+    app.state.store, app.state.runner, app.state.engine = store, runner, engine
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    async def create_job(request: Request) -> str:
+        try:
+            runner.reserve()
+        except QueueFullError as exc:
+            raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from exc
+        try:
+            return await _accept(request)
+        except BaseException:
+            runner.release()
+            raise
+
+    async def _accept(request: Request) -> str:
+        limit = max_upload_bytes + MULTIPART_SLACK
+        too_big = f"the upload is larger than the limit of {max_upload_bytes / 2**20:.0f} MB"
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise HTTPException(413, too_big)
+        seen = 0
+
+        async def receive() -> dict:
+            nonlocal seen
+            message = await request.receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            form = await Request(request.scope, receive).form(max_files=1, max_fields=8)
+        except _TooLarge:
+            raise HTTPException(413, too_big) from None
+        except Exception as exc:  # malformed multipart
+            raise HTTPException(400, f"could not read the multipart form: {exc}") from exc
+        try:
+            video = form.get("video")
+            if not isinstance(video, UploadFile):
+                raise HTTPException(422, "the multipart form needs a file field named 'video'")
+            seq_len = _parse_seq_len(form.get("seq_len"))
+            name = _display_name(video.filename)
+            job_id = new_id()
+            path = store.upload_path(job_id)
+            await run_in_threadpool(_save, video, path)
+        finally:
+            await form.close()
+        try:
+            size = path.stat().st_size
+            if size > max_upload_bytes:
+                raise HTTPException(413, too_big)
+            await run_in_threadpool(_check_video, path, name)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        store.create(job_id, name, seq_len)
+        runner.submit(job_id)
+        return job_id
+
+    # ------------------------------------------------------------------ JSON API v1
+
+    @app.post(
+        "/api/v1/jobs",
+        status_code=202,
+        openapi_extra=_UPLOAD_SCHEMA,
+        summary="Upload a video (multipart field `video`, optional `seq_len`)",
+        responses={
+            413: {"description": "upload too large"},
+            415: {"description": "not a video"},
+            429: {"description": "queue full"},
+        },
+    )
+    async def post_job(request: Request) -> dict[str, str]:
+        return {"id": await create_job(request)}
+
+    @app.get("/api/v1/jobs/{job_id}", summary="Poll a job; `result` is the dfe predict record")
+    def get_job(job_id: str = _JOB_ID) -> dict[str, Any]:
+        return _job_json(job_id)
+
+    @app.get("/api/v1/health", summary="Backend and model")
+    def health() -> dict[str, Any]:
+        desc = engine.describe()
+        return {
+            "status": "ok",
+            "backend": desc["backend"],
+            "model": desc,
+            "queue": {"active": runner.active, "max": max_queue, "workers": workers},
+        }
+
+    def _job_json(job_id: str) -> dict[str, Any]:
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        files = None
+        if job.files:
+            base = f"/jobs/{job_id}/files/"
+            files = {
+                k: ([base + f for f in v] if isinstance(v, list) else base + v)
+                for k, v in job.files.items()
+            }
+        return {
+            "id": job.id,
+            "status": job.status,
+            "stage": job.stage,
+            "queue_position": runner.position(job_id) if job.status == "queued" else None,
+            "filename": job.filename,
+            "seq_len": job.seq_len,
+            "created": job.created,
+            "started": job.started,
+            "finished": job.finished,
+            "error": job.error,
+            "result": job.result,
+            "files": files,
+        }
+
+    # ------------------------------------------------------------------ pages
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return pages.upload_page(SLIDER_STEPS, max_upload_bytes)
+
+    @app.post("/upload", include_in_schema=False)
+    async def upload_form(request: Request):
+        try:
+            job_id = await create_job(request)
+        except HTTPException as exc:
+            return HTMLResponse(pages.error_page(exc.status_code, str(exc.detail)), exc.status_code)
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+    @app.get("/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
+    def job_page(job_id: str = _JOB_ID):
+        job = store.get(job_id)
+        if job is None:
+            return HTMLResponse(pages.error_page(404, f"no job {job_id}"), 404)
+        return pages.job_page(_job_json(job_id), now=time.time())
+
+    @app.get("/jobs/{job_id}/files/{name}", include_in_schema=False)
+    def job_file(name: str, job_id: str = _JOB_ID):
+        if not _FILE_NAME.match(name):
+            raise HTTPException(404, "no such file")
+        path = store.result_dir(job_id) / name
+        if not path.is_file():
+            raise HTTPException(404, "no such file")
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.exception_handler(EngineError)
+    async def engine_error(_request: Request, exc: EngineError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    return app
+
+
+def _save(upload: UploadFile, path: Path) -> None:
+    upload.file.seek(0)
+    with open(path, "xb") as out:
+        shutil.copyfileobj(upload.file, out, 1 << 20)
+
+
+def _check_video(path: Path, name: str) -> None:
+    """Decide the type by decoding one frame; 415 with the decoder's reason otherwise."""
+    from preprocess.video import read_video
+
+    try:
+        read_video(path, 1)
+    except EngineError as exc:
+        reason = str(exc).replace(f"'{path}'", repr(name)).replace(str(path), name)
+        raise HTTPException(415, f"not a video that can be decoded: {reason}") from exc

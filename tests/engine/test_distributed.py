@@ -1,0 +1,152 @@
+"""Ray Data scoring on a local 2-CPU Ray cluster (CPU only): parity with `dfe predict`, bad files,
+a killed worker, resume, and `dfe eval --ray`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from engine import distributed
+from tests.engine.test_evaluation import run_command, write_shared_labels
+
+ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
+
+SEQ_LEN = 6
+FIELDS = ("video", "status", "label", "p_fake", "confidence", "frames", "faces", "frame_p_fake",
+          "frame_indices", "boxes", "seq_len", "crop_style")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local cluster per test session. Ray 2.60 turns on token authentication for local
+    clusters and writes a token to ~/.ray; this throwaway cluster lives on this machine only,
+    so the tests turn it off rather than touch the home directory."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def options(shared_dir):
+    return {"backend": "ort", "models_dir": str(shared_dir / "models"), "download": False}
+
+
+def test_default_cpus_per_worker_leaves_a_cpu_for_the_read_stage():
+    assert distributed.default_cpus_per_worker(2, 2) == 0.5
+    assert distributed.default_cpus_per_worker(2, 1) == 1.0
+    assert distributed.default_cpus_per_worker(1, 1) == 0.25
+    assert distributed.default_cpus_per_worker(64, 8) == 1.0
+
+
+def test_records_survive_storage_form():
+    rec = {"video": "v", "status": "ok", "timings": {"total": 1.5}, "boxes": [[1, 2, 3, 4], None]}
+    table = distributed.records_table([rec])
+    back = distributed.decode_record(table.to_pylist()[0])
+    assert back["timings"] == {"total": 1.5} and back["boxes"] == [[1, 2, 3, 4], None]
+
+
+def test_ray_score_reproduces_dfe_predict(ray_cluster, exported_model, video_paths, tmp_path,
+                                          options):  # fmt: skip
+    from engine.api import Engine
+
+    engine = Engine.load(exported_model, intra_op_threads=1, **options)
+    local = {
+        p.video: p.to_record() for p in engine.predict_many(map(str, video_paths), seq_len=SEQ_LEN)
+    }
+    out = tmp_path / "scores.parquet"
+    scored, skipped = distributed.score(
+        video_paths, exported_model, out, seq_len=SEQ_LEN, num_workers=2, **options
+    )
+    assert (scored, skipped) == (len(video_paths), 0)
+    records = distributed.read_records(out)
+    assert sorted(r["video"] for r in records) == sorted(local)
+    for r in records:
+        want = local[r["video"]]
+        assert r["status"] == "ok" and r["frames"] == SEQ_LEN
+        assert {k: r[k] for k in FIELDS} == {k: want[k] for k in FIELDS}
+        assert set(r) == set(want) and set(r["timings"]) == set(want["timings"])
+    # a rerun skips everything already scored and writes nothing new
+    assert distributed.score(video_paths, exported_model, out, seq_len=SEQ_LEN, **options) == (
+        0,
+        len(video_paths),
+    )
+    assert len(distributed.read_records(out)) == len(video_paths)
+
+
+def test_ray_bad_files_become_error_records(ray_cluster, exported_model, shared_dir, tmp_path,
+                                            options):  # fmt: skip
+    d = tmp_path / "mixed"
+    d.mkdir()
+    good = shared_dir / "videos" / "pair480p_real.mp4"
+    (d / "good.mp4").symlink_to(good)
+    (d / "zero.mp4").write_bytes(b"")
+    (d / "notes.mp4").write_text("this is not a video\n")
+    (d / "truncated.mp4").write_bytes(good.read_bytes()[:4000])
+    paths = [*sorted(str(p) for p in d.iterdir()), str(d / "absent.mp4")]
+    out = tmp_path / "scores.jsonl"
+    distributed.score(paths[:2], exported_model, out, seq_len=SEQ_LEN, **options)
+    # the rerun scores only the rest, appending to the same directory
+    scored, skipped = distributed.score(paths, exported_model, out, seq_len=SEQ_LEN, **options)
+    assert (scored, skipped) == (len(paths) - 2, 2)
+    recs = {Path(r["video"]).name: r for r in distributed.read_records(out)}
+    assert len(distributed.read_records(out)) == len(paths) == len(recs)
+    assert recs["good.mp4"]["status"] == "ok" and recs["good.mp4"]["faces"] == SEQ_LEN
+    for name in ("zero.mp4", "notes.mp4", "truncated.mp4", "absent.mp4"):
+        assert recs[name]["status"] == "error" and name in recs[name]["error"], recs[name]
+
+
+def test_ray_killed_worker_is_retried_without_loss_or_duplicates(
+    ray_cluster, exported_model, video_paths, tmp_path, options, monkeypatch
+):
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(distributed.CRASH_ONCE_ENV, f"pair480p_fake:{marker}")
+    paths = [str(p) for p in video_paths[:2]] + [
+        str(p) for p in video_paths if "pair480p_fake" in p.name
+    ]
+    out = tmp_path / "scores.parquet"
+    distributed.score(
+        paths, exported_model, out, seq_len=4, videos_per_batch=1, num_workers=1, **options
+    )
+    assert marker.exists()  # the worker really died once
+    records = distributed.read_records(out)
+    assert sorted(r["video"] for r in records) == sorted(paths)
+    assert all(r["status"] == "ok" for r in records)
+
+
+def test_eval_with_ray(ray_cluster, exported_model, shared_dir, tmp_path):
+    labels = tmp_path / "labels.csv"
+    write_shared_labels(labels)
+    out = tmp_path / "eval"
+    rc = run_command(
+        "engine.commands.eval",
+        ["eval", str(labels), "--model", str(exported_model), "--seq-len", "4", "--ray",
+         "--root", str(shared_dir / "videos"), "-o", str(out), "--no-plots", "--backend", "ort",
+         "--models", str(shared_dir / "models"), "--no-download"],
+    )  # fmt: skip
+    assert rc == 0
+    (result,) = json.loads((out / "metrics.json").read_text())["results"]
+    assert result["scored"] == 6 and [sum(row) for row in result["confusion_matrix"]] == [4, 2]
+
+
+def test_dfe_score_cli_local_then_ray_resumes(ray_cluster, exported_model, shared_dir, tmp_path,
+                                              capsys):  # fmt: skip
+    d = tmp_path / "in"
+    d.mkdir()
+    names = ["pair480p_real.mp4", "pair480p_fake.mp4", "dfdc_like_real.mp4"]
+    for name in names:
+        (d / name).symlink_to(shared_dir / "videos" / name)
+    out = tmp_path / "cli.parquet"
+    common = ["--model", str(exported_model), "--out", str(out), "--seq-len", "4"]
+    common += ["--backend", "ort", "--models", str(shared_dir / "models"), "--no-download"]
+    first_two = [str(p) for p in sorted(d.iterdir())[:2]]
+    assert run_command("engine.commands.score", ["score", *first_two, *common]) == 0
+    assert run_command("engine.commands.score", ["score", str(d), "--ray", *common]) == 0
+    assert "1 scored, 2 already in" in capsys.readouterr().err
+    records = distributed.read_records(out)
+    assert sorted(Path(r["video"]).name for r in records) == sorted(names)
+    assert all(r["status"] == "ok" and r["frames"] == 4 for r in records)

@@ -1,0 +1,57 @@
+"""``dfe explain``: the original's heatmap maths, the graph's ``fmap`` output, the files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+
+from engine.explain import cam_maps, explain, heat_overlay, write_explanation
+
+
+def test_cam_maps_equals_the_originals_reshape_matmul():
+    rng = np.random.default_rng(0)
+    fmap, w = rng.normal(size=(3, 2048, 4, 4)), rng.normal(size=(2, 2048))
+    got = cam_maps(fmap, w, 1)
+    for i in range(3):  # plot_heat_map: fmap[i].reshape(2048, 16).T @ linear1.weight[idx]
+        want = (fmap[i].reshape(2048, 16).T @ w[1]).reshape(4, 4)
+        np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-3)
+
+
+def test_heat_overlay_is_a_bgr_tile_even_for_a_flat_map():
+    crop = np.full((112, 112, 3), 128, np.uint8)
+    assert heat_overlay(crop, np.zeros((4, 4)), size=64).shape == (64, 64, 3)
+
+
+def test_classifier_fmap_output_pools_to_features(exported_model):
+    sess = ort.InferenceSession(
+        str(exported_model / "classifier.onnx"), providers=["CPUExecutionProvider"]
+    )
+    x = np.random.default_rng(1).normal(size=(3, 3, 112, 112)).astype(np.float32)
+    feats, fmap = sess.run(["features", "fmap"], {"frames": x})
+    assert fmap.shape == (3, 2048, 4, 4)
+    np.testing.assert_allclose(fmap.mean(axis=(2, 3)), feats, rtol=1e-4, atol=1e-5)
+    sidecar = json.loads((exported_model / "classifier.json").read_text())
+    info = sidecar["graphs"]["classifier"]
+    assert info["outputs"]["fmap"] == ["frames", 2048, 4, 4]
+    assert np.load(exported_model / info["explain"]["weights"]).shape == (2, 2048)
+
+
+def test_explain_matches_predict_and_writes_a_contact_sheet(exported_model, shared_dir, tmp_path):
+    from engine.api import Engine
+
+    engine = Engine.load(
+        exported_model, backend="ort", models_dir=str(shared_dir / "models"), download=False
+    )
+    video = shared_dir / "videos" / "pair480p_fake.mp4"
+    expl = explain(engine, video, seq_len=5)
+    direct = engine.predict(video, seq_len=5)
+    assert abs(expl.prediction.p_fake - direct.p_fake) < 1e-5
+    assert expl.cams.shape == (5, 4, 4) and len(expl.crops) == 5
+    files = write_explanation(expl, tmp_path / "out")
+    assert len(files["overlays"]) == 5 and len(files["frames"]) == 5
+    for name in [files["contact_sheet"], files["scores"], *files["overlays"]]:
+        assert (tmp_path / "out" / name).read_bytes()[:4] == b"\x89PNG"
+    doc = json.loads((tmp_path / "out" / "explain.json").read_text())
+    assert doc["record"]["label"] == direct.label

@@ -1,0 +1,166 @@
+"""The JSON API v1 of ``dfe serve``: upload, poll, result, limits, queue, restart."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from tests.server.conftest import live_server, no_face_video, wait_done
+
+VIDEO = "pair480p_real.mp4"
+
+
+def _upload(client, path, seq_len=4, name=None):
+    with open(path, "rb") as f:
+        return client.post(
+            "/api/v1/jobs",
+            files={"video": (name or path.name, f, "video/mp4")},
+            data={"seq_len": str(seq_len)},
+        )
+
+
+def test_jobs_upload_poll_result_matches_predict_record(make_client, shared_dir, serve_engine):
+    client = make_client()
+    r = _upload(client, shared_dir / "videos" / VIDEO, seq_len=4)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    job = wait_done(lambda i: client.get(f"/api/v1/jobs/{i}").json(), job_id)
+    assert job["status"] == "done", job
+    rec = job["result"]
+    assert rec["status"] == "ok" and rec["video"] == VIDEO
+    assert rec["label"] in ("REAL", "FAKE") and 50 <= rec["confidence"] <= 100
+    assert rec["frames"] == 4 and len(rec["frame_p_fake"]) == 4 and rec["faces"] == 4
+    direct = serve_engine.predict(shared_dir / "videos" / VIDEO, seq_len=4).to_record()
+    assert set(rec) == set(direct)
+    assert abs(rec["p_fake"] - direct["p_fake"]) < 1e-5
+    assert rec["frame_indices"] == direct["frame_indices"] and rec["boxes"] == direct["boxes"]
+    assert {"decode", "detect", "classify", "explain", "total"} <= set(rec["timings"])
+    for url in [job["files"]["scores"], *job["files"]["overlays"], *job["files"]["crops"]]:
+        got = client.get(url)
+        assert got.status_code == 200 and got.content[:4] == b"\x89PNG"
+    page = client.get(f"/jobs/{job_id}")
+    assert page.status_code == 200 and "id=label" in page.text and rec["label"] in page.text
+
+
+def test_health_reports_backend_and_model(make_client, exported_model):
+    body = make_client().get("/api/v1/health").json()
+    assert body["backend"] == "ort" and str(exported_model) in body["model"]["models"]
+
+
+def test_openapi_documents_the_v1_api(make_client):
+    paths = make_client().get("/openapi.json").json()["paths"]
+    assert {"/api/v1/jobs", "/api/v1/jobs/{job_id}", "/api/v1/health"} <= set(paths)
+    body = paths["/api/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert "video" in body["schema"]["properties"]
+
+
+def test_upload_too_large_is_413_and_nothing_is_kept(make_client, tmp_path):
+    client = make_client(max_upload_bytes=200_000)
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\0" * 600_000)
+    r = _upload(client, big)
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    assert not any((tmp_path / "data" / "uploads").iterdir())
+    assert client.get("/api/v1/health").json()["queue"]["active"] == 0
+
+
+def test_upload_too_large_is_413_while_streaming_without_content_length(make_client):
+    client = make_client(max_upload_bytes=100_000)
+
+    def body():  # a chunked body: no Content-Length, the limit must hold while streaming
+        yield b"--xx\r\nContent-Disposition: form-data; name=video; filename=a.mp4\r\n\r\n"
+        for _ in range(100):
+            yield b"\0" * 10_000
+
+    r = client.post(
+        "/api/v1/jobs", content=body(), headers={"content-type": "multipart/form-data; boundary=xx"}
+    )
+    assert r.status_code == 413
+
+
+def test_not_a_video_is_415_with_a_message(make_client, tmp_path):
+    client = make_client()
+    fake = tmp_path / "notes.mp4"  # the extension says video; decoding says otherwise
+    fake.write_text("hello, this is not a video\n" * 50)
+    r = _upload(client, fake)
+    assert r.status_code == 415
+    detail = r.json()["detail"]
+    assert "not a video" in detail and "text file" in detail and "uploads" not in detail
+
+
+def test_missing_field_and_bad_seq_len_are_422(make_client, shared_dir):
+    client = make_client()
+    assert client.post("/api/v1/jobs", data={"seq_len": "4"}).status_code == 422
+    r = _upload(client, shared_dir / "videos" / VIDEO, seq_len=0)
+    assert r.status_code == 422 and "seq_len" in r.json()["detail"]
+
+
+def test_queue_full_is_429(make_client, shared_dir):
+    client = make_client(max_queue=1, workers=0)  # accepts, never runs: the queue fills
+    assert _upload(client, shared_dir / "videos" / VIDEO).status_code == 202
+    r = _upload(client, shared_dir / "videos" / VIDEO)
+    assert r.status_code == 429 and "full" in r.json()["detail"]
+    assert r.headers["retry-after"]
+
+
+def test_unknown_and_malformed_job_ids(make_client):
+    client = make_client()
+    assert client.get("/api/v1/jobs/" + "0" * 32).status_code == 404
+    assert client.get("/api/v1/jobs/..%2F..%2Fetc").status_code in (404, 422)
+    assert client.get("/jobs/" + "0" * 32 + "/files/..%2Fjobs.sqlite3").status_code == 404
+
+
+def test_restart_keeps_finished_results_and_requeues_unfinished(make_client, shared_dir, tmp_path):
+    data = tmp_path / "persist"
+    first = make_client(data)
+    done_id = _upload(first, shared_dir / "videos" / VIDEO).json()["id"]
+    job = wait_done(lambda i: first.get(f"/api/v1/jobs/{i}").json(), done_id)
+    assert job["status"] == "done"
+    first.__exit__(None, None, None)
+    # a server that accepted a job and stopped before running it
+    stopped = make_client(data, workers=0)
+    queued_id = _upload(stopped, shared_dir / "videos" / VIDEO).json()["id"]
+    stopped.__exit__(None, None, None)
+
+    again = make_client(data)
+    kept = again.get(f"/api/v1/jobs/{done_id}").json()
+    assert kept["status"] == "done" and kept["result"] == job["result"]
+    assert again.get(kept["files"]["scores"]).status_code == 200
+    requeued = wait_done(lambda i: again.get(f"/api/v1/jobs/{i}").json(), queued_id)
+    assert requeued["status"] == "done" and requeued["result"]["frames"] == 4
+
+
+def test_video_without_a_face_gets_a_result_saying_so(make_client, tmp_path):
+    client = make_client()
+    r = _upload(client, no_face_video(tmp_path / "noface.mp4"), seq_len=4)
+    assert r.status_code == 202, r.text
+    job = wait_done(lambda i: client.get(f"/api/v1/jobs/{i}").json(), r.json()["id"])
+    assert job["status"] == "done" and job["result"]["faces"] == 0
+    assert job["result"]["boxes"] == [None] * 4
+    page = client.get(f"/jobs/{job['id']}").text
+    assert "No face was found" in page
+
+
+def test_twenty_concurrent_uploads_all_finish(serve_engine, shared_dir, tmp_path):
+    videos = sorted((shared_dir / "videos").glob("*.mp4"))
+    with live_server(serve_engine, tmp_path / "data", max_queue=32) as base:
+
+        def one(k: int) -> dict:
+            path = videos[k % len(videos)]
+            with httpx.Client(base_url=base, timeout=60) as c:
+                r = c.post(
+                    "/api/v1/jobs",
+                    files={"video": (path.name, path.read_bytes(), "video/mp4")},
+                    data={"seq_len": "2"},
+                )
+                assert r.status_code == 202, r.text
+                return wait_done(lambda i: c.get(f"/api/v1/jobs/{i}").json(), r.json()["id"])
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(20) as pool:
+            jobs = list(pool.map(one, range(20)))
+    assert len({j["id"] for j in jobs}) == 20
+    assert all(j["status"] == "done" and j["result"]["frames"] == 2 for j in jobs), jobs
+    assert time.monotonic() - t0 < 600
