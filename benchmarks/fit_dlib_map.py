@@ -11,15 +11,19 @@ pairs as numbers only to ``tests/fixtures/dlib_mmod_pairs.json``.
 
 For speed, mmod runs on a square region around each SCRFD face (about 2.4 face heights wide),
 scaled so the face is at most ``--face-px`` pixels tall; boxes are mapped back to frame pixels.
-mmod slides a fixed window over an image pyramid with a fixed ratio between levels, so a
-region gives the frame's box up to pyramid quantisation (checked against full-image runs on
-``t1.jpg``, see ``--check-photo``).
+mmod's boxes are fixed windows on an image pyramid and a coarse feature grid, so they move with
+the face's alignment: on ``t1.jpg`` region and whole-image boxes of the same faces agree at IoU
+0.70-0.92 (``--check-photo t1.jpg``). ``collect --repeat`` (``--face-px 100 --shift 0.15``)
+adds a second mmod box per face from a moved, rescaled region (``mmod_repeat``): how well mmod
+agrees with itself, the ceiling any map can be judged against.
 
-``fit`` (numpy only) fits the map's coefficients on every group except the held-out ones and
-writes ``preprocess/dlib_map_coefficients.json``, with the IoU figures.
+``fit`` (numpy only) fits the map's coefficients by least squares on every mmod box of the
+training groups and writes ``preprocess/dlib_map_coefficients.py`` with the IoU figures on
+training and held-out groups (``--cross-validate`` adds leave-one-group-out figures).
 
-    python -m benchmarks.fit_dlib_map collect --videos ../shared/videos --models ../shared/models
-    python -m benchmarks.fit_dlib_map fit
+    python -m benchmarks.fit_dlib_map collect --frames 30
+    python -m benchmarks.fit_dlib_map collect --repeat --face-px 100 --shift 0.15
+    python -m benchmarks.fit_dlib_map fit --cross-validate
 """
 
 from __future__ import annotations
