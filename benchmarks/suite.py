@@ -66,7 +66,7 @@ def bench_classifier(cfg: SuiteConfig) -> dict[str, Any]:
         log.warning("ONNX Runtime unavailable: %s", exc)
     for name in ("tensorrt",):
         try:
-            fac = get_factory(name)
+            fac = get_factory(name, precision="fp16")
             candidates.append((name, "fp16", fac("classifier", spec.classifier_file, spec=spec)))
         except (EngineError, KeyError) as exc:
             rows.append({"backend": name, "skipped": str(exc)})

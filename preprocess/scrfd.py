@@ -507,9 +507,9 @@ class SCRFDDetector:
             self._check_available(ort)
             self.batched_model_path = make_batch_dynamic(self.model_path)
 
-            options = ort.SessionOptions()
-            if self.config.intra_op_threads:
-                options.intra_op_num_threads = self.config.intra_op_threads
+            from engine.backends.ort_backend import session_options
+
+            options = session_options(ort, self.config.intra_op_threads)
             self._session = ort.InferenceSession(
                 str(self.batched_model_path),
                 sess_options=options,

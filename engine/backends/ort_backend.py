@@ -33,11 +33,19 @@ def _provider_name(p: Any) -> str:
 
 
 def session_options(ort: Any, intra_op_threads: int = 0) -> Any:
+    """Options shared by every session of the engine (classifier and detector).
+
+    Spinning is off: the pipeline runs the detector and the classifier at the same time, and
+    spinning worker threads of one session steal the cores the other needs (measured on 2
+    cores: 1.75 videos/s without spinning, 1.30 with). ``DFE_ORT_SPINNING=1`` turns it back on.
+    """
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if intra_op_threads:
         opts.intra_op_num_threads = intra_op_threads
+    spinning = "1" if os.environ.get("DFE_ORT_SPINNING") == "1" else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     return opts
 
 

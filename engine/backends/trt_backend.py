@@ -2,7 +2,7 @@
 
 NOT TESTED ON A GPU: this module was written without access to TensorRT or an NVIDIA GPU. Its
 pure parts (profiles, range checks, the engine cache and its keys) live in
-:mod:`engine.build.engine_cache` and are unit-tested on CPU; the code here that calls
+:mod:`engine.optimize.engine_cache` and are unit-tested on CPU; the code here that calls
 TensorRT and CUDA is only exercised by the ``gpu``-marked tests.
 
 Design:
@@ -18,9 +18,9 @@ Design:
   and owned by the runner, so every pointer bound with ``set_tensor_address`` stays alive until
   (and after) the stream has synchronised; outputs are copied out of the pinned buffers before
   the lock is released, so callers never see a buffer that is reused.
-- A missing or mismatched engine is built (see :func:`engine.build.trt_build.ensure_graph_engine`),
-  never loaded; asking for this backend without TensorRT raises MissingDependencyError naming
-  the ``gpu`` extra.
+- A missing or mismatched engine is built (see
+  :func:`engine.optimize.trt_build.ensure_graph_engine`), never loaded; asking for this backend
+  without TensorRT raises MissingDependencyError naming the ``gpu`` extra.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import numpy as np
 
 from engine._deps import require
 from engine.backends.base import GraphBackend, TensorSpec
-from engine.build.engine_cache import TensorProfile, check_in_profile
 from engine.errors import BackendUnavailableError, MissingDependencyError
+from engine.optimize.engine_cache import TensorProfile, check_in_profile
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Cuda:
 
 def device_info(device_id: int = 0) -> Any:
     """The :class:`DeviceInfo` an engine built here is tied to."""
-    from engine.build.engine_cache import DeviceInfo
+    from engine.optimize.engine_cache import DeviceInfo
 
     trt = require("tensorrt", purpose="the TensorRT backend")
     name, cc = Cuda(device_id).device_properties()
@@ -305,7 +305,7 @@ class _TrtFactory:
         self.lock = threading.Lock()  # one stream: one call in flight at a time
 
     def __call__(self, graph: str, onnx_path: Path, *, spec: Any = None) -> TrtBackend:
-        from engine.build.trt_build import ensure_graph_engine, graph_precision
+        from engine.optimize.trt_build import ensure_graph_engine, graph_precision
 
         result = ensure_graph_engine(
             graph,
@@ -325,7 +325,7 @@ class _TrtFactory:
         self, model_path: str | Path, *, batch: int, input_size: int, model_dir: Path | None
     ) -> TrtSession:
         """The batch-dynamic SCRFD detector as an fp16 engine on this factory's stream."""
-        from engine.build.trt_build import ensure_detector_engine
+        from engine.optimize.trt_build import ensure_detector_engine
 
         result = ensure_detector_engine(
             Path(model_path),

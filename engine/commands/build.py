@@ -21,9 +21,9 @@ from engine.errors import InvalidInputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from engine.build.calibration import CALIB_FRAMES_PER_VIDEO, CALIB_START, CALIB_STEP
-    from engine.build.quantize import CALIB_METHODS, DEFAULT_METHOD
     from engine.cli import _add_detector_options
+    from engine.optimize.calibration import CALIB_FRAMES_PER_VIDEO, CALIB_START, CALIB_STEP
+    from engine.optimize.quantize import CALIB_METHODS, DEFAULT_METHOD
 
     p = sub.add_parser(
         "build",
@@ -105,8 +105,8 @@ def _has_tensorrt() -> bool:
 
 def _build_int8(args: argparse.Namespace, spec: Any) -> None:
     from engine.batch import expand_inputs
-    from engine.build.calibration import FrameSelection
-    from engine.build.quantize import build_int8
+    from engine.optimize.calibration import FrameSelection
+    from engine.optimize.quantize import build_int8
 
     selection = FrameSelection(args.calib_start, args.calib_step, args.calib_frames)
     if "int8" in spec.precisions and not args.rebuild and args.calib is None:
@@ -157,7 +157,7 @@ def _print_int8(rec: dict[str, Any]) -> None:
 
 
 def _build_engines(args: argparse.Namespace, spec: Any) -> None:
-    from engine.build.trt_build import build_engines
+    from engine.optimize.trt_build import build_engines
     from weights import find_model
 
     detector = find_model(args.detector, models_dir=args.models, download=not args.no_download)

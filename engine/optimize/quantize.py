@@ -1,0 +1,542 @@
+"""INT8 by explicit quantization: one Q/DQ ONNX graph for ONNX Runtime on CPU and TensorRT.
+
+``build_int8`` writes ``classifier.int8.onnx`` next to ``classifier.onnx`` and records it in the
+sidecar (``graphs["classifier_int8"]``) with its calibration set and the accuracy it costs.
+
+The recipe, measured on 2-core x86 CPUs with AVX-512 VNNI (see PITFALLS.md and the README):
+
+- ``quant_pre_process`` first (``skip_symbolic_shape=True``: symbolic shape inference fails on
+  this graph), then ``quantize_static`` in QDQ format;
+- activations **uint8**, weights **int8 per channel** (U8S8): ONNX Runtime's fast VNNI kernels.
+  Signed activations (S8S8) ran slower than fp32 here;
+- every Conv, the LSTM-step MatMul and the Gemm quantized statically. Quantizing the MatMul
+  dynamically instead was slower (and TensorRT cannot read dynamic quantization);
+- Relu after a quantized tensor is left to the uint8 clamp at zero (ONNX Runtime's default);
+  keeping the Relu nodes measured ~17% slower on CPU;
+- calibration: Percentile (99.999) on 32 face crops per video (frames 100, 104, ..., 224). On
+  the test model it gave the smallest held-out max |delta p_fake| of what was tried: MinMax and
+  Entropy (0.024-0.028), symmetric activations (0.03-0.04), 16 crops per video (0.020-0.028);
+  32 per video, read in chunks that mix every video, gave 0.014-0.016. Chunks bound memory:
+  ORT keeps every intermediate tensor of what it reads at once (8 GB for 192 crops in one go,
+  2.4 GB peak in chunks of 32).
+
+TensorRT accepts only signed, symmetric (zero point 0) INT8 Q/DQ and float biases.
+:func:`tensorrt_qdq` derives that form from the same file at build time: a uint8 tensor with
+zero point 128 becomes int8 with the same scale (exact), one with zero point 0 (a clamp at 0)
+gets an explicit Relu and the symmetric scale covering its range, and int32 bias DequantizeLinear
+nodes are folded into float constants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine._deps import require
+from engine.errors import InvalidInputError, ModelFormatError, ParityError
+from engine.optimize.calibration import (
+    CALIBRATION_FRAMES,
+    EVALUATION_FRAMES,
+    FrameSelection,
+    VideoCrops,
+    default_calibration_videos,
+    describe_set,
+    video_crops,
+)
+from engine.reduce import reduce_logits, softmax
+from engine.sidecar import INT8_GRAPH, SIDECAR_NAME, load_sidecar, write_sidecar
+from weights import sha256_file
+
+log = logging.getLogger(__name__)
+
+INT8_FILE = "classifier.int8.onnx"
+CALIB_METHODS = ("percentile", "minmax", "entropy")
+DEFAULT_METHOD = "percentile"
+DEFAULT_PERCENTILE = 99.999
+CALIB_BATCH = 8
+CALIB_CHUNK = 4  # batches per calibration read (bounds memory)
+# The agreement bound of issue 5: |delta p_fake| <= 0.03 for every video, and the same label
+# wherever the fp32 p_fake is more than 0.05 from 0.5.
+MAX_DELTA_P_FAKE = 0.03
+DECISIVE_MARGIN = 0.05
+EVAL_SEQ_LENS = (20, 60)
+
+
+@dataclass(frozen=True)
+class Int8Result:
+    path: Path
+    sidecar: Path
+    record: dict[str, Any]  # what went into graphs["classifier_int8"]
+
+
+# ------------------------------------------------------------------------------ quantization
+
+
+def _ort_session(path: str | Path) -> Any:
+    ort = require("onnxruntime", purpose="INT8 quantization")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _reader(crops: np.ndarray, batch: int = CALIB_BATCH, chunk: int = CALIB_CHUNK) -> Any:
+    """Equal batches of ``batch`` crops, read ``chunk`` batches at a time (ORT's strided
+    calibration: it keeps every intermediate tensor of what it reads at once, ~40 MB per crop
+    for this model, so reading everything at once took 8 GB for 192 crops). The crops are
+    padded by wrapping around to whole chunks (ORT needs equal batches and whole strides)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    per_chunk = batch * chunk
+    total = -(-len(crops) // per_chunk) * per_chunk
+    padded = np.take(crops, np.arange(total) % len(crops), axis=0)
+    batches = [padded[i : i + batch] for i in range(0, total, batch)]
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.set_range(0, len(batches))
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._it = iter(batches[start_index:end_index])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch_ = next(self._it, None)
+            return None if batch_ is None else {"frames": batch_}
+
+    return _Reader()
+
+
+def quantize_classifier(
+    src: Path,
+    dst: Path,
+    calib: np.ndarray,
+    *,
+    method: str = DEFAULT_METHOD,
+    percentile: float = DEFAULT_PERCENTILE,
+) -> dict[str, Any]:
+    """Quantize the fp32 graph ``src`` to a U8S8 Q/DQ graph at ``dst``, calibrated on ``calib``
+    (normalised crops ``[n, 3, 112, 112]``). Returns the settings used, for the sidecar."""
+    if method not in CALIB_METHODS:
+        raise InvalidInputError(
+            f"calibration method {method!r}; supported values are {', '.join(CALIB_METHODS)}"
+        )
+    require("onnxruntime", purpose="INT8 quantization")
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    extra: dict[str, Any] = {"CalibStridedMinMax": CALIB_CHUNK}  # any method: read in chunks
+    if method == "percentile":
+        extra["CalibPercentile"] = percentile
+    calib_method = {
+        "percentile": CalibrationMethod.Percentile,
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+    }[method]
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as tmp:
+        pre = Path(tmp) / "preprocessed.onnx"
+        t = time.perf_counter()
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        t_pre = time.perf_counter() - t
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()) as chatter:  # ORT prints progress
+            quantize_static(
+                str(pre),
+                str(dst),
+                _reader(calib),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                calibrate_method=calib_method,
+                extra_options=extra,
+            )
+        log.debug("quantize_static: %s", chatter.getvalue().strip())
+        t_quant = time.perf_counter() - t
+    settings = {
+        "format": "QDQ (QuantizeLinear/DequantizeLinear)",
+        "activations": "uint8, per tensor, asymmetric",
+        "weights": "int8, per channel, symmetric",
+        "bias": "int32",
+        "ops": "every Conv, MatMul and Gemm (static)",
+        "method": method,
+        "tool": "onnxruntime.quantization.quantize_static after quant_pre_process"
+        "(skip_symbolic_shape=True)",
+        "seconds": {"pre_process": round(t_pre, 2), "calibrate_and_quantize": round(t_quant, 2)},
+    }
+    if method == "percentile":
+        settings["percentile"] = percentile
+    return settings
+
+
+def qdq_summary(model: Any) -> dict[str, Any]:
+    """What the Q/DQ graph holds: node counts, activation and weight types, per-channel weights."""
+    onnx = require("onnx")
+    from onnx import TensorProto, numpy_helper
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
+    inits = {i.name: i for i in model.graph.initializer}
+    names = {TensorProto.UINT8: "uint8", TensorProto.INT8: "int8", TensorProto.INT32: "int32"}
+    q_types: set[str] = set()
+    weight_types: set[str] = set()
+    per_channel = per_tensor = 0
+    counts = {"QuantizeLinear": 0, "DequantizeLinear": 0}
+    for node in model.graph.node:
+        if node.op_type in counts:
+            counts[node.op_type] += 1
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in inits:
+            q_types.add(names.get(inits[node.input[2]].data_type, "other"))
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            data = inits[node.input[0]]
+            if data.data_type == TensorProto.INT32:
+                continue  # a bias
+            weight_types.add(names.get(data.data_type, "other"))
+            scale = numpy_helper.to_array(inits[node.input[1]])
+            if scale.size > 1:
+                per_channel += 1
+            else:
+                per_tensor += 1
+    return {
+        "quantize_linear": counts["QuantizeLinear"],
+        "dequantize_linear": counts["DequantizeLinear"],
+        "activation_types": sorted(q_types),
+        "weight_types": sorted(weight_types),
+        "per_channel_weights": per_channel,
+        "per_tensor_weights": per_tensor,
+    }
+
+
+# ------------------------------------------------------------------------------ TensorRT form
+
+
+def tensorrt_qdq(model: Any) -> Any:
+    """The TensorRT-readable form of a U8S8 Q/DQ graph (returns a new ``ModelProto``).
+
+    TensorRT takes INT8 Q/DQ only as signed, symmetric (zero point 0) tensors, and float biases:
+    - uint8 with zero point 128: int8 with zero point 0 and the same scale (the same numbers);
+    - uint8 with zero point 0 (values clamped at 0): a Relu before the QuantizeLinear keeps the
+      clamp, and int8 with scale ``255 * s / 127`` covers the same range (one bit fewer);
+    - other zero points: int8 with the symmetric scale covering the calibrated range;
+    - ``DequantizeLinear(int32 bias)`` is folded into a float32 constant.
+    """
+    onnx = require("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    converted: dict[tuple[str, str], tuple[str, str]] = {}  # (scale, zp) -> new (scale, zp)
+    new_inits: list[Any] = []
+    drop: set[str] = set()
+
+    def _convert(scale_name: str, zp_name: str) -> tuple[str, str, bool]:
+        """New (scale, zero point) names and whether a clamp at 0 is implied."""
+        zp = numpy_helper.to_array(inits[zp_name])
+        scale = numpy_helper.to_array(inits[scale_name]).astype(np.float32)
+        z = int(zp.reshape(-1)[0])
+        if zp.size != 1:
+            raise ModelFormatError("per-channel activation quantization is not supported here")
+        key = (scale_name, zp_name)
+        if key not in converted:
+            if z == 128:
+                new_scale = scale
+            else:
+                lo, hi = (0 - z) * scale, (255 - z) * scale
+                new_scale = (np.maximum(np.abs(lo), np.abs(hi)) / 127.0).astype(np.float32)
+            s_name, z_name = f"{scale_name}_trt", f"{zp_name}_trt"
+            new_inits.append(numpy_helper.from_array(new_scale.reshape(scale.shape), s_name))
+            new_inits.append(numpy_helper.from_array(np.zeros(zp.shape, np.int8), z_name))
+            converted[key] = (s_name, z_name)
+        s_name, z_name = converted[key]
+        return s_name, z_name, z == 0
+
+    nodes = []
+    for node in g.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            data = inits[node.input[0]]
+            if data.data_type == TensorProto.INT32:  # a bias: fold into a float constant
+                q = numpy_helper.to_array(data).astype(np.float64)
+                s = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+                bias = (q * s).astype(np.float32)
+                new_inits.append(numpy_helper.from_array(bias, node.output[0]))
+                drop.update(node.input)
+                continue
+            nodes.append(node)  # int8 weights: symmetric already
+            continue
+        zp_name = node.input[2] if len(node.input) > 2 else ""
+        is_u8 = zp_name in inits and inits[zp_name].data_type == TensorProto.UINT8
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or not is_u8:
+            nodes.append(node)
+            continue
+        s_name, z_name, clamp = _convert(node.input[1], zp_name)
+        data_in = node.input[0]
+        src = producer.get(data_in)
+        if node.op_type == "QuantizeLinear" and clamp and (src is None or src.op_type != "Relu"):
+            relu_out = f"{data_in}_relu_trt"
+            nodes.append(helper.make_node("Relu", [data_in], [relu_out], name=f"{relu_out}_node"))
+            data_in = relu_out
+        drop.update((node.input[1], zp_name))
+        nodes.append(_with_inputs(node, [data_in, s_name, z_name]))
+    still_used = {i for n in nodes for i in n.input}
+    kept = [i for i in g.initializer if i.name not in drop or i.name in still_used]
+    del g.initializer[:]
+    g.initializer.extend(kept + new_inits)
+    del g.node[:]
+    g.node.extend(nodes)
+    return out
+
+
+def _with_inputs(node: Any, inputs: Sequence[str]) -> Any:
+    from onnx import NodeProto
+
+    new = NodeProto()
+    new.CopyFrom(node)
+    del new.input[:]
+    new.input.extend(inputs)
+    return new
+
+
+# ------------------------------------------------------------------------------ accuracy
+
+
+@dataclass(frozen=True)
+class HeldOutOutputs:
+    """What one classifier graph gives on the held-out crops."""
+
+    p_fake: dict[int, np.ndarray]  # N -> p_fake of each video's first N crops
+    lengths: dict[int, list[int]]  # N -> crops actually used per video (short videos: fewer)
+    frame_p_fake: np.ndarray | None  # per-frame p_fake of every crop (original variant)
+
+
+def held_out_outputs(
+    classifier: Any,
+    head: Any,
+    held_out: Sequence[VideoCrops],
+    *,
+    reduce: str,
+    seq_lens: Sequence[int] = EVAL_SEQ_LENS,
+) -> HeldOutOutputs:
+    """Run ``classifier`` (an ONNX Runtime session; ``head`` too for the sequence variant) once
+    over each video's crops and reduce the first N of them for every N."""
+    key = "logits" if head is None else "features"
+    per_video = [classifier.run([key], {"frames": c.crops})[0] for c in held_out]
+    p_fake: dict[int, np.ndarray] = {}
+    lengths: dict[int, list[int]] = {}
+    for n in seq_lens:
+        probs = []
+        for out in per_video:
+            first = out[:n]
+            if head is not None:
+                first = head.run(["logits"], {"features": first[None]})[0][0]
+            probs.append(softmax(reduce_logits(first, reduce))[0])
+        p_fake[n] = np.array(probs)
+        lengths[n] = [len(out[:n]) for out in per_video]
+    frames = np.concatenate([softmax(z)[:, 0] for z in per_video]) if head is None else None
+    return HeldOutOutputs(p_fake, lengths, frames)
+
+
+def compare_outputs(
+    ref: HeldOutOutputs, got: HeldOutOutputs, held_out: Sequence[VideoCrops], *, reduce: str
+) -> dict[str, Any]:
+    """The accuracy cost of ``got`` against the fp32 ``ref``: issue 5's agreement bound."""
+    rows = []
+    for n, p_ref in ref.p_fake.items():
+        for c, used, a, b in zip(held_out, ref.lengths[n], p_ref, got.p_fake[n]):
+            rows.append(
+                {
+                    "video": Path(c.video).name,
+                    "n": used,
+                    "p_fake_fp32": round(float(a), 6),
+                    "p_fake_int8": round(float(b), 6),
+                }
+            )
+    deltas = [abs(r["p_fake_int8"] - r["p_fake_fp32"]) for r in rows]
+    agree = [(r["p_fake_int8"] > 0.5) == (r["p_fake_fp32"] > 0.5) for r in rows]
+    decisive = [a for a, r in zip(agree, rows) if abs(r["p_fake_fp32"] - 0.5) > DECISIVE_MARGIN]
+    frame_delta = (
+        float(np.max(np.abs(got.frame_p_fake - ref.frame_p_fake)))
+        if ref.frame_p_fake is not None and got.frame_p_fake is not None
+        else None
+    )
+    max_delta = max(deltas)
+    return {
+        "reference": "fp32 classifier.onnx, ONNX Runtime CPU",
+        "seq_lens": list(ref.p_fake),
+        "reduce": reduce,
+        "max_abs_delta_p_fake": round(max_delta, 6),
+        "max_abs_delta_p_fake_frame": round(frame_delta, 6) if frame_delta is not None else None,
+        "label_agreement": round(sum(agree) / len(agree), 6),
+        "label_agreement_decisive": round(sum(decisive) / len(decisive), 6) if decisive else None,
+        "bound": {"max_abs_delta_p_fake": MAX_DELTA_P_FAKE, "decisive_margin": DECISIVE_MARGIN},
+        "within_bound": bool(max_delta <= MAX_DELTA_P_FAKE and all(decisive)),
+        "videos": rows,
+    }
+
+
+# ------------------------------------------------------------------------------ the build
+
+
+def _detector(detector: str, models_dir: str | None, download: bool) -> Any:
+    from preprocess.scrfd import SCRFDDetector
+    from weights import find_model
+
+    return SCRFDDetector(find_model(detector, models_dir=models_dir, download=download))
+
+
+def build_int8(
+    model_dir: str | Path,
+    calib_videos: Sequence[str | Path] | None = None,
+    *,
+    eval_videos: Sequence[str | Path] | None = None,
+    calib_frames: FrameSelection = CALIBRATION_FRAMES,
+    eval_frames: FrameSelection = EVALUATION_FRAMES,
+    method: str = DEFAULT_METHOD,
+    percentile: float = DEFAULT_PERCENTILE,
+    crop_style: str | None = None,
+    detector: str = "det_500m",
+    models_dir: str | None = None,
+    download: bool = True,
+    force: bool = False,
+) -> Int8Result:
+    """Calibrate, quantize, measure the cost on held-out frames, then write the INT8 graph and
+    record it in the sidecar. Refuses to write anything when the cost exceeds the agreement
+    bound, unless ``force`` (then the failed figures are recorded). Crops are made in the
+    model's crop style (its sidecar's, else ``scrfd``) unless ``crop_style`` is given."""
+    spec = load_sidecar(model_dir)
+    style = crop_style or spec.crop_style or "scrfd"
+    directory = spec.directory
+    videos = [Path(v) for v in calib_videos] if calib_videos else default_calibration_videos()
+    held_videos = [Path(v) for v in eval_videos] if eval_videos else videos
+    det = _detector(detector, models_dir, download)
+    t0 = time.perf_counter()
+    calib = video_crops(videos, det, calib_frames, crop_style=style)
+    held = video_crops(held_videos, det, eval_frames, crop_style=style, keep_faceless=True)
+    t_crops = time.perf_counter() - t0
+    overlap = [
+        Path(c.video).name
+        for c in calib
+        for h in held
+        if c.video == h.video and set(c.frame_indices) & set(h.frame_indices)
+    ]
+    if overlap:
+        log.warning("held-out frames overlap the calibration frames of %s", overlap)
+    dst = directory / INT8_FILE
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".int8-") as tmp:
+        tmp_out = Path(tmp) / INT8_FILE
+        settings = quantize_classifier(
+            spec.classifier_file,
+            tmp_out,
+            _interleave([c.crops for c in calib]),
+            method=method,
+            percentile=percentile,
+        )
+        head = _ort_session(spec.head_file) if spec.head_file is not None else None
+        ref = held_out_outputs(_ort_session(spec.classifier_file), head, held, reduce=spec.reduce)
+        got = held_out_outputs(_ort_session(tmp_out), head, held, reduce=spec.reduce)
+        cost = compare_outputs(ref, got, held, reduce=spec.reduce)
+        onnx = require("onnx")
+        trt_form = _session_from_model(tensorrt_qdq(onnx.load(str(tmp_out))))
+        trt_cost = compare_outputs(
+            ref,
+            held_out_outputs(trt_form, head, held, reduce=spec.reduce),
+            held,
+            reduce=spec.reduce,
+        )
+        if not cost["within_bound"] and not force:
+            raise ParityError(
+                f"INT8 misses the agreement bound on held-out frames: max |delta p_fake| "
+                f"{cost['max_abs_delta_p_fake']:.4f} (bound {MAX_DELTA_P_FAKE}), decisive label "
+                f"agreement {cost['label_agreement_decisive']}. Nothing was written. Try "
+                f"another --calib-method or more/other --calib videos, or pass --force to keep "
+                "it anyway."
+            )
+        summary = qdq_summary(tmp_out)
+        tmp_out.replace(dst)
+    record = {
+        "file": dst.name,
+        "sha256": sha256_file(dst),
+        "precision": "int8",
+        "source": {"graph": "classifier", "sha256": spec.raw["graphs"]["classifier"]["sha256"]},
+        "inputs": spec.raw["graphs"]["classifier"]["inputs"],
+        "outputs": spec.raw["graphs"]["classifier"]["outputs"],
+        "quantization": {**settings, "graph": summary},
+        "calibration": describe_set(
+            calib,
+            calib_frames,
+            method=method,
+            crop_style=style,
+            detector=det.model_path.name,
+            seconds_crops=round(t_crops, 2),
+        ),
+        "accuracy": {
+            **cost,
+            "held_out": describe_set(held, eval_frames, faceless_frames="whole frame"),
+            "held_out_note": "frames disjoint from the calibration frames"
+            if not overlap
+            else f"overlaps calibration frames in {overlap}",
+        },
+        "tensorrt_form_accuracy": {
+            "what": "tensorrt_qdq() of this file (int8 symmetric activations, float biases), "
+            "run by ONNX Runtime on CPU as a proxy for TensorRT INT8; not measured on TensorRT",
+            "max_abs_delta_p_fake": trt_cost["max_abs_delta_p_fake"],
+            "label_agreement_decisive": trt_cost["label_agreement_decisive"],
+            "within_bound": trt_cost["within_bound"],
+        },
+        "built_with": _versions(),
+    }
+    raw = load_sidecar(directory).raw  # re-read: keep whatever else changed meanwhile
+    raw["graphs"][INT8_GRAPH] = record
+    sidecar = directory / SIDECAR_NAME
+    write_sidecar(sidecar, {k: v for k, v in raw.items() if k not in ("schema", "schema_version")})
+    log.info(
+        "wrote %s: max |delta p_fake| %.4f on held-out frames",
+        dst,
+        cost["max_abs_delta_p_fake"],
+    )
+    return Int8Result(dst, sidecar, record)
+
+
+def _interleave(per_video: Sequence[np.ndarray]) -> np.ndarray:
+    """Crops in round-robin order over the videos, so every calibration chunk (and the first,
+    which sets the histograms' bins) sees every video."""
+    order = sorted(
+        ((i, v) for v, crops in enumerate(per_video) for i in range(len(crops))),
+    )
+    return np.stack([per_video[v][i] for i, v in order])
+
+
+def _session_from_model(model: Any) -> Any:
+    ort = require("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _versions() -> dict[str, str]:
+    import engine
+
+    out = {"deepfake-engine": engine.__version__}
+    for mod in ("onnx", "onnxruntime", "numpy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            continue
+    return out

@@ -1,0 +1,262 @@
+"""INT8 Q/DQ on CPU: the graph, its sidecar record, precision selection, and the agreement bound
+of issue 5 on the shared videos.
+
+The test checkpoint is the session's independent reference model (``exported_model``). The INT8
+graph is calibrated with the documented default: frames 100, 104, ..., 224 (32 per clip) of the
+shared clips; every check below uses frames 0-59 (what ``dfe predict`` reads for N = 20 and 60),
+which calibration never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from engine.api import Engine
+from engine.errors import ArtifactNotFoundError, InvalidInputError, MissingDependencyError
+from engine.optimize.calibration import CALIB_FRAMES_PER_VIDEO, CALIB_START, CALIB_STEP
+from engine.optimize.quantize import (
+    DECISIVE_MARGIN,
+    INT8_FILE,
+    MAX_DELTA_P_FAKE,
+    build_int8,
+    qdq_summary,
+    tensorrt_qdq,
+)
+from engine.sidecar import INT8_GRAPH, load_sidecar
+from tests.engine.optimize._qdq_models import tiny_qdq_model
+
+
+@pytest.fixture(scope="module")
+def int8_model(exported_model, shared_dir, tmp_path_factory):
+    """A copy of the exported test model (fp32 graph linked, sidecar copied) with its INT8
+    graph built by the library call behind ``dfe build --precision int8``."""
+    d = tmp_path_factory.mktemp("model_int8")
+    (d / "classifier.onnx").symlink_to(exported_model / "classifier.onnx")
+    shutil.copy(exported_model / "classifier.json", d / "classifier.json")
+    build_int8(d, models_dir=str(shared_dir / "models"), download=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def engines(int8_model, shared_dir):
+    common = {"backend": "ort", "models_dir": str(shared_dir / "models"), "download": False}
+    return (
+        Engine.load(int8_model, precision="fp32", **common),
+        Engine.load(int8_model, precision="int8", **common),
+    )
+
+
+def test_int8_graph_has_uint8_activations_and_per_channel_int8_weights(int8_model):
+    model = onnx.load(str(int8_model / INT8_FILE))
+    inits = {i.name: i for i in model.graph.initializer}
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") > 50 and ops.count("DequantizeLinear") > 100
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear":  # every activation: uint8
+            assert inits[n.input[2]].data_type == TensorProto.UINT8
+    producer = {o: n for n in model.graph.node for o in n.output}
+    weights = 0
+    for n in model.graph.node:
+        if n.op_type in ("Conv", "MatMul", "Gemm"):
+            w = n.input[1]
+            dq = producer[w]
+            assert dq.op_type == "DequantizeLinear", n.name
+            if dq.input[0] in inits:  # a constant weight: int8, one scale per output channel
+                assert inits[dq.input[0]].data_type == TensorProto.INT8
+                scale = numpy_helper.to_array(inits[dq.input[1]])
+                assert scale.size > 1
+                weights += 1
+    assert weights == 55  # 53 Conv + the LSTM-step MatMul + linear1 (Gemm)
+    s = qdq_summary(model)
+    assert s["activation_types"] == ["uint8"] and s["weight_types"] == ["int8"]
+    assert s["per_channel_weights"] == 55 and s["per_tensor_weights"] == 0
+
+
+def test_int8_sidecar_records_calibration_set_and_cost(int8_model, video_paths):
+    spec = load_sidecar(int8_model)
+    assert spec.precisions == ("fp32", "int8")
+    assert spec.classifier_for("int8") == int8_model / INT8_FILE
+    rec = spec.raw["graphs"][INT8_GRAPH]
+    from weights import sha256_file
+
+    assert rec["sha256"] == sha256_file(int8_model / INT8_FILE)
+    assert rec["source"]["sha256"] == spec.raw["graphs"]["classifier"]["sha256"]
+    cal = rec["calibration"]
+    assert cal["videos"] == [p.name for p in video_paths]
+    assert cal["frames"] == {
+        "start": CALIB_START,
+        "step": CALIB_STEP,
+        "count": CALIB_FRAMES_PER_VIDEO,
+    }
+    per_video = CALIB_FRAMES_PER_VIDEO
+    assert cal["crops"] == sum(cal["frames_per_video"].values()) == per_video * len(video_paths)
+    assert cal["method"] == "percentile" and cal["crop_style"] == spec.crop_style
+    acc = rec["accuracy"]
+    assert acc["held_out"]["frames"] == {"start": 0, "step": 1, "count": 60}
+    assert acc["held_out_note"] == "frames disjoint from the calibration frames"
+    assert acc["seq_lens"] == [20, 60] and len(acc["videos"]) == 2 * len(video_paths)
+    assert 0 < acc["max_abs_delta_p_fake"] <= MAX_DELTA_P_FAKE and acc["within_bound"]
+    assert acc["label_agreement_decisive"] == 1.0
+    q = rec["quantization"]
+    assert q["activations"].startswith("uint8") and q["weights"].startswith("int8, per channel")
+
+
+@pytest.mark.parametrize("n", [20, 60])
+def test_int8_agrees_with_fp32_on_shared_videos(engines, video_paths, n):
+    """Issue 5's bound, through the Engine (decode, SCRFD, crop, classify) on every clip."""
+    fp32, int8 = engines
+    ref = list(fp32.predict_many(video_paths, seq_len=n))
+    got = list(int8.predict_many(video_paths, seq_len=n))
+    for r, g in zip(ref, got):
+        assert r.ok and g.ok and r.frames == g.frames == n
+        assert r.boxes == g.boxes  # same crops: only the classifier differs
+        assert abs(g.p_fake - r.p_fake) <= MAX_DELTA_P_FAKE, (r.video, r.p_fake, g.p_fake)
+        if abs(r.p_fake - 0.5) > DECISIVE_MARGIN:
+            assert g.label == r.label, (r.video, r.p_fake, g.p_fake)
+
+
+def test_predict_cli_precision_int8_runs_the_qdq_graph(int8_model, engines, shared_dir):
+    video = shared_dir / "videos" / "pair480p_real.mp4"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "predict",
+            str(video),
+            "--model",
+            str(int8_model),
+            "--backend",
+            "ort",
+            "--precision",
+            "int8",
+            "--seq-len",
+            "20",
+            "--models",
+            str(shared_dir / "models"),
+            "--no-download",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (rec,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    fp32, int8 = engines
+    assert rec["p_fake"] == pytest.approx(int8.predict(video, seq_len=20).p_fake, abs=1e-6)
+    assert rec["p_fake"] != pytest.approx(fp32.predict(video, seq_len=20).p_fake, abs=1e-6)
+
+
+def test_precision_int8_without_built_graph_names_dfe_build(exported_model, shared_dir):
+    with pytest.raises(ArtifactNotFoundError, match=r"dfe build .* --precision int8"):
+        Engine.load(
+            exported_model, backend="ort", precision="int8", models_dir=str(shared_dir / "models")
+        )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "predict",
+            str(shared_dir / "videos" / "pair480p_real.mp4"),
+            "--model",
+            str(exported_model),
+            "--precision",
+            "int8",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    err = " ".join(proc.stderr.split())  # the CLI wraps long messages
+    assert f"dfe build {exported_model} --precision int8" in err
+
+
+def test_precision_fp16_without_tensorrt_names_the_gpu_extra(exported_model, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT
+    with pytest.raises(MissingDependencyError, match=r"deepfake-engine\[gpu\]"):
+        Engine.load(exported_model, precision="fp16")
+    with pytest.raises(MissingDependencyError, match=r"deepfake-engine\[gpu\]"):
+        Engine.load(exported_model, backend="tensorrt", precision="fp16")
+    with pytest.raises(InvalidInputError, match="tensorrt"):
+        Engine.load(exported_model, backend="ort", precision="fp16")
+    from engine.cli import main
+
+    for precision in ("fp16", "fp32"):
+        assert main(["build", str(exported_model), "--precision", precision]) == 2
+        err = capsys.readouterr().err
+        assert "deepfake-engine[gpu]" in " ".join(err.split())
+    assert not (exported_model / "engines").exists() or not any(
+        (exported_model / "engines").iterdir()
+    )
+
+
+def test_build_int8_without_tensorrt_makes_only_the_qdq_graph(int8_model, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setattr("engine.commands.build._has_tensorrt", lambda: False)
+    from engine.cli import main
+
+    assert main(["build", str(int8_model), "--precision", "int8"]) == 0  # up to date: no redo
+    out = capsys.readouterr()
+    assert "up to date" in out.out and "within bound" in out.out
+    assert "TensorRT is not installed" in out.err
+
+
+# ------------------------------------------------------------------------------ TensorRT form
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def test_tensorrt_qdq_is_signed_symmetric_and_keeps_the_maths():
+    model = tiny_qdq_model()
+    trt_form = tensorrt_qdq(model)
+    onnx.checker.check_model(trt_form)
+    inits = {i.name: i for i in trt_form.graph.initializer}
+    ops = [n.op_type for n in trt_form.graph.node]
+    assert "Relu" in ops  # the uint8 zero-point-0 clamp made explicit
+    for n in trt_form.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            zp = inits[n.input[2]]
+            assert zp.data_type == TensorProto.INT8
+            assert not numpy_helper.to_array(zp).any()  # zero point 0
+    assert inits["b"].data_type == TensorProto.FLOAT  # bias folded to a float constant
+    x = np.random.default_rng(1).normal(0, 1, size=(2, 3, 8, 8)).astype(np.float32)
+    ref, got = _run(model, x), _run(trt_form, x)
+    assert (got >= 0).all()
+    # same clamp at 0 and range; the output step doubles (255 / 127): at most one new step
+    assert np.abs(got - ref).max() <= 0.01 * 255 / 127 + 1e-6
+
+
+def test_tensorrt_qdq_of_the_int8_model_runs_and_stays_close(int8_model, real_crops):
+    q = onnx.load(str(int8_model / INT8_FILE))
+    trt_form = tensorrt_qdq(q)
+    s = qdq_summary(trt_form)
+    assert s["activation_types"] == ["int8"] and s["per_channel_weights"] == 55
+    x = real_crops.videos[1].numpy()[:8]
+    import onnxruntime as ort
+
+    from engine.reduce import softmax
+
+    def p_fake(model):
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return softmax(sess.run(["logits"], {"frames": x})[0].mean(0))[0]
+
+    assert abs(p_fake(trt_form) - p_fake(q)) < 0.05
+    rec = load_sidecar(int8_model).raw["graphs"][INT8_GRAPH]["tensorrt_form_accuracy"]
+    assert "not measured on TensorRT" in rec["what"]
