@@ -21,6 +21,15 @@ def _prepare_model(workdir: Path) -> tuple[Path, Path]:
     model = workdir / "model"
     if not (model / "classifier.json").is_file():
         export_checkpoint(ckpt, model, seq_len=20, extra={"demo": True})
+    if not (model / "classifier.int8.onnx").is_file():
+        from engine.cli import main as dfe
+        from engine.demo import default_models_dir
+
+        build = ["build", str(model), "--precision", "int8", "--onnx-only"]
+        if default_models_dir():
+            build += ["--models", default_models_dir()]
+        if dfe(build) != 0:
+            log.warning("the INT8 graph could not be built; INT8 rows will be missing")
     return model, ckpt
 
 
