@@ -76,25 +76,20 @@ class _EagerModel:
         return torch.softmax(logits, dim=1)[0].numpy()
 
 
-class OriginalPipeline:
-    name = "original (OpenCV + dlib HOG full frame + eager PyTorch)"
+class _Pipeline:
+    """Decode the first N frames with OpenCV, crop one face per frame, run the eager model."""
 
-    def __init__(self, checkpoint: Path) -> None:
-        self.locate = hog_locations()
-        self.model = _EagerModel(checkpoint)
+    name = ""
+    model: _EagerModel
+
+    def crop(self, frame: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def run(self, path: str | Path, n: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         frames = read_first_frames(path, n)
         t1 = time.perf_counter()
-        crops = []
-        for frame in frames:
-            faces = self.locate(frame)  # HOG, on the BGR frame, as the original did
-            if faces:
-                top, right, bottom, left = faces[0]
-                crops.append(frame[top:bottom, left:right, :])
-            else:
-                crops.append(frame)
+        crops = [self.crop(frame) for frame in frames]
         t2 = time.perf_counter()
         probs = self.model.probs(crops)
         t3 = time.perf_counter()
@@ -107,7 +102,22 @@ class OriginalPipeline:
         }
 
 
-class StraightforwardPipeline:
+class OriginalPipeline(_Pipeline):
+    name = "original (OpenCV + dlib HOG full frame + eager PyTorch)"
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.locate = hog_locations()
+        self.model = _EagerModel(checkpoint)
+
+    def crop(self, frame: np.ndarray) -> np.ndarray:
+        faces = self.locate(frame)  # HOG, on the BGR frame, as the original did
+        if not faces:
+            return frame
+        top, right, bottom, left = faces[0]
+        return frame[top:bottom, left:right, :]
+
+
+class StraightforwardPipeline(_Pipeline):
     name = "straightforward (OpenCV + InsightFace SCRFD per frame + eager PyTorch)"
 
     def __init__(self, checkpoint: Path, detector: Path) -> None:
@@ -116,26 +126,10 @@ class StraightforwardPipeline:
         self.det.prepare(-1, input_size=(640, 640), det_thresh=0.5)
         self.model = _EagerModel(checkpoint)
 
-    def run(self, path: str | Path, n: int) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        frames = read_first_frames(path, n)
-        t1 = time.perf_counter()
-        crops = []
-        for frame in frames:
-            dets, _ = self.det.detect(frame, input_size=(640, 640))
-            h, w = frame.shape[:2]
-            if len(dets):
-                x1, y1, x2, y2 = (int(np.floor(v + 0.5)) for v in dets[0][:4])
-                crops.append(frame[max(y1, 0) : min(y2, h), max(x1, 0) : min(x2, w)])
-            else:
-                crops.append(frame)
-        t2 = time.perf_counter()
-        probs = self.model.probs(crops)
-        t3 = time.perf_counter()
-        return {
-            "p_fake": float(probs[0]),
-            "frames": len(frames),
-            "decode_s": t1 - t0,
-            "detect_s": t2 - t1,
-            "classify_s": t3 - t2,
-        }
+    def crop(self, frame: np.ndarray) -> np.ndarray:
+        dets, _ = self.det.detect(frame, input_size=(640, 640))
+        if not len(dets):
+            return frame
+        h, w = frame.shape[:2]
+        x1, y1, x2, y2 = (int(np.floor(v + 0.5)) for v in dets[0][:4])
+        return frame[max(y1, 0) : min(y2, h), max(x1, 0) : min(x2, w)]

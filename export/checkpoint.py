@@ -10,7 +10,6 @@ Files are read with ``torch.load(weights_only=True)``; anything else (an HTML pa
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import zipfile
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine._deps import require
 from engine.errors import ArtifactNotFoundError, CheckpointError
+from engine.hashing import sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -59,14 +59,6 @@ def parse_checkpoint_name(path: str | Path) -> CheckpointName | None:
     if not m:
         return None
     return CheckpointName(float(m["acc"]), int(m["frames"]), m["data"])
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _sniff(path: Path, head: bytes, size: int) -> None:

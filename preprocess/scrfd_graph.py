@@ -18,7 +18,6 @@ source in its metadata, so a stale rewrite is never reused.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import stat
@@ -35,6 +34,7 @@ from onnx import helper, numpy_helper
 
 from engine._deps import require
 from engine.errors import ArtifactNotFoundError, EngineError, ModelFormatError
+from engine.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +101,7 @@ class _Head:
 # Helpers
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+file_sha256 = sha256_file
 
 
 def cache_dir() -> Path:

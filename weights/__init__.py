@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import http.client
 import json
 import logging
@@ -33,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 
 from engine.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
+from engine.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -121,14 +121,6 @@ def models_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 # find_model's keyword argument is also called models_dir.
 _models_dir_from = models_dir
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_model(path: str | os.PathLike[str], info: ModelInfo) -> bool:

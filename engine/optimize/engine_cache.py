@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidInputError, ModelFormatError
+from engine.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -253,12 +254,7 @@ class EngineStatus:
         return self.state == "ok"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+_sha256 = sha256_file
 
 
 def engine_status(path: Path, want: Mapping[str, Any]) -> EngineStatus:

@@ -25,6 +25,7 @@ from typing import Any
 
 from engine._deps import require
 from engine.errors import EngineError, ModelFormatError
+from engine.hashing import sha256_file
 from engine.optimize.engine_cache import (
     DeviceInfo,
     EnsureResult,
@@ -150,8 +151,6 @@ def _tensorrt_source(onnx_path: Path, precision: str) -> Path | bytes:
 
 
 def _sha256(path: Path) -> str:
-    from weights import sha256_file
-
     return sha256_file(path)
 
 
