@@ -5,7 +5,9 @@ Each actor loads the :class:`~engine.api.Engine` once and scores its batches of 
 that fails becomes an error record inside the actor, so a bad file never fails the job; an actor
 that dies (out of memory, a crashed decoder) is restarted by Ray and its batch retried, and
 because a batch's records leave the actor only when the whole batch is done, nothing is lost or
-written twice.
+written twice. A retried batch is scored one video at a time, with each attempt noted in a small
+ledger actor shared by the pool; a video whose scoring killed the worker ``MAX_CRASHES`` times
+gets an error record instead of another try, so one poisonous file cannot stall the job.
 
 Records are the ones ``dfe predict`` writes, with two columns stored as JSON strings so every
 block has the same Arrow schema in Parquet and JSONL: ``timings`` (a dict whose keys vary by
@@ -21,6 +23,7 @@ import json
 import logging
 import math
 import os
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +41,11 @@ JSON_COLUMNS = ("timings", "boxes")  # stored as JSON strings
 # Test hook: "SUBSTRING:MARKER" makes the first actor call whose batch holds a path containing
 # SUBSTRING kill its worker process (os._exit) once, creating MARKER so the retry succeeds.
 CRASH_ONCE_ENV = "DFE_RAY_CRASH_ONCE"
+# Test hook: kill the worker whenever it is about to score a path containing this substring.
+CRASH_ALWAYS_ENV = "DFE_RAY_CRASH_ALWAYS"
+# A video whose scoring killed its worker this many times gets an error record, not another try.
+MAX_CRASHES = 2
+_LEDGERS: dict[str, Any] = {}  # ledger actors of datasets built here, kept alive by name
 
 
 def require_ray() -> Any:
@@ -125,6 +133,23 @@ def default_cpus_per_worker(cluster_cpus: float, num_workers: int) -> float:
     return round(min(1.0, max(0.25, spare)), 3)
 
 
+class AttemptLedger:
+    """A Ray actor shared by a scoring pool: how many attempts at each key (a batch, or one
+    video) started and never finished, i.e. died with their worker."""
+
+    def __init__(self) -> None:
+        self.unfinished: dict[str, int] = {}
+
+    def start(self, key: str) -> int:
+        """Note an attempt at ``key``; the number of earlier attempts that never finished."""
+        before = self.unfinished.get(key, 0)
+        self.unfinished[key] = before + 1
+        return before
+
+    def finish(self, key: str) -> None:
+        self.unfinished.pop(key, None)
+
+
 class VideoScorer:
     """The actor: loads the Engine once, scores batches of paths, never raises for a video."""
 
@@ -135,6 +160,8 @@ class VideoScorer:
         sampling: str,
         engine_options: dict[str, Any],
         crash_once: str | None = None,
+        crash_always: str | None = None,
+        ledger: str | None = None,
     ) -> None:
         from engine.api import Engine
 
@@ -142,8 +169,12 @@ class VideoScorer:
         self.seq_len = seq_len
         self.sampling = sampling
         self.crash_once = crash_once
+        self.crash_always = crash_always
+        self.ledger = require_ray().get_actor(ledger) if ledger else None
 
     def _maybe_crash(self, paths: list[str]) -> None:
+        if self.crash_always and any(self.crash_always in p for p in paths):
+            os._exit(1)  # simulate a video that kills its worker every time (a decoder segfault)
         if not self.crash_once:
             return
         needle, _, marker = self.crash_once.partition(":")
@@ -151,24 +182,50 @@ class VideoScorer:
             Path(marker).write_text(str(os.getpid()))
             os._exit(1)  # simulate a worker killed mid-batch (OOM, segfault)
 
+    def _start(self, key: str) -> int:
+        return 0 if self.ledger is None else require_ray().get(self.ledger.start.remote(key))
+
+    def _finish(self, key: str) -> None:
+        if self.ledger is not None:
+            require_ray().get(self.ledger.finish.remote(key))
+
     def __call__(self, batch: dict[str, Any]) -> pa.Table:
         paths = [str(p) for p in batch["video"]]
-        self._maybe_crash(paths)
-        try:
-            preds = self.engine.predict_many(paths, seq_len=self.seq_len, sampling=self.sampling)
-            records = [p.to_record() for p in preds]
-        except Exception as exc:  # never fail the job: score one by one to isolate the culprit
-            log.warning("batch of %d failed (%s); scoring one by one", len(paths), exc)
-            records = []
-            for path in paths:
-                try:
-                    (pred,) = self.engine.predict_many(
-                        [path], seq_len=self.seq_len, sampling=self.sampling
-                    )
-                    records.append(pred.to_record())
-                except Exception as one:
-                    records.append(error_record(path, f"{type(one).__name__}: {one}"))
+        batch_key = "batch:" + "\n".join(paths)
+        if self._start(batch_key) == 0:
+            self._maybe_crash(paths)
+            try:
+                preds = self.engine.predict_many(
+                    paths, seq_len=self.seq_len, sampling=self.sampling
+                )
+                self._finish(batch_key)
+                return records_table([p.to_record() for p in preds])
+            except Exception as exc:  # never fail the job: score one by one, find the culprit
+                log.warning("batch of %d failed (%s); scoring one by one", len(paths), exc)
+        else:
+            log.warning("an earlier attempt at this batch of %d died; one by one", len(paths))
+        records = [self._score_one(path) for path in paths]
+        self._finish(batch_key)
         return records_table(records)
+
+    def _score_one(self, path: str) -> dict[str, Any]:
+        crashes = self._start("video:" + path)
+        if crashes >= MAX_CRASHES:
+            log.error("%s killed its worker %d times; recorded as an error", path, crashes)
+            return error_record(
+                path,
+                f"WorkerCrashed: scoring this video killed the worker process {crashes} times "
+                "(a crash in decoding or inference, or out of memory); it was not tried again. "
+                "Check the file (ffprobe), or score it alone with dfe predict to see the error",
+            )
+        self._maybe_crash([path])
+        try:
+            (pred,) = self.engine.predict_many([path], seq_len=self.seq_len, sampling=self.sampling)
+            record = pred.to_record()
+        except Exception as one:
+            record = error_record(path, f"{type(one).__name__}: {one}")
+        self._finish("video:" + path)
+        return record
 
 
 def output_format(out: str | os.PathLike[str]) -> str:
@@ -251,6 +308,8 @@ def build_dataset(
     items = [{"video": str(p)} for p in paths]
     if not items:
         raise InvalidInputError("no inputs to score")
+    ledger = f"dfe-ledger-{uuid.uuid4().hex}"
+    _LEDGERS[ledger] = ray.remote(num_cpus=0)(AttemptLedger).options(name=ledger).remote()
     # one block per actor call: a retried task (a dead actor) then redoes exactly one batch,
     # whose records had not left the actor, so nothing is lost or written twice
     blocks = math.ceil(len(items) / videos_per_batch)
@@ -269,6 +328,8 @@ def build_dataset(
             "sampling": sampling,
             "engine_options": options,
             "crash_once": os.environ.get(CRASH_ONCE_ENV),
+            "crash_always": os.environ.get(CRASH_ALWAYS_ENV),
+            "ledger": ledger,
         },
         # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1: a dead
         # actor is restarted and its batch retried, which is what we want.
@@ -293,16 +354,34 @@ def score(
     todo = [p for p in paths if p not in done]
     if not todo:
         return 0, len(paths)
+    before = set(_LEDGERS)
     ds = build_dataset(todo, model_dir, **options)
-    if fmt == ".parquet":
-        ds.write_parquet(str(out))
-    else:
-        ds.write_json(str(out))  # JSON Lines files, one record per line
+    try:
+        if fmt == ".parquet":
+            ds.write_parquet(str(out))
+        else:
+            ds.write_json(str(out))  # JSON Lines files, one record per line
+    finally:
+        release_ledgers(set(_LEDGERS) - before)
     return len(todo), len(paths) - len(todo)
+
+
+def release_ledgers(names: Iterable[str]) -> None:
+    """Kill the attempt ledgers ``names`` (of datasets built here, once they have run)."""
+    ray = require_ray()
+    for name in names:
+        handle = _LEDGERS.pop(name, None)
+        if handle is not None:
+            ray.kill(handle)
 
 
 def collect(
     paths: Iterable[str | os.PathLike[str]], model_dir: str | os.PathLike[str], **options: Any
 ) -> list[dict[str, Any]]:
     """Score on the cluster and return the decoded records (for ``dfe eval --ray``)."""
-    return [decode_record(r) for r in build_dataset(paths, model_dir, **options).take_all()]
+    before = set(_LEDGERS)
+    try:
+        rows = build_dataset(paths, model_dir, **options).take_all()
+    finally:
+        release_ledgers(set(_LEDGERS) - before)
+    return [decode_record(r) for r in rows]

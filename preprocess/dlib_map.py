@@ -4,31 +4,37 @@ The original's published checkpoints learned from crops of dlib's mmod detector 
 ``face_recognition.batch_face_locations``): square, tight boxes from about the brows to just
 below the lower lip. SCRFD's boxes are as wide but about 1.45 times as tall (forehead to chin),
 so feeding SCRFD crops to those checkpoints shows them faces framed as they never saw in
-training. This module maps an SCRFD
-face (box and five keypoints) to a square box placed as mmod's, with numpy only: no dlib is
-needed at run time.
+training. This module maps an SCRFD face (box and five keypoints) to a square box placed as
+mmod's, with numpy only: no dlib is needed at run time.
 
-The model (coefficients fitted by least squares with ``benchmarks/fit_dlib_map.py`` against
-dlib itself, shipped in :mod:`preprocess.dlib_map_coefficients`), per face, with the eye
-centre ``e`` (mean of the two eyes), the mouth centre ``m`` (mean of the mouth corners), ``k``
-the mean of the five keypoints, and the SCRFD box's centre ``b`` and width ``bw``:
+The model (coefficients fitted against dlib itself with ``benchmarks/fit_dlib_map.py``: least
+squares, then a search for the highest mean IoU; shipped in
+:mod:`preprocess.dlib_map_coefficients`), per face, with the eye centre ``e`` (mean of the two
+eyes), the mouth centre ``m`` (mean of the mouth corners), ``k`` the mean of the five keypoints,
+and the SCRFD box's centre ``b`` and width ``bw``:
 
     side = a_em * |m - e| + a_w * bw
     cx   = k_x + c_box * (b_x - k_x) + c_0 * side
     cy   = k_y + d_box * (b_y - k_y) + d_0 * side
 
 and the box is the square of that side centred on ``(cx, cy)``, in the convention of mmod's
-``rect`` (left, top, right, bottom) that face_recognition sliced with. The eye-to-mouth
-distance is the keypoint scale because it barely changes with yaw (the eye distance shrinks;
-adding it, the nose offset or the box height did not help on held-out faces). Without keypoints
-the box-only fallback is ``side = f_w * bw + f_h * bh``, centre ``(b_x + f_x * bw,
-b_y + f_y * bh)``. The float box then goes through the same rounding and clipping as SCRFD's
-(:func:`preprocess.crop.crop_box`).
+``rect`` (left, top, right, bottom) that face_recognition sliced with. Fitted on whole frames as
+the original ran mmod, the box width sets the scale (``a_w`` about 1.3) and the eye-to-mouth
+distance takes some back (``a_em`` about -0.6): a face long for its width (tilted up or down, the
+mouth open) gets a smaller mmod box. Adding the eye distance, the nose or the box height did not
+help on held-out faces. Without keypoints the box-only fallback is
+``side = f_w * bw + f_h * bh``, centre ``(b_x + f_x * bw, b_y + f_y * bh)``. The float box then
+goes through the same rounding and clipping as SCRFD's (:func:`preprocess.crop.crop_box`).
 
-How close it gets: mmod's boxes are fixed 80x80 windows on a 6/5 image pyramid and a coarse
-feature grid, so they jump with the face's alignment; mmod run twice on the same face (region
-moved and rescaled slightly) agrees with itself at a mean IoU of about 0.77, and the map agrees
-with mmod about as well (figures in ``FIT``), against about 0.64 for raw SCRFD boxes.
+How close it gets: not as close as issue 9 hoped (mean IoU 0.85 with mmod). mmod's boxes are
+points of a lattice fixed by the frame size (``benchmarks/fit_dlib_map.py``: ``mmod_lattice``
+reproduces dlib's tiled pyramid, and every mmod box of the fitting set lies on it exactly): sides
+6/5 apart, positions a tenth of the side apart; which point mmod picks depends on the face's
+texture, not only its geometry. The same face in a photo and its mirror image, or in the same
+frame of a video's fake and real versions, gets mmod boxes that agree at a mean IoU of 0.71-0.74,
+where SCRFD's agree at 0.86-0.96. No coefficients of this map reach 0.80 even on the faces they
+were fitted on (0.79); on faces left out of the fit it reaches 0.76-0.80 per group, against
+0.59-0.68 for raw SCRFD boxes (figures in ``FIT``).
 """
 
 from __future__ import annotations

@@ -118,6 +118,25 @@ def test_ray_killed_worker_is_retried_without_loss_or_duplicates(
     assert all(r["status"] == "ok" for r in records)
 
 
+def test_ray_video_that_always_kills_its_worker_becomes_an_error_record(
+    ray_cluster, exported_model, video_paths, tmp_path, options, monkeypatch
+):
+    monkeypatch.setenv(distributed.CRASH_ALWAYS_ENV, "pair480p_fake")
+    bad = next(str(p) for p in video_paths if "pair480p_fake" in p.name)
+    good = [str(p) for p in video_paths if "pair480p_fake" not in p.name][:2]
+    paths = [good[0], bad, good[1]]  # one batch: the batch dies, then the culprit alone
+    out = tmp_path / "scores.jsonl"
+    distributed.score(
+        paths, exported_model, out, seq_len=4, videos_per_batch=3, num_workers=1, **options
+    )
+    records = {r["video"]: r for r in distributed.read_records(out)}
+    assert sorted(records) == sorted(paths)
+    assert [records[p]["status"] for p in good] == ["ok", "ok"]
+    assert records[bad]["status"] == "error"
+    assert f"killed the worker process {distributed.MAX_CRASHES} times" in records[bad]["error"]
+    assert not distributed._LEDGERS  # the job's ledger actor was released
+
+
 def test_eval_with_ray(ray_cluster, exported_model, shared_dir, tmp_path):
     labels = tmp_path / "labels.csv"
     write_shared_labels(labels)
