@@ -28,8 +28,11 @@ mmod's boxes are exact points of a lattice given by the frame size (:func:`mmod_
 tiled image pyramid reproduced): side lengths 6/5 apart, positions a tenth of the side apart.
 ``fit`` also reports mapped boxes snapped to that lattice (``mean_iou_snapped``).
 
-    python -m benchmarks.fit_dlib_map collect --frames 24
+    python -m benchmarks.fit_dlib_map collect --frames 24 --frames-wide 20
     python -m benchmarks.fit_dlib_map fit --cross-validate
+
+(On the test clips mmod finds no face in any frame of ``dfdc_abofeumbvv_fake.mp4``: its frames
+are listed in the fixture's ``images_without_mmod_face``.)
 """
 
 from __future__ import annotations

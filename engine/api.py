@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.backends import get_factory
-from engine.errors import EngineError, InvalidInputError
+from engine.errors import EngineError, InvalidInputError, ModelFormatError
 from engine.models import ModelCatalog, load_catalog
 from engine.reduce import label_of, reduce_logits, softmax
 from engine.sidecar import PRECISIONS, ModelSpec
@@ -121,6 +121,16 @@ class Prediction:
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """One video scored as :meth:`Engine.predict` scores it, with what went into the score."""
+
+    prediction: Prediction
+    crops: list[np.ndarray]  # the 112x112 BGR face crops, one per frame used
+    frames: list[np.ndarray | None]  # the full BGR frames used (None where not kept)
+    outputs: dict[str, np.ndarray]  # the classifier's other outputs asked for, one row per frame
 
 
 @dataclass
@@ -320,23 +330,37 @@ class Engine:
         work.crops, work.boxes, work.frame_indices, work.faces = crops, boxes, indices, found
         work.frames = []  # release the full-size frames early
 
-    def _classify(self, works: Sequence[_Work], spec: ModelSpec) -> list[np.ndarray]:
-        """Per-frame (or per-step) logits of each video; all frames share classifier batches."""
+    def _classify(
+        self,
+        works: Sequence[_Work],
+        spec: ModelSpec,
+        extra: dict[str, list[np.ndarray]] | None = None,
+    ) -> list[np.ndarray]:
+        """Per-frame (or per-step) logits of each video; all frames share classifier batches.
+        For each name in ``extra`` the classifier's output of that name is also computed and
+        stored there, one array per video."""
         classifier, head = self._get_runners(spec)
         lengths = [len(w.crops) for w in works]
         batch = normalize(np.stack([c for w in works for c in w.crops]))
         t = time.perf_counter()
         size = self.config.batch_size
         key = "logits" if head is None else "features"
+        names = [key, *(extra or {})]
         rows = [
-            classifier.infer({"frames": batch[i : i + size]}, [key])[key]
+            classifier.infer({"frames": batch[i : i + size]}, names)
             for i in range(0, len(batch), size)
         ]
-        out = np.concatenate(rows)
         bounds = np.cumsum([0, *lengths])
-        per_video = [out[bounds[i] : bounds[i + 1]] for i in range(len(works))]
+
+        def split(name: str) -> list[np.ndarray]:
+            out = np.concatenate([r[name] for r in rows])
+            return [out[bounds[i] : bounds[i + 1]] for i in range(len(works))]
+
+        for name in extra or {}:
+            extra[name] = split(name)
+        per_video = split(key)
         if head is not None:
-            padded = np.zeros((len(works), max(lengths), out.shape[1]), np.float32)
+            padded = np.zeros((len(works), max(lengths), per_video[0].shape[1]), np.float32)
             for i, f in enumerate(per_video):
                 padded[i, : len(f)] = f
             steps = head.infer({"features": padded}, ["logits"])["logits"]
@@ -450,6 +474,52 @@ class Engine:
         self._detect_and_crop([work])
         (logits,) = self._classify([work], spec)
         return self._result(work, logits, spec, n, sampling if work.source is not None else None)
+
+    def inspect(
+        self,
+        source: str | os.PathLike[str] | Sequence[np.ndarray],
+        *,
+        seq_len: int | None = None,
+        sampling: str = "first",
+        outputs: Sequence[str] = (),
+        keep_frames: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> Inspection:
+        """Score one video (a path or decoded BGR frames) exactly as :meth:`predict` does and
+        keep what went into the score: the face crops, the full frames used (``keep_frames``)
+        and the classifier's per-frame ``outputs`` besides the logits (``fmap``, ``features``).
+        ``progress`` is called with each stage's name as it starts. Bad input raises."""
+        check_sampling(sampling)
+        spec = self.spec_for(seq_len)
+        n = seq_len or spec.seq_len or DEFAULT_SEQ_LEN
+        check_count(n, name="seq_len")
+        classifier, _ = self._get_runners(spec)
+        for name in outputs:
+            if name not in classifier.outputs:
+                raise ModelFormatError(
+                    f"{spec.classifier_file} has no {name!r} output (outputs: "
+                    f"{list(classifier.outputs)}); re-export the checkpoint with this version "
+                    "of dfe"
+                )
+        step = progress or (lambda _stage: None)
+        work = self._work_for(0, source, False)
+        work.crop_style = self.crop_style_for(spec)
+        if work.source is not None:
+            step("decoding")
+            self._decode(work, n, sampling)
+        frames = dict(zip(work.frame_indices, work.frames)) if keep_frames else {}
+        step("detecting faces")
+        self._detect_and_crop([work])
+        step("classifying")
+        extra: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+        (logits,) = self._classify([work], spec, extra)
+        pred = self._result(work, logits, spec, n, sampling if work.source is not None else None)
+        return Inspection(
+            prediction=pred,
+            crops=list(work.crops),
+            frames=[frames.get(i) for i in pred.frame_indices],
+            outputs={name: arrays[0] for name, arrays in extra.items()},
+        )
 
     def predict_many(
         self,

@@ -29,8 +29,6 @@ import numpy as np
 
 from engine.errors import ArtifactNotFoundError, ModelFormatError
 from engine.sidecar import ModelSpec
-from preprocess.crop import normalize
-from preprocess.sampling import check_count, check_sampling
 
 if TYPE_CHECKING:
     from engine.api import Engine, Prediction
@@ -100,50 +98,22 @@ def explain(
     progress: Progress | None = None,
 ) -> Explanation:
     """Score ``video`` as :meth:`Engine.predict` does and compute a heatmap per frame used."""
-    from engine.api import DEFAULT_SEQ_LEN
-
-    step = progress or (lambda _stage: None)
-    check_sampling(sampling)
-    spec = engine.spec_for(seq_len)
-    n = seq_len or spec.seq_len or DEFAULT_SEQ_LEN
-    check_count(n, name="seq_len")
-    weights = explain_weights(spec)
-    classifier, head = engine._get_runners(spec)
-    if FMAP_OUTPUT not in classifier.outputs:
-        raise ModelFormatError(
-            f"{spec.classifier_file} has no {FMAP_OUTPUT!r} output (outputs: "
-            f"{list(classifier.outputs)}); re-export the checkpoint with this version of dfe"
-        )
-    work = engine._work_for(0, video, False)
-    work.crop_style = engine.crop_style_for(spec)
-    step("decoding")
-    engine._decode(work, n, sampling)
-    full = dict(zip(work.frame_indices, work.frames)) if keep_frames else {}
-    step("detecting faces")
-    engine._detect_and_crop([work])
-    step("classifying")
+    weights = explain_weights(engine.spec_for(seq_len))
+    seen = engine.inspect(
+        video,
+        seq_len=seq_len,
+        sampling=sampling,
+        outputs=(FMAP_OUTPUT,),
+        keep_frames=keep_frames,
+        progress=progress,
+    )
     t = time.perf_counter()
-    batch = normalize(np.stack(work.crops))
-    key = "logits" if head is None else "features"
-    size = engine.config.batch_size
-    outs = [
-        classifier.infer({"frames": batch[i : i + size]}, [key, FMAP_OUTPUT])
-        for i in range(0, len(batch), size)
-    ]
-    rows = np.concatenate([o[key] for o in outs])
-    fmap = np.concatenate([o[FMAP_OUTPUT] for o in outs])
-    logits = rows
-    if head is not None:  # the sequence variant: the LSTM over the video's features
-        logits = head.infer({"features": rows[None]}, ["logits"])["logits"][0]
-    work.timings["classify"] = time.perf_counter() - t
-    pred = engine._result(work, logits, spec, n, sampling)
-    t = time.perf_counter()
+    pred = seen.prediction
     cls = 0 if pred.label == "FAKE" else 1
-    cams = cam_maps(fmap, weights, cls)
+    cams = cam_maps(seen.outputs[FMAP_OUTPUT], weights, cls)
     timings = {**pred.timings, "explain": round(time.perf_counter() - t, 6)}
     pred = dataclasses.replace(pred, timings=timings)
-    frames = [full.get(i) for i in pred.frame_indices]
-    return Explanation(pred, list(work.crops), frames, cams, cls)
+    return Explanation(pred, seen.crops, seen.frames, cams, cls)
 
 
 # ---------------------------------------------------------------------- drawing

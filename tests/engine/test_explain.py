@@ -55,3 +55,33 @@ def test_explain_matches_predict_and_writes_a_contact_sheet(exported_model, shar
         assert (tmp_path / "out" / name).read_bytes()[:4] == b"\x89PNG"
     doc = json.loads((tmp_path / "out" / "explain.json").read_text())
     assert doc["record"]["label"] == direct.label
+
+
+def test_inspect_keeps_crops_frames_and_extra_outputs(exported_model, shared_dir):
+    import pytest
+
+    from engine.api import Engine
+    from engine.errors import ModelFormatError
+
+    engine = Engine.load(
+        exported_model, backend="ort", models_dir=str(shared_dir / "models"), download=False
+    )
+    video = shared_dir / "videos" / "pair480p_real.mp4"
+    stages: list[str] = []
+    seen = engine.inspect(
+        video, seq_len=4, outputs=("fmap", "features"), keep_frames=True, progress=stages.append
+    )
+    direct = engine.predict(video, seq_len=4)
+    assert seen.prediction.p_fake == pytest.approx(direct.p_fake, abs=1e-6)
+    assert seen.prediction.boxes == direct.boxes
+    assert stages == ["decoding", "detecting faces", "classifying"]
+    assert [c.shape for c in seen.crops] == [(112, 112, 3)] * 4
+    assert [f.shape for f in seen.frames] == [(480, 854, 3)] * 4
+    assert seen.outputs["fmap"].shape == (4, 2048, 4, 4)
+    # the pooled feature map is the features output
+    np.testing.assert_allclose(
+        seen.outputs["fmap"].mean(axis=(2, 3)), seen.outputs["features"], rtol=1e-4, atol=1e-5
+    )
+    assert engine.inspect(video, seq_len=2).frames == [None, None]
+    with pytest.raises(ModelFormatError, match="has no 'saliency' output"):
+        engine.inspect(video, seq_len=2, outputs=("saliency",))
