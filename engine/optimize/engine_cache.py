@@ -254,9 +254,6 @@ class EngineStatus:
         return self.state == "ok"
 
 
-_sha256 = sha256_file
-
-
 def engine_status(path: Path, want: Mapping[str, Any]) -> EngineStatus:
     """Whether the engine at ``path`` may be loaded for key ``want``."""
     meta = meta_path(path)
@@ -274,7 +271,7 @@ def engine_status(path: Path, want: Mapping[str, Any]) -> EngineStatus:
     reasons = key_mismatch(have, want)
     if reasons:
         return EngineStatus(path, "mismatch", tuple(reasons))
-    if _sha256(path) != recorded:
+    if sha256_file(path) != recorded:
         return EngineStatus(path, "corrupt", ("engine bytes do not match the recorded sha256",))
     return EngineStatus(path, "ok")
 

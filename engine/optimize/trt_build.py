@@ -150,10 +150,6 @@ def _tensorrt_source(onnx_path: Path, precision: str) -> Path | bytes:
     return tensorrt_qdq(onnx.load(str(onnx_path))).SerializeToString()
 
 
-def _sha256(path: Path) -> str:
-    return sha256_file(path)
-
-
 def ensure_graph_engine(
     graph: str,
     onnx_path: Path,
@@ -169,7 +165,7 @@ def ensure_graph_engine(
     profiles = graph_profiles(graph, onnx_input_dims(onnx_path), max_batch=max_batch)
     key = cache_key(
         graph=graph,
-        onnx_sha256=_sha256(onnx_path),
+        onnx_sha256=sha256_file(onnx_path),
         precision=precision,
         profiles=profiles,
         device=device,
@@ -206,7 +202,7 @@ def ensure_detector_engine(
     profiles = detector_profiles(onnx_input_dims(batched), batch=batch, input_size=input_size)
     key = cache_key(
         graph=f"detector-{batched.stem}",
-        onnx_sha256=_sha256(batched),
+        onnx_sha256=sha256_file(batched),
         precision="fp16",
         profiles=profiles,
         device=device,
