@@ -33,7 +33,7 @@ demo: setup
 	$(VENV)/bin/dfe demo
 
 $(VENV)/.baseline: $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[baseline]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dlib]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "face_recognition==1.3.0"
 	touch $@
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from engine._deps import require
-from engine.errors import MissingDependencyError
+from engine.core.deps import require
+from engine.core.errors import MissingDependencyError
 
 
 def _transforms() -> Any:
@@ -54,7 +54,7 @@ def hog_locations() -> Any:
     except ImportError as exc:
         raise MissingDependencyError(
             "the original pipeline's HOG detector needs face_recognition on dlib-bin: "
-            "make bench installs it (pip install '.[baseline]' then pip install --no-deps "
+            "make bench installs it (pip install '.[dlib]' then pip install --no-deps "
             f"face_recognition) ({exc})"
         ) from exc
     return face_recognition.face_locations

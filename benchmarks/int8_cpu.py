@@ -22,16 +22,16 @@ from benchmarks.common import machine_info, write_json
 
 
 def _crops(count: int, models_dir: str | None) -> np.ndarray:
+    from engine.api import open_detector
+    from engine.core.config import EngineConfig
     from engine.optimize.calibration import (
         FrameSelection,
         default_calibration_videos,
         video_crops,
     )
-    from preprocess.scrfd import SCRFDDetector
-    from weights import find_model
 
     videos = default_calibration_videos()
-    det = SCRFDDetector(find_model("det_500m", models_dir=models_dir))
+    det = open_detector(EngineConfig(backend="ort", models_dir=models_dir))
     per = -(-count // len(videos))
     crops = video_crops(videos, det, FrameSelection(0, 1, per), keep_faceless=True)
     return np.ascontiguousarray(np.concatenate([c.crops for c in crops])[:count])
@@ -39,11 +39,13 @@ def _crops(count: int, models_dir: str | None) -> np.ndarray:
 
 def run(model_dir: Path, batches: list[int], rounds: int, models_dir: str | None) -> dict[str, Any]:
     from engine.backends import get_factory
-    from engine.sidecar import load_sidecar
+    from engine.core.sidecar import load_sidecar
 
     spec = load_sidecar(model_dir)
-    ort = get_factory("ort")
-    runners = {p: ort("classifier", spec.classifier_for(p), spec=spec) for p in ("fp32", "int8")}
+    runners = {
+        p: get_factory("ort", precision=p)("classifier", spec.classifier_for(p), spec=spec)
+        for p in ("fp32", "int8")
+    }
     x = _crops(max(batches), models_dir)
     load_before = os.getloadavg()
     rows = []

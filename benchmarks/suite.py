@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import machine_info, peak_rss_mb, time_call, write_json
-from engine.errors import EngineError
+from engine.core.errors import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _crops(n: int) -> np.ndarray:
 def bench_classifier(cfg: SuiteConfig) -> dict[str, Any]:
     """Frames/s of the whole model (CNN + LSTM step + linear) per backend/precision/batch."""
     from engine.backends import get_factory
-    from engine.sidecar import load_sidecar
+    from engine.core.sidecar import load_sidecar
 
     spec = load_sidecar(cfg.model_dir)
     batches = [1, 20, 64] if cfg.quick else [1, 8, 20, 32, 64, 100]
@@ -309,34 +309,32 @@ def bench_end_to_end(cfg: SuiteConfig) -> dict[str, Any]:
 
 
 def bench_stages_alone(cfg: SuiteConfig, n: int = 20) -> dict[str, Any]:
-    """Each stage of our pipeline alone on the same videos, to compare the pipelined
-    throughput with its slowest stage."""
-    from preprocess.video import read_video
+    """Each stage of our pipeline alone on the same videos (the public stages of
+    :class:`engine.pipeline.VideoPipeline`), to compare the pipelined throughput with its
+    slowest stage."""
+    from engine.pipeline import VideoJob
 
     eng = _engine(cfg)
-    spec = eng.spec_for(n)
+    pipeline = eng.pipeline_for(eng.spec_for(n))
     videos = cfg.videos
+    jobs = [VideoJob(index=i, name=str(v), source=v) for i, v in enumerate(videos)]
     t = time.perf_counter()
-    clips = [read_video(v, n) for v in videos]
+    for job in jobs:
+        pipeline.decode(job, n, "first")
     decode = time.perf_counter() - t
-    eng.detector.detect(clips[0].frames[:2])
+    pipeline.detector.detect(jobs[0].frames[:2])  # warm-up
     t = time.perf_counter()
-    faces = [eng.detector.detect(c.frames) for c in clips]
+    for job in jobs:
+        pipeline.detect([job])
     detect = time.perf_counter() - t
-    from engine.api import _Work
-
-    works = []
     t = time.perf_counter()
-    for i, (c, f) in enumerate(zip(clips, faces)):
-        w = _Work(
-            index=i, name=str(videos[i]), frames=list(c.frames), frame_indices=list(c.indices)
-        )
-        eng._crop(w, f)
-        works.append(w)
+    for job in jobs:
+        pipeline.select(job)
+        pipeline.crop(job)
     crop = time.perf_counter() - t
-    eng._classify(works[:1], spec)
+    pipeline.classify(jobs[:1])  # warm-up
     t = time.perf_counter()
-    eng._classify(works, spec)
+    pipeline.classify(jobs)
     classify = time.perf_counter() - t
     stages = {"decode": decode, "detect": detect, "crop": crop, "classify": classify}
     return {

@@ -6,7 +6,8 @@ imported where they are used.
 
 from __future__ import annotations
 
-from engine.errors import (
+from engine.core import __version__
+from engine.core.errors import (
     ArtifactNotFoundError,
     BackendUnavailableError,
     CheckpointError,
@@ -17,8 +18,6 @@ from engine.errors import (
     ModelFormatError,
     ParityError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ArtifactNotFoundError",

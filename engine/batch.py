@@ -15,31 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from engine.errors import InvalidInputError
+from engine.core.errors import InvalidInputError
+from engine.core.records import RECORD_FIELDS, csv_row
 
 log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = (".jsonl", ".csv")
-CSV_FIELDS = (
-    "video",
-    "status",
-    "error",
-    "label",
-    "confidence",
-    "p_fake",
-    "frames",
-    "faces",
-    "frame_p_fake",
-    "timings",
-    "seq_len",
-    "sampling",
-    "reduce",
-    "backend",
-    "model",
-    "frame_indices",
-    "boxes",
-    "warnings",
-)
 _GLOB_CHARS = set("*?[")
 
 
@@ -107,7 +88,10 @@ def already_scored(path: Path) -> set[str]:
 
 
 class RecordWriter:
-    """Writes one record per video to JSONL or CSV (or JSONL to a stream), flushing each."""
+    """Writes one record per video to JSONL or CSV (or JSONL to a stream), flushing each.
+
+    CSV has one column per field of the record schema (:data:`engine.core.records.RECORD_FIELDS`;
+    lists and dicts as JSON text), so no field is dropped."""
 
     def __init__(self, path: Path | None, *, append: bool, stream: IO[str] | None = None) -> None:
         self.path = path
@@ -124,7 +108,7 @@ class RecordWriter:
                 self._terminate_last_line(path)
         self._csv = None
         if self.format == ".csv":
-            self._csv = csv.DictWriter(self._file, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            self._csv = csv.DictWriter(self._file, fieldnames=RECORD_FIELDS)
             if path is None or fresh:
                 self._csv.writeheader()
 
@@ -136,10 +120,7 @@ class RecordWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         if self._csv is not None:
-            row = {
-                k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in record.items()
-            }
-            self._csv.writerow(row)
+            self._csv.writerow(csv_row(record))
         else:
             self._file.write(json.dumps(record) + "\n")
         self._file.flush()

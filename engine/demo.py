@@ -9,25 +9,23 @@ wheel (a slow zoom and pan, so every frame differs). Detector: the models direct
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from engine.errors import ArtifactNotFoundError
+from engine.core.errors import ArtifactNotFoundError
+from engine.core.paths import env, shared_dir
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path:
-    return Path(os.environ.get("DFE_SHARED", REPO.parent / "shared"))
+__all__ = ["default_models_dir", "demo_videos", "render_clip", "shared_dir"]
 
 
 def default_models_dir() -> str | None:
-    if os.environ.get("DFE_MODELS"):
-        return os.environ["DFE_MODELS"]
+    """``$DFE_MODELS`` when set, else the shared test models when present, else None (the
+    default models directory, with downloads)."""
+    if env("DFE_MODELS"):
+        return env("DFE_MODELS")
     shared = shared_dir() / "models"
     return str(shared) if shared.is_dir() else None
 

@@ -28,7 +28,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import InvalidInputError, MissingDependencyError
+from engine.core.config import EngineConfig, RayConfig, SequenceConfig
+from engine.core.errors import InvalidInputError, MissingDependencyError
+from engine.core.paths import env
+from engine.core.records import (
+    arrow_schema,
+    decode_json_columns,
+    encode_json_columns,
+    error_record,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = (".parquet", ".jsonl")
-JSON_COLUMNS = ("timings", "boxes")  # stored as JSON strings
 # Test hook: "SUBSTRING:MARKER" makes the first actor call whose batch holds a path containing
 # SUBSTRING kill its worker process (os._exit) once, creating MARKER so the retry succeeds.
 CRASH_ONCE_ENV = "DFE_RAY_CRASH_ONCE"
@@ -62,54 +69,12 @@ def require_ray() -> Any:
 
 
 def record_schema() -> pa.Schema:
-    """The Arrow schema of one scored video (the ``dfe predict`` record, JSON columns as str)."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("video", pa.string()),
-            ("status", pa.string()),
-            ("error", pa.string()),
-            ("label", pa.string()),
-            ("confidence", pa.float64()),
-            ("p_fake", pa.float64()),
-            ("frames", pa.int64()),
-            ("faces", pa.int64()),
-            ("frame_p_fake", pa.list_(pa.float64())),
-            ("frame_indices", pa.list_(pa.int64())),
-            ("boxes", pa.string()),
-            ("crop_style", pa.string()),
-            ("timings", pa.string()),
-            ("seq_len", pa.int64()),
-            ("sampling", pa.string()),
-            ("reduce", pa.string()),
-            ("backend", pa.string()),
-            ("model", pa.string()),
-            ("warnings", pa.list_(pa.string())),
-        ]
-    )
+    """The Arrow schema of one scored video: :func:`engine.core.records.arrow_schema`."""
+    return arrow_schema()
 
 
-def encode_record(record: dict[str, Any]) -> dict[str, Any]:
-    """A ``dfe predict`` record in the storage form (JSON columns as strings)."""
-    out = dict(record)
-    for key in JSON_COLUMNS:
-        out[key] = json.dumps(out.get(key))
-    return out
-
-
-def decode_record(row: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`encode_record`; also turns Arrow/NumPy values into plain Python."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if key in JSON_COLUMNS and isinstance(value, str):
-            value = json.loads(value)
-        elif hasattr(value, "tolist"):  # numpy arrays and scalars
-            value = value.tolist()
-        elif isinstance(value, float) and math.isnan(value):
-            value = None
-        out[key] = value
-    return out
+encode_record = encode_json_columns
+decode_record = decode_json_columns
 
 
 def records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
@@ -118,12 +83,6 @@ def records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
     schema = record_schema()
     rows = [encode_record(r) for r in records]
     return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema)
-
-
-def error_record(video: str, error: str) -> dict[str, Any]:
-    from engine.api import Prediction
-
-    return Prediction(video=video, status="error", error=error).to_record()
 
 
 def default_cpus_per_worker(cluster_cpus: float, num_workers: int) -> float:
@@ -156,18 +115,17 @@ class VideoScorer:
     def __init__(
         self,
         model_dir: str,
-        seq_len: int | None,
-        sampling: str,
-        engine_options: dict[str, Any],
+        sequence: SequenceConfig,
+        config: EngineConfig,
         crash_once: str | None = None,
         crash_always: str | None = None,
         ledger: str | None = None,
     ) -> None:
         from engine.api import Engine
 
-        self.engine = Engine.load(model_dir, **engine_options)
-        self.seq_len = seq_len
-        self.sampling = sampling
+        self.engine = Engine.load(model_dir, config=config)
+        self.seq_len = sequence.seq_len
+        self.sampling = sequence.sampling
         self.crash_once = crash_once
         self.crash_always = crash_always
         self.ledger = require_ray().get_actor(ledger) if ledger else None
@@ -266,45 +224,36 @@ def build_dataset(
     paths: Iterable[str | os.PathLike[str]],
     model_dir: str | os.PathLike[str],
     *,
-    seq_len: int | None = None,
-    sampling: str = "first",
-    num_workers: int = 1,
-    cpus_per_worker: float | None = None,
-    gpus_per_worker: float = 0.0,
-    videos_per_batch: int = 4,
-    memory_per_worker_gb: float | None = None,
-    **engine_options: Any,
+    config: EngineConfig | None = None,
+    sequence: SequenceConfig | None = None,
+    layout: RayConfig | None = None,
 ) -> ray.data.Dataset:
     """A lazy Ray Dataset of ``dfe predict`` records (storage form, see :func:`read_records`)
-    for ``paths``, scored by an actor pool of ``num_workers`` Engines.
+    for ``paths``, scored by an actor pool of ``layout.num_workers`` Engines.
 
-    Call it after ``ray.init`` (it reads the cluster's CPUs to size ``cpus_per_worker`` when not
-    given). ``engine_options`` are :class:`~engine.api.EngineConfig` fields (``backend``,
-    ``models_dir``, ``detector``, ...). ONNX Runtime gets as many threads per session as the
-    CPUs reserved per actor (at least 1) unless ``intra_op_threads`` is given.
-    ``memory_per_worker_gb`` reserves memory per actor in Ray's scheduler (an actor scoring
-    1080p videos peaks near 1.5 GiB), so a node is never given more actors than it can hold.
+    Each actor receives the frozen ``config`` (:class:`~engine.core.config.EngineConfig`) and
+    ``sequence`` (:class:`~engine.core.config.SequenceConfig`) objects. Call it after
+    ``ray.init`` (it reads the cluster's CPUs to size ``cpus_per_worker`` when not given). ONNX
+    Runtime gets as many threads per session as the CPUs reserved per actor (at least 1) unless
+    ``config.intra_op_threads`` is set; with GPUs per actor and ``backend="auto"`` the actors
+    run ``ort-cuda``. ``layout.memory_per_worker`` (GB) reserves memory per actor in Ray's
+    scheduler (an actor scoring 1080p videos peaks near 1.5 GiB), so a node is never given more
+    actors than it can hold.
     """
     ray = require_ray()
-    from preprocess.sampling import check_count, check_sampling
-
-    check_sampling(sampling)
-    check_count(num_workers, name="num_workers")
-    check_count(videos_per_batch, name="videos_per_batch")
-    if seq_len is not None:
-        check_count(seq_len, name="seq_len")
-    if gpus_per_worker < 0:
-        raise InvalidInputError(f"gpus_per_worker must be >= 0, got {gpus_per_worker}")
+    config = config or EngineConfig()
+    sequence = sequence or SequenceConfig()
+    layout = layout or RayConfig()
+    cpus_per_worker = layout.cpus_per_worker
     if cpus_per_worker is None:
         cpus_per_worker = default_cpus_per_worker(
-            ray.cluster_resources().get("CPU", 1.0), num_workers
+            ray.cluster_resources().get("CPU", 1.0), layout.num_workers
         )
-    if cpus_per_worker <= 0:
-        raise InvalidInputError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
-    options = dict(engine_options)
-    options.setdefault("intra_op_threads", max(1, int(cpus_per_worker)))
-    if gpus_per_worker > 0:
-        options.setdefault("backend", "ort-cuda")
+    if not config.intra_op_threads:
+        config = config.replace(intra_op_threads=max(1, int(cpus_per_worker)))
+    if layout.gpus_per_worker > 0 and config.backend == "auto":
+        config = config.replace(backend="ort-cuda")
+    videos_per_batch = layout.videos_per_batch
     items = [{"video": str(p)} for p in paths]
     if not items:
         raise InvalidInputError("no inputs to score")
@@ -318,17 +267,16 @@ def build_dataset(
         VideoScorer,
         batch_size=videos_per_batch,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=num_workers),
+        compute=ray.data.ActorPoolStrategy(size=layout.num_workers),
         num_cpus=cpus_per_worker,
-        num_gpus=gpus_per_worker or None,
-        memory=int(memory_per_worker_gb * 2**30) if memory_per_worker_gb else None,
+        num_gpus=layout.gpus_per_worker or None,
+        memory=int(layout.memory_per_worker * 2**30) if layout.memory_per_worker else None,
         fn_constructor_kwargs={
             "model_dir": str(model_dir),
-            "seq_len": seq_len,
-            "sampling": sampling,
-            "engine_options": options,
-            "crash_once": os.environ.get(CRASH_ONCE_ENV),
-            "crash_always": os.environ.get(CRASH_ALWAYS_ENV),
+            "sequence": sequence,
+            "config": config,
+            "crash_once": env(CRASH_ONCE_ENV),
+            "crash_always": env(CRASH_ALWAYS_ENV),
             "ledger": ledger,
         },
         # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1: a dead
@@ -342,7 +290,9 @@ def score(
     out: str | os.PathLike[str],
     *,
     resume: bool = True,
-    **options: Any,
+    config: EngineConfig | None = None,
+    sequence: SequenceConfig | None = None,
+    layout: RayConfig | None = None,
 ) -> tuple[int, int]:
     """Score ``paths`` on the connected Ray cluster and write records to ``out`` (a directory
     named ``*.parquet`` or ``*.jsonl``). With ``resume`` (the default) videos already recorded
@@ -355,7 +305,7 @@ def score(
     if not todo:
         return 0, len(paths)
     before = set(_LEDGERS)
-    ds = build_dataset(todo, model_dir, **options)
+    ds = build_dataset(todo, model_dir, config=config, sequence=sequence, layout=layout)
     try:
         if fmt == ".parquet":
             ds.write_parquet(str(out))
@@ -376,12 +326,18 @@ def release_ledgers(names: Iterable[str]) -> None:
 
 
 def collect(
-    paths: Iterable[str | os.PathLike[str]], model_dir: str | os.PathLike[str], **options: Any
+    paths: Iterable[str | os.PathLike[str]],
+    model_dir: str | os.PathLike[str],
+    *,
+    config: EngineConfig | None = None,
+    sequence: SequenceConfig | None = None,
+    layout: RayConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Score on the cluster and return the decoded records (for ``dfe eval --ray``)."""
     before = set(_LEDGERS)
     try:
-        rows = build_dataset(paths, model_dir, **options).take_all()
+        ds = build_dataset(paths, model_dir, config=config, sequence=sequence, layout=layout)
+        rows = ds.take_all()
     finally:
         release_ledgers(set(_LEDGERS) - before)
     return [decode_record(r) for r in rows]

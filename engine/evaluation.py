@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidInputError, MissingDependencyError
+from engine.core.errors import InvalidInputError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from engine.errors import ArtifactNotFoundError, ModelFormatError
-from engine.sidecar import ModelSpec
+from engine.core.errors import ArtifactNotFoundError, ModelFormatError
+from engine.core.sidecar import ModelSpec
 
 if TYPE_CHECKING:
     from engine.api import Engine, Prediction

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine._deps import require
-from engine.errors import ArtifactNotFoundError, CheckpointError
-from engine.hashing import sha256_file
+from engine.core.deps import require
+from engine.core.errors import ArtifactNotFoundError, CheckpointError
+from engine.core.hashing import sha256_file
 
 if TYPE_CHECKING:
     import torch

@@ -3,7 +3,8 @@
 ``export_checkpoint`` writes ``classifier.onnx`` (frames of any number of videos in one batch
 axis), ``head.onnx`` for the ``sequence`` variant, and the sidecar ``classifier.json``. Before it
 returns it runs ``onnx.checker`` and compares ONNX Runtime (CPU) with the faithful PyTorch module
-on several videos of different lengths sharing one batch, for both reductions; a mismatch beyond
+on several videos of different lengths, run through the runtime's own classifier stage
+(:class:`engine.core.classifier.ClassifierRunner`), for both reductions; a mismatch beyond
 tolerance raises :class:`ParityError` and nothing is left behind that looks valid.
 """
 
@@ -13,18 +14,23 @@ import logging
 import platform
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine._deps import require
-from engine.errors import InvalidInputError, ParityError
-from engine.reduce import REDUCE_MODES, reduce_logits, softmax, split_videos
-from engine.sidecar import LABELS, SIDECAR_NAME, write_sidecar
-from export.checkpoint import LoadedCheckpoint, build_model, load_checkpoint, sha256_file
-from preprocess.crop import INPUT_SIZE, MEAN, STD, normalize
+from engine.core.classifier import ClassifierRunner
+from engine.core.config import REDUCE_MODES
+from engine.core.deps import require
+from engine.core.errors import InvalidInputError, ParityError
+from engine.core.hashing import sha256_file
+from engine.core.onnx_session import create_session
+from engine.core.reduce import LABELS, score_video
+from engine.core.sidecar import SIDECAR_NAME, InputSpec, write_sidecar
+from export.checkpoint import LoadedCheckpoint, build_model, load_checkpoint
+from preprocess.crop import INPUT_SIZE, normalize
 from preprocess.dlib_map import check_crop_style
 
 log = logging.getLogger(__name__)
@@ -61,9 +67,9 @@ def synthetic_crops(n: int, *, seed: int = 0, size: int = INPUT_SIZE) -> np.ndar
 
 
 def _versions() -> dict[str, str]:
-    import engine
+    from engine.core import __version__
 
-    out = {"deepfake-engine": engine.__version__, "python": platform.python_version()}
+    out = {"deepfake-engine": __version__, "python": platform.python_version()}
     for mod in ("torch", "torchvision", "onnx", "onnxruntime", "numpy"):
         try:
             out[mod] = __import__(mod).__version__
@@ -72,31 +78,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _ort_session(path: Path) -> Any:
-    ort = require("onnxruntime", purpose="checking the exported graph's parity")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def run_onnx_videos(
-    classifier: Any, head: Any | None, videos: list[np.ndarray], reduce: str
-) -> np.ndarray:
-    """Video probabilities (V, 2) from ONNX sessions; all frames share one classifier batch."""
-    lengths = [len(v) for v in videos]
-    frames = np.concatenate(videos)
-    if head is None:
-        (frame_logits,) = classifier.run(["logits"], {"frames": frames})
-        per_video = split_videos(frame_logits, lengths)
-    else:
-        (feats,) = classifier.run(["features"], {"frames": frames})
-        per = split_videos(feats, lengths)
-        padded = np.zeros((len(videos), max(lengths), feats.shape[1]), dtype=np.float32)
-        for i, f in enumerate(per):
-            padded[i, : len(f)] = f
-        (step_logits,) = head.run(["logits"], {"features": padded})
-        per_video = [step_logits[i, :n] for i, n in enumerate(lengths)]
-    return np.stack([softmax(reduce_logits(v, reduce)) for v in per_video])
+def run_onnx_videos(runner: ClassifierRunner, videos: list[np.ndarray], reduce: str) -> np.ndarray:
+    """Video probabilities (V, 2) (FAKE, REAL) through the runtime's classifier runner, every
+    video's frames concatenated into shared batches, reduced and labelled as the runtime does."""
+    logits = runner.run(videos).logits
+    scores = [score_video(z, reduce, LABELS) for z in logits]
+    return np.array([[s.p_fake, 1.0 - s.p_fake] for s in scores])
 
 
 def run_reference_videos(model: Any, videos: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -117,24 +104,26 @@ def run_reference_videos(model: Any, videos: list[np.ndarray]) -> dict[str, np.n
 
 def check_parity(
     model: Any,
-    classifier: Any,
-    head: Any | None,
+    runner: ClassifierRunner,
     videos: list[np.ndarray],
     *,
     tolerance: float = PARITY_TOLERANCE,
 ) -> dict[str, Any]:
-    """Compare ONNX Runtime with the reference on ``videos`` for both reductions."""
+    """Compare the exported graph, run by the runtime's :class:`ClassifierRunner` on ONNX
+    Runtime, with the reference on ``videos`` for both reductions."""
     ref = run_reference_videos(model, videos)
     report: dict[str, Any] = {
         "reference": "PyTorch DeepfakeModel (original forward, nn.LSTM), one video per call",
-        "onnx": "ONNX Runtime CPUExecutionProvider, all videos' frames in one batch",
+        "onnx": "ONNX Runtime CPUExecutionProvider through engine.core.classifier."
+        "ClassifierRunner (the runtime's classifier stage): all videos' frames concatenated "
+        f"and run in the runtime's batches of {runner.batch_size}",
         "seq_lens": [len(v) for v in videos],
         "tolerance_prob": tolerance,
         "modes": {},
     }
     ok = True
     for mode in REDUCE_MODES:
-        got = run_onnx_videos(classifier, head, videos, mode)
+        got = run_onnx_videos(runner, videos, mode)
         diff = float(np.max(np.abs(got - ref[mode])))
         labels_equal = bool(np.array_equal(got.argmax(1), ref[mode].argmax(1)))
         p_fake = ref[mode][:, 0]
@@ -161,7 +150,10 @@ def _export_graph(
     module: Any, example: Any, path: Path, inputs: list[str], outputs: list[str], axes: dict
 ) -> None:
     torch = require("torch")
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # the TorchScript-based exporter warns about traced Python values (shapes read in
+        # forward); the parity check below is what proves the graph right
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             module,
             (example,),
@@ -269,10 +261,11 @@ def export_checkpoint(
             parity_videos = [
                 normalize(synthetic_crops(n, seed=100 + i)) for i, n in enumerate(parity_seq_lens)
             ]
-        classifier_sess = _ort_session(cls_tmp)
-        head_sess = _ort_session(head_tmp) if head_tmp else None
-        parity = check_parity(model, classifier_sess, head_sess, parity_videos, tolerance=tolerance)
-        del classifier_sess, head_sess
+        runner = ClassifierRunner(  # the runtime's default classifier batch
+            create_session(cls_tmp), create_session(head_tmp) if head_tmp else None
+        )
+        parity = check_parity(model, runner, parity_videos, tolerance=tolerance)
+        del runner
         if not parity["passed"]:
             raise ParityError(
                 f"the ONNX export of {ckpt.path} does not reproduce the PyTorch model: max "
@@ -336,16 +329,7 @@ def export_checkpoint(
             "lstm_batch_first": ckpt.variant == "sequence",
         },
         "reduce": reduce,
-        "input": {
-            "size": INPUT_SIZE,
-            "layout": "NCHW",
-            "dtype": "float32",
-            "channel_order": "BGR",
-            "scale": 1 / 255,
-            "mean": list(MEAN),
-            "std": list(STD),
-            "resize": "pil-bilinear",
-        },
+        "input": InputSpec().as_dict(),
         "preprocessing": {
             "sampling": "first",
             "crop": "tight",

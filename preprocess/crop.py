@@ -10,9 +10,10 @@ bilinear filter with its antialiasing support (aspect not kept). We call Pillow 
 pixels are identical (max difference 0, pinned by a test against torchvision). OpenCV's bilinear
 resize differs (no antialiasing when shrinking) and moves p_fake measurably.
 
-Normalisation: the frames stay BGR, as OpenCV read them in the original; each channel is scaled
-to [0, 1] and normalised with ImageNet's *RGB* mean/std in channel order, so channel 0 (blue)
-uses 0.485/0.229. That mismatch is what the published checkpoints were trained on.
+Normalisation (:class:`Preprocessor`, driven by the model sidecar's ``input`` section): the
+original's frames stay BGR, as OpenCV read them; each channel is scaled to [0, 1] and normalised
+with ImageNet's *RGB* mean/std in channel order, so channel 0 (blue) uses 0.485/0.229. That
+mismatch is what the published checkpoints were trained on, and what the sidecar records.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from engine.errors import InvalidInputError
+from engine.core.errors import InvalidInputError
+from engine.core.sidecar import InputSpec
 
-INPUT_SIZE = 112
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-_MEAN = np.asarray(MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
-_STD = np.asarray(STD, dtype=np.float32).reshape(1, 3, 1, 1)
+_DEFAULT_INPUT = InputSpec()
+INPUT_SIZE = _DEFAULT_INPUT.size
+MEAN = _DEFAULT_INPUT.mean
+STD = _DEFAULT_INPUT.std
 
 Box = tuple[int, int, int, int]
 
@@ -81,15 +82,54 @@ def face_crop(frame: np.ndarray, box: Box | None, *, size: int = INPUT_SIZE) -> 
     return resize_pil(frame[y1:y2, x1:x2], size)
 
 
+class Preprocessor:
+    """Face crops -> the classifier's input, as the model's sidecar (:class:`InputSpec`) says.
+
+    :meth:`crop` cuts and resizes one face (``size`` x ``size``, Pillow bilinear);
+    :meth:`__call__` turns N x size x size x 3 uint8 crops in the decoder's BGR order into
+    N x 3 x size x size float32: channels reordered to ``channel_order`` (no swap for BGR, the
+    original's choice), scaled by ``scale`` and normalised with ``mean``/``std`` in that order,
+    as torchvision's ToTensor + Normalize did.
+    """
+
+    def __init__(self, spec: InputSpec = _DEFAULT_INPUT) -> None:
+        self.spec = spec
+        self._mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        self._std = np.asarray(spec.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        self._scale = np.float32(spec.scale)
+
+    @property
+    def size(self) -> int:
+        return self.spec.size
+
+    def crop(self, frame: np.ndarray, box: Box | None) -> np.ndarray:
+        """The ``size`` x ``size`` uint8 crop of ``frame`` at integer ``box`` (the whole frame
+        when None); see :func:`face_crop`."""
+        return face_crop(frame, box, size=self.spec.size)
+
+    def __call__(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        batch = np.asarray(crops)
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
+            raise InvalidInputError(
+                f"expected N x H x W x 3 uint8 crops, got shape {batch.shape} dtype {batch.dtype}"
+            )
+        if self.spec.channel_order == "RGB":
+            batch = batch[..., ::-1]
+        x = batch.transpose(0, 3, 1, 2).astype(np.float32)
+        if self._scale == np.float32(1 / 255):
+            x /= np.float32(255.0)  # bit-identical to ToTensor's division
+        else:
+            x *= self._scale
+        return np.ascontiguousarray((x - self._mean) / self._std)
+
+
+_DEFAULT_PREPROCESSOR = Preprocessor()
+
+
 def normalize(crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """N x size x size x 3 uint8 BGR crops -> N x 3 x size x size float32, ImageNet-normalised
-    in channel order (no BGR->RGB swap), as ToTensor + Normalize did."""
-    batch = np.asarray(crops)
-    if batch.ndim == 3:
-        batch = batch[None]
-    if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
-        raise InvalidInputError(
-            f"expected N x H x W x 3 uint8 crops, got shape {batch.shape} dtype {batch.dtype}"
-        )
-    x = batch.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
-    return np.ascontiguousarray((x - _MEAN) / _STD)
+    in channel order (no BGR->RGB swap), as the original's ToTensor + Normalize did: the
+    :class:`Preprocessor` of the default :class:`InputSpec`."""
+    return _DEFAULT_PREPROCESSOR(crops)

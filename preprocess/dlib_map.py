@@ -45,13 +45,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.errors import InvalidInputError
+from engine.core.config import CROP_STYLES
+from engine.core.errors import InvalidInputError
 from preprocess.dlib_map_coefficients import COEFFICIENTS
 
 if TYPE_CHECKING:
     from preprocess.scrfd import Face
-
-CROP_STYLES = ("scrfd", "dlib")
 
 KPS_TERMS = ("a_em", "a_w", "c_box", "c_0", "d_box", "d_0")
 BOX_TERMS = ("f_w", "f_h", "f_x", "f_y")

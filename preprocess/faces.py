@@ -1,49 +1,179 @@
-"""Per-frame face detection records and face-only clips (``dfe detect``, ``dfe preprocess``).
+"""Which face of each frame is cropped, and how: the one face -> box -> crop policy.
 
-``detect_video`` gives, for the chosen frames, every face with its box, score and five keypoints
-in frame pixel coordinates, faces sorted by score (highest first). With ``crop_style="dlib"``
-each face also gets ``crop_box``: the integer box that is cropped, SCRFD's face mapped to the box
-dlib's mmod detector would draw (:mod:`preprocess.dlib_map`), rounded and clipped to the frame.
+:class:`FacePolicy` is used by everything that turns detections into crops: the runtime
+(``Engine``), ``dfe detect`` / ``dfe preprocess``, INT8 calibration and its accuracy check, and
+the benchmarks, so they all crop the same way. Its parts:
 
-``write_face_clip`` redoes the original's training preprocessing for users who train their own
-checkpoints: one face per frame, cropped tightly (the crop convention of :mod:`preprocess.crop`),
-resized to 112x112, written as an MJPEG clip at 30 fps with an ``.mp4`` name, as the original's
-``cv2.VideoWriter('MJPG', 30, (112, 112))`` did. Frames without a face reuse the previous face's
-box, as the original's loop did in effect; frames before the first face are skipped (the
-original's crop raised and its bare ``except`` skipped them); ``no_face`` changes that.
+- the face rule: the highest-scoring face of a frame (``score``; the original took the first
+  face its detector returned) or the largest box (``largest``);
+- the crop style: SCRFD's own box (``scrfd``) or SCRFD mapped to the box dlib's mmod detector
+  would draw (``dlib``, :mod:`preprocess.dlib_map`), then a ``margin`` (a fraction of the box on
+  each side) and the crop convention of :func:`preprocess.crop.crop_box` (round, then clip);
+- the no-face rule: classify the whole frame (``full_frame``, the original's scoring), drop the
+  frame (``drop``), or reuse the previous face's box (``previous``, what the original's training
+  preprocessing did in effect; frames before the first face are dropped).
+
+``detect_video`` gives per-frame face records (``dfe detect``); ``write_face_clip`` redoes the
+original's training preprocessing for users who train their own checkpoints: one face per frame,
+cropped tightly, resized to 112x112, written as an MJPEG clip at 30 fps with an ``.mp4`` name, as
+the original's ``cv2.VideoWriter('MJPG', 30, (112, 112))`` did.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from engine.errors import InvalidInputError, InvalidVideoError
-from preprocess.crop import INPUT_SIZE, crop_box, face_crop
-from preprocess.dlib_map import check_crop_style, face_box
+from engine.core.config import CLIP_NO_FACE_RULES, CROP_STYLES, FACE_RULES
+from engine.core.errors import InvalidInputError, InvalidVideoError
+from preprocess.crop import INPUT_SIZE, Box, Preprocessor, crop_box
+from preprocess.dlib_map import face_box
 from preprocess.video import read_video
 
 if TYPE_CHECKING:
-    from preprocess.scrfd import Face, SCRFDDetector
+    from preprocess.scrfd import Face
 
 log = logging.getLogger(__name__)
 
-CLIP_NO_FACE = ("previous", "skip", "full_frame")
+#: No-face rules of :class:`FacePolicy` (scoring offers ``full_frame`` and ``drop``;
+#: ``dfe preprocess`` also ``previous``, and calls ``drop`` ``skip``).
+POLICY_NO_FACE = ("full_frame", "drop", "previous")
+
+
+class Detector(Protocol):
+    """Anything that finds faces the way :class:`preprocess.scrfd.SCRFDDetector` does."""
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Face]]: ...
+
+
+@dataclass(frozen=True)
+class FaceSelection:
+    """What :meth:`FacePolicy.select` kept of a sequence of frames.
+
+    ``positions`` index the frames given (not video frame numbers); ``boxes`` are the integer
+    crop boxes (x1, y1, x2, y2) in frame pixels, None for a whole frame; ``faces`` the face each
+    box came from (None for a whole frame or a reused box).
+    """
+
+    positions: list[int] = field(default_factory=list)
+    boxes: list[Box | None] = field(default_factory=list)
+    faces: list[Face | None] = field(default_factory=list)
+    found: int = 0  # kept frames cropped at a face detected in that frame
+    reused: int = 0  # kept frames cropped at the previous face's box (no_face="previous")
+    dropped: int = 0  # frames not kept (no face and no_face "drop", or before the first face)
+
+
+@dataclass(frozen=True)
+class FacePolicy:
+    """The face rule, crop style, margin and no-face rule (see the module docstring)."""
+
+    face: str = "score"
+    crop_style: str = "scrfd"
+    margin: float = 0.0
+    no_face: str = "full_frame"
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("face", self.face, FACE_RULES),
+            ("crop_style", self.crop_style, CROP_STYLES),
+            ("no_face", self.no_face, POLICY_NO_FACE),
+        ):
+            if value not in allowed:
+                raise InvalidInputError(
+                    f"{name}={value!r} is not supported; supported values are {', '.join(allowed)}"
+                )
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)):
+            raise InvalidInputError(f"margin must be a number >= 0, got {self.margin!r}")
+        if self.margin < 0:
+            raise InvalidInputError(f"margin must be >= 0, got {self.margin}")
+
+    def choose(self, faces: Sequence[Face]) -> Face | None:
+        """The face of one frame to crop (faces sorted by score, highest first), or None."""
+        if not faces:
+            return None
+        if self.face == "largest":
+            return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        return faces[0]
+
+    def box(self, face: Face, frame_shape: Sequence[int]) -> Box | None:
+        """The integer crop box of ``face`` in a frame of ``frame_shape`` (height, width, ...):
+        the crop style's float box, the margin, then rounding and clipping; None if empty."""
+        return crop_box(face_box(face, self.crop_style), frame_shape, margin=self.margin)
+
+    def select(
+        self,
+        frame_shapes: Sequence[Sequence[int]],
+        faces: Sequence[Sequence[Face]] | None = None,
+        *,
+        chosen: Sequence[Face | None] | None = None,
+    ) -> FaceSelection:
+        """Apply the policy to a sequence of frames.
+
+        ``faces``: every face of each frame (the face rule picks one), or ``chosen``: the face
+        already picked for each frame (e.g. by a face track), None where the frame has none.
+        """
+        if chosen is None:
+            if faces is None:
+                raise InvalidInputError("select() needs the faces of each frame, or chosen")
+            chosen = [self.choose(f) for f in faces]
+        if len(chosen) != len(frame_shapes):
+            raise InvalidInputError(f"{len(chosen)} face choices for {len(frame_shapes)} frames")
+        positions: list[int] = []
+        boxes: list[Box | None] = []
+        kept_faces: list[Face | None] = []
+        found = reused = dropped = 0
+        last: Box | None = None
+        for pos, (shape, face) in enumerate(zip(frame_shapes, chosen)):
+            box = self.box(face, shape) if face is not None else None
+            if box is not None:
+                found += 1
+                last = box
+            elif self.no_face == "previous" and last is not None:
+                box, face = last, None
+                reused += 1
+            elif self.no_face != "full_frame":
+                dropped += 1
+                continue
+            else:
+                face = None
+            positions.append(pos)
+            boxes.append(box)
+            kept_faces.append(face)
+        return FaceSelection(positions, boxes, kept_faces, found, reused, dropped)
+
+    def describe(self) -> dict[str, Any]:
+        """The policy as a record (sidecars, benchmark JSON)."""
+        return {
+            "face": self.face,
+            "crop_style": self.crop_style,
+            "margin": self.margin,
+            "no_face": self.no_face,
+        }
+
+
+def crop_selection(
+    frames: Sequence[np.ndarray], selection: FaceSelection, preprocessor: Preprocessor
+) -> list[np.ndarray]:
+    """The uint8 crops (size x size x 3, BGR) of the frames a :class:`FaceSelection` kept."""
+    return [preprocessor.crop(frames[p], b) for p, b in zip(selection.positions, selection.boxes)]
 
 
 def face_record(
-    face: Face, *, crop_style: str = "scrfd", frame_shape: tuple[int, ...] | None = None
+    face: Face, *, policy: FacePolicy | None = None, frame_shape: Sequence[int] | None = None
 ) -> dict[str, Any]:
+    """One face as ``dfe detect`` writes it: box, score, keypoints, and with a ``dlib`` crop
+    style (or a margin) the integer ``crop_box`` that would be cropped."""
     rec: dict[str, Any] = {"box": [round(float(v), 2) for v in face.box]}
-    if crop_style == "dlib":
+    if policy is not None and (policy.crop_style != "scrfd" or policy.margin):
         if frame_shape is None:
-            raise InvalidInputError("crop_style='dlib' needs the frame shape for crop_box")
-        box = crop_box(face_box(face, crop_style), frame_shape)
+            raise InvalidInputError("crop_box needs the frame shape")
+        box = policy.box(face, frame_shape)
         rec["crop_box"] = list(box) if box else None
     rec["score"] = round(float(face.score), 5)
     if face.kps is not None:
@@ -53,15 +183,17 @@ def face_record(
 
 def detect_video(
     path: str | os.PathLike[str],
-    detector: SCRFDDetector,
+    detector: Detector,
     *,
     frames: int = 20,
     sampling: str = "first",
-    crop_style: str = "scrfd",
+    policy: FacePolicy | None = None,
+    detector_name: str | None = None,
 ) -> dict[str, Any]:
-    """``{"video", "frames": [{"index", "faces": [{"box", "score", "kps"}]}], ...}``; faces
-    also carry ``crop_box`` with ``crop_style="dlib"``."""
-    check_crop_style(crop_style)
+    """``{"video", "frames": [{"index", "faces": [{"box", "score", "kps"}]}], ...}``: every face
+    of the chosen frames, highest score first; faces also carry ``crop_box`` when the policy's
+    crop style is ``dlib`` or it has a margin."""
+    policy = policy or FacePolicy()
     clip = read_video(path, frames, sampling=sampling)
     detections = detector.detect(clip.frames)
     info = clip.info
@@ -73,14 +205,12 @@ def detect_video(
         "frame_count": info.frame_count,
         "rotation": info.rotation,
         "sampling": sampling,
-        "detector": str(detector.model_path),
-        "crop_style": crop_style,
+        "detector": detector_name or str(getattr(detector, "model_path", type(detector).__name__)),
+        "crop_style": policy.crop_style,
         "frames": [
             {
                 "index": idx,
-                "faces": [
-                    face_record(f, crop_style=crop_style, frame_shape=frame.shape) for f in faces
-                ],
+                "faces": [face_record(f, policy=policy, frame_shape=frame.shape) for f in faces],
             }
             for idx, frame, faces in zip(clip.indices, clip.frames, detections)
         ],
@@ -90,6 +220,8 @@ def detect_video(
 
 @dataclass(frozen=True)
 class ClipReport:
+    """What :func:`write_face_clip` wrote."""
+
     video: str
     output: str | None
     frames_read: int
@@ -103,53 +235,37 @@ class ClipReport:
 def write_face_clip(
     path: str | os.PathLike[str],
     out_path: Path,
-    detector: SCRFDDetector,
+    detector: Detector,
     *,
     frames: int = 150,
     sampling: str = "first",
-    no_face: str = "previous",
-    margin: float = 0.0,
+    policy: FacePolicy | None = None,
     fps: int = 30,
     chunk: int = 32,
-    crop_style: str = "scrfd",
 ) -> ClipReport:
     """Write ``out_path``: the 112x112 face crops of the first ``frames`` frames (or spread
-    frames with ``sampling="uniform"``) of ``path``, as an MJPEG clip readable by OpenCV."""
-    if no_face not in CLIP_NO_FACE:
-        raise InvalidInputError(
-            f"no_face={no_face!r} is not supported; supported values are {', '.join(CLIP_NO_FACE)}"
-        )
-    check_crop_style(crop_style)
+    frames with ``sampling="uniform"``) of ``path``, as an MJPEG clip readable by OpenCV.
+
+    ``policy`` defaults to the original's training preprocessing: highest-scoring face, SCRFD
+    box, no margin, the previous face's box for a frame without one. Raises
+    :class:`InvalidVideoError` when no frame is kept.
+    """
     import av
 
+    policy = policy or FacePolicy(no_face="previous")
+    preprocessor = Preprocessor()
     clip = read_video(path, frames, sampling=sampling)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    crops: list[np.ndarray] = []
-    last_box = None
-    found = reused = skipped = 0
+    faces: list[list[Face]] = []
     for start in range(0, len(clip.frames), chunk):
-        batch = clip.frames[start : start + chunk]
-        for frame, faces in zip(batch, detector.detect(batch)):
-            box = (
-                crop_box(face_box(faces[0], crop_style), frame.shape, margin=margin)
-                if faces
-                else None
-            )
-            if box is not None:
-                found += 1
-                last_box = box
-            elif no_face == "previous" and last_box is not None:
-                box = last_box
-                reused += 1
-            elif no_face != "full_frame":
-                skipped += 1
-                continue
-            crops.append(face_crop(frame, box))
+        faces.extend(detector.detect(clip.frames[start : start + chunk]))
+    selection = policy.select([f.shape for f in clip.frames], faces)
+    crops = crop_selection(clip.frames, selection, preprocessor)
     if not crops:
         raise InvalidVideoError(
             f"{path}: no face found in the {len(clip.frames)} frames read, so no face clip was "
             "written; use --no-face full_frame to keep whole frames"
         )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part")
     with av.open(str(tmp), "w", format="mp4") as container:
         stream = container.add_stream("mjpeg", rate=fps)
@@ -162,5 +278,23 @@ def write_face_clip(
         container.mux(stream.encode())
     tmp.replace(out_path)
     return ClipReport(
-        str(path), str(out_path), len(clip.frames), len(crops), found, reused, skipped, crop_style
+        str(path),
+        str(out_path),
+        len(clip.frames),
+        len(crops),
+        selection.found,
+        selection.reused,
+        selection.dropped,
+        policy.crop_style,
     )
+
+
+def clip_policy(no_face: str, *, crop_style: str = "scrfd", margin: float = 0.0) -> FacePolicy:
+    """The :class:`FacePolicy` of ``dfe preprocess``'s ``--no-face`` (``skip`` is ``drop``)."""
+    if no_face not in CLIP_NO_FACE_RULES:
+        raise InvalidInputError(
+            f"no_face={no_face!r} is not supported; supported values are "
+            f"{', '.join(CLIP_NO_FACE_RULES)}"
+        )
+    rule = "drop" if no_face == "skip" else no_face
+    return FacePolicy(crop_style=crop_style, margin=margin, no_face=rule)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import operator
 
-from engine.errors import InvalidInputError
-
-SAMPLING_MODES = ("first", "uniform")
+from engine.core.config import SAMPLING_MODES
+from engine.core.errors import InvalidInputError
 
 
 def check_sampling(sampling: str) -> str:
@@ -34,11 +33,13 @@ def as_int(value: object) -> int | None:
         return None
 
 
-def check_count(n: object, *, name: str = "n") -> int:
-    """Return ``n`` if it is a positive integer, else raise :class:`InvalidInputError`."""
+def check_count(n: object, *, name: str = "n", what: str | None = None) -> int:
+    """Return ``n`` if it is a positive integer, else raise :class:`InvalidInputError` naming
+    ``name`` (and ``what`` it counts, e.g. ``"frames to read"``)."""
     value = as_int(n)
     if value is None or value <= 0:
-        raise InvalidInputError(f"{name} must be a positive integer (frames to read), got {n!r}")
+        counts = f" ({what})" if what else ""
+        raise InvalidInputError(f"{name} must be a positive integer{counts}, got {n!r}")
     return value
 
 
@@ -55,7 +56,7 @@ def sample_indices(frame_count: int, n: int, sampling: str) -> list[int]:
     the indices are strictly increasing with no duplicates.
     """
     check_sampling(sampling)
-    n = check_count(n)
+    n = check_count(n, what="frames to read")
     count = as_int(frame_count)
     if count is None or count < 0:
         raise InvalidInputError(f"frame_count must be an integer >= 0, got {frame_count!r}")

@@ -22,13 +22,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine._deps import require
-from engine.errors import (
-    ArtifactNotFoundError,
-    BackendUnavailableError,
-    InvalidInputError,
-    ModelFormatError,
+from engine.core.config import (
+    CPU_DETECTOR_BATCH,
+    DEFAULT_DETECTOR_INPUT,
+    DEFAULT_NMS_THRESHOLD,
+    DEFAULT_SCORE_THRESHOLD,
 )
+from engine.core.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
+from engine.core.onnx_session import create_session
 from preprocess.scrfd_graph import make_batch_dynamic
 
 logger = logging.getLogger(__name__)
@@ -164,10 +165,10 @@ class Candidates:
 class DetectorConfig:
     """Options of :class:`SCRFDDetector` (validated on construction)."""
 
-    input_size: int = 640
-    score_threshold: float = 0.5
-    nms_threshold: float = 0.4
-    batch_size: int = 16
+    input_size: int = DEFAULT_DETECTOR_INPUT
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    nms_threshold: float = DEFAULT_NMS_THRESHOLD
+    batch_size: int = CPU_DETECTOR_BATCH
     providers: tuple[str | tuple[str, dict[str, object]], ...] = ("CPUExecutionProvider",)
     intra_op_threads: int = 0
     max_faces: int | None = None
@@ -458,22 +459,25 @@ def select_faces(
 
 
 class SCRFDDetector:
-    """SCRFD on ONNX Runtime, in real batches.
+    """SCRFD in real batches over an ONNX-Runtime-style session.
 
     ``model_path`` is any InsightFace SCRFD ONNX file (``det_500m``, ``det_2.5g``, ``det_10g``)
     or an already batch-dynamic export; batch-1 packs are rewritten once (see
-    :func:`preprocess.scrfd_graph.make_batch_dynamic`). Safe to call from several threads: the
-    ONNX Runtime session is thread-safe and no per-call state is kept on the instance.
+    :func:`preprocess.scrfd_graph.make_batch_dynamic`). The network runs on ``session``, any
+    object with ONNX Runtime's ``run``/``get_inputs``/``get_outputs``/``get_providers`` over the
+    batch-dynamic graph (the runtime passes its own: a GPU session, a TensorRT engine); without
+    one, an ONNX Runtime session on ``providers`` is created here. Safe to call from several
+    threads: sessions are thread-safe and no per-call state is kept on the instance.
     """
 
     def __init__(
         self,
         model_path: str | os.PathLike[str],
         *,
-        input_size: int = 640,
-        score_threshold: float = 0.5,
-        nms_threshold: float = 0.4,
-        batch_size: int = 16,
+        input_size: int = DEFAULT_DETECTOR_INPUT,
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        nms_threshold: float = DEFAULT_NMS_THRESHOLD,
+        batch_size: int = CPU_DETECTOR_BATCH,
         providers: Sequence[str | tuple[str, dict[str, object]]] = ("CPUExecutionProvider",),
         intra_op_threads: int = 0,
         max_faces: int | None = None,
@@ -496,26 +500,14 @@ class SCRFDDetector:
                 f"SCRFD model not found: {self.model_path}; pass the path of an .onnx file "
                 "(weights.find_model('det_500m') locates or downloads the known ones)"
             )
-        if session is not None:
-            # A ready session over the batch-dynamic graph with ONNX Runtime's run/get_inputs/
-            # get_outputs/get_providers (e.g. engine.backends.trt_backend.TrtSession); the
-            # providers option does not apply to it.
-            self.batched_model_path = make_batch_dynamic(self.model_path)
-            self._session = session
-        else:
-            ort = require("onnxruntime")
-            self._check_available(ort)
-            self.batched_model_path = make_batch_dynamic(self.model_path)
-
-            from engine.backends.ort_backend import session_options
-
-            options = session_options(ort, self.config.intra_op_threads)
-            self._session = ort.InferenceSession(
-                str(self.batched_model_path),
-                sess_options=options,
-                providers=list(self.config.providers),
+        self.batched_model_path = make_batch_dynamic(self.model_path)
+        if session is None:
+            session = create_session(
+                self.batched_model_path,
+                self.config.providers,
+                intra_op_threads=self.config.intra_op_threads,
             )
-            self._check_running(self._session)
+        self._session = session
 
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
@@ -550,28 +542,6 @@ class SCRFDDetector:
             size,
             self._session.get_providers(),
         )
-
-    def _check_available(self, ort: object) -> None:
-        available = list(ort.get_available_providers())
-        missing = [p for p in self.config.provider_names() if p not in available]
-        if missing:
-            raise BackendUnavailableError(
-                f"ONNX Runtime provider(s) {missing} are not available in this onnxruntime "
-                f"build; supported values here are {available}. For CUDA/TensorRT install "
-                "onnxruntime-gpu (pip install 'deepfake-engine[gpu]') with matching "
-                "CUDA/cuDNN libraries, or ask for CPUExecutionProvider."
-            )
-
-    def _check_running(self, session: object) -> None:
-        running = list(session.get_providers())
-        missing = [p for p in self.config.provider_names() if p not in running]
-        if missing:
-            raise BackendUnavailableError(
-                f"asked for ONNX Runtime provider(s) {list(self.config.provider_names())}, but "
-                f"the session runs on {running}: {missing} failed to load (ONNX Runtime fell "
-                "back silently). Check the CUDA/cuDNN/TensorRT libraries, or ask for "
-                "CPUExecutionProvider explicitly."
-            )
 
     @property
     def providers(self) -> list[str]:

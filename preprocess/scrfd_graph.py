@@ -32,9 +32,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from engine._deps import require
-from engine.errors import ArtifactNotFoundError, EngineError, ModelFormatError
-from engine.hashing import sha256_file
+from engine.core.deps import require
+from engine.core.errors import ArtifactNotFoundError, EngineError, ModelFormatError
+from engine.core.hashing import sha256_file
+from engine.core.paths import models_dir
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ __all__ = [
     "REWRITE_TAG",
     "GraphLayout",
     "cache_dir",
-    "file_sha256",
     "inspect_scrfd_graph",
     "make_batch_dynamic",
     "rewrite_batch_dynamic",
@@ -101,16 +101,11 @@ class _Head:
 # Helpers
 
 
-file_sha256 = sha256_file
-
-
 def cache_dir() -> Path:
-    """Where rewrites go when the source's directory is read-only.
-
-    ``$DFE_CACHE`` if set, else ``~/.cache/deepfake-engine/models``.
-    """
-    env = os.environ.get("DFE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "deepfake-engine" / "models"
+    """Where rewrites go when the source's directory is read-only: the models directory
+    (``$DFE_MODELS``, else ``~/.cache/deepfake-engine/models``; see
+    :func:`engine.core.paths.models_dir`)."""
+    return models_dir()
 
 
 def _dims(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
@@ -528,7 +523,7 @@ def make_batch_dynamic(
         logger.info("%s is already batch-dynamic; using it as it is", src)
         return src
 
-    source_sha = file_sha256(src)
+    source_sha = sha256_file(src)
     if dst is not None:
         targets = [Path(dst)]
     else:
@@ -564,5 +559,5 @@ def make_batch_dynamic(
     raise EngineError(
         "could not save the batch-dynamic SCRFD model anywhere: "
         + "; ".join(errors)
-        + ". Pass a writable dst, or set DFE_CACHE to a writable directory."
+        + ". Pass a writable dst, or set DFE_MODELS to a writable directory."
     )

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import (
+from engine.core.errors import (
     ArtifactNotFoundError,
     InvalidInputError,
     InvalidVideoError,
@@ -138,7 +138,7 @@ def read_video(
     A video shorter than ``n`` frames gives all its frames (no padding) and a warning in
     ``VideoClip.warnings``. ``threads`` is the decoder's thread count (0: FFmpeg's choice).
     """
-    n = check_count(n)
+    n = check_count(n, name="n", what="frames to read")
     check_sampling(sampling)
     threads = _check_threads(threads)
     name = _check_backend(backend)

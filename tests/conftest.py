@@ -1,7 +1,16 @@
-"""Shared fixtures: where the test assets live, and the GPU tier."""
+"""Shared fixtures: where the test assets live, the tiny torch-free model, and the test tiers.
+
+Tiers (markers, see pyproject.toml): ``gpu`` tests are skipped without an NVIDIA GPU unless
+``REQUIRE_GPU=1`` (then they fail); ``model`` tests use a full ResNeXt50 + LSTM checkpoint made
+with torch (the ``export`` extra) and are skipped, with the reason, where torch is missing;
+everything else runs with the runtime's dependencies alone (``pip install -e '.[cpu,dev]'``).
+This file imports no torch: checkpoint fixtures live in :mod:`tests.model_fixtures`, which
+imports it inside the fixtures.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -9,13 +18,25 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DFE_SHARED", REPO.parent / "shared"))
+SHARED = Path(os.environ.get("DFE_SHARED") or REPO.parent / "shared")
 VIDEOS_DIR = SHARED / "videos"
 MODELS_DIR = SHARED / "models"
+
+# Fixtures that build a full model with torch; a test using one is a `model` test.
+MODEL_FIXTURES = {"real_crops", "original_ckpt", "sequence_ckpt", "exported_model"}
+
+pytest_plugins = ["tests.model_fixtures"]
 
 
 def shared_videos() -> list[Path]:
     return sorted(VIDEOS_DIR.glob("*.mp4")) if VIDEOS_DIR.is_dir() else []
+
+
+def has_torch() -> bool:
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a blocked or broken torch
+        return False
 
 
 def _has_gpu() -> bool:
@@ -24,12 +45,18 @@ def _has_gpu() -> bool:
 
 def pytest_collection_modifyitems(config, items):
     require_gpu = os.environ.get("REQUIRE_GPU") == "1"
-    if _has_gpu() or require_gpu:
-        return  # with REQUIRE_GPU=1 GPU tests run, and fail where there is no GPU
-    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (set REQUIRE_GPU=1 to make this fail)")
+    skip_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU (set REQUIRE_GPU=1 to make this fail)")
+    skip_model = pytest.mark.skip(
+        reason="needs torch to make a full model (pip install -e '.[export]')"
+    )
+    torch_ok = has_torch()
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+        if "gpu" in item.keywords and not (_has_gpu() or require_gpu):
+            item.add_marker(skip_gpu)
+        if "model" in item.keywords and not torch_ok:
+            item.add_marker(skip_model)
 
 
 @pytest.fixture(scope="session")
@@ -44,5 +71,23 @@ def video_paths(shared_dir) -> list[Path]:
     return shared_videos()
 
 
-# Checkpoints made by the independent reference implementation, shared by export/ and engine/.
-pytest_plugins = ["tests.fixtures_models"]
+@pytest.fixture(scope="session")
+def models_dir(shared_dir) -> str:
+    """The shared detector models, as ``--models DIR`` takes them."""
+    return str(shared_dir / "models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny exported model (original variant, reduce mean, N=20), made without torch."""
+    from tests.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model, models_dir):
+    """An Engine on the tiny model, ONNX Runtime CPU, shared detector models, no downloads."""
+    from engine.api import Engine
+
+    return Engine.load(tiny_model, backend="ort", models_dir=models_dir, download=False)

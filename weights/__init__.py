@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from engine.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
-from engine.hashing import sha256_file
+from engine.core import paths
+from engine.core.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
+from engine.core.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ __all__ = [
 ]
 
 LICENSE = "InsightFace pretrained models: non-commercial research use only"
-_ENV_MODELS = "DFE_MODELS"
-_DEFAULT_MODELS_DIR = Path("~/.cache/deepfake-engine/models")
 _CHUNK = 1 << 20
 
 # Indirection so that tests can replace the network with a local opener.
@@ -110,13 +109,9 @@ def known_models() -> Mapping[str, ModelInfo]:
 
 def models_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The models directory: ``explicit`` (the ``--models DIR`` value), else ``$DFE_MODELS``,
-    else ``~/.cache/deepfake-engine/models``. Not created here."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get(_ENV_MODELS)
-    if env:
-        return Path(env).expanduser()
-    return _DEFAULT_MODELS_DIR.expanduser()
+    else ``~/.cache/deepfake-engine/models`` (:func:`engine.core.paths.models_dir`). Not
+    created here."""
+    return paths.models_dir(explicit)
 
 
 # find_model's keyword argument is also called models_dir.
@@ -162,7 +157,7 @@ def _lookup(name_or_path: str) -> ModelInfo | None:
 def _not_found(info: ModelInfo, directory: Path, reason: str) -> ArtifactNotFoundError:
     return ArtifactNotFoundError(
         f"{info.file} ({info.name}) is not in the models directory {directory} and {reason}. "
-        f"Put the file at {directory / info.file} (or pass --models DIR / set {_ENV_MODELS} to "
+        f"Put the file at {directory / info.file} (or pass --models DIR / set DFE_MODELS to "
         f"the folder that holds it); {info.where_to_get()}"
     )
 

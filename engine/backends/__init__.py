@@ -3,7 +3,8 @@
 Every backend runs the exported graphs (``classifier`` and, for the sequence variant, ``head``)
 behind the same :meth:`~engine.backends.base.GraphBackend.infer`, which validates inputs before
 the backend's own ``infer_impl``. A backend asked for by name that cannot run here raises
-:class:`~engine.errors.BackendUnavailableError`; nothing falls back silently.
+:class:`~engine.core.errors.BackendUnavailableError`; nothing falls back silently. Each backend
+runs exactly the precision it is asked for (:data:`PRECISION_BACKENDS`), or refuses.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from engine.errors import BackendUnavailableError, EngineError, InvalidInputError
+from engine.core.config import AUTO_ORDER, BACKEND_NAMES, canonical_backend
+from engine.core.errors import BackendUnavailableError, EngineError, InvalidInputError
 
 if TYPE_CHECKING:
     from engine.backends.base import BackendFactory
@@ -26,15 +28,13 @@ _REGISTRY: dict[str, str] = {
     "torch": "engine.backends.torch_backend:cpu_factory",
     "torch-cuda": "engine.backends.torch_backend:cuda_factory",
 }
-ALIASES = {"onnxruntime": "ort", "cpu": "ort", "trt": "tensorrt"}
-# "auto": the first of these that can run here (and runs the precision asked for).
-AUTO_ORDER = ("tensorrt", "ort-cuda", "ort")
-BACKEND_NAMES = ("auto", *_REGISTRY, "trt")
-# Which backends run which precision. fp16 is TensorRT's (engines compiled from the fp32
-# graph); int8 is the Q/DQ graph of `dfe build --precision int8`, on TensorRT or ONNX Runtime CPU.
+# Which backends run which precision. fp16: TensorRT engines compiled from the fp32 graph (native
+# or through ONNX Runtime's TensorRT provider) and PyTorch on CUDA; bf16: PyTorch on CUDA; int8:
+# the Q/DQ graph of `dfe build --precision int8`, on TensorRT or ONNX Runtime CPU.
 PRECISION_BACKENDS: dict[str, tuple[str, ...]] = {
     "fp32": tuple(_REGISTRY),
-    "fp16": ("tensorrt",),
+    "fp16": ("tensorrt", "ort-tensorrt", "torch-cuda"),
+    "bf16": ("torch-cuda",),
     "int8": ("tensorrt", "ort"),
 }
 
@@ -46,9 +46,8 @@ def _load(name: str) -> Callable[..., BackendFactory]:
 
 def get_factory(name: str, *, precision: str = "fp32", **options: object) -> BackendFactory:
     """The factory for backend ``name`` (or the best available one for ``auto``) running
-    ``precision``. Only the TensorRT factory is told the precision (it picks the engine); the
-    others run whichever ONNX graph they are given."""
-    name = ALIASES.get(name, name)
+    ``precision``; each factory is told the precision and runs exactly that."""
+    name = canonical_backend(name)
     if precision not in PRECISION_BACKENDS:
         raise InvalidInputError(
             f"precision={precision!r} is not supported; supported values are "
@@ -57,11 +56,15 @@ def get_factory(name: str, *, precision: str = "fp32", **options: object) -> Bac
     allowed = PRECISION_BACKENDS[precision]
 
     def make(candidate: str) -> BackendFactory:
-        extra = {"precision": precision} if candidate == "tensorrt" else {}
-        return _load(candidate)(**options, **extra)
+        return _load(candidate)(precision=precision, **options)
 
     if name == "auto":
         candidates = [c for c in AUTO_ORDER if c in allowed]
+        if not candidates:
+            raise InvalidInputError(
+                f"no backend of --backend auto runs {precision}; backends for {precision}: "
+                f"{', '.join(allowed)} (pass one with --backend)"
+            )
         if len(candidates) == 1:
             return make(candidates[0])  # its own error (e.g. the extra to install) if it fails
         reasons = []
@@ -79,7 +82,6 @@ def get_factory(name: str, *, precision: str = "fp32", **options: object) -> Bac
         raise InvalidInputError(
             f"backend {name!r} does not run precision {precision}; backends for {precision}: "
             f"{', '.join(allowed)}"
-            + (" (build with: dfe build MODEL --precision fp16)" if precision == "fp16" else "")
         )
     return make(name)
 

@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.errors import InvalidInputError
+from engine.core.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,15 @@ class GraphBackend(ABC):
             )
         return self.infer_impl(feeds, wanted)
 
+    def run(
+        self, output_names: Sequence[str] | None, feeds: dict[str, np.ndarray]
+    ) -> list[np.ndarray]:
+        """ONNX Runtime's calling convention (``InferenceSession.run``), so a backend can stand
+        wherever a session is expected (:class:`engine.core.classifier.ClassifierRunner`)."""
+        names = tuple(output_names) if output_names else self.outputs
+        out = self.infer(feeds, names)
+        return [out[n] for n in names]
+
     @abstractmethod
     def infer_impl(
         self, feeds: dict[str, np.ndarray], outputs: Sequence[str]
@@ -75,8 +84,9 @@ class GraphBackend(ABC):
 
 
 class BackendFactory(Protocol):
-    """Creates the runner of one graph of an exported model."""
+    """Creates the runner of one graph of an exported model, in the factory's precision."""
 
     name: str
+    precision: str
 
     def __call__(self, graph: str, onnx_path: Path, *, spec: object) -> GraphBackend: ...

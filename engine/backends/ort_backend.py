@@ -1,22 +1,25 @@
 """ONNX Runtime: the CPU execution provider, and CUDA / TensorRT providers with onnxruntime-gpu.
 
-After creating a session we check which provider actually runs it: ONNX Runtime quietly drops
-to CPU when a GPU provider fails to load, and a backend that was asked for must never do that.
+Sessions come from :func:`engine.core.onnx_session.create_session`, which checks that the
+provider asked for is the one running (ONNX Runtime quietly drops to CPU when a GPU provider
+fails to load) and raises instead. Precision is what was asked: the CPU and CUDA providers run
+the graph they are given (fp32, or the INT8 Q/DQ graph on CPU); the TensorRT provider compiles
+fp16 only when fp16 is asked for.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine._deps import require
 from engine.backends.base import GraphBackend, TensorSpec
-from engine.errors import BackendUnavailableError
+from engine.core.errors import InvalidInputError
+from engine.core.onnx_session import Provider, check_available, create_session, provider_name
+from engine.core.paths import engines_dir
 
 log = logging.getLogger(__name__)
 
@@ -28,50 +31,9 @@ _ORT_TYPES = {
 }
 
 
-def _provider_name(p: Any) -> str:
-    return p[0] if isinstance(p, tuple) else p
-
-
-def session_options(ort: Any, intra_op_threads: int = 0) -> Any:
-    """Options shared by every session of the engine (classifier and detector).
-
-    Spinning is off: the pipeline runs the detector and the classifier at the same time, and
-    spinning worker threads of one session steal the cores the other needs (measured on 2
-    cores: 1.75 videos/s without spinning, 1.30 with). ``DFE_ORT_SPINNING=1`` turns it back on.
-    """
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if intra_op_threads:
-        opts.intra_op_num_threads = intra_op_threads
-    spinning = "1" if os.environ.get("DFE_ORT_SPINNING") == "1" else "0"
-    opts.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-    return opts
-
-
-def create_session(path: Path, providers: Sequence[Any], *, intra_op_threads: int = 0) -> Any:
-    """An InferenceSession whose first provider is the one asked for, or an error."""
-    ort = require("onnxruntime")
-    wanted = _provider_name(providers[0])
-    try:
-        sess = ort.InferenceSession(
-            str(path), session_options(ort, intra_op_threads), providers=list(providers)
-        )
-    except Exception as exc:  # ORT raises its own Fail/RuntimeException types
-        raise BackendUnavailableError(
-            f"ONNX Runtime could not load {path} with {wanted}: {exc}"
-        ) from exc
-    running = sess.get_providers()
-    if not running or running[0] != wanted:
-        raise BackendUnavailableError(
-            f"asked for {wanted} but ONNX Runtime runs {path.name} on {running}: the provider "
-            "failed to load (missing CUDA/cuDNN/TensorRT libraries?). Refusing to fall back "
-            "silently; fix the GPU install or pick --backend ort for CPU."
-        )
-    return sess
-
-
 class OrtBackend(GraphBackend):
+    """One graph on one ONNX Runtime session."""
+
     def __init__(self, name: str, session: Any) -> None:
         self.name = name
         self.session = session
@@ -90,55 +52,106 @@ class OrtBackend(GraphBackend):
         return {"backend": self.name, "providers": self.session.get_providers()}
 
 
-class _OrtFactory:
-    def __init__(self, name: str, providers: list[Any], *, intra_op_threads: int = 0) -> None:
-        ort = require("onnxruntime")
-        wanted = _provider_name(providers[0])
-        if wanted not in ort.get_available_providers():
-            raise BackendUnavailableError(
-                f"{name}: {wanted} is not available in onnxruntime {ort.__version__} "
-                f"(available: {ort.get_available_providers()}); install the `gpu` extra "
-                "(onnxruntime-gpu) on a machine with an NVIDIA driver"
+class OrtFactory:
+    """Sessions of one provider list for the graphs of a model."""
+
+    def __init__(
+        self,
+        name: str,
+        providers: list[Provider],
+        *,
+        precision: str,
+        precisions: tuple[str, ...],
+        intra_op_threads: int = 0,
+        detector_providers: list[Provider] | None = None,
+    ) -> None:
+        if precision not in precisions:
+            raise InvalidInputError(
+                f"backend {name!r} does not run precision {precision}; it runs "
+                f"{', '.join(precisions)}"
             )
+        check_available(providers, what=name)
         self.name = name
         self.providers = providers
+        self.detector_providers = detector_providers or providers
+        self.precision = precision
         self.intra_op_threads = intra_op_threads
 
+    @property
+    def provider(self) -> str:
+        return provider_name(self.providers[0])
+
+    def session(self, onnx_path: Path) -> Any:
+        """A session over any ONNX graph on this factory's providers (the detector's too)."""
+        return create_session(onnx_path, self.providers, intra_op_threads=self.intra_op_threads)
+
+    def make_detector(
+        self, model_path: Path, *, model_dir: Path | None = None, **options: Any
+    ) -> Any:
+        """The SCRFD detector on this factory's device (``options``: SCRFDDetector's)."""
+        from preprocess.scrfd import SCRFDDetector
+        from preprocess.scrfd_graph import make_batch_dynamic
+
+        session = create_session(
+            make_batch_dynamic(model_path),
+            self.detector_providers,
+            intra_op_threads=self.intra_op_threads,
+        )
+        return SCRFDDetector(model_path, session=session, **options)
+
     def __call__(self, graph: str, onnx_path: Path, *, spec: object = None) -> OrtBackend:
-        sess = create_session(onnx_path, self.providers, intra_op_threads=self.intra_op_threads)
+        sess = self.session(onnx_path)
         log.info("%s: %s on %s", self.name, onnx_path.name, sess.get_providers())
         return OrtBackend(self.name, sess)
 
 
-def _threads(options: dict[str, Any]) -> int:
-    return int(options.get("intra_op_threads") or os.environ.get("DFE_ORT_THREADS", 0) or 0)
-
-
-def cpu_factory(**options: Any) -> _OrtFactory:
-    return _OrtFactory("ort", ["CPUExecutionProvider"], intra_op_threads=_threads(options))
-
-
-def cuda_factory(**options: Any) -> _OrtFactory:
-    dev = int(options.get("device_id", 0))
-    return _OrtFactory(
-        "ort-cuda",
-        [("CUDAExecutionProvider", {"device_id": dev}), "CPUExecutionProvider"],
-        intra_op_threads=_threads(options),
+def cpu_factory(*, precision: str = "fp32", intra_op_threads: int = 0, **_: Any) -> OrtFactory:
+    """ONNX Runtime on CPU: the fp32 graph, or the INT8 Q/DQ graph."""
+    return OrtFactory(
+        "ort",
+        ["CPUExecutionProvider"],
+        precision=precision,
+        precisions=("fp32", "int8"),
+        intra_op_threads=intra_op_threads,
     )
 
 
-def tensorrt_factory(**options: Any) -> _OrtFactory:
-    dev = int(options.get("device_id", 0))
-    cache = Path(options.get("cache_dir") or Path.home() / ".cache" / "deepfake-engine" / "ort-trt")
+def cuda_factory(
+    *, precision: str = "fp32", intra_op_threads: int = 0, device_id: int = 0, **_: Any
+) -> OrtFactory:
+    """ONNX Runtime's CUDA provider (onnxruntime-gpu): the fp32 graph."""
+    return OrtFactory(
+        "ort-cuda",
+        [("CUDAExecutionProvider", {"device_id": int(device_id)}), "CPUExecutionProvider"],
+        precision=precision,
+        precisions=("fp32",),
+        intra_op_threads=intra_op_threads,
+    )
+
+
+def tensorrt_factory(
+    *,
+    precision: str = "fp32",
+    intra_op_threads: int = 0,
+    device_id: int = 0,
+    cache_dir: str | Path | None = None,
+    **_: Any,
+) -> OrtFactory:
+    """ONNX Runtime's TensorRT provider: fp32, or fp16 when asked (never on its own)."""
+    cache = Path(cache_dir) if cache_dir else engines_dir() / "ort-trt"
     trt_opts = {
-        "device_id": dev,
-        "trt_fp16_enable": bool(options.get("fp16", True)),
+        "device_id": int(device_id),
+        "trt_fp16_enable": precision == "fp16",
         "trt_engine_cache_enable": True,
         "trt_engine_cache_path": str(cache),
         "trt_timing_cache_enable": True,
     }
-    return _OrtFactory(
+    cuda = ("CUDAExecutionProvider", {"device_id": int(device_id)})
+    return OrtFactory(
         "ort-tensorrt",
-        [("TensorrtExecutionProvider", trt_opts), ("CUDAExecutionProvider", {"device_id": dev})],
-        intra_op_threads=_threads(options),
+        [("TensorrtExecutionProvider", trt_opts), cuda],
+        precision=precision,
+        precisions=("fp32", "fp16"),
+        intra_op_threads=intra_op_threads,
+        detector_providers=[cuda, "CPUExecutionProvider"],  # SCRFD in fp32 on CUDA
     )

@@ -1,7 +1,8 @@
-"""PyTorch: the reference backend (the `export` extra), on CPU, or on CUDA in fp16.
+"""PyTorch: the reference backend (the `export` extra), on CPU, or on CUDA.
 
 It runs the same graphs as the ONNX export (per-frame logits, or features + sequence head), built
-from the training checkpoint the model was exported from.
+from the training checkpoint the model was exported from, in exactly the precision asked for
+(CPU: fp32; CUDA: fp32, fp16 or bf16), never another.
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from engine._deps import require
 from engine.backends.base import GraphBackend, TensorSpec
-from engine.errors import ArtifactNotFoundError, BackendUnavailableError, ModelFormatError
+from engine.core.deps import require
+from engine.core.errors import (
+    ArtifactNotFoundError,
+    BackendUnavailableError,
+    InvalidInputError,
+    ModelFormatError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +29,7 @@ log = logging.getLogger(__name__)
 def find_checkpoint(spec: Any, explicit: str | Path | None = None) -> Path:
     """The checkpoint a model directory was exported from: ``explicit``, next to the sidecar,
     or where it was at export time; its sha256 must match the sidecar's."""
-    from export.checkpoint import sha256_file
+    from engine.core.hashing import sha256_file
 
     info = spec.raw.get("checkpoint", {})
     candidates = [Path(explicit)] if explicit else []
@@ -42,10 +48,15 @@ def find_checkpoint(spec: Any, explicit: str | Path | None = None) -> Path:
     )
 
 
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
 class TorchBackend(GraphBackend):
-    def __init__(self, name: str, module: Any, device: str, half: bool, graph: str) -> None:
+    """One graph as a PyTorch module on ``device``, computing in ``precision``."""
+
+    def __init__(self, name: str, module: Any, device: str, precision: str, graph: str) -> None:
         self.name = name
-        self.module, self.device, self.half = module, device, half
+        self.module, self.device, self.precision = module, device, precision
         if graph == "head":
             inputs = [TensorSpec("features", np.dtype(np.float32), (None, None, 2048))]
             outputs = ["logits"]
@@ -63,9 +74,7 @@ class TorchBackend(GraphBackend):
     ) -> dict[str, np.ndarray]:
         torch = require("torch")
         (x,) = feeds.values()
-        t = torch.from_numpy(x).to(self.device)
-        if self.half:
-            t = t.half()
+        t = torch.from_numpy(x).to(self.device).to(getattr(torch, _DTYPES[self.precision]))
         with torch.inference_mode():
             res = self.module(t)
         res = res if isinstance(res, tuple) else (res,)
@@ -73,18 +82,31 @@ class TorchBackend(GraphBackend):
         return {n: named[n] for n in outputs}
 
     def describe(self) -> dict[str, object]:
-        return {"backend": self.name, "device": self.device, "fp16": self.half}
+        return {"backend": self.name, "device": self.device, "precision": self.precision}
 
 
 class _TorchFactory:
-    def __init__(self, name: str, device: str, half: bool, checkpoint: Any = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        device: str,
+        precision: str,
+        precisions: tuple[str, ...],
+        checkpoint: Any = None,
+    ) -> None:
+        if precision not in precisions:
+            raise InvalidInputError(
+                f"backend {name!r} does not run precision {precision}; it runs "
+                f"{', '.join(precisions)}"
+            )
         torch = require("torch", purpose="the PyTorch backend")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError(
                 f"{name}: CUDA is not available to torch {torch.__version__} (no NVIDIA GPU or "
                 "a CPU-only build); use --backend torch for CPU"
             )
-        self.name, self.device, self.half, self.checkpoint = name, device, half, checkpoint
+        self.name, self.device, self.precision = name, device, precision
+        self.checkpoint = checkpoint
         self._model: Any = None
 
     def _reference(self, spec: Any) -> Any:
@@ -105,18 +127,21 @@ class _TorchFactory:
             module = FrameClassifier(model)
         else:
             module = FeatureExtractor(model)
-        module = module.eval().to(self.device)
-        if self.half:
-            module = module.half()
-        return TorchBackend(self.name, module, self.device, self.half, graph)
+        torch = require("torch")
+        dtype = getattr(torch, _DTYPES[self.precision])
+        module = module.eval().to(self.device).to(dtype)
+        return TorchBackend(self.name, module, self.device, self.precision, graph)
 
 
-def cpu_factory(**options: Any) -> _TorchFactory:
-    return _TorchFactory("torch", "cpu", False, options.get("checkpoint"))
+def cpu_factory(*, precision: str = "fp32", checkpoint: Any = None, **_: Any) -> _TorchFactory:
+    """PyTorch on CPU, fp32 (the reference)."""
+    return _TorchFactory("torch", "cpu", precision, ("fp32",), checkpoint)
 
 
-def cuda_factory(**options: Any) -> _TorchFactory:
-    dev = int(options.get("device_id", 0))
+def cuda_factory(
+    *, precision: str = "fp32", checkpoint: Any = None, device_id: int = 0, **_: Any
+) -> _TorchFactory:
+    """PyTorch on an NVIDIA GPU: fp32, fp16 or bf16, as asked."""
     return _TorchFactory(
-        "torch-cuda", f"cuda:{dev}", bool(options.get("fp16", True)), options.get("checkpoint")
+        "torch-cuda", f"cuda:{int(device_id)}", precision, ("fp32", "fp16", "bf16"), checkpoint
     )

@@ -35,69 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from engine._deps import require
 from engine.backends.base import GraphBackend, TensorSpec
-from engine.errors import BackendUnavailableError, MissingDependencyError
+from engine.backends.cuda_runtime import Cuda, device_info
+from engine.core.deps import require
+from engine.core.errors import BackendUnavailableError
 from engine.optimize.engine_cache import TensorProfile, check_in_profile
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------ CUDA
-
-
-def import_cudart() -> Any:
-    """cuda-python's runtime API module, or MissingDependencyError naming the extra."""
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"cuda-python is needed for the TensorRT backend but could not be imported "
-                f"({exc}); install it with: pip install 'deepfake-engine[gpu]'"
-            ) from exc
-    return cudart
-
-
-class Cuda:
-    """The few CUDA runtime calls we need, each checked."""
-
-    def __init__(self, device_id: int = 0) -> None:
-        self.rt = import_cudart()
-        self.device_id = device_id
-        count = self.call(self.rt.cudaGetDeviceCount(), "cudaGetDeviceCount")
-        if count < 1 or device_id >= count:
-            raise BackendUnavailableError(
-                f"no CUDA device {device_id} (found {count}); the TensorRT backend needs an "
-                "NVIDIA GPU"
-            )
-        self.call(self.rt.cudaSetDevice(device_id), "cudaSetDevice")
-
-    def call(self, result: Any, what: str) -> Any:
-        err, rest = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
-        if err != self.rt.cudaError_t.cudaSuccess:
-            name = self.rt.cudaGetErrorString(err)[1]
-            raise BackendUnavailableError(f"{what} failed: {name!r} ({err})")
-        return rest[0] if len(rest) == 1 else (rest or None)
-
-    def device_properties(self) -> tuple[str, str]:
-        """(GPU name, compute capability "major.minor")."""
-        prop = self.call(self.rt.cudaGetDeviceProperties(self.device_id), "cudaGetDeviceProperties")
-        name = prop.name
-        if isinstance(name, bytes):
-            name = name.split(b"\0", 1)[0].decode(errors="replace")
-        return str(name).strip(), f"{prop.major}.{prop.minor}"
-
-
-def device_info(device_id: int = 0) -> Any:
-    """The :class:`DeviceInfo` an engine built here is tied to."""
-    from engine.optimize.engine_cache import DeviceInfo
-
-    trt = require("tensorrt", purpose="the TensorRT backend")
-    name, cc = Cuda(device_id).device_properties()
-    return DeviceInfo(gpu_name=name, compute_capability=cc, tensorrt_version=trt.__version__)
 
 
 @dataclass
@@ -319,6 +263,25 @@ class _TrtFactory:
         log.info("%s: %s engine %s (%s)", self.name, graph, result.path.name, result.reason)
         return TrtBackend(
             self.name, graph, result.path.read_bytes(), self.cuda, self.stream, self.lock
+        )
+
+    def make_detector(
+        self,
+        model_path: str | Path,
+        *,
+        model_dir: Path | None = None,
+        input_size: int,
+        batch_size: int,
+        **options: Any,
+    ) -> Any:
+        """The SCRFD detector as an fp16 engine on this factory's stream."""
+        from preprocess.scrfd import SCRFDDetector
+
+        session = self.detector_session(
+            model_path, batch=batch_size, input_size=input_size, model_dir=model_dir
+        )
+        return SCRFDDetector(
+            model_path, session=session, input_size=input_size, batch_size=batch_size, **options
         )
 
     def detector_session(

@@ -17,11 +17,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidInputError
+from engine.core.config import EngineConfig, default_of
+from engine.core.errors import InvalidInputError
+from engine.options import DETECTOR_FIELDS, add_options, config_from_args
+
+# the options of the detector and face policy that make the calibration crops
+CROP_FIELDS = (*DETECTOR_FIELDS, "face", "margin", "crop_style")
+BUILD_PRECISIONS = ("fp32", "fp16", "int8")  # what dfe build makes (bf16 is torch-cuda's cast)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from engine.cli import _add_detector_options
     from engine.optimize.calibration import CALIB_FRAMES_PER_VIDEO, CALIB_START, CALIB_STEP
     from engine.optimize.quantize import CALIB_METHODS, DEFAULT_METHOD
 
@@ -36,13 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "mismatched engine is rebuilt, never loaded.",
     )
     p.add_argument("model_dir", type=Path, help="an exported model directory")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="int8")
+    p.add_argument("--precision", choices=BUILD_PRECISIONS, default="int8")
     p.add_argument(
         "--calib",
         nargs="+",
         default=None,
         metavar="VIDEO",
-        help="calibration videos (files, directories, globs); default: the shared test clips "
+        help="calibration videos (files, directories, globs): a few real face clips of the kind "
+        "you will score; in a source checkout the shared test clips are the default "
         "($DFE_SHARED/videos or ../shared/videos)",
     )
     p.add_argument(
@@ -80,12 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-batch",
         type=int,
-        default=64,
+        default=default_of(EngineConfig, "batch_size"),
         help="TensorRT profile: largest classifier batch (frames); use dfe predict's "
-        "--batch-size or smaller (default 64)",
-    )
-    p.add_argument(
-        "--detector-batch", type=int, default=16, help="TensorRT profile of the detector"
+        "--batch-size or smaller (default: %(default)s)",
     )
     p.add_argument(
         "--cache",
@@ -95,7 +98,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="engine cache (default: MODEL_DIR/engines, else ~/.cache/deepfake-engine/engines)",
     )
     p.add_argument("--rebuild", action="store_true", help="rebuild even if up to date")
-    _add_detector_options(p)
+    # the detector and the face policy of the calibration crops: the engine's own options
+    add_options(
+        p.add_argument_group("calibration crops (as dfe predict will crop)"),
+        EngineConfig,
+        only=CROP_FIELDS,
+    )
     p.set_defaults(func=run)
 
 
@@ -126,9 +134,7 @@ def _build_int8(args: argparse.Namespace, spec: Any) -> None:
         calib,
         calib_frames=selection,
         method=args.calib_method,
-        detector=args.detector,
-        models_dir=args.models,
-        download=not args.no_download,
+        config=config_from_args(EngineConfig, args, only=CROP_FIELDS),
         force=args.force,
     )
     print(f"wrote {result.path}")
@@ -160,14 +166,15 @@ def _build_engines(args: argparse.Namespace, spec: Any) -> None:
     from engine.optimize.trt_build import build_engines
     from weights import find_model
 
-    detector = find_model(args.detector, models_dir=args.models, download=not args.no_download)
+    config = config_from_args(EngineConfig, args, only=CROP_FIELDS)
+    detector = find_model(config.detector, models_dir=config.models_dir, download=config.download)
     built = build_engines(
         spec.directory,
         precision=args.precision,
         max_batch=args.max_batch,
         detector_path=detector,
-        detector_batch=args.detector_batch,
-        detector_input=args.input_size,
+        detector_batch=config.detector_batch_for("tensorrt"),
+        detector_input=config.detector_input,
         cache_dir=args.cache,
         rebuild=args.rebuild,
     )
@@ -177,10 +184,10 @@ def _build_engines(args: argparse.Namespace, spec: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine._deps import require
-    from engine.sidecar import load_sidecar
+    from engine.core.deps import require
+    from engine.core.sidecar import load_sidecar
 
-    for name in ("max_batch", "detector_batch", "calib_frames", "calib_step"):
+    for name in ("max_batch", "calib_frames", "calib_step"):
         if getattr(args, name) < 1:
             raise InvalidInputError(f"--{name.replace('_', '-')} must be >= 1")
     spec = load_sidecar(args.model_dir)

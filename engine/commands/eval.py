@@ -10,11 +10,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.core.config import SequenceConfig
+from engine.options import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    add_engine_options,
+    add_ray_options,
+    add_sequence_options,
+    engine_config,
+    ray_config,
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from engine.cli import _add_engine_options
-    from engine.commands.score import add_ray_options
-
     p = sub.add_parser(
         "eval",
         help="evaluate a model on a labelled set: confusion matrix, accuracy, ROC AUC",
@@ -28,49 +36,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seq-len", type=int, nargs="+", default=[None], help="one or more frame counts"
     )
-    p.add_argument("--sampling", choices=("first", "uniform"), default="first")
+    add_sequence_options(p, exclude=("seq_len",))
     p.add_argument(
         "--root", type=Path, default=None, help="base of relative paths (default: the CSV's dir)"
     )
     p.add_argument("-o", "--out-dir", required=True, type=Path, help="output directory")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs (no matplotlib)")
     add_ray_options(p)
-    _add_engine_options(p)
+    add_engine_options(p)
     p.set_defaults(func=run)
 
 
 def _score(paths: list[str], seq_len: int | None, args: argparse.Namespace, engine) -> list[dict]:
+    sequence = SequenceConfig(seq_len=seq_len, sampling=args.sampling)
     if args.ray:
         from engine import distributed
-        from engine.commands.score import engine_options, ray_options
 
         return distributed.collect(
             paths,
             args.model,
-            seq_len=seq_len,
-            sampling=args.sampling,
-            **ray_options(args),
-            **engine_options(args),
+            config=engine_config(args),
+            sequence=sequence,
+            layout=ray_config(args),
         )
     return [
-        p.to_record() for p in engine.predict_many(paths, seq_len=seq_len, sampling=args.sampling)
+        p.to_record()
+        for p in engine.predict_many(paths, seq_len=seq_len, sampling=sequence.sampling)
     ]
 
 
 def run(args: argparse.Namespace) -> int:
     from engine import evaluation
-    from engine.cli import EXIT_OK, EXIT_PARTIAL
-    from engine.commands.score import engine_options, init_ray
+    from engine.api import Engine
+    from engine.commands.score import init_ray
 
     labels = evaluation.read_labels(args.labels, root=args.root)
     paths = list(dict.fromkeys(v for v, _ in labels))
-    engine = None
+    config = engine_config(args)
+    engine = Engine.load(args.model, config=config)
+    for n in args.seq_len:  # every model and the detector load before the first video
+        engine.prepare(n)
     if args.ray:
-        init_ray(args.address)
-    else:
-        from engine.api import Engine
-
-        engine = Engine.load(args.model, **engine_options(args))
+        engine = None
+        init_ray(ray_config(args).address)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "labels": str(args.labels),

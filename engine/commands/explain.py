@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from engine.options import add_engine_options, add_sequence_options, engine_config, sequence_config
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from engine.cli import _add_engine_options
-
     p = sub.add_parser(
         "explain",
         help="heatmap overlays per frame, a contact sheet and the per-frame score plot",
@@ -21,18 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("video", type=Path)
     p.add_argument("--model", required=True, type=Path, help="exported model directory")
     p.add_argument("-o", "--out", required=True, type=Path, help="output directory")
-    p.add_argument("--seq-len", type=int, default=None, help="frames (default: the model's N)")
-    p.add_argument("--sampling", choices=("first", "uniform"), default="first")
-    _add_engine_options(p)
+    add_sequence_options(p)
+    add_engine_options(p)
     p.set_defaults(func=_cmd_explain)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from engine.cli import _engine_from_args
+    from engine.api import Engine
     from engine.explain import explain, write_explanation
 
-    engine = _engine_from_args(args)
-    expl = explain(engine, args.video, seq_len=args.seq_len, sampling=args.sampling)
+    sequence = sequence_config(args)
+    engine = Engine.load(args.model, config=engine_config(args))
+    engine.prepare(sequence.seq_len)
+    expl = explain(engine, args.video, seq_len=sequence.seq_len, sampling=sequence.sampling)
     files = write_explanation(expl, args.out)
     pred = expl.prediction
     print(

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from engine.options import add_engine_options, engine_config
+
 log = logging.getLogger(__name__)
 
 
@@ -18,8 +20,6 @@ def default_data_dir() -> Path:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from engine.cli import _add_engine_options
-
     p = sub.add_parser(
         "serve",
         help="web upload page and JSON API (needs the `serve` extra)",
@@ -39,14 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=float, default=100.0, help="upload limit (MB)")
     p.add_argument("--queue", type=int, default=64, help="jobs queued or running at most (429)")
     p.add_argument("--workers", type=int, default=1, help="jobs processed at once")
-    _add_engine_options(p)
+    add_engine_options(p)
     p.set_defaults(func=_cmd_serve)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from engine._deps import require
-    from engine.cli import _engine_from_args
-    from engine.errors import InvalidInputError
+    from engine.api import Engine
+    from engine.core.deps import require
+    from engine.core.errors import InvalidInputError
 
     uvicorn = require("uvicorn", purpose="dfe serve")
     from engine.server.app import create_app
@@ -59,7 +59,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         public = args.host != "localhost"
     if public:
         log.warning("binding to %s: the service is reachable from other machines", args.host)
-    engine = _engine_from_args(args)
+    engine = Engine.load(args.model, config=engine_config(args))
+    engine.prepare()  # the classifier and the detector load now, or serving fails at once
     app = create_app(
         engine,
         args.data or default_data_dir(),

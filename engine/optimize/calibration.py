@@ -1,10 +1,11 @@
 """Real face crops from videos, for INT8 calibration and for measuring what quantization costs.
 
-The crops come out of the runtime's own stages (decode, batched SCRFD, the tight crop of
-:mod:`preprocess.crop`, the highest-scoring face per frame, as ``Engine`` does by default), so
-the quantizer sees exactly the activations the engine will feed it. Calibration uses frames
-*after* the ones ``dfe predict`` reads by default (the first N), so the accuracy check on the
-first frames is held out.
+The crops come out of the runtime's own stages: the video reader, the detector the engine
+uses, the engine's :class:`~preprocess.faces.FacePolicy` (face rule, crop style, margin, no-face
+rule) and the model's :class:`~preprocess.crop.Preprocessor`, so the quantizer sees exactly the
+activations the engine will feed it, and the policy is recorded with the INT8 graph.
+Calibration uses frames *after* the ones ``dfe predict`` reads by default (the first N), so the
+accuracy check on the first frames is held out.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.errors import ArtifactNotFoundError, InvalidInputError, InvalidVideoError
-from preprocess.crop import crop_box, face_crop, normalize
-from preprocess.dlib_map import check_crop_style, face_box
+from engine.core.errors import ArtifactNotFoundError, InvalidInputError, InvalidVideoError
+from engine.core.paths import env, in_checkout, shared_dir
+from preprocess.crop import Preprocessor
+from preprocess.faces import FacePolicy, crop_selection
 from preprocess.video import iter_frames
 
 if TYPE_CHECKING:
-    from preprocess.scrfd import SCRFDDetector
+    from preprocess.faces import Detector
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +71,21 @@ class VideoCrops:
 
 
 def default_calibration_videos() -> list[Path]:
-    """The documented default set: the shared test clips (``$DFE_SHARED/videos`` or
-    ``../shared/videos``), the same place ``make demo`` takes its clips from."""
-    from engine.demo import shared_dir
-
+    """The default set in a source checkout (or with ``$DFE_SHARED``): the shared test clips,
+    the same place ``make demo`` takes its clips from. Anywhere else there is no default: the
+    error says to pass real face videos of the kind that will be scored."""
+    hint = (
+        "pass real face videos with --calib VIDEO [VIDEO ...] (a few clips of the kind you "
+        "will score; frames 100+ of each are used)"
+    )
+    if not env("DFE_SHARED") and not in_checkout():
+        raise ArtifactNotFoundError(f"no calibration videos given: {hint}")
     videos = shared_dir() / "videos"
     found = sorted(videos.glob("*.mp4")) if videos.is_dir() else []
     if not found:
         raise ArtifactNotFoundError(
-            f"no calibration videos given and no default set at {videos}; pass real face videos "
-            "with --calib VIDEO [VIDEO ...] (a few clips of the kind you will score), or set "
-            "DFE_SHARED"
+            f"no calibration videos given and no default set at {videos}: {hint}, or set "
+            "DFE_SHARED to a folder with videos/"
         )
     return found
 
@@ -100,20 +106,24 @@ def _pick_frames(path: str, wanted: Sequence[int]) -> tuple[list[np.ndarray], li
 
 def video_crops(
     videos: Iterable[str | os.PathLike[str]],
-    detector: SCRFDDetector,
+    detector: Detector,
     selection: FrameSelection,
     *,
-    crop_style: str = "scrfd",
-    margin: float = 0.0,
+    policy: FacePolicy | None = None,
+    preprocessor: Preprocessor | None = None,
     keep_faceless: bool = False,
 ) -> list[VideoCrops]:
-    """Face crops of the selected frames of each video (decode, batched detection, crop).
+    """Normalised face crops of the selected frames of each video.
 
-    ``crop_style`` is the model's (``scrfd`` or ``dlib``, see :mod:`preprocess.dlib_map`).
-    Frames without a face are dropped unless ``keep_faceless`` (then the whole frame is used,
-    as the runtime's default ``no_face="full_frame"``). A video that yields nothing is an error.
+    Decode, ``detector`` (batched), the engine's face ``policy`` and the model's
+    ``preprocessor``, as :class:`engine.pipeline.VideoPipeline` runs them. Frames without a
+    face are dropped unless ``keep_faceless`` (then the policy's no-face rule applies, the
+    whole frame by default). A video that yields nothing is an error.
     """
-    check_crop_style(crop_style)
+    policy = policy or FacePolicy()
+    preprocessor = preprocessor or Preprocessor()
+    if not keep_faceless:
+        policy = FacePolicy(policy.face, policy.crop_style, policy.margin, no_face="drop")
     out = []
     for video in videos:
         path = str(video)
@@ -123,21 +133,19 @@ def video_crops(
                 f"{path}: none of frames {selection.indices()[:3]}... exist (the video has "
                 f"fewer than {selection.start + 1} frames); pick longer clips"
             )
-        faces = detector.detect(frames)
-        crops, kept, found = [], [], 0
-        for frame, idx, frame_faces in zip(frames, indices, faces):
-            face = frame_faces[0] if frame_faces else None  # highest score first
-            box = crop_box(face_box(face, crop_style), frame.shape, margin=margin) if face else None
-            if box is None and not keep_faceless:
-                continue
-            found += box is not None
-            crops.append(face_crop(frame, box))
-            kept.append(idx)
+        chosen = policy.select([f.shape for f in frames], detector.detect(frames))
+        crops = crop_selection(frames, chosen, preprocessor)
         if not crops:
             raise InvalidVideoError(f"{path}: no face in frames {indices}; not usable here")
-        if len(kept) < len(indices):
-            log.info("%s: %d of %d frames without a face", path, len(indices) - found, len(indices))
-        out.append(VideoCrops(path, normalize(np.stack(crops)), kept, found))
+        kept = [indices[p] for p in chosen.positions]
+        if chosen.found < len(indices):
+            log.info(
+                "%s: %d of %d frames without a face",
+                path,
+                len(indices) - chosen.found,
+                len(indices),
+            )
+        out.append(VideoCrops(path, preprocessor(np.stack(crops)), kept, chosen.found))
     return out
 
 
@@ -150,6 +158,5 @@ def describe_set(
         "frames": asdict(selection),
         "frames_per_video": {Path(c.video).name: len(c.frame_indices) for c in crops},
         "crops": int(sum(len(c.crops) for c in crops)),
-        "crop": "highest-scoring SCRFD face per frame, tight crop, Pillow bilinear 112x112",
         **extra,
     }

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidInputError, ModelFormatError
-from engine.hashing import sha256_file
+from engine.core.errors import InvalidInputError, ModelFormatError
+from engine.core.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from engine._deps import require
-from engine.errors import InvalidInputError, ModelFormatError, ParityError
+from engine.core.classifier import ClassifierRunner
+from engine.core.config import EngineConfig
+from engine.core.deps import require
+from engine.core.errors import InvalidInputError, ModelFormatError, ParityError
+from engine.core.hashing import sha256_file
+from engine.core.onnx_session import create_session
+from engine.core.reduce import score_video
+from engine.core.sidecar import INT8_GRAPH, SIDECAR_NAME, ModelSpec, load_sidecar, write_sidecar
 from engine.optimize.calibration import (
     CALIBRATION_FRAMES,
     EVALUATION_FRAMES,
@@ -52,9 +58,6 @@ from engine.optimize.calibration import (
     describe_set,
     video_crops,
 )
-from engine.reduce import reduce_logits, softmax
-from engine.sidecar import INT8_GRAPH, SIDECAR_NAME, load_sidecar, write_sidecar
-from weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +82,6 @@ class Int8Result:
 
 
 # ------------------------------------------------------------------------------ quantization
-
-
-def _ort_session(path: str | Path) -> Any:
-    ort = require("onnxruntime", purpose="INT8 quantization")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _reader(crops: np.ndarray, batch: int = CALIB_BATCH, chunk: int = CALIB_CHUNK) -> Any:
@@ -327,29 +323,26 @@ class HeldOutOutputs:
 
 
 def held_out_outputs(
-    classifier: Any,
-    head: Any,
+    runner: ClassifierRunner,
     held_out: Sequence[VideoCrops],
     *,
-    reduce: str,
+    spec: ModelSpec,
     seq_lens: Sequence[int] = EVAL_SEQ_LENS,
 ) -> HeldOutOutputs:
-    """Run ``classifier`` (an ONNX Runtime session; ``head`` too for the sequence variant) once
-    over each video's crops and reduce the first N of them for every N."""
-    key = "logits" if head is None else "features"
-    per_video = [classifier.run([key], {"frames": c.crops})[0] for c in held_out]
+    """Run the classifier (the runtime's :class:`ClassifierRunner`) once over each video's
+    crops and reduce the first N of them for every N, as the runtime does (the sequence head
+    is causal, so the first N steps of the whole sequence are those of the first N frames)."""
+    logits = runner.run([c.crops for c in held_out]).logits
     p_fake: dict[int, np.ndarray] = {}
     lengths: dict[int, list[int]] = {}
     for n in seq_lens:
-        probs = []
-        for out in per_video:
-            first = out[:n]
-            if head is not None:
-                first = head.run(["logits"], {"features": first[None]})[0][0]
-            probs.append(softmax(reduce_logits(first, reduce))[0])
-        p_fake[n] = np.array(probs)
-        lengths[n] = [len(out[:n]) for out in per_video]
-    frames = np.concatenate([softmax(z)[:, 0] for z in per_video]) if head is None else None
+        p_fake[n] = np.array([score_video(z[:n], spec.reduce, spec.labels).p_fake for z in logits])
+        lengths[n] = [len(z[:n]) for z in logits]
+    frames = (
+        np.concatenate([score_video(z, spec.reduce, spec.labels).frame_p_fake for z in logits])
+        if runner.head is None
+        else None
+    )
     return HeldOutOutputs(p_fake, lengths, frames)
 
 
@@ -394,13 +387,6 @@ def compare_outputs(
 # ------------------------------------------------------------------------------ the build
 
 
-def _detector(detector: str, models_dir: str | None, download: bool) -> Any:
-    from preprocess.scrfd import SCRFDDetector
-    from weights import find_model
-
-    return SCRFDDetector(find_model(detector, models_dir=models_dir, download=download))
-
-
 def build_int8(
     model_dir: str | Path,
     calib_videos: Sequence[str | Path] | None = None,
@@ -410,25 +396,33 @@ def build_int8(
     eval_frames: FrameSelection = EVALUATION_FRAMES,
     method: str = DEFAULT_METHOD,
     percentile: float = DEFAULT_PERCENTILE,
-    crop_style: str | None = None,
-    detector: str = "det_500m",
-    models_dir: str | None = None,
-    download: bool = True,
+    config: EngineConfig | None = None,
     force: bool = False,
 ) -> Int8Result:
     """Calibrate, quantize, measure the cost on held-out frames, then write the INT8 graph and
     record it in the sidecar. Refuses to write anything when the cost exceeds the agreement
-    bound, unless ``force`` (then the failed figures are recorded). Crops are made in the
-    model's crop style (its sidecar's, else ``scrfd``) unless ``crop_style`` is given."""
+    bound, unless ``force`` (then the failed figures are recorded).
+
+    Crops are made by the runtime's stages as ``config`` (an :class:`EngineConfig`: detector,
+    face rule, crop style, margin) describes them, on ONNX Runtime CPU; the face policy used is
+    recorded, and the engine warns when it scores with another one."""
+    from engine.api import open_detector
+    from engine.pipeline import policy_for
+    from preprocess.crop import Preprocessor
+
+    config = (config or EngineConfig()).replace(backend="ort", precision="fp32")
     spec = load_sidecar(model_dir)
-    style = crop_style or spec.crop_style or "scrfd"
+    policy = policy_for(config, spec)
+    preprocessor = Preprocessor(spec.input)
     directory = spec.directory
     videos = [Path(v) for v in calib_videos] if calib_videos else default_calibration_videos()
     held_videos = [Path(v) for v in eval_videos] if eval_videos else videos
-    det = _detector(detector, models_dir, download)
+    det = open_detector(config)
     t0 = time.perf_counter()
-    calib = video_crops(videos, det, calib_frames, crop_style=style)
-    held = video_crops(held_videos, det, eval_frames, crop_style=style, keep_faceless=True)
+    calib = video_crops(videos, det, calib_frames, policy=policy, preprocessor=preprocessor)
+    held = video_crops(
+        held_videos, det, eval_frames, policy=policy, preprocessor=preprocessor, keep_faceless=True
+    )
     t_crops = time.perf_counter() - t0
     overlap = [
         Path(c.video).name
@@ -448,17 +442,18 @@ def build_int8(
             method=method,
             percentile=percentile,
         )
-        head = _ort_session(spec.head_file) if spec.head_file is not None else None
-        ref = held_out_outputs(_ort_session(spec.classifier_file), head, held, reduce=spec.reduce)
-        got = held_out_outputs(_ort_session(tmp_out), head, held, reduce=spec.reduce)
+        head = create_session(spec.head_file) if spec.head_file is not None else None
+
+        def runner(classifier: Any) -> ClassifierRunner:
+            return ClassifierRunner(classifier, head, batch_size=config.batch_size)
+
+        ref = held_out_outputs(runner(create_session(spec.classifier_file)), held, spec=spec)
+        got = held_out_outputs(runner(create_session(tmp_out)), held, spec=spec)
         cost = compare_outputs(ref, got, held, reduce=spec.reduce)
         onnx = require("onnx")
-        trt_form = _session_from_model(tensorrt_qdq(onnx.load(str(tmp_out))))
+        trt_form = create_session(tensorrt_qdq(onnx.load(str(tmp_out))).SerializeToString())
         trt_cost = compare_outputs(
-            ref,
-            held_out_outputs(trt_form, head, held, reduce=spec.reduce),
-            held,
-            reduce=spec.reduce,
+            ref, held_out_outputs(runner(trt_form), held, spec=spec), held, reduce=spec.reduce
         )
         if not cost["within_bound"] and not force:
             raise ParityError(
@@ -482,13 +477,16 @@ def build_int8(
             calib,
             calib_frames,
             method=method,
-            crop_style=style,
-            detector=det.model_path.name,
+            crop_style=policy.crop_style,
+            policy=policy.describe(),
+            detector=Path(config.detector).name,
             seconds_crops=round(t_crops, 2),
         ),
         "accuracy": {
             **cost,
-            "held_out": describe_set(held, eval_frames, faceless_frames="whole frame"),
+            "held_out": describe_set(
+                held, eval_frames, faceless_frames=f"no_face={policy.no_face}"
+            ),
             "held_out_note": "frames disjoint from the calibration frames"
             if not overlap
             else f"overlaps calibration frames in {overlap}",
@@ -521,13 +519,6 @@ def _interleave(per_video: Sequence[np.ndarray]) -> np.ndarray:
         ((i, v) for v, crops in enumerate(per_video) for i in range(len(crops))),
     )
     return np.stack([per_video[v][i] for i, v in order])
-
-
-def _session_from_model(model: Any) -> Any:
-    ort = require("onnxruntime")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def _versions() -> dict[str, str]:

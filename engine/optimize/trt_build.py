@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine._deps import require
-from engine.errors import EngineError, ModelFormatError
-from engine.hashing import sha256_file
+from engine.core.deps import require
+from engine.core.errors import EngineError, ModelFormatError
+from engine.core.hashing import sha256_file
 from engine.optimize.engine_cache import (
     DeviceInfo,
     EnsureResult,
@@ -244,8 +244,8 @@ def build_engines(
     device_id: int = 0,
 ) -> list[BuiltEngine]:
     """Every engine ``dfe predict --backend tensorrt --precision P`` will load for a model."""
-    from engine.backends.trt_backend import device_info
-    from engine.sidecar import load_sidecar
+    from engine.backends.cuda_runtime import device_info
+    from engine.core.sidecar import load_sidecar
 
     spec = load_sidecar(model_dir)
     device = device_info(device_id)

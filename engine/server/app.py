@@ -17,8 +17,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine._deps import require
-from engine.errors import EngineError
+from engine.core.deps import require
+from engine.core.errors import EngineError
 from engine.server import pages
 from engine.server.jobs import ID_PATTERN, JobRunner, JobStore, QueueFullError, new_id
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine import distributed
+from engine.core.config import EngineConfig, RayConfig, SequenceConfig
 from tests.engine.test_evaluation import run_command, write_shared_labels
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
@@ -32,8 +33,12 @@ def ray_cluster():
 
 
 @pytest.fixture
-def options(shared_dir):
-    return {"backend": "ort", "models_dir": str(shared_dir / "models"), "download": False}
+def config(shared_dir):
+    return EngineConfig(backend="ort", models_dir=str(shared_dir / "models"), download=False)
+
+
+def seq(n: int) -> SequenceConfig:
+    return SequenceConfig(seq_len=n)
 
 
 def test_default_cpus_per_worker_leaves_a_cpu_for_the_read_stage():
@@ -44,23 +49,33 @@ def test_default_cpus_per_worker_leaves_a_cpu_for_the_read_stage():
 
 
 def test_records_survive_storage_form():
-    rec = {"video": "v", "status": "ok", "timings": {"total": 1.5}, "boxes": [[1, 2, 3, 4], None]}
+    from engine.core.records import Prediction
+
+    rec = Prediction(
+        video="v", status="ok", timings={"total": 1.5}, boxes=[[1, 2, 3, 4], None]
+    ).to_record()
     table = distributed.records_table([rec])
+    assert table.schema.names == list(rec)  # every field of the record, in order
     back = distributed.decode_record(table.to_pylist()[0])
-    assert back["timings"] == {"total": 1.5} and back["boxes"] == [[1, 2, 3, 4], None]
+    assert back == rec
 
 
-def test_ray_score_reproduces_dfe_predict(ray_cluster, exported_model, video_paths, tmp_path,
-                                          options):  # fmt: skip
+def test_ray_score_reproduces_dfe_predict(ray_cluster, tiny_model, video_paths, tmp_path,
+                                          config):  # fmt: skip
     from engine.api import Engine
 
-    engine = Engine.load(exported_model, intra_op_threads=1, **options)
+    engine = Engine.load(tiny_model, config=config.replace(intra_op_threads=1))
     local = {
         p.video: p.to_record() for p in engine.predict_many(map(str, video_paths), seq_len=SEQ_LEN)
     }
     out = tmp_path / "scores.parquet"
     scored, skipped = distributed.score(
-        video_paths, exported_model, out, seq_len=SEQ_LEN, num_workers=2, **options
+        video_paths,
+        tiny_model,
+        out,
+        config=config,
+        sequence=seq(SEQ_LEN),
+        layout=RayConfig(num_workers=2),
     )
     assert (scored, skipped) == (len(video_paths), 0)
     records = distributed.read_records(out)
@@ -71,15 +86,17 @@ def test_ray_score_reproduces_dfe_predict(ray_cluster, exported_model, video_pat
         assert {k: r[k] for k in FIELDS} == {k: want[k] for k in FIELDS}
         assert set(r) == set(want) and set(r["timings"]) == set(want["timings"])
     # a rerun skips everything already scored and writes nothing new
-    assert distributed.score(video_paths, exported_model, out, seq_len=SEQ_LEN, **options) == (
+    assert distributed.score(
+        video_paths, tiny_model, out, config=config, sequence=seq(SEQ_LEN)
+    ) == (
         0,
         len(video_paths),
     )
     assert len(distributed.read_records(out)) == len(video_paths)
 
 
-def test_ray_bad_files_become_error_records(ray_cluster, exported_model, shared_dir, tmp_path,
-                                            options):  # fmt: skip
+def test_ray_bad_files_become_error_records(ray_cluster, tiny_model, shared_dir, tmp_path,
+                                            config):  # fmt: skip
     d = tmp_path / "mixed"
     d.mkdir()
     good = shared_dir / "videos" / "pair480p_real.mp4"
@@ -89,9 +106,11 @@ def test_ray_bad_files_become_error_records(ray_cluster, exported_model, shared_
     (d / "truncated.mp4").write_bytes(good.read_bytes()[:4000])
     paths = [*sorted(str(p) for p in d.iterdir()), str(d / "absent.mp4")]
     out = tmp_path / "scores.jsonl"
-    distributed.score(paths[:2], exported_model, out, seq_len=SEQ_LEN, **options)
+    distributed.score(paths[:2], tiny_model, out, config=config, sequence=seq(SEQ_LEN))
     # the rerun scores only the rest, appending to the same directory
-    scored, skipped = distributed.score(paths, exported_model, out, seq_len=SEQ_LEN, **options)
+    scored, skipped = distributed.score(
+        paths, tiny_model, out, config=config, sequence=seq(SEQ_LEN)
+    )
     assert (scored, skipped) == (len(paths) - 2, 2)
     recs = {Path(r["video"]).name: r for r in distributed.read_records(out)}
     assert len(distributed.read_records(out)) == len(paths) == len(recs)
@@ -101,7 +120,7 @@ def test_ray_bad_files_become_error_records(ray_cluster, exported_model, shared_
 
 
 def test_ray_killed_worker_is_retried_without_loss_or_duplicates(
-    ray_cluster, exported_model, video_paths, tmp_path, options, monkeypatch
+    ray_cluster, tiny_model, video_paths, tmp_path, config, monkeypatch
 ):
     marker = tmp_path / "crashed"
     monkeypatch.setenv(distributed.CRASH_ONCE_ENV, f"pair480p_fake:{marker}")
@@ -109,9 +128,8 @@ def test_ray_killed_worker_is_retried_without_loss_or_duplicates(
         str(p) for p in video_paths if "pair480p_fake" in p.name
     ]
     out = tmp_path / "scores.parquet"
-    distributed.score(
-        paths, exported_model, out, seq_len=4, videos_per_batch=1, num_workers=1, **options
-    )
+    layout = RayConfig(videos_per_batch=1, num_workers=1)
+    distributed.score(paths, tiny_model, out, config=config, sequence=seq(4), layout=layout)
     assert marker.exists()  # the worker really died once
     records = distributed.read_records(out)
     assert sorted(r["video"] for r in records) == sorted(paths)
@@ -119,16 +137,15 @@ def test_ray_killed_worker_is_retried_without_loss_or_duplicates(
 
 
 def test_ray_video_that_always_kills_its_worker_becomes_an_error_record(
-    ray_cluster, exported_model, video_paths, tmp_path, options, monkeypatch
+    ray_cluster, tiny_model, video_paths, tmp_path, config, monkeypatch
 ):
     monkeypatch.setenv(distributed.CRASH_ALWAYS_ENV, "pair480p_fake")
     bad = next(str(p) for p in video_paths if "pair480p_fake" in p.name)
     good = [str(p) for p in video_paths if "pair480p_fake" not in p.name][:2]
     paths = [good[0], bad, good[1]]  # one batch: the batch dies, then the culprit alone
     out = tmp_path / "scores.jsonl"
-    distributed.score(
-        paths, exported_model, out, seq_len=4, videos_per_batch=3, num_workers=1, **options
-    )
+    layout = RayConfig(videos_per_batch=3, num_workers=1)
+    distributed.score(paths, tiny_model, out, config=config, sequence=seq(4), layout=layout)
     records = {r["video"]: r for r in distributed.read_records(out)}
     assert sorted(records) == sorted(paths)
     assert [records[p]["status"] for p in good] == ["ok", "ok"]
@@ -137,13 +154,13 @@ def test_ray_video_that_always_kills_its_worker_becomes_an_error_record(
     assert not distributed._LEDGERS  # the job's ledger actor was released
 
 
-def test_eval_with_ray(ray_cluster, exported_model, shared_dir, tmp_path):
+def test_eval_with_ray(ray_cluster, tiny_model, shared_dir, tmp_path):
     labels = tmp_path / "labels.csv"
     write_shared_labels(labels)
     out = tmp_path / "eval"
     rc = run_command(
         "engine.commands.eval",
-        ["eval", str(labels), "--model", str(exported_model), "--seq-len", "4", "--ray",
+        ["eval", str(labels), "--model", str(tiny_model), "--seq-len", "4", "--ray",
          "--root", str(shared_dir / "videos"), "-o", str(out), "--no-plots", "--backend", "ort",
          "--models", str(shared_dir / "models"), "--no-download"],
     )  # fmt: skip
@@ -152,7 +169,7 @@ def test_eval_with_ray(ray_cluster, exported_model, shared_dir, tmp_path):
     assert result["scored"] == 6 and [sum(row) for row in result["confusion_matrix"]] == [4, 2]
 
 
-def test_dfe_score_cli_local_then_ray_resumes(ray_cluster, exported_model, shared_dir, tmp_path,
+def test_dfe_score_cli_local_then_ray_resumes(ray_cluster, tiny_model, shared_dir, tmp_path,
                                               capsys):  # fmt: skip
     d = tmp_path / "in"
     d.mkdir()
@@ -160,7 +177,7 @@ def test_dfe_score_cli_local_then_ray_resumes(ray_cluster, exported_model, share
     for name in names:
         (d / name).symlink_to(shared_dir / "videos" / name)
     out = tmp_path / "cli.parquet"
-    common = ["--model", str(exported_model), "--out", str(out), "--seq-len", "4"]
+    common = ["--model", str(tiny_model), "--out", str(out), "--seq-len", "4"]
     common += ["--backend", "ort", "--models", str(shared_dir / "models"), "--no-download"]
     first_two = [str(p) for p in sorted(d.iterdir())[:2]]
     assert run_command("engine.commands.score", ["score", *first_two, *common]) == 0

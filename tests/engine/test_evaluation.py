@@ -8,7 +8,7 @@ import json
 import pytest
 
 from engine import evaluation
-from engine.errors import InvalidInputError
+from engine.core.errors import InvalidInputError
 
 # five scored videos, one error, one never scored
 LABELS = [
@@ -116,13 +116,13 @@ def write_shared_labels(path, *, extra: str = "") -> None:
     path.write_text("".join(f"{n},{lab}\n" for n, lab in SHARED_LABELS.items()) + extra)
 
 
-def test_eval_end_to_end_on_shared_videos(exported_model, shared_dir, tmp_path, capsys):
+def test_eval_end_to_end_on_shared_videos(tiny_model, shared_dir, tmp_path, capsys):
     labels = tmp_path / "labels.csv"
     write_shared_labels(labels, extra="missing_clip.mp4,REAL\n")
     out = tmp_path / "eval"
     rc = run_command(
         "engine.commands.eval",
-        ["eval", str(labels), "--model", str(exported_model), "--seq-len", "4", "6",
+        ["eval", str(labels), "--model", str(tiny_model), "--seq-len", "4", "6",
          "--root", str(shared_dir / "videos"), "-o", str(out), "--backend", "ort",
          "--models", str(shared_dir / "models"), "--no-download"],
     )  # fmt: skip

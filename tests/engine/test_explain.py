@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnxruntime as ort
 
 from engine.explain import cam_maps, explain, heat_overlay, write_explanation
 
@@ -24,26 +23,8 @@ def test_heat_overlay_is_a_bgr_tile_even_for_a_flat_map():
     assert heat_overlay(crop, np.zeros((4, 4)), size=64).shape == (64, 64, 3)
 
 
-def test_classifier_fmap_output_pools_to_features(exported_model):
-    sess = ort.InferenceSession(
-        str(exported_model / "classifier.onnx"), providers=["CPUExecutionProvider"]
-    )
-    x = np.random.default_rng(1).normal(size=(3, 3, 112, 112)).astype(np.float32)
-    feats, fmap = sess.run(["features", "fmap"], {"frames": x})
-    assert fmap.shape == (3, 2048, 4, 4)
-    np.testing.assert_allclose(fmap.mean(axis=(2, 3)), feats, rtol=1e-4, atol=1e-5)
-    sidecar = json.loads((exported_model / "classifier.json").read_text())
-    info = sidecar["graphs"]["classifier"]
-    assert info["outputs"]["fmap"] == ["frames", 2048, 4, 4]
-    assert np.load(exported_model / info["explain"]["weights"]).shape == (2, 2048)
-
-
-def test_explain_matches_predict_and_writes_a_contact_sheet(exported_model, shared_dir, tmp_path):
-    from engine.api import Engine
-
-    engine = Engine.load(
-        exported_model, backend="ort", models_dir=str(shared_dir / "models"), download=False
-    )
+def test_explain_matches_predict_and_writes_a_contact_sheet(tiny_engine, shared_dir, tmp_path):
+    engine = tiny_engine
     video = shared_dir / "videos" / "pair480p_fake.mp4"
     expl = explain(engine, video, seq_len=5)
     direct = engine.predict(video, seq_len=5)
@@ -57,15 +38,13 @@ def test_explain_matches_predict_and_writes_a_contact_sheet(exported_model, shar
     assert doc["record"]["label"] == direct.label
 
 
-def test_inspect_keeps_crops_frames_and_extra_outputs(exported_model, shared_dir):
+def test_inspect_keeps_crops_frames_and_extra_outputs(tiny_engine, shared_dir):
     import pytest
 
-    from engine.api import Engine
-    from engine.errors import ModelFormatError
+    from engine.core.errors import ModelFormatError
+    from tests.tiny_model import CHANNELS
 
-    engine = Engine.load(
-        exported_model, backend="ort", models_dir=str(shared_dir / "models"), download=False
-    )
+    engine = tiny_engine
     video = shared_dir / "videos" / "pair480p_real.mp4"
     stages: list[str] = []
     seen = engine.inspect(
@@ -77,7 +56,7 @@ def test_inspect_keeps_crops_frames_and_extra_outputs(exported_model, shared_dir
     assert stages == ["decoding", "detecting faces", "classifying"]
     assert [c.shape for c in seen.crops] == [(112, 112, 3)] * 4
     assert [f.shape for f in seen.frames] == [(480, 854, 3)] * 4
-    assert seen.outputs["fmap"].shape == (4, 2048, 4, 4)
+    assert seen.outputs["fmap"].shape == (4, CHANNELS, 4, 4)
     # the pooled feature map is the features output
     np.testing.assert_allclose(
         seen.outputs["fmap"].mean(axis=(2, 3)), seen.outputs["features"], rtol=1e-4, atol=1e-5

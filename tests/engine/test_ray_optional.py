@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from engine.errors import MissingDependencyError
+from engine.core.errors import MissingDependencyError
 
 
 def test_distributed_and_eval_modules_import_nothing_optional():

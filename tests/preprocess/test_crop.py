@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from torchvision import transforms
 
-from engine.errors import InvalidInputError
-from preprocess.crop import crop_box, face_crop, normalize, resize_pil
+from engine.core.errors import InvalidInputError
+from engine.core.sidecar import InputSpec
+from preprocess.crop import Preprocessor, crop_box, face_crop, normalize, resize_pil
 
-ORIGINAL = transforms.Compose(
-    [
-        transforms.ToPILImage(),
-        transforms.Resize((112, 112)),
-        transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ]
-)
+
+@pytest.fixture(scope="module")
+def transforms():
+    """torchvision's transforms, the original's preprocessing (skipped without torchvision)."""
+    return pytest.importorskip("torchvision", reason="compares with torchvision").transforms
+
+
+@pytest.fixture(scope="module")
+def original(transforms):
+    return transforms.Compose(
+        [
+            transforms.ToPILImage(),
+            transforms.Resize((112, 112)),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
 
 
 def test_crop_box_rounds_to_nearest_then_clips():
@@ -38,7 +46,7 @@ def test_crop_box_margin_expands_float_box_before_rounding():
 
 
 @pytest.mark.parametrize("shape", [(285, 197), (138, 100), (60, 40), (112, 112), (400, 980)])
-def test_resize_matches_torchvision_pil_exactly(shape):
+def test_resize_matches_torchvision_pil_exactly(shape, transforms):
     rng = np.random.default_rng(sum(shape))
     img = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
     ours = resize_pil(img)
@@ -47,11 +55,13 @@ def test_resize_matches_torchvision_pil_exactly(shape):
     assert int(np.abs(ours.astype(int) - theirs.astype(int)).max()) == 0
 
 
-def test_normalize_matches_torchvision_transforms_in_bgr_order():
+def test_normalize_matches_torchvision_transforms_in_bgr_order(original):
+    import torch
+
     rng = np.random.default_rng(3)
     crops = [rng.integers(0, 256, size=(150 + i, 120, 3), dtype=np.uint8) for i in range(4)]
     ours = normalize(np.stack([face_crop(c, None) for c in crops]))
-    theirs = torch.stack([ORIGINAL(c) for c in crops]).numpy()
+    theirs = torch.stack([original(c) for c in crops]).numpy()
     assert ours.shape == (4, 3, 112, 112) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, theirs, atol=1e-6, rtol=0)
     # channel 0 stays blue (BGR, never swapped), normalised with the RGB mean's first entry
@@ -74,3 +84,16 @@ def test_bad_image_input_raises():
         resize_pil(np.zeros((10, 10), np.uint8))
     with pytest.raises(InvalidInputError):
         normalize(np.zeros((2, 112, 112, 3), np.float32))
+
+
+def test_preprocessor_follows_the_sidecar_input_spec():
+    rng = np.random.default_rng(5)
+    crops = rng.integers(0, 256, size=(3, 112, 112, 3), dtype=np.uint8)
+    default = Preprocessor()
+    np.testing.assert_array_equal(default(crops), normalize(crops))  # the original's BGR input
+    rgb = Preprocessor(InputSpec(channel_order="RGB"))
+    np.testing.assert_array_equal(rgb(crops), normalize(crops[..., ::-1]))
+    plain = Preprocessor(InputSpec(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), size=64))
+    x = plain(np.full((1, 64, 64, 3), 255, np.uint8))
+    assert x.shape == (1, 3, 64, 64) and np.allclose(x, 1.0)
+    assert plain.crop(rng.integers(0, 256, (90, 70, 3), dtype=np.uint8), None).shape == (64, 64, 3)

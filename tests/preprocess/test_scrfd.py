@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import (
+from engine.core.errors import (
     ArtifactNotFoundError,
     BackendUnavailableError,
     InvalidInputError,
@@ -113,7 +113,7 @@ def model_copies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         if (MODELS / name).is_file():
             shutil.copy(MODELS / name, folder / name)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DFE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        mp.setenv("DFE_MODELS", str(tmp_path_factory.mktemp("cache")))
         yield folder
 
 
@@ -451,7 +451,7 @@ def test_detector_refuses_silent_fallback(
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real()])
     with (
         pytest.warns(UserWarning),
-        pytest.raises(BackendUnavailableError, match=r"fell\s+back"),
+        pytest.raises(BackendUnavailableError, match=r"Refusing to fall back silently"),
     ):
         SCRFDDetector(
             model_copies / "det_500m.onnx",

@@ -12,16 +12,16 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from engine.errors import ArtifactNotFoundError, ModelFormatError
+from engine.core.errors import ArtifactNotFoundError, ModelFormatError
 from preprocess.scrfd_graph import (
     META_REWRITE,
     META_SOURCE_SHA256,
     META_VERIFIED_MAX_ABS_DIFF,
     REWRITE_TAG,
-    file_sha256,
     inspect_scrfd_graph,
     make_batch_dynamic,
     rewrite_batch_dynamic,
+    sha256_file,
     verify_batched,
 )
 
@@ -40,7 +40,7 @@ PACKS = ["det_500m", "det_2.5g"]
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DFE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DFE_MODELS", str(tmp_path / "cache"))
 
 
 @pytest.fixture
@@ -215,7 +215,7 @@ def test_make_batch_dynamic_saves_next_to_the_original_and_reuses(workdir: Path)
     out = make_batch_dynamic(src)
     assert out == workdir / "det_500m.batched.onnx"
     meta = {p.key: p.value for p in onnx.load(out).metadata_props}
-    assert meta[META_SOURCE_SHA256] == file_sha256(src)
+    assert meta[META_SOURCE_SHA256] == sha256_file(src)
     assert float(meta[META_VERIFIED_MAX_ABS_DIFF]) <= 1e-4
     mtime = out.stat().st_mtime_ns
     assert make_batch_dynamic(src) == out
@@ -233,7 +233,7 @@ def test_make_batch_dynamic_never_reuses_a_stale_rewrite(workdir: Path) -> None:
     again = make_batch_dynamic(src, verify=False)
     assert again == out
     meta = {p.key: p.value for p in onnx.load(again).metadata_props}
-    assert meta[META_SOURCE_SHA256] == file_sha256(other)
+    assert meta[META_SOURCE_SHA256] == sha256_file(other)
 
 
 def test_make_batch_dynamic_uses_the_cache_for_read_only_folders(
@@ -245,7 +245,7 @@ def test_make_batch_dynamic_uses_the_cache_for_read_only_folders(
         out = make_batch_dynamic(src, verify=False)
     finally:
         workdir.chmod(0o755)
-    sha = file_sha256(src)
+    sha = sha256_file(src)
     assert out == tmp_path / "cache" / f"det_500m.{sha[:16]}.batched.onnx"
     assert not (workdir / "det_500m.batched.onnx").exists()
     assert stat.S_IMODE(out.stat().st_mode) == 0o644

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.errors import InvalidInputError
+from engine.core.errors import InvalidInputError
 from engine.optimize.engine_cache import (
     DeviceInfo,
     TensorProfile,

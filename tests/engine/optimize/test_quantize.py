@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -20,7 +19,9 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from engine.api import Engine
-from engine.errors import ArtifactNotFoundError, InvalidInputError, MissingDependencyError
+from engine.core.config import EngineConfig
+from engine.core.errors import ArtifactNotFoundError, InvalidInputError, MissingDependencyError
+from engine.core.sidecar import INT8_GRAPH, load_sidecar
 from engine.optimize.calibration import CALIB_FRAMES_PER_VIDEO, CALIB_START, CALIB_STEP
 from engine.optimize.quantize import (
     DECISIVE_MARGIN,
@@ -30,7 +31,6 @@ from engine.optimize.quantize import (
     qdq_summary,
     tensorrt_qdq,
 )
-from engine.sidecar import INT8_GRAPH, load_sidecar
 from tests.engine.optimize._qdq_models import tiny_qdq_model
 
 
@@ -41,7 +41,7 @@ def int8_model(exported_model, shared_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("model_int8")
     (d / "classifier.onnx").symlink_to(exported_model / "classifier.onnx")
     shutil.copy(exported_model / "classifier.json", d / "classifier.json")
-    build_int8(d, models_dir=str(shared_dir / "models"), download=False)
+    build_int8(d, config=EngineConfig(models_dir=str(shared_dir / "models"), download=False))
     return d
 
 
@@ -85,7 +85,7 @@ def test_int8_sidecar_records_calibration_set_and_cost(int8_model, video_paths):
     assert spec.precisions == ("fp32", "int8")
     assert spec.classifier_for("int8") == int8_model / INT8_FILE
     rec = spec.raw["graphs"][INT8_GRAPH]
-    from weights import sha256_file
+    from engine.core.hashing import sha256_file
 
     assert rec["sha256"] == sha256_file(int8_model / INT8_FILE)
     assert rec["source"]["sha256"] == spec.raw["graphs"]["classifier"]["sha256"]
@@ -123,83 +123,52 @@ def test_int8_agrees_with_fp32_on_shared_videos(engines, video_paths, n):
             assert g.label == r.label, (r.video, r.p_fake, g.p_fake)
 
 
-def test_predict_cli_precision_int8_runs_the_qdq_graph(int8_model, engines, shared_dir):
+def test_predict_cli_precision_int8_runs_the_qdq_graph(int8_model, engines, shared_dir, capsys):
+    from engine.cli import main
+
     video = shared_dir / "videos" / "pair480p_real.mp4"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "predict",
-            str(video),
-            "--model",
-            str(int8_model),
-            "--backend",
-            "ort",
-            "--precision",
-            "int8",
-            "--seq-len",
-            "20",
-            "--models",
-            str(shared_dir / "models"),
-            "--no-download",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (rec,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    capsys.readouterr()
+    code = main(
+        ["predict", str(video), "--model", str(int8_model), "--backend", "ort", "--precision",
+         "int8", "--seq-len", "20", "--models", str(shared_dir / "models"), "--no-download",
+         "--no-progress"]
+    )  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err[-2000:]
+    (rec,) = [json.loads(line) for line in out.out.splitlines()]
+    assert rec["precision"] == "int8"
     fp32, int8 = engines
     assert rec["p_fake"] == pytest.approx(int8.predict(video, seq_len=20).p_fake, abs=1e-6)
     assert rec["p_fake"] != pytest.approx(fp32.predict(video, seq_len=20).p_fake, abs=1e-6)
 
 
-def test_precision_int8_without_built_graph_names_dfe_build(exported_model, shared_dir):
+def test_precision_int8_without_built_graph_names_dfe_build(tiny_model, models_dir, capsys):
+    from engine.cli import main
+
     with pytest.raises(ArtifactNotFoundError, match=r"dfe build .* --precision int8"):
-        Engine.load(
-            exported_model, backend="ort", precision="int8", models_dir=str(shared_dir / "models")
-        )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "predict",
-            str(shared_dir / "videos" / "pair480p_real.mp4"),
-            "--model",
-            str(exported_model),
-            "--precision",
-            "int8",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 2
-    err = " ".join(proc.stderr.split())  # the CLI wraps long messages
-    assert f"dfe build {exported_model} --precision int8" in err
+        Engine.load(tiny_model, backend="ort", precision="int8", models_dir=models_dir)
+    code = main(["predict", "x.mp4", "--model", str(tiny_model), "--precision", "int8",
+                 "--no-progress"])  # fmt: skip
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())  # the CLI wraps long messages
+    assert f"dfe build {tiny_model} --precision int8" in err
 
 
-def test_precision_fp16_without_tensorrt_names_the_gpu_extra(exported_model, monkeypatch, capsys):
+def test_precision_fp16_without_tensorrt_names_the_gpu_extra(tiny_model, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT
     with pytest.raises(MissingDependencyError, match=r"deepfake-engine\[gpu\]"):
-        Engine.load(exported_model, precision="fp16")
+        Engine.load(tiny_model, precision="fp16")
     with pytest.raises(MissingDependencyError, match=r"deepfake-engine\[gpu\]"):
-        Engine.load(exported_model, backend="tensorrt", precision="fp16")
+        Engine.load(tiny_model, backend="tensorrt", precision="fp16")
     with pytest.raises(InvalidInputError, match="tensorrt"):
-        Engine.load(exported_model, backend="ort", precision="fp16")
+        Engine.load(tiny_model, backend="ort", precision="fp16")
     from engine.cli import main
 
     for precision in ("fp16", "fp32"):
-        assert main(["build", str(exported_model), "--precision", precision]) == 2
+        assert main(["build", str(tiny_model), "--precision", precision]) == 2
         err = capsys.readouterr().err
         assert "deepfake-engine[gpu]" in " ".join(err.split())
-    assert not (exported_model / "engines").exists() or not any(
-        (exported_model / "engines").iterdir()
-    )
+    assert not (tiny_model / "engines").exists() or not any((tiny_model / "engines").iterdir())
 
 
 def test_build_int8_without_tensorrt_makes_only_the_qdq_graph(int8_model, monkeypatch, capsys):
@@ -251,7 +220,7 @@ def test_tensorrt_qdq_of_the_int8_model_runs_and_stays_close(int8_model, real_cr
     x = real_crops.videos[1].numpy()[:8]
     import onnxruntime as ort
 
-    from engine.reduce import softmax
+    from engine.core.reduce import softmax
 
     def p_fake(model):
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.errors import InvalidInputError, MissingDependencyError
+from engine.core.errors import InvalidInputError, MissingDependencyError
 from engine.optimize.engine_cache import DeviceInfo, meta_path
 from engine.optimize.trt_build import (
     compile_onnx,
@@ -38,7 +38,7 @@ def fake_trt(monkeypatch):
 @pytest.fixture
 def fake_cuda(monkeypatch):
     rt = FakeCudart()
-    monkeypatch.setattr("engine.backends.trt_backend.import_cudart", lambda: rt)
+    monkeypatch.setattr("engine.backends.cuda_runtime.import_cudart", lambda: rt)
     return rt
 
 

@@ -16,11 +16,11 @@ pytest.importorskip("multipart", reason="dfe serve needs the `serve` extra (pyth
 
 
 @pytest.fixture(scope="session")
-def serve_engine(exported_model, shared_dir):
+def serve_engine(tiny_model, shared_dir):
     from engine.api import Engine
 
     return Engine.load(
-        exported_model, backend="ort", models_dir=str(shared_dir / "models"), download=False
+        tiny_model, backend="ort", models_dir=str(shared_dir / "models"), download=False
     )
 
 

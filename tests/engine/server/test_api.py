@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.server.conftest import live_server, no_face_video, wait_done
+from tests.engine.server.conftest import live_server, no_face_video, wait_done
 
 VIDEO = "pair480p_real.mp4"
 
@@ -44,9 +44,9 @@ def test_jobs_upload_poll_result_matches_predict_record(make_client, shared_dir,
     assert page.status_code == 200 and "id=label" in page.text and rec["label"] in page.text
 
 
-def test_health_reports_backend_and_model(make_client, exported_model):
+def test_health_reports_backend_and_model(make_client, tiny_model):
     body = make_client().get("/api/v1/health").json()
-    assert body["backend"] == "ort" and str(exported_model) in body["model"]["models"]
+    assert body["backend"] == "ort" and str(tiny_model) in body["model"]["models"]
 
 
 def test_openapi_documents_the_v1_api(make_client):

@@ -13,15 +13,74 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
+from engine.core.config import PRECISIONS, REDUCE_MODES, VARIANTS
+from engine.core.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
+from engine.core.reduce import LABELS
 
 SCHEMA = "deepfake-engine/classifier"
 SCHEMA_VERSION = 1
 SIDECAR_NAME = "classifier.json"
 # graphs[...] key of the INT8 Q/DQ classifier written by `dfe build --precision int8`
 INT8_GRAPH = "classifier_int8"
-PRECISIONS = ("fp32", "fp16", "int8")
-LABELS = {0: "FAKE", 1: "REAL"}
+CHANNEL_ORDERS = ("BGR", "RGB")
+RESIZE_METHODS = ("pil-bilinear",)
+
+__all__ = [
+    "CHANNEL_ORDERS",
+    "INT8_GRAPH",
+    "LABELS",
+    "PRECISIONS",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "SIDECAR_NAME",
+    "InputSpec",
+    "ModelSpec",
+    "load_sidecar",
+    "write_sidecar",
+]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How frames become the classifier's input (the sidecar's ``input`` section).
+
+    A face crop (HxWx3 uint8, in the decoder's BGR order) is resized to ``size`` x ``size`` by
+    ``resize``, put in ``channel_order`` (``BGR``: as decoded, the original's choice), scaled by
+    ``scale`` and normalised per channel with ``mean``/``std`` in that channel order.
+    """
+
+    size: int = 112
+    channel_order: str = "BGR"
+    scale: float = 1 / 255
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet RGB statistics
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    resize: str = "pil-bilinear"
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ModelFormatError(
+                f"input channel_order {self.channel_order!r}; supported values are "
+                f"{', '.join(CHANNEL_ORDERS)}"
+            )
+        if self.resize not in RESIZE_METHODS:
+            raise ModelFormatError(
+                f"input resize {self.resize!r}; supported values are {', '.join(RESIZE_METHODS)}"
+            )
+        if self.size < 1 or len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ModelFormatError(f"invalid input description {self}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The sidecar's ``input`` section for this spec."""
+        return {
+            "size": self.size,
+            "layout": "NCHW",
+            "dtype": "float32",
+            "channel_order": self.channel_order,
+            "scale": self.scale,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": self.resize,
+        }
 
 
 @dataclass(frozen=True)
@@ -31,10 +90,7 @@ class ModelSpec:
     directory: Path
     variant: str  # "original" | "sequence"
     reduce: str  # "mean" | "last"
-    input_size: int
-    channel_order: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    input: InputSpec
     labels: dict[int, str]
     classifier_file: Path
     head_file: Path | None
@@ -47,20 +103,20 @@ class ModelSpec:
 
     @property
     def precisions(self) -> tuple[str, ...]:
-        """Precisions this model directory has an ONNX graph for (fp16 is compiled by TensorRT
-        from the fp32 graph, so it is not listed here)."""
+        """Precisions this model directory has an ONNX graph for (fp16/bf16 run the fp32 graph
+        in reduced precision, so they are not listed here)."""
         return tuple(p for p in PRECISIONS if p in self.onnx_files)
 
     def classifier_for(self, precision: str) -> Path:
-        """The classifier ONNX graph for ``precision`` (fp16: the fp32 graph TensorRT compiles),
-        or an error saying how to make it."""
+        """The classifier ONNX graph for ``precision`` (fp16/bf16: the fp32 graph, which
+        TensorRT compiles or torch casts), or an error saying how to make it."""
         if precision not in PRECISIONS:
             raise InvalidInputError(
                 f"precision={precision!r} is not supported; supported values are "
                 f"{', '.join(PRECISIONS)}"
             )
         files = {"fp32": self.classifier_file, **self.onnx_files}
-        path = files.get("fp32" if precision == "fp16" else precision)
+        path = files.get("fp32" if precision in ("fp16", "bf16") else precision)
         if path is None:
             recorded = self.raw.get("graphs", {}).get(INT8_GRAPH)
             why = (
@@ -124,10 +180,14 @@ def load_sidecar(model_dir: str | Path) -> ModelSpec:
             directory=directory,
             variant=model["variant"],
             reduce=raw["reduce"],
-            input_size=int(inp["size"]),
-            channel_order=inp["channel_order"],
-            mean=tuple(inp["mean"]),
-            std=tuple(inp["std"]),
+            input=InputSpec(
+                size=int(inp["size"]),
+                channel_order=inp["channel_order"],
+                scale=float(inp.get("scale", 1 / 255)),
+                mean=tuple(float(v) for v in inp["mean"]),
+                std=tuple(float(v) for v in inp["std"]),
+                resize=inp.get("resize", "pil-bilinear"),
+            ),
             labels={int(k): v for k, v in raw["labels"].items()},
             classifier_file=directory / graphs["classifier"]["file"],
             head_file=directory / head["file"] if head else None,
@@ -136,16 +196,22 @@ def load_sidecar(model_dir: str | Path) -> ModelSpec:
             raw=raw,
             onnx_files=onnx_files,
         )
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{path}: {exc}; re-run dfe export") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFormatError(
             f"{path} lacks a required field or has a wrong type ({exc!r}); re-run dfe export"
         ) from exc
-    if spec.reduce not in ("mean", "last"):
-        raise ModelFormatError(f"{path}: reduce {spec.reduce!r}; supported values are mean, last")
-    if spec.variant not in ("original", "sequence"):
+    if spec.reduce not in REDUCE_MODES:
         raise ModelFormatError(
-            f"{path}: variant {spec.variant!r}; supported values are original, sequence"
+            f"{path}: reduce {spec.reduce!r}; supported values are {', '.join(REDUCE_MODES)}"
         )
+    if spec.variant not in VARIANTS:
+        raise ModelFormatError(
+            f"{path}: variant {spec.variant!r}; supported values are {', '.join(VARIANTS)}"
+        )
+    if sorted(spec.labels.values()) != ["FAKE", "REAL"]:
+        raise ModelFormatError(f"{path}: labels {spec.labels}; expected FAKE and REAL")
     for f in (spec.classifier_file, spec.head_file):
         if f is not None and not f.is_file():
             raise ArtifactNotFoundError(f"{path} names {f.name}, which is missing from {directory}")

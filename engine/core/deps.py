@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from engine.errors import MissingDependencyError
+from engine.core.errors import MissingDependencyError
 
 # module -> (extra, what it is for)
 _EXTRAS: dict[str, tuple[str, str]] = {

@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from engine.api import Engine
-from engine.errors import InvalidInputError
+from engine.core.errors import InvalidInputError
 
 pytestmark = pytest.mark.gpu
 

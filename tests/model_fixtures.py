@@ -1,22 +1,14 @@
 """Session fixtures: checkpoints made by the independent reference implementation on real face
-crops, and their export."""
+crops, and their export. torch is imported inside the fixtures, so the suite collects without
+it; tests using these fixtures are marked ``model`` (see ``conftest.py``) and skipped then."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-import torch
-
-from tests.reference.original_model import (
-    OriginalModel,
-    RetrainedSequenceModel,
-    face_crops,
-    insightface_detector,
-    read_frames,
-    spread_out,
-)
 
 # (video, N): the parity videos, of the lengths the issue names, from different clips
 PARITY_VIDEOS = [
@@ -29,12 +21,15 @@ PARITY_VIDEOS = [
 
 @dataclass
 class RealCrops:
-    calib: torch.Tensor  # crops to re-estimate BatchNorm on (not used for parity)
-    videos: list[torch.Tensor]  # one (N, 3, 112, 112) tensor per parity video
+    calib: Any  # torch.Tensor: crops to re-estimate BatchNorm on (not used for parity)
+    videos: list[Any]  # one (N, 3, 112, 112) torch.Tensor per parity video
 
 
 @pytest.fixture(scope="session")
 def real_crops(shared_dir) -> RealCrops:
+    torch = pytest.importorskip("torch")
+    from tests.reference.original_model import face_crops, insightface_detector, read_frames
+
     det = insightface_detector(shared_dir / "models" / "det_500m.onnx")
     videos = [
         face_crops(read_frames(shared_dir / "videos" / name, n), det) for name, n in PARITY_VIDEOS
@@ -46,7 +41,11 @@ def real_crops(shared_dir) -> RealCrops:
     return RealCrops(torch.cat(calib), videos)
 
 
-def _make(model_cls, crops: torch.Tensor, seed: int) -> torch.nn.Module:
+def _make(model_cls, crops: Any, seed: int) -> Any:
+    import torch
+
+    from tests.reference.original_model import spread_out
+
     torch.manual_seed(seed)
     model = model_cls()
     spread_out(model, crops)
@@ -54,7 +53,11 @@ def _make(model_cls, crops: torch.Tensor, seed: int) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="session")
-def original_ckpt(real_crops, tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+def original_ckpt(real_crops, tmp_path_factory) -> tuple[Path, Any]:
+    import torch
+
+    from tests.reference.original_model import OriginalModel
+
     model = _make(OriginalModel, real_crops.calib, seed=1234)
     path = tmp_path_factory.mktemp("ckpt") / "model_87_acc_20_frames_final_data.pt"
     torch.save(model.state_dict(), path)
@@ -62,7 +65,11 @@ def original_ckpt(real_crops, tmp_path_factory) -> tuple[Path, torch.nn.Module]:
 
 
 @pytest.fixture(scope="session")
-def sequence_ckpt(real_crops, tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+def sequence_ckpt(real_crops, tmp_path_factory) -> tuple[Path, Any]:
+    import torch
+
+    from tests.reference.original_model import RetrainedSequenceModel
+
     model = _make(RetrainedSequenceModel, real_crops.calib, seed=99)
     path = tmp_path_factory.mktemp("ckpt_seq") / "retrained_seq.pt"
     torch.save(model.state_dict(), path)

@@ -1,0 +1,378 @@
+"""Every option of the engine, with its default and its allowed values, defined once.
+
+Options are fields of frozen dataclasses. Each field's ``metadata`` (made by :func:`option`)
+carries the command-line flag, the help text, the allowed values and bounds; the CLI
+(:mod:`engine.options`), the web server and the Ray actors are all built from these classes, and
+:func:`validate` checks any instance against the same metadata. Stage objects elsewhere take their
+defaults from the constants below, so a default is written in exactly one place.
+
+The allowed values of string options are module constants (``SAMPLING_MODES``, ...), imported by
+the code that implements them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.core.errors import InvalidInputError
+
+# ------------------------------------------------------------------------------ allowed values
+
+#: Inference backends by name; ``auto`` picks the first of ``AUTO_ORDER`` that runs here.
+BACKEND_NAMES = ("auto", "tensorrt", "ort", "ort-cuda", "ort-tensorrt", "torch", "torch-cuda")
+BACKEND_ALIASES = {"onnxruntime": "ort", "cpu": "ort", "trt": "tensorrt"}
+AUTO_ORDER = ("tensorrt", "ort-cuda", "ort")
+#: Backends whose detector and classifier run on an NVIDIA GPU.
+GPU_BACKENDS = ("ort-cuda", "ort-tensorrt", "tensorrt", "torch-cuda")
+#: Numeric precisions of the classifier. Which backend runs which is each backend's own
+#: declaration (``engine.backends.PRECISION_BACKENDS``); asking for one a backend cannot run is
+#: an error, never a silent switch.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: Which frames of a video: the first N (the original) or N spread over the video.
+SAMPLING_MODES = ("first", "uniform")
+#: Which face of a frame: the highest detector score, or the largest box.
+FACE_RULES = ("score", "largest")
+#: A frame without a face at scoring time: classify the whole frame (the original) or drop it.
+NO_FACE_RULES = ("full_frame", "drop")
+#: A frame without a face in ``dfe preprocess`` clips: reuse the previous face's box (the
+#: original's training preprocessing), skip the frame, or keep the whole frame.
+CLIP_NO_FACE_RULES = ("previous", "skip", "full_frame")
+#: The face box that is cropped: SCRFD's own, or SCRFD mapped to the box dlib's mmod detector
+#: would draw (what the original's published checkpoints were trained on).
+CROP_STYLES = ("scrfd", "dlib")
+#: Per-video reduction of per-frame logits: mean (the original's training code) or last frame
+#: (the original web app).
+REDUCE_MODES = ("mean", "last")
+#: Video decoders: PyAV (FFmpeg) first and OpenCV as the fallback, or one of them.
+DECODE_BACKENDS = ("auto", "pyav", "opencv")
+#: Model variants: the published architecture (frames are the LSTM's batch) or the corrected
+#: one (``batch_first=True``, a real recurrence over a video's frames).
+VARIANTS = ("original", "sequence")
+
+# ------------------------------------------------------------------------------ defaults
+
+DEFAULT_SEQ_LEN = 20  # the original web app's default slider position
+DEFAULT_CLASSIFIER_BATCH = 64
+DEFAULT_DETECTOR = "det_500m"
+DEFAULT_DETECTOR_INPUT = 640  # InsightFace's single-scale SCRFD input
+DEFAULT_SCORE_THRESHOLD = 0.5  # InsightFace's det_thresh
+DEFAULT_NMS_THRESHOLD = 0.4  # InsightFace's SCRFD nms_thresh
+# Frames per detector run. On CPU, batching SCRFD does not pay: measured on 2 cores, 1.75
+# videos/s at batch 1 against 0.85 at batch 16 (issue 4's note); on GPUs it does.
+CPU_DETECTOR_BATCH = 1
+GPU_DETECTOR_BATCH = 16
+
+
+def option(
+    help: str,
+    *,
+    flag: str | None = None,
+    choices: tuple[Any, ...] | None = None,
+    minimum: float | None = None,
+    exclusive_minimum: float | None = None,
+    metavar: str | None = None,
+    cli: bool = True,
+) -> dict[str, Any]:
+    """Metadata of a config field: its help text, its ``--flag`` (default: the field name with
+    dashes), allowed values, bounds, and whether the CLI offers it."""
+    return {
+        "help": help,
+        "flag": flag,
+        "choices": choices,
+        "minimum": minimum,
+        "exclusive_minimum": exclusive_minimum,
+        "metavar": metavar,
+        "cli": cli,
+    }
+
+
+def _base_type(annotation: Any) -> tuple[type, bool]:
+    """(the type, whether None is allowed) of a resolved annotation like ``int | None``."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], len(rest) < len(args)
+    return annotation, False
+
+
+def field_type(cls: type, name: str) -> tuple[type, bool]:
+    """The base type of field ``name`` of the config class ``cls``, and whether it may be None."""
+    return _base_type(typing.get_type_hints(cls)[name])
+
+
+def validate(config: Any) -> None:
+    """Check every field of a config dataclass against its type and :func:`option` metadata.
+
+    Raises :class:`InvalidInputError` naming the field, the value and the supported values."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        kind, nullable = _base_type(hints[f.name])
+        meta = f.metadata
+        if value is None:
+            if nullable:
+                continue
+            raise InvalidInputError(f"{f.name} must not be None")
+        if kind is int:
+            if isinstance(value, bool):
+                raise InvalidInputError(f"{f.name} must be an integer, got {value!r}")
+            try:
+                value = operator.index(value)
+            except TypeError:
+                raise InvalidInputError(f"{f.name} must be an integer, got {value!r}") from None
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidInputError(f"{f.name} must be a number, got {value!r}")
+        elif kind is bool and not isinstance(value, bool):
+            raise InvalidInputError(f"{f.name} must be True or False, got {value!r}")
+        elif kind is str and not isinstance(value, str):
+            raise InvalidInputError(f"{f.name} must be a string, got {value!r}")
+        choices = meta.get("choices")
+        if choices is not None and value not in choices:
+            raise InvalidInputError(
+                f"{f.name}={value!r} is not supported; supported values are "
+                f"{', '.join(map(str, choices))}"
+            )
+        low, strict = meta.get("minimum"), meta.get("exclusive_minimum")
+        if low is not None and value < low:
+            raise InvalidInputError(f"{f.name} must be >= {low}, got {value!r}")
+        if strict is not None and value <= strict:
+            raise InvalidInputError(f"{f.name} must be > {strict}, got {value!r}")
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default value of field ``name`` of config class ``cls`` (the one place it is set)."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
+
+
+def canonical_backend(name: str) -> str:
+    """``name`` with aliases resolved (``trt`` -> ``tensorrt``; ``onnxruntime``, ``cpu`` ->
+    ``ort``)."""
+    return BACKEND_ALIASES.get(name, name)
+
+
+# ------------------------------------------------------------------------------ the configs
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Options of an :class:`engine.api.Engine` (validated on construction).
+
+    ``Engine.load(model_dir, **fields)`` takes these fields as keywords; ``dfe predict``,
+    ``dfe serve``, ``dfe score``, ``dfe eval`` and ``dfe explain`` offer each as a flag.
+    """
+
+    backend: str = field(
+        default="auto",
+        metadata=option(
+            "inference backend (auto: the best one that can run here; a backend named "
+            "explicitly that cannot run is an error, never a silent fallback)",
+            choices=(*BACKEND_NAMES, *BACKEND_ALIASES),
+        ),
+    )
+    precision: str = field(
+        default="fp32",
+        metadata=option(
+            "classifier precision: fp32; int8 (the Q/DQ graph of `dfe build MODEL --precision "
+            "int8`: ONNX Runtime CPU or TensorRT); fp16 (TensorRT, torch-cuda); bf16 "
+            "(torch-cuda). A backend that cannot run it is an error",
+            choices=PRECISIONS,
+        ),
+    )
+    batch_size: int = field(
+        default=DEFAULT_CLASSIFIER_BATCH,
+        metadata=option(
+            "classifier frames per batch (frames of several videos share one)", minimum=1
+        ),
+    )
+    detector: str = field(
+        default=DEFAULT_DETECTOR,
+        metadata=option("SCRFD model: a known name (det_500m, det_2.5g, det_10g) or an .onnx path"),
+    )
+    models_dir: str | None = field(
+        default=None,
+        metadata=option(
+            "models directory (default: $DFE_MODELS or ~/.cache/deepfake-engine/models)",
+            flag="--models",
+            metavar="DIR",
+        ),
+    )
+    download: bool = field(
+        default=True,
+        metadata=option("never download detector files", flag="--no-download"),
+    )
+    detector_batch: int | None = field(
+        default=None,
+        metadata=option(
+            f"frames per detector run (default: {GPU_DETECTOR_BATCH} on GPU backends, "
+            f"{CPU_DETECTOR_BATCH} on CPU, where batching SCRFD does not pay)",
+            minimum=1,
+        ),
+    )
+    detector_input: int = field(
+        default=DEFAULT_DETECTOR_INPUT,
+        metadata=option(
+            "detector input (letterbox) size in pixels, a multiple of 32",
+            flag="--input-size",
+            minimum=32,
+        ),
+    )
+    score_threshold: float = field(
+        default=DEFAULT_SCORE_THRESHOLD,
+        metadata=option("detector score threshold, 0-1", minimum=0.0),
+    )
+    face: str = field(
+        default="score",
+        metadata=option(
+            "which face of a frame to crop: highest score or largest", choices=FACE_RULES
+        ),
+    )
+    margin: float = field(
+        default=0.0,
+        metadata=option(
+            "crop margin, a fraction of the face box on each side (the original: 0)",
+            minimum=0.0,
+        ),
+    )
+    no_face: str = field(
+        default="full_frame",
+        metadata=option(
+            "a frame without a face: classify the whole frame (the original) or drop it",
+            choices=NO_FACE_RULES,
+        ),
+    )
+    crop_style: str | None = field(
+        default=None,
+        metadata=option(
+            "face box to crop: SCRFD's own, or SCRFD mapped to the square box dlib's mmod "
+            "detector draws (what the original's published checkpoints were trained on; no "
+            "dlib needed); default: the model's, recorded at export",
+            choices=CROP_STYLES,
+        ),
+    )
+    decode_backend: str = field(
+        default="auto",
+        metadata=option(
+            "video decoder: PyAV first, OpenCV as fallback, or one", choices=DECODE_BACKENDS
+        ),
+    )
+    decode_workers: int = field(
+        default=2, metadata=option("videos decoded at once by predict_many", minimum=1)
+    )
+    max_in_flight: int = field(
+        default=8,
+        metadata=option("videos between decoding and result at once (bounds memory)", minimum=1),
+    )
+    intra_op_threads: int = field(
+        default=0,
+        metadata=option(
+            "ONNX Runtime threads per session (0: its default, or $DFE_ORT_THREADS)",
+            flag="--threads",
+            minimum=0,
+        ),
+    )
+    checkpoint: str | None = field(
+        default=None,
+        metadata=option(
+            "training checkpoint for the torch backends (default: the one recorded at export)",
+            metavar="PT",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.score_threshold > 1:
+            raise InvalidInputError(
+                f"score_threshold must be in [0, 1], got {self.score_threshold}"
+            )
+        if self.detector_input % 32:
+            raise InvalidInputError(
+                f"detector_input must be a multiple of 32 (SCRFD's largest stride), got "
+                f"{self.detector_input}"
+            )
+
+    @property
+    def backend_name(self) -> str:
+        """The backend with aliases resolved."""
+        return canonical_backend(self.backend)
+
+    def detector_batch_for(self, backend: str) -> int:
+        """Frames per detector run on ``backend`` (the running backend's name)."""
+        if self.detector_batch is not None:
+            return self.detector_batch
+        return GPU_DETECTOR_BATCH if backend in GPU_BACKENDS else CPU_DETECTOR_BATCH
+
+    def replace(self, **changes: Any) -> EngineConfig:
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """Which frames of a video are scored (a per-call choice: ``Engine.predict(seq_len=...,
+    sampling=...)``)."""
+
+    seq_len: int | None = field(
+        default=None,
+        metadata=option(
+            f"frames per video (default: the N the model was trained for, else {DEFAULT_SEQ_LEN})",
+            minimum=1,
+        ),
+    )
+    sampling: str = field(
+        default="first",
+        metadata=option(
+            "first N frames (the original) or N spread over the whole video",
+            choices=SAMPLING_MODES,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """How a Ray job is laid out (``dfe score --ray``, ``dfe eval --ray``)."""
+
+    address: str | None = field(
+        default=None,
+        metadata=option(
+            "Ray cluster to join ('auto', or HOST:PORT of `ray start --head`); default: start a "
+            "local cluster on this machine"
+        ),
+    )
+    num_workers: int = field(default=1, metadata=option("actors, one Engine each", minimum=1))
+    cpus_per_worker: float | None = field(
+        default=None,
+        metadata=option(
+            "CPUs reserved per actor, fractions allowed (default: up to 1, always leaving one "
+            "CPU of the cluster for Ray Data's other tasks)",
+            exclusive_minimum=0.0,
+        ),
+    )
+    gpus_per_worker: float = field(
+        default=0.0, metadata=option("GPUs per actor (0.5 ok)", minimum=0.0)
+    )
+    videos_per_batch: int = field(default=4, metadata=option("videos per actor call", minimum=1))
+    memory_per_worker: float | None = field(
+        default=None,
+        metadata=option(
+            "memory Ray reserves per actor, GB (about 1.5-2 GB for 1080p videos)",
+            metavar="GB",
+            exclusive_minimum=0.0,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)

@@ -1,0 +1,70 @@
+"""The directories the engine reads and writes, and every environment variable it reads.
+
+One variable per directory:
+
+- models directory (detector files and their batch-dynamic rewrites): ``--models DIR``, else
+  ``$DFE_MODELS``, else ``~/.cache/deepfake-engine/models``;
+- TensorRT engine cache: ``MODEL_DIR/engines`` when writable, else ``$DFE_ENGINES``, else
+  ``~/.cache/deepfake-engine/engines``;
+- test and demo assets (``models/`` and ``videos/``): ``$DFE_SHARED``, else ``../shared`` next to
+  a source checkout.
+
+:data:`ENVIRONMENT` lists every variable the code reads (a test checks the code and the README
+against it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Every environment variable deepfake-engine reads, and what it does.
+ENVIRONMENT: dict[str, str] = {
+    "DFE_MODELS": "models directory (detector files and their batch-dynamic rewrites); "
+    "default ~/.cache/deepfake-engine/models",
+    "DFE_ENGINES": "TensorRT engine cache when the model directory is read-only; default "
+    "~/.cache/deepfake-engine/engines",
+    "DFE_SHARED": "test and demo assets (models/, videos/); default ../shared next to a checkout",
+    "DFE_ORT_THREADS": "ONNX Runtime intra-op threads per session when --threads is 0",
+    "DFE_ORT_SPINNING": "1 turns ONNX Runtime's thread spinning back on (off by default)",
+    "DFE_RAY_CRASH_ONCE": "test hook: SUBSTRING:MARKER kills a Ray worker once on a matching path",
+    "DFE_RAY_CRASH_ALWAYS": "test hook: kills a Ray worker on every path containing the value",
+}
+
+_CACHE_ROOT = Path("~/.cache/deepfake-engine")
+#: The source checkout this package was imported from (``benchmarks/`` and ``tests/`` live
+#: there); None when installed from a wheel.
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def env(name: str) -> str | None:
+    """The value of a documented environment variable (empty counts as unset)."""
+    if name not in ENVIRONMENT:
+        raise KeyError(f"{name} is not a documented deepfake-engine variable")
+    return os.environ.get(name) or None
+
+
+def models_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The models directory: ``explicit`` (``--models DIR``), else ``$DFE_MODELS``, else
+    ``~/.cache/deepfake-engine/models``. Not created here."""
+    if explicit:
+        return Path(explicit).expanduser()
+    value = env("DFE_MODELS")
+    return Path(value).expanduser() if value else (_CACHE_ROOT / "models").expanduser()
+
+
+def engines_dir() -> Path:
+    """The TensorRT engine cache used when a model directory is read-only."""
+    value = env("DFE_ENGINES")
+    return Path(value).expanduser() if value else (_CACHE_ROOT / "engines").expanduser()
+
+
+def shared_dir() -> Path:
+    """Test and demo assets: ``$DFE_SHARED``, else ``../shared`` next to the source checkout."""
+    value = env("DFE_SHARED")
+    return Path(value).expanduser() if value else _REPO.parent / "shared"
+
+
+def in_checkout() -> bool:
+    """Whether this package runs from a source checkout (``tests/`` next to it)."""
+    return (_REPO / "tests").is_dir() and (_REPO / "pyproject.toml").is_file()

@@ -1,0 +1,194 @@
+"""An overlapped, bounded executor for a three-stage job pipeline (decode, detect, classify).
+
+The stages run at the same time in threads (FFmpeg and ONNX Runtime release the GIL): a pool
+of ``decode_workers`` threads runs ``decode`` on one job each; one thread gathers decoded jobs
+into batches of about ``detect_frames`` frames for ``detect``; one thread gathers detected jobs
+into batches of about ``classify_frames`` frames for ``classify``, whose results ``finish`` turns
+into the values yielded. At most ``max_in_flight`` jobs are between decoding and their result
+at any time, so memory stays bounded over any job length.
+
+A stage that raises for a batch is retried one job at a time to find the culprit, whose
+``error`` is set; the others go on. A job with ``error`` set skips the later stages and still
+reaches ``finish``, so every input gets exactly one result. A bug that escapes a stage stops the
+run with that exception instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+
+
+class Job(Protocol):
+    """What the executor needs of a job: its input position, its size, and an error slot."""
+
+    index: int
+    error: str | None
+
+    @property
+    def size(self) -> int: ...
+
+
+J = TypeVar("J", bound=Job)
+R = TypeVar("R")
+_SENTINEL = object()
+
+
+@dataclass(frozen=True)
+class Stages(Generic[J, R]):
+    """The stage callables. ``decode(job)`` and ``detect(jobs)`` fill the jobs in place;
+    ``classify(jobs)`` returns a per-job value (by position) handed to ``finish(job, value)``
+    (``None`` for a job that failed); ``error_text`` turns an exception into a job's error."""
+
+    decode: Callable[[J], None]
+    detect: Callable[[list[J]], None]
+    classify: Callable[[list[J]], list[Any]]
+    finish: Callable[[J, Any], R]
+    error_text: Callable[[BaseException], str]
+
+
+def run_overlapped(
+    jobs: Iterable[J],
+    stages: Stages[J, R],
+    *,
+    decode_workers: int,
+    max_in_flight: int,
+    detect_frames: int,
+    classify_frames: int,
+    ordered: bool = True,
+) -> Iterator[R]:
+    """Run ``jobs`` through ``stages``; yield one result per job, in input order (``ordered``)
+    or as they finish. The ``jobs`` iterable is consumed lazily (at most ``max_in_flight`` ahead
+    of the results taken)."""
+    source = iter(jobs)
+    slots = threading.Semaphore(max_in_flight)
+    stop = threading.Event()
+    decoded: queue.Queue = queue.Queue(maxsize=max_in_flight)
+    detected: queue.Queue = queue.Queue(maxsize=max_in_flight)
+    results: queue.Queue = queue.Queue()
+
+    def isolate(stage: Callable[[list[J]], Any], batch: list[J]) -> list[Any]:
+        """``stage(batch)`` as a list aligned with ``batch``; on failure, each job alone, so
+        only the culprit gets the error (and None)."""
+        try:
+            out = stage(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = stages.error_text(exc)
+                return [None]
+            log.debug("a batch of %d failed (%s); retrying one by one", len(batch), exc)
+            return [value for job in batch for value in isolate(stage, [job])]
+        return [None] * len(batch) if out is None else list(out)
+
+    def decode_one(job: J) -> None:
+        try:
+            stages.decode(job)
+        except Exception as exc:  # recorded per job, never fatal for the run
+            job.error = stages.error_text(exc)
+        decoded.put(job)
+
+    def feeder() -> None:
+        with ThreadPoolExecutor(decode_workers, thread_name_prefix="dfe-decode") as pool:
+            try:
+                for job in source:
+                    slots.acquire()
+                    if stop.is_set():
+                        break
+                    pool.submit(decode_one, job)
+            except Exception as exc:  # the input iterator itself failed
+                log.error("reading the list of inputs failed: %s", exc)
+                results.put(exc)
+        decoded.put(_SENTINEL)
+
+    def gather(q: queue.Queue, limit: int) -> tuple[list[J], bool]:
+        first = q.get()
+        if first is _SENTINEL:
+            return [], True
+        batch, frames = [first], first.size
+        while frames < limit:
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+            if item is _SENTINEL:
+                return batch, True
+            batch.append(item)
+            frames += item.size
+        return batch, False
+
+    def detect_stage() -> None:
+        done = False
+        while not done:
+            batch, done = gather(decoded, detect_frames)
+            live = [j for j in batch if j.error is None]
+            if live:
+                isolate(stages.detect, live)
+            for job in batch:
+                detected.put(job)
+        detected.put(_SENTINEL)
+
+    def classify_stage() -> None:
+        done = False
+        while not done:
+            batch, done = gather(detected, classify_frames)
+            live = [j for j in batch if j.error is None]
+            values: dict[int, Any] = {}
+            if live:
+                out = isolate(stages.classify, live)
+                values = {
+                    j.index: v for j, v in zip(live, out) if j.error is None and v is not None
+                }
+            for job in batch:
+                results.put((job.index, stages.finish(job, values.get(job.index))))
+        results.put(_SENTINEL)
+
+    def guarded(stage: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                stage()
+            except BaseException as exc:  # a bug in a stage: surface it, never hang
+                log.exception("pipeline stage %s failed", stage.__name__)
+                stop.set()
+                results.put(exc)
+
+        return run
+
+    threads = [
+        threading.Thread(target=guarded(f), name=f"dfe-{f.__name__}", daemon=True)
+        for f in (feeder, detect_stage, classify_stage)
+    ]
+    for t in threads:
+        t.start()
+
+    pending: dict[int, R] = {}
+    next_index = 0
+    try:
+        while True:
+            item = results.get()
+            if item is _SENTINEL:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            index, result = item
+            if not ordered:
+                slots.release()
+                yield result
+                continue
+            pending[index] = result
+            while next_index in pending:
+                slots.release()
+                yield pending.pop(next_index)
+                next_index += 1
+        for index in sorted(pending):  # only if a stage lost an index
+            yield pending.pop(index)
+    finally:
+        stop.set()
+        for _ in range(max_in_flight + 1):
+            slots.release()

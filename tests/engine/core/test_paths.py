@@ -1,0 +1,50 @@
+"""Directories and environment variables: one variable per directory, every variable the code
+reads documented (in engine.core.paths and in the README)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from engine.core import paths
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_every_environment_variable_read_is_documented():
+    pattern = re.compile(r"""["'](DFE_[A-Z_]+)["']""")
+    found = set()
+    for pkg in ("engine", "preprocess", "weights", "export", "benchmarks"):
+        for path in (REPO / pkg).rglob("*.py"):
+            found |= set(pattern.findall(path.read_text()))
+    assert found <= set(paths.ENVIRONMENT), found - set(paths.ENVIRONMENT)
+    readme = (REPO / "README.md").read_text()
+    missing = [name for name in paths.ENVIRONMENT if name not in readme]
+    assert not missing, f"README does not document {missing}"
+
+
+def test_models_and_rewrites_share_one_directory_variable(monkeypatch, tmp_path):
+    from preprocess.scrfd_graph import cache_dir
+    from weights import models_dir
+
+    monkeypatch.setenv("DFE_MODELS", str(tmp_path / "m"))
+    assert models_dir() == cache_dir() == tmp_path / "m"
+    assert models_dir(tmp_path / "x") == tmp_path / "x"
+    assert "DFE_CACHE" not in paths.ENVIRONMENT
+
+
+def test_undocumented_variable_is_refused():
+    with pytest.raises(KeyError, match="not a documented"):
+        paths.env("DFE_NOPE")
+
+
+def test_int8_default_calibration_set_outside_a_checkout_says_what_to_pass(monkeypatch):
+    from engine.core.errors import ArtifactNotFoundError
+    from engine.optimize import calibration
+
+    monkeypatch.delenv("DFE_SHARED", raising=False)
+    monkeypatch.setattr(calibration, "in_checkout", lambda: False)
+    with pytest.raises(ArtifactNotFoundError, match=r"--calib VIDEO"):
+        calibration.default_calibration_videos()
