@@ -6,7 +6,6 @@ import itertools
 import math
 import os
 import random
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from preprocess.tracking import (
     track_faces,
     tracks_to_score,
 )
+from tests.preprocess import _face_videos as videos
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("DFE_SHARED", REPO.parent / "shared"))
@@ -353,36 +353,13 @@ def test_track_faces_shared_clips_one_main_track_equals_top_face(detector, sampl
         assert len(tracks_to_score(tracks, len(clip.indices))) == 1, path.name
 
 
-def _side_by_side(path: Path, seconds: float = 2.0) -> Path:
-    """The issue's real/fake side-by-side video, made with PyAV: the first ``seconds`` of
-    pair480p_real and pair480p_fake, each scaled to 640x360, side by side, H.264 CRF 20."""
-    import av
-    import cv2
-
-    from preprocess.video import read_video
-
-    n = round(24 * seconds)
-    left = read_video(VIDEOS / "pair480p_real.mp4", n).frames
-    right = read_video(VIDEOS / "pair480p_fake.mp4", n).frames
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=Fraction(24), options={"crf": "20"})
-        stream.width, stream.height, stream.pix_fmt = 1280, 360, "yuv420p"
-        for a, b in zip(left, right):
-            image = np.hstack(
-                [cv2.resize(x, (640, 360), interpolation=cv2.INTER_AREA) for x in (a, b)]
-            )
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
-        out.mux(stream.encode())
-    return path
-
-
 @needs_assets
 @pytest.mark.slow
 @pytest.mark.parametrize(("n", "sampling"), [(48, "first"), (20, "uniform")])
 def test_track_faces_real_and_fake_side_by_side_two_people(detector, tmp_path, n, sampling) -> None:
     from preprocess.video import read_video
 
-    video = _side_by_side(tmp_path / "real_fake_side_by_side.mp4")
+    video = videos.side_by_side(tmp_path / "real_fake_side_by_side.mp4", SHARED)
     clip = read_video(video, n, sampling=sampling)
     faces = detector.detect(clip.frames)
     top_side = [centre_x(fs[0]) < 640 for fs in faces if fs]
