@@ -1,13 +1,15 @@
 """Every face at any size: the SCRFD input chosen per video from what is in it.
 
-SCRFD finds a face reliably only when the face's size at the network input is within a band:
-measured with ``det_500m`` on faces from three shared clips scaled to known sizes (``python -m
-benchmarks.detector_input --sizes``), every face of ``sqrt(w * h)`` >= 16 px at the input was
-found (12-14 px: some), and faces were found up to ~330-390 px and missed from ~360-410 px
-(insightface #1518, #2165: SCRFD misses faces filling most of the image; the limit is the face's
-size at the input, not its share of it). The default letterbox to 640 scales every frame to fit
-640, so a close-up of a 480x480 frame (face ~450 px at the input) is missed, and so is a 60 px
-face in a 3840x2160 frame (10 px at the input).
+SCRFD finds a face reliably only when the face's size at the network input is within a band.
+Measured with ``det_500m`` on faces of three shared clips scaled to known sizes (``python -m
+benchmarks.detector_input``, its ``sizes`` part): on a grey 640x640 input every face of
+``sqrt(w * h)`` >= 16 px was found (14 px: 38-100%, 10 px: 0-50%); in close-ups filling the
+input, faces were found up to 360-440 px depending on the clip and never above 440 px (the
+upscaled close-ups of the dim, low-resolution clip lost some from ~280 px). That is the known
+SCRFD miss of faces filling most of the image (insightface #1518, #2165): the limit is the
+face's size at the input, not its share of the input. The default letterbox to 640 scales every
+frame to fit 640, so the issue's 480x480 close-up (face ~455 px at the input) is missed, and so
+is a 60 px face in a 3840x2160 frame (10 px at the input).
 
 Sizes here are ``sqrt(w * h)`` of SCRFD's box in pixels (for SCRFD's boxes about 0.83 times
 their height). The input is a letterbox target ``(width, height)``, multiples of 32, which the
@@ -36,16 +38,24 @@ faces the detector found in them at its default input (which the engine computes
    looks): sorted from the largest, faces within a factor ``TARGET_MAX / TARGET_MIN`` of the
    largest share one input, whose scale is the one nearest ``s0`` that puts them all within
    ``[TARGET_MIN, TARGET_MAX]`` px at the input; the next smaller faces get the next input,
-   and so on (at most ``MAX_INPUTS``). An input within a factor ``BAND_MIN_RATIO`` of ``s0`` is
-   the default input itself. Every chosen input runs on every sampled frame; with more than one,
-   each frame's faces are merged by NMS (the detector's threshold) across inputs.
+   and so on (at most ``MAX_INPUTS``); a group whose faces are all within the reliable range at
+   ``s0`` gets the default input itself. Every chosen input runs on every sampled frame; with
+   more than one, each frame's faces are merged by NMS (the detector's threshold) across inputs.
+
+Cost: nothing where the default has no blind band (854x480, 1280x720 16:9); otherwise the looks,
+by the pixel budget ~6% of the default detection of the sampled frames (measured 6.3% at N=20 on
+the 1080p clips), but never less than one frame per band, so more for short samples (N < 13 on
+1080p). A video whose choice is not the default is detected again at its inputs (a 45x64 px
+face in 4K: 1760x992, ~4x the default's pixels).
 
 :class:`DetectorInput` records what was chosen and why (``to_record()`` for a result record).
 
-Tiles were considered and not used: SCRFD is fully convolutional, so a 2x2 tiling costs what
-one input of the same total size costs, while splitting faces at tile borders and finding the
-same face twice in the overlap (which then needs NMS across tiles); and tiles do not help large
-faces, whose limit is their size at the input. A larger single input has neither problem.
+Tiles were considered and not used (``tiles`` part of the benchmark): SCRFD is fully
+convolutional, so 2x2 tiles of 960x544 cost what one 1920x1088 input costs (measured 69-75 ms
+against 66 ms on a 4K frame), but a face on a tile border is cut: without overlap it was not
+found at all, with a 64 px overlap it came out 4 times (whole and cut, in both tiles) and needed
+NMS across tiles to become one. Tiles do not help large faces either, whose limit is their size
+at the input. A larger single input has none of these problems.
 """
 
 from __future__ import annotations
@@ -87,10 +97,10 @@ __all__ = [
 ]
 
 #: Face size (px, ``sqrt(w * h)`` at the input) from which det_500m found every test face (16)
-#: plus a margin; measured by ``python -m benchmarks.detector_input --sizes``.
+#: plus a margin; measured by ``python -m benchmarks.detector_input`` (``sizes``).
 RELIABLE_MIN = 20.0
-#: Face size (px at the input) up to which faces are found reliably (found up to ~330-390,
-#: first misses from ~360), with a margin.
+#: Face size (px at the input) up to which faces are found reliably (found up to 360-440 px
+#: depending on the clip, some upscaled blurry ones missed from ~280), with a margin.
 RELIABLE_MAX = 320.0
 #: Where a chosen input puts the faces (px at the input): inside the reliable range with room.
 TARGET_MIN = 24.0
@@ -427,8 +437,9 @@ def detect_with_input(
 
     The detector's own input runs through :meth:`SCRFDDetector.detect` (or reuses
     ``default_faces`` when given), so a default choice gives exactly today's faces; other sizes
-    are letterboxed here and run through :meth:`SCRFDDetector.detect_prepared`. With several
-    sizes, each frame's faces are merged by :func:`merge_faces`.
+    are letterboxed here and run through :meth:`SCRFDDetector.detect_prepared`, in batches of
+    at most as many pixels as ``batch_size`` default inputs. With several sizes, each frame's
+    faces are merged by :func:`merge_faces`.
     """
     _check_frames(frames)
     d = int(detector.config.input_size)
@@ -446,7 +457,9 @@ def detect_with_input(
                 )
         else:
             faces = []
-            step = detector.config.batch_size
+            # a batch holds no more pixels than batch_size default inputs (memory stays flat)
+            batch = detector.config.batch_size
+            step = max(1, min(batch, batch * d * d // (size[0] * size[1])))
             for start in range(0, len(frames), step):
                 chunk = [letterbox(f, tuple(size)) for f in frames[start : start + step]]
                 faces.extend(detector.detect_prepared([c[0] for c in chunk], [c[1] for c in chunk]))
