@@ -585,3 +585,67 @@ class SCRFDDetector:
             select_faces(c, s, self.config.nms_threshold, self.config.max_faces)
             for c, s in zip(candidates, scales, strict=True)
         ]
+
+    # ----------------------------------------------------------------------------------------
+    # Issue 14: detection at an input chosen per video (see preprocess.detector_input). Kept
+    # apart from detect()/_detect_batch() so that the default path is untouched.
+
+    def detect_prepared(
+        self, images: Sequence[np.ndarray], scales: Sequence[float]
+    ) -> list[list[Face]]:
+        """Faces in images that the caller already letterboxed, one list per image.
+
+        ``images`` are ``(H, W, 3)`` uint8 BGR arrays, all of one shape, with ``H`` and ``W``
+        multiples of the model's largest stride (32): the batch-dynamic graph takes any such
+        size (see :func:`preprocess.scrfd_graph.make_batch_dynamic`). ``scales[i]`` is the factor
+        that took image ``i``'s source pixels to its letterbox pixels (the second value
+        :func:`letterbox` returns); boxes and keypoints come back divided by it, i.e. in source
+        pixels measured from the top-left of what was scaled. Decoding, NMS and ordering are
+        those of :meth:`detect` (:func:`decode_batch`, :func:`select_faces`); images run through
+        the network ``batch_size`` at a time.
+
+        A detector built with a ready ``session`` (TensorRT) may only take the ``input_size``
+        its engine was built for.
+
+        Raises :class:`InvalidInputError` for images of mixed or unsupported shapes, or a
+        ``scales`` of another length or with a non-positive value.
+        """
+        images = list(images)
+        scales = [float(s) for s in scales]
+        if len(scales) != len(images):
+            raise InvalidInputError(f"{len(images)} images but {len(scales)} scales")
+        if any(not s > 0 for s in scales):
+            raise InvalidInputError(f"scales must be positive, got {scales}")
+        if not images:
+            return []
+        for i, image in enumerate(images):
+            _check_frame(image, i)
+        shape = images[0].shape
+        if any(image.shape != shape for image in images):
+            raise InvalidInputError(
+                "detect_prepared takes images of one shape; got "
+                f"{sorted({i.shape for i in images})}"
+            )
+        stride = self.spec.max_stride
+        height, width = int(shape[0]), int(shape[1])
+        if height % stride or width % stride:
+            raise InvalidInputError(
+                f"prepared images must have sides that are multiples of {stride} for this model "
+                f"(strides {list(self.spec.strides)}), got {width}x{height}"
+            )
+        results: list[list[Face]] = []
+        step = self.config.batch_size
+        for start in range(0, len(images), step):
+            chunk = images[start : start + step]
+            blob = np.empty((len(chunk), 3, height, width), dtype=np.float32)
+            for i, image in enumerate(chunk):
+                _fill_blob(image, blob[i])
+            outputs = self._session.run(self._output_names, {self._input_name: blob})
+            candidates = decode_batch(
+                outputs, self.spec, (height, width), self.config.score_threshold
+            )
+            results.extend(
+                select_faces(c, s, self.config.nms_threshold, self.config.max_faces)
+                for c, s in zip(candidates, scales[start : start + step], strict=True)
+            )
+        return results
