@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.errors import InvalidInputError
+from engine.core.errors import InvalidInputError
 from preprocess.scrfd import Face, letterbox, nms
 
 if TYPE_CHECKING:

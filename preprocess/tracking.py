@@ -51,8 +51,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine._deps import require
-from engine.errors import InvalidInputError
+from engine.core.deps import require
+from engine.core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from preprocess.scrfd import Face
