@@ -22,7 +22,7 @@ import numpy as np
 from engine.backends import get_factory
 from engine.core.classifier import ClassifierRunner, runner_outputs
 from engine.core.config import DEFAULT_SEQ_LEN, EngineConfig
-from engine.core.errors import ModelFormatError
+from engine.core.errors import EngineError, ModelFormatError
 from engine.core.records import Prediction
 from engine.core.sidecar import ModelSpec
 from engine.executor import Stages, run_overlapped
@@ -36,17 +36,42 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SEQ_LEN", "Engine", "EngineConfig", "Inspection", "Prediction", "open_detector"]
+__all__ = [
+    "DEFAULT_SEQ_LEN",
+    "Engine",
+    "EngineConfig",
+    "Inspection",
+    "PersonInspection",
+    "Prediction",
+    "open_detector",
+]
+
+
+@dataclass(frozen=True)
+class PersonInspection:
+    """What went into one scored sequence (one person, or the per-frame rule's choice)."""
+
+    track: int | None  # the face track's id (None: per-frame rule, or the caller's crops)
+    p_fake: float
+    label: str
+    frame_indices: list[int]
+    boxes: list[list[int] | None]
+    frame_p_fake: list[float]
+    crops: list[np.ndarray]  # the size x size BGR crops, one per frame used
+    frames: list[np.ndarray | None]  # the full BGR frames used (None where not kept)
+    outputs: dict[str, np.ndarray]  # the classifier's other outputs asked for, one row per frame
 
 
 @dataclass(frozen=True)
 class Inspection:
-    """One video scored as :meth:`Engine.predict` scores it, with what went into the score."""
+    """One video scored as :meth:`Engine.predict` scores it, with what went into the score:
+    the deciding sequence's crops, frames and outputs, and every scored person's."""
 
     prediction: Prediction
     crops: list[np.ndarray]  # the 112x112 BGR face crops, one per frame used
     frames: list[np.ndarray | None]  # the full BGR frames used (None where not kept)
     outputs: dict[str, np.ndarray]  # the classifier's other outputs asked for, one row per frame
+    people: list[PersonInspection]  # every scored sequence, the deciding one included
 
 
 def open_detector(
@@ -161,6 +186,8 @@ class Engine:
                     policy=self.face_policy(spec),
                     backend=self.backend,
                     precision=self.config.precision,
+                    faces=self.config.faces,
+                    size_probe=self.config.size_probe,
                     decode_backend=self.config.decode_backend,
                 )
             return self._pipelines[spec.directory]
@@ -170,6 +197,16 @@ class Engine:
         unloadable model is one error before the first video rather than one per video."""
         self.pipeline_for(self.spec_for(seq_len))
         _ = self.detector
+
+    def is_prepared(self, seq_len: int | None = None) -> bool:
+        """Whether :meth:`prepare` has loaded the classifier for ``seq_len`` and the detector."""
+        with self._lock:
+            loaded = self._detector is not None
+        try:
+            spec = self.spec_for(seq_len)
+        except EngineError:
+            return False
+        return loaded and spec.directory in self._pipelines
 
     def spec_for(self, seq_len: int | None) -> ModelSpec:
         """The model of the catalog for ``seq_len`` frames."""
@@ -247,14 +284,31 @@ class Engine:
         job.keep_frames = keep_frames
         if keep_frames and job.source is None:
             job.kept_frames = dict(zip(job.frame_indices, job.frames))
-        pred, extra = pipeline.run(
+        pred, out = pipeline.run(
             job, n=n, sampling=sampling, extra_outputs=outputs, progress=progress
         )
+        results = pipeline.results(job, out.logits)
+        people = [
+            PersonInspection(
+                track=r.sequence.track,
+                p_fake=r.score.p_fake,
+                label=r.score.label,
+                frame_indices=list(r.sequence.frame_indices),
+                boxes=[list(b) if b else None for b in r.sequence.boxes],
+                frame_p_fake=r.score.frame_p_fake,
+                crops=list(r.sequence.crops),
+                frames=[job.kept_frames.get(i) for i in r.sequence.frame_indices],
+                outputs={name: arrays[k] for name, arrays in out.extra.items()},
+            )
+            for k, r in enumerate(results)
+        ]
+        best = people[pipeline.deciding(results)]
         return Inspection(
             prediction=pred,
-            crops=list(job.crops),
-            frames=[job.kept_frames.get(i) for i in pred.frame_indices],
-            outputs=extra,
+            crops=best.crops,
+            frames=best.frames,
+            outputs=best.outputs,
+            people=people,
         )
 
     def predict_many(
@@ -272,8 +326,8 @@ class Engine:
         cfg = self.config
         jobs = (VideoJob(index=i, name=str(src), source=src) for i, src in enumerate(sources))
 
-        def classify(batch: list[VideoJob]) -> list[np.ndarray]:
-            return pipeline.classify(batch).logits
+        def classify(batch: list[VideoJob]) -> list[list[np.ndarray]]:
+            return [out.logits for out in pipeline.classify(batch)]
 
         stages: Stages[VideoJob, Prediction] = Stages(
             decode=lambda job: pipeline.decode(job, n, sampling),

@@ -129,6 +129,10 @@ def roc_auc(y_true: Sequence[str], p_fake: Sequence[float]) -> float | None:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
+#: A scored video with fewer frames than this share holding the scored face is listed.
+LOW_COVERAGE = 0.5
+
+
 def evaluate(labels: Iterable[tuple[str, str]], records: Iterable[dict[str, Any]]) -> dict:
     """Metrics of ``records`` (``dfe predict`` records) against ``labels`` (video, REAL/FAKE).
 
@@ -142,6 +146,7 @@ def evaluate(labels: Iterable[tuple[str, str]], records: Iterable[dict[str, Any]
     scores: list[float] = []
     errors: list[dict[str, str]] = []
     missing: list[str] = []
+    low_coverage: list[dict[str, Any]] = []
     for video, label in truth.items():
         rec = by_video.get(video)
         if rec is None:
@@ -152,6 +157,9 @@ def evaluate(labels: Iterable[tuple[str, str]], records: Iterable[dict[str, Any]
             y_true.append(label)
             y_pred.append(rec["label"])
             scores.append(float(rec["p_fake"]))
+            cover = rec.get("face_coverage")
+            if cover is not None and cover < LOW_COVERAGE:
+                low_coverage.append({"video": video, "label": label, "face_coverage": cover})
     matrix = confusion_matrix(y_true, y_pred)
     fpr, tpr, thr = roc_curve(y_true, scores)
     return {
@@ -160,6 +168,8 @@ def evaluate(labels: Iterable[tuple[str, str]], records: Iterable[dict[str, Any]
         "n_errors": len(errors),
         "errors": errors,
         "missing": missing,
+        # scored mostly on whole frames (no face found): their metrics are not about faces
+        "low_face_coverage": low_coverage,
         "classes": list(CLASSES),
         "confusion_matrix": matrix,
         "accuracy": _ratio(matrix[0][0] + matrix[1][1], len(y_true)),
@@ -191,6 +201,14 @@ def format_report(metrics: dict, *, seq_len: int | None = None) -> str:
             f"  {name}: precision {pct(c['precision'])}  recall {pct(c['recall'])}  "
             f"support {c['support']}"
         )
+    low = metrics.get("low_face_coverage", [])
+    if low:
+        lines.append(
+            f"{len(low)} scored video(s) had a face in fewer than {LOW_COVERAGE:.0%} of their "
+            "frames (scored mostly on whole frames):"
+        )
+        for r in low[:20]:
+            lines.append(f"  low face coverage {r['face_coverage']:.2f}: {r['video']}")
     for e in metrics["errors"][:20]:
         lines.append(f"  error: {e['video']}: {e['error'][:100]}")
     if len(metrics["errors"]) > 20:

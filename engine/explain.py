@@ -47,14 +47,30 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
+class PersonExplanation:
+    """One scored person (face track): the crops, heatmaps and scores of their frames."""
+
+    track: int | None  # the face track's id (None: per-frame rule, or the caller's crops)
+    p_fake: float
+    label: str
+    frame_indices: list[int]
+    frame_p_fake: list[float]
+    crops: list[np.ndarray]  # 112x112 BGR face crops, one per frame used
+    cams: np.ndarray  # (frames, 4, 4) heatmaps for this person's predicted class
+    predicted_class: int
+
+
+@dataclass(frozen=True)
 class Explanation:
-    """A prediction plus what the page and ``dfe explain`` draw from it."""
+    """A prediction plus what the page and ``dfe explain`` draw from it: the deciding person's
+    crops, frames and heatmaps, and every scored person's (``people``)."""
 
     prediction: Prediction
     crops: list[np.ndarray]  # 112x112 BGR face crops, one per frame used
     frames: list[np.ndarray | None]  # the full BGR frames (None when not kept)
     cams: np.ndarray  # (frames, 4, 4) heatmaps, unnormalised
     predicted_class: int  # the class whose linear1 row weights the maps (0 FAKE, 1 REAL)
+    people: list[PersonExplanation] = dataclasses.field(default_factory=list)
 
 
 def explain_weights(spec: ModelSpec) -> np.ndarray:
@@ -111,9 +127,24 @@ def explain(
     pred = seen.prediction
     cls = 0 if pred.label == "FAKE" else 1
     cams = cam_maps(seen.outputs[FMAP_OUTPUT], weights, cls)
+    people = []
+    for person in seen.people:
+        person_cls = 0 if person.label == "FAKE" else 1
+        people.append(
+            PersonExplanation(
+                track=person.track,
+                p_fake=person.p_fake,
+                label=person.label,
+                frame_indices=person.frame_indices,
+                frame_p_fake=person.frame_p_fake,
+                crops=person.crops,
+                cams=cam_maps(person.outputs[FMAP_OUTPUT], weights, person_cls),
+                predicted_class=person_cls,
+            )
+        )
     timings = {**pred.timings, "explain": round(time.perf_counter() - t, 6)}
     pred = dataclasses.replace(pred, timings=timings)
-    return Explanation(pred, seen.crops, seen.frames, cams, cls)
+    return Explanation(pred, seen.crops, seen.frames, cams, cls, people)
 
 
 # ---------------------------------------------------------------------- drawing
@@ -258,6 +289,24 @@ def write_explanation(expl: Explanation, outdir: str | os.PathLike[str]) -> dict
     cv2.imwrite(str(out / "contact_sheet.png"), contact_sheet(expl, overlays))
     files["scores"] = "scores.png"
     files["contact_sheet"] = "contact_sheet.png"
+    files["people"] = []
+    for k, person in enumerate(expl.people):  # every scored person, the deciding one included
+        entry: dict[str, Any] = {
+            "track": person.track,
+            "p_fake": person.p_fake,
+            "label": person.label,
+            "frame_indices": person.frame_indices,
+            "frame_p_fake": person.frame_p_fake,
+            "crops": [],
+            "overlays": [],
+        }
+        for j, idx in enumerate(person.frame_indices):
+            crop_name, overlay_name = f"p{k}_crop_{idx:05d}.png", f"p{k}_overlay_{idx:05d}.png"
+            cv2.imwrite(str(out / crop_name), person.crops[j])
+            cv2.imwrite(str(out / overlay_name), heat_overlay(person.crops[j], person.cams[j]))
+            entry["crops"].append(crop_name)
+            entry["overlays"].append(overlay_name)
+        files["people"].append(entry)
     doc = {"record": pred.to_record(), "predicted_class": expl.predicted_class, "files": files}
     (out / "explain.json").write_text(json.dumps(doc, indent=2) + "\n")
     return files

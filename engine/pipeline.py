@@ -1,20 +1,26 @@
 """The video path of one model, as a chain of public stages.
 
-``decode -> detect -> select faces -> crop -> classify -> reduce``; each step is one object
-implemented once elsewhere and composed here:
+``decode -> detect -> track -> select faces -> crop -> classify -> reduce``; each step is one
+object implemented once elsewhere and composed here:
 
 =================  ==========================================================================
 stage              implementation
 =================  ==========================================================================
 decode / sample    :func:`preprocess.video.read_video`
 detect             a detector with ``detect(frames)`` (:class:`preprocess.scrfd.SCRFDDetector`
-                   on the backend's session)
-select faces       :class:`preprocess.faces.FacePolicy` (face rule, crop style, margin,
+                   on the backend's session), then the per-video input choice
+                   (:func:`preprocess.detector_input.choose_detector_input`)
+track              :func:`preprocess.tracking.track_faces` (one face track per person)
+select faces       who is scored (``faces``: the main track, every track, or the face rule
+                   per frame), then :class:`preprocess.faces.FacePolicy` (crop style, margin,
                    no-face rule)
 crop / preprocess  :class:`preprocess.crop.Preprocessor` (the model sidecar's input spec)
 classify           :class:`engine.core.classifier.ClassifierRunner` (batching, sequence head)
 reduce             :func:`engine.core.reduce.score_video` (the sidecar's reduction and labels)
 =================  ==========================================================================
+
+A scored sequence (:class:`ScoredSequence`) is one person's frames (or, ``per-frame``, the face
+rule's choice in each frame); the classifier never sees a sequence that mixes two tracks.
 
 :class:`VideoPipeline` holds those stage objects for one exported model and offers each step as
 a method on :class:`VideoJob` items, so :class:`engine.api.Engine` can run them one after the
@@ -33,17 +39,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.core.classifier import ClassifierOutput, ClassifierRunner
-from engine.core.config import EngineConfig
+from engine.core.config import FACES_MODES, EngineConfig
 from engine.core.errors import EngineError, InvalidInputError
 from engine.core.records import Prediction
-from engine.core.reduce import score_video
+from engine.core.reduce import VideoScore, score_video
 from engine.core.sidecar import INT8_GRAPH, ModelSpec
 from preprocess.crop import Box, Preprocessor, resize_pil
-from preprocess.faces import FacePolicy, FaceSelection, crop_selection
+from preprocess.faces import FacePolicy
 
 if TYPE_CHECKING:
+    from preprocess.detector_input import DetectorInput
     from preprocess.faces import Detector
     from preprocess.scrfd import Face
+    from preprocess.tracking import Track
 
 
 @dataclass
@@ -52,9 +60,11 @@ class VideoJob:
 
     The stages fill it in turn: ``frames``/``frame_indices`` (decode; frames are HxWx3 uint8
     BGR, indices 0-based in presentation order), ``faces`` (detect: every face of each frame),
-    ``selection`` (which face of which frame), ``crops`` (size x size x 3 uint8 BGR, one per
-    frame used) and ``boxes``. ``frames`` are released once cropped unless ``keep_frames``.
-    A stage that fails sets ``error``; later stages skip the job, and its record says why.
+    ``detector_input`` (the input chosen for this video), ``tracks`` (one face track per
+    person), ``sequences`` (what is scored: one per person scored, each with its selection,
+    crops (size x size x 3 uint8 BGR, one per frame used) and boxes). ``frames`` are released once
+    cropped unless ``keep_frames``. A stage that fails sets ``error``; later stages skip the
+    job, and its record says why.
     """
 
     index: int
@@ -63,11 +73,12 @@ class VideoJob:
     detect: bool = True  # False for the caller's own crops
     keep_frames: bool = False
     frames: list[np.ndarray] = field(default_factory=list)
-    frame_indices: list[int] = field(default_factory=list)
+    frame_indices: list[int] = field(default_factory=list)  # the frames decoded
     faces: list[list[Face]] | None = None
-    selection: FaceSelection | None = None
-    crops: list[np.ndarray] = field(default_factory=list)
-    boxes: list[Box | None] = field(default_factory=list)
+    detector_input: DetectorInput | None = None
+    tracks: list[Track] = field(default_factory=list)
+    people: int = 0  # tracks present in enough frames to be scored
+    sequences: list[ScoredSequence] = field(default_factory=list)
     kept_frames: dict[int, np.ndarray] = field(default_factory=dict)  # index -> frame
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
@@ -75,16 +86,29 @@ class VideoJob:
     started: float = field(default_factory=time.perf_counter)
 
     @property
-    def found(self) -> int:
-        """Frames used whose own face was found (all of them for the caller's crops)."""
-        if not self.detect:
-            return len(self.crops)
-        return self.selection.found if self.selection is not None else 0
-
-    @property
     def size(self) -> int:
         """Frames this job carries into the next stage (for batching)."""
-        return len(self.frames) or len(self.crops)
+        return len(self.frames) or sum(len(q.crops) for q in self.sequences)
+
+
+@dataclass
+class ScoredSequence:
+    """One sequence the classifier scores: a person's frames (``track``: the face track's id;
+    None for the per-frame rule or the caller's crops). ``positions`` index the job's decoded
+    frames; ``frame_indices`` are video frame indices; ``boxes`` the crop boxes (None: whole
+    frame); ``found`` the frames cropped at this person's face."""
+
+    track: int | None
+    positions: list[int]
+    frame_indices: list[int]
+    boxes: list[Box | None]
+    found: int
+    crops: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of the frames used that had this person's face (0 when none did)."""
+        return self.found / len(self.positions) if self.positions else 0.0
 
 
 def policy_for(config: EngineConfig, spec: ModelSpec) -> FacePolicy:
@@ -138,18 +162,44 @@ def job_for(index: int, source: Any, *, crops: bool = False, size: int = 112) ->
     job = VideoJob(index=index, name=name, detect=not crops)
     job.frame_indices = list(range(len(frames)))
     if crops:
-        job.crops = [resize_pil(f, size) for f in frames]
-        job.boxes = [None] * len(frames)
+        n = len(frames)
+        seq = ScoredSequence(None, list(range(n)), list(range(n)), [None] * n, found=n)
+        seq.crops = [resize_pil(f, size) for f in frames]
+        job.sequences = [seq]
     else:
         job.frames = frames
     return job
+
+
+@dataclass(frozen=True)
+class SequenceResult:
+    """One scored sequence: its frames and boxes, per-frame and overall scores."""
+
+    sequence: ScoredSequence
+    score: VideoScore
+
+    def to_record(self) -> dict[str, Any]:
+        """The record's ``tracks`` entry of this sequence."""
+        seq = self.sequence
+        return {
+            "track": seq.track,
+            "frames": len(seq.positions),
+            "frame_indices": list(seq.frame_indices),
+            "boxes": [list(b) if b else None for b in seq.boxes],
+            "p_fake": self.score.p_fake,
+            "label": self.score.label,
+            "confidence": self.score.confidence,
+            "face_coverage": round(seq.coverage, 6),
+        }
 
 
 class VideoPipeline:
     """The stages of one exported model (see the module docstring).
 
     ``detector`` is called on first use (the detector loads lazily and is shared between the
-    models of a catalog). ``backend`` and ``precision`` are what the records say ran.
+    models of a catalog). ``faces`` is who is scored (``main``, ``all``, ``per-frame``);
+    ``size_probe`` whether the detector input is chosen per video. ``backend`` and
+    ``precision`` are what the records say ran.
     """
 
     def __init__(
@@ -161,8 +211,14 @@ class VideoPipeline:
         policy: FacePolicy,
         backend: str,
         precision: str,
+        faces: str = "main",
+        size_probe: bool = True,
         decode_backend: str = "auto",
     ) -> None:
+        if faces not in FACES_MODES:
+            raise InvalidInputError(
+                f"faces={faces!r} is not supported; supported values are {', '.join(FACES_MODES)}"
+            )
         self.spec = spec
         self.classifier = classifier
         self._detector = detector
@@ -170,6 +226,8 @@ class VideoPipeline:
         self.preprocessor = Preprocessor(spec.input)
         self.backend = backend
         self.precision = precision
+        self.faces = faces
+        self.size_probe = size_probe
         self.decode_backend = decode_backend
         self.notes = self._notes()
 
@@ -205,14 +263,18 @@ class VideoPipeline:
         job.timings["decode"] = time.perf_counter() - t
 
     def detect(self, jobs: Sequence[VideoJob]) -> None:
-        """Every face of every frame of ``jobs``, the frames of all jobs in shared detector
-        batches (the time is shared out per frame)."""
+        """Every face of every frame of ``jobs``: the frames of all jobs in shared detector
+        batches at the detector's default input (the time is shared out per frame), then, per
+        video, the input choice of :func:`preprocess.detector_input.choose_detector_input`
+        (small faces in large frames, faces filling the frame), detecting again only where it
+        is not the default."""
         todo = [j for j in jobs if j.error is None and j.detect]
         frames = [f for j in todo for f in j.frames]
         if not frames:
             return
+        detector = self.detector
         t = time.perf_counter()
-        faces = self.detector.detect(frames)
+        faces = detector.detect(frames)
         share = (time.perf_counter() - t) / len(frames)
         pos = 0
         for j in todo:
@@ -220,45 +282,108 @@ class VideoPipeline:
             j.faces = faces[pos : pos + count]
             j.timings["detect"] = share * count
             pos += count
+        if not self.size_probe or not hasattr(detector, "detect_prepared"):
+            return
+        from preprocess.detector_input import choose_detector_input, detect_with_input
+
+        for j in todo:
+            t = time.perf_counter()
+            try:
+                choice = choose_detector_input(
+                    detector, j.frames, j.faces, frame_indices=j.frame_indices
+                )
+                if not choice.default:
+                    j.faces = detect_with_input(detector, j.frames, choice, default_faces=j.faces)
+                j.detector_input = choice
+            except Exception as exc:  # this video only
+                j.error = error_text(exc)
+            j.timings["detect"] += time.perf_counter() - t
+
+    def track(self, job: VideoJob) -> None:
+        """Link the faces of the sampled frames into face tracks, one per person."""
+        if not job.detect or job.error is not None:
+            return
+        if job.faces is None:
+            raise InvalidInputError(f"{job.name}: track() before detect()")
+        from preprocess.tracking import track_faces, tracks_to_score
+
+        t = time.perf_counter()
+        job.tracks = track_faces(list(zip(job.frame_indices, job.faces)))
+        job.people = len(tracks_to_score(job.tracks, len(job.frame_indices)))
+        job.timings["track"] = time.perf_counter() - t
 
     def select(self, job: VideoJob) -> None:
-        """Apply the face policy: which face of each frame (or the whole frame) is cropped."""
+        """Who is scored, and which face of each frame (or the whole frame) is cropped for
+        them: one :class:`ScoredSequence` per person scored (see the module docstring)."""
         if not job.detect or job.error is not None:
             return
         if job.faces is None:
             raise InvalidInputError(f"{job.name}: select() before detect()")
-        job.selection = self.policy.select([f.shape for f in job.frames], job.faces)
-        if not job.selection.positions:
+        from preprocess.tracking import main_track, tracks_to_score
+
+        shapes = [f.shape for f in job.frames]
+        if self.faces == "per-frame":
+            plans: list[tuple[int | None, list[Face | None] | None]] = [(None, None)]
+        else:
+            main = main_track(job.tracks)
+            scored = (
+                [main]
+                if self.faces == "main"
+                else tracks_to_score(job.tracks, len(job.frame_indices))
+            )
+            if main is None:  # no face anywhere: the no-face rule for every frame
+                plans = [(None, [None] * len(shapes))]
+            else:
+                plans = [(t.track_id, [t.face_at(i) for i in job.frame_indices]) for t in scored]
+        job.sequences = []
+        for track_id, chosen in plans:
+            policy = self.policy
+            if self.faces == "all" and track_id is not None:
+                # each person on their own frames: another person's whole frame is not evidence
+                policy = FacePolicy(policy.face, policy.crop_style, policy.margin, no_face="drop")
+            sel = policy.select(shapes, job.faces, chosen=chosen)
+            job.sequences.append(
+                ScoredSequence(
+                    track_id,
+                    list(sel.positions),
+                    [job.frame_indices[p] for p in sel.positions],
+                    list(sel.boxes),
+                    sel.found,
+                )
+            )
+        if not any(q.positions for q in job.sequences):
             raise InvalidInputError(
                 f"{job.name}: no face in any of the {len(job.frames)} frames read, and "
                 "no_face='drop' leaves nothing to classify; use no_face='full_frame' to classify "
                 "whole frames as the original did"
             )
+        job.sequences = [q for q in job.sequences if q.positions]
 
     def crop(self, job: VideoJob) -> None:
-        """Cut and resize the selected faces; release the full frames (unless kept)."""
+        """Cut and resize each sequence's faces; release the full frames (unless kept)."""
         if not job.detect or job.error is not None:
             return
-        t = time.perf_counter()
-        sel = job.selection
-        if sel is None:
+        if not job.sequences:
             raise InvalidInputError(f"{job.name}: crop() before select()")
-        job.crops = crop_selection(job.frames, sel, self.preprocessor)
-        job.boxes = list(sel.boxes)
-        indices = [job.frame_indices[p] for p in sel.positions]
+        t = time.perf_counter()
+        for q in job.sequences:
+            q.crops = [
+                self.preprocessor.crop(job.frames[p], b) for p, b in zip(q.positions, q.boxes)
+            ]
         if job.keep_frames:
-            job.kept_frames = {job.frame_indices[p]: job.frames[p] for p in sel.positions}
-        job.frame_indices = indices
+            used = {p for q in job.sequences for p in q.positions}
+            job.kept_frames = {job.frame_indices[p]: job.frames[p] for p in sorted(used)}
         job.frames = []  # release the full-size frames early
         job.timings["crop"] = time.perf_counter() - t
 
     def detect_and_crop(self, jobs: Sequence[VideoJob]) -> None:
-        """:meth:`detect` on all ``jobs`` in shared batches, then :meth:`select` and
-        :meth:`crop` each (an error in one job's selection fails that job only)."""
+        """:meth:`detect` on all ``jobs`` in shared batches, then :meth:`track`,
+        :meth:`select` and :meth:`crop` each (an error in one job fails that job only)."""
         self.detect(jobs)
         for job in jobs:
             if job.error is None and job.detect:
                 try:
+                    self.track(job)
                     self.select(job)
                     self.crop(job)
                 except Exception as exc:
@@ -266,21 +391,40 @@ class VideoPipeline:
 
     def classify(
         self, jobs: Sequence[VideoJob], extra_outputs: Sequence[str] = ()
-    ) -> ClassifierOutput:
-        """Per-frame logits of each job (all frames share classifier batches), plus the
-        classifier's ``extra_outputs`` per job."""
+    ) -> list[ClassifierOutput]:
+        """Per-frame logits of each sequence of each job (all frames share classifier
+        batches), plus the classifier's ``extra_outputs``: one :class:`ClassifierOutput` per
+        job, one entry per sequence."""
         t = time.perf_counter()
-        batches = [self.preprocessor(np.stack(j.crops)) for j in jobs]
+        seqs = [(k, q) for k, j in enumerate(jobs) for q in j.sequences]
+        batches = [self.preprocessor(np.stack(q.crops)) for _, q in seqs]
         out = self.classifier.run(batches, extra_outputs)
         share = (time.perf_counter() - t) / max(sum(len(b) for b in batches), 1)
-        for j, b in zip(jobs, batches):
-            j.timings["classify"] = share * len(b)
-        return out
+        per_job = [ClassifierOutput([], {n: [] for n in extra_outputs}) for _ in jobs]
+        for i, ((k, _q), b) in enumerate(zip(seqs, batches)):
+            per_job[k].logits.append(out.logits[i])
+            for name in extra_outputs:
+                per_job[k].extra[name].append(out.extra[name][i])
+            jobs[k].timings["classify"] = jobs[k].timings.get("classify", 0.0) + share * len(b)
+        return per_job
+
+    def results(self, job: VideoJob, logits: Sequence[np.ndarray]) -> list[SequenceResult]:
+        """Each sequence's score (reduction and labels of the model's sidecar)."""
+        return [
+            SequenceResult(q, score_video(z, self.spec.reduce, self.spec.labels))
+            for q, z in zip(job.sequences, logits)
+        ]
+
+    @staticmethod
+    def deciding(results: Sequence[SequenceResult]) -> int:
+        """The position of the sequence that decides the video: the most-fake person (a video
+        is fake if anyone in it is); with one sequence, that one."""
+        return max(range(len(results)), key=lambda i: (results[i].score.p_fake, -i))
 
     def finish(
         self,
         job: VideoJob,
-        logits: np.ndarray | None,
+        logits: Sequence[np.ndarray] | None,
         *,
         n: int | None,
         sampling: str | None,
@@ -297,24 +441,66 @@ class VideoPipeline:
             "model": str(self.spec.directory),
             "reduce": self.spec.reduce,
             "crop_style": self.policy.crop_style if job.detect else None,
+            "faces_mode": self.faces if job.detect else None,
+            "people": job.people,
+            "detector_input": job.detector_input.to_record() if job.detector_input else None,
             "timings": timings,
-            "warnings": [*job.warnings, *self.notes],
         }
-        if job.error is not None or logits is None:
-            return Prediction(status="error", error=job.error or "not classified", **common)
-        score = score_video(logits, self.spec.reduce, self.spec.labels)
+        warnings = [*job.warnings, *self.notes]
+        if job.error is not None or not logits:
+            return Prediction(
+                status="error", error=job.error or "not classified", warnings=warnings, **common
+            )
+        results = self.results(job, logits)
+        best = results[self.deciding(results)]
+        seq, score = best.sequence, best.score
+        warnings += self._basis_warnings(job, best)
         return Prediction(
             status="ok",
             label=score.label,
             confidence=score.confidence,
             p_fake=score.p_fake,
-            frames=len(job.crops),
-            faces=job.found,
+            frames=len(seq.positions),
+            faces=seq.found,
             frame_p_fake=score.frame_p_fake,
-            frame_indices=list(job.frame_indices),
-            boxes=[list(b) if b else None for b in job.boxes],
+            frame_indices=list(seq.frame_indices),
+            boxes=[list(b) if b else None for b in seq.boxes],
+            tracks=[r.to_record() for r in results if r.sequence.track is not None],
+            face_coverage=round(seq.coverage, 6),
+            warnings=warnings,
             **common,
         )
+
+    def _basis_warnings(self, job: VideoJob, best: SequenceResult) -> list[str]:
+        """What the score rests on, when it is weak: whole frames, people left unscored."""
+        out = []
+        if not job.detect:
+            return out
+        seq = best.sequence
+        whole = sum(b is None for b in seq.boxes)
+        if whole == len(seq.boxes):
+            out.append(
+                f"no face was found in any of the {whole} frames used: the score is of whole "
+                "frames, not of a face"
+            )
+        elif whole:
+            out.append(
+                f"{whole} of {len(seq.boxes)} frames had no face of the scored person and were "
+                "classified whole (no_face=full_frame)"
+            )
+        scored = {q.track for q in job.sequences}
+        others = job.people - len([t for t in scored if t is not None])
+        if self.faces == "main" and others > 0:
+            out.append(
+                f"{others} other person(s) in the video were not scored (--faces all scores "
+                "everyone)"
+            )
+        if self.faces == "per-frame" and job.people > 1:
+            out.append(
+                f"{job.people} people are in the video and the per-frame rule may switch between "
+                "them (--faces main follows one person)"
+            )
+        return out
 
     def run(
         self,
@@ -324,9 +510,9 @@ class VideoPipeline:
         sampling: str,
         extra_outputs: Sequence[str] = (),
         progress: Callable[[str], None] | None = None,
-    ) -> tuple[Prediction, dict[str, np.ndarray]]:
+    ) -> tuple[Prediction, ClassifierOutput]:
         """Every stage on one job, in order; bad input raises. Returns the prediction and the
-        classifier's ``extra_outputs`` for the job."""
+        classifier's output for the job's sequences (logits and ``extra_outputs``)."""
         step = progress or (lambda _stage: None)
         if job.source is not None:
             step("decoding")
@@ -334,9 +520,11 @@ class VideoPipeline:
         if job.detect:
             step("detecting faces")
             self.detect([job])
+            if job.error is not None:
+                raise InvalidInputError(job.error)
+            self.track(job)
             self.select(job)
             self.crop(job)
         step("classifying")
-        out = self.classify([job], extra_outputs)
-        pred = self.finish(job, out.logits[0], n=n, sampling=sampling)
-        return pred, {name: arrays[0] for name, arrays in out.extra.items()}
+        (out,) = self.classify([job], extra_outputs)
+        return self.finish(job, out.logits, n=n, sampling=sampling), out

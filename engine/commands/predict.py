@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.evaluation import LOW_COVERAGE
 from engine.options import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -101,8 +102,21 @@ def run_predict(
     return records, time.perf_counter() - t0
 
 
+def low_coverage(records: list[dict]) -> list[dict]:
+    """Scored records whose ``face_coverage`` is below :data:`LOW_COVERAGE` (mostly whole
+    frames: the score is not about a face)."""
+    return [
+        r
+        for r in records
+        if r.get("status") == "ok"
+        and r.get("face_coverage") is not None
+        and r["face_coverage"] < LOW_COVERAGE
+    ]
+
+
 def print_summary(records: list[dict], seconds: float, *, table: bool = True) -> None:
-    """A table of the records (to stderr) and the job's rates."""
+    """A table of the records (to stderr), the videos scored mostly on whole frames, and the
+    job's rates."""
     ok = [r for r in records if r["status"] == "ok"]
     frames = sum(r["frames"] for r in records)
     out = sys.stderr
@@ -110,20 +124,32 @@ def print_summary(records: list[dict], seconds: float, *, table: bool = True) ->
         width = min(max(len(Path(r["video"]).name) for r in records), 48)
         print(
             f"{'video':{width}s}  {'label':5s}  {'conf%':>6s}  {'p_fake':>7s}  "
-            f"{'frames':>6s}  {'faces':>5s}  {'sec':>6s}",
+            f"{'frames':>6s}  {'faces':>5s}  {'cover':>5s}  {'people':>6s}  {'sec':>6s}",
             file=out,
         )
         for r in records:
             name = Path(r["video"]).name[:width]
             if r["status"] == "ok":
+                cover = r.get("face_coverage")
+                cover_text = "  -  " if cover is None else f"{cover:5.2f}"
+                flag = "  <- few faces" if cover is not None and cover < LOW_COVERAGE else ""
                 print(
                     f"{name:{width}s}  {r['label']:5s}  {r['confidence']:6.1f}  "
-                    f"{r['p_fake']:7.4f}  {r['frames']:6d}  {r['faces']:5d}  "
-                    f"{r['timings']['total']:6.2f}",
+                    f"{r['p_fake']:7.4f}  {r['frames']:6d}  {r['faces']:5d}  {cover_text}  "
+                    f"{r.get('people', 0):6d}  {r['timings']['total']:6.2f}{flag}",
                     file=out,
                 )
             else:
                 print(f"{name:{width}s}  ERROR  {r['error'][:80]}", file=out)
+    low = low_coverage(records)
+    if low:
+        print(
+            f"{len(low)} video(s) scored mostly on whole frames (face_coverage < "
+            f"{LOW_COVERAGE}): their scores are not about a face: "
+            + ", ".join(Path(r["video"]).name for r in low[:10])
+            + (" ..." if len(low) > 10 else ""),
+            file=out,
+        )
     secs = max(seconds, 1e-9)
     print(
         f"{len(ok)}/{len(records)} scored, {len(records) - len(ok)} failed; "

@@ -35,7 +35,11 @@ GPU_BACKENDS = ("ort-cuda", "ort-tensorrt", "tensorrt", "torch-cuda")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: Which frames of a video: the first N (the original) or N spread over the video.
 SAMPLING_MODES = ("first", "uniform")
-#: Which face of a frame: the highest detector score, or the largest box.
+#: Who is scored: the main person followed through the video (a face track), every person
+#: present in enough frames (each on its own), or the face of each frame chosen by the face rule
+#: (the original's behaviour, frame by frame).
+FACES_MODES = ("main", "all", "per-frame")
+#: Which face of a frame, in ``per-frame`` mode: the highest detector score, or the largest box.
 FACE_RULES = ("score", "largest")
 #: A frame without a face at scoring time: classify the whole frame (the original) or drop it.
 NO_FACE_RULES = ("full_frame", "drop")
@@ -227,14 +231,34 @@ class EngineConfig:
             minimum=32,
         ),
     )
+    size_probe: bool = field(
+        default=True,
+        metadata=option(
+            "never look for faces the default detector input misses (very small or very large "
+            "faces); by default a cheap probe per video chooses the input, keeping the default "
+            "when its faces are of a size it detects well",
+            flag="--no-size-probe",
+        ),
+    )
     score_threshold: float = field(
         default=DEFAULT_SCORE_THRESHOLD,
         metadata=option("detector score threshold, 0-1", minimum=0.0),
     )
+    faces: str = field(
+        default="main",
+        metadata=option(
+            "who is scored: main (the person present in most frames, followed as a face "
+            "track), all (every person in at least a quarter of the frames, or 4, each on its "
+            "own; the video's p_fake is the most-fake person's), per-frame (the --face rule in "
+            "each frame, as the original)",
+            choices=FACES_MODES,
+        ),
+    )
     face: str = field(
         default="score",
         metadata=option(
-            "which face of a frame to crop: highest score or largest", choices=FACE_RULES
+            "per-frame mode: which face of a frame to crop, highest score or largest",
+            choices=FACE_RULES,
         ),
     )
     margin: float = field(

@@ -34,11 +34,20 @@ class Prediction:
     confidence: float | None = None  # 0-100, the winning class's probability, as the original
     p_fake: float | None = None
     frames: int = 0  # frames used
-    faces: int = 0  # frames in which a face was found
+    faces: int = 0  # frames in which the scored person's face was found
     frame_p_fake: list[float] = field(default_factory=list)
     frame_indices: list[int] = field(default_factory=list)
     boxes: list[list[int] | None] = field(default_factory=list)  # crop box per frame used
     crop_style: str | None = None  # "scrfd" or "dlib" (None: the caller's own crops)
+    # who was scored: "main", "all" or "per-frame" (None: the caller's own crops)
+    faces_mode: str | None = None
+    people: int = 0  # face tracks in the video present in enough frames to be scored
+    # each scored person: {"track", "frames", "frame_indices", "boxes", "p_fake", "label",
+    # "confidence", "face_coverage"}; the record's own fields are those of the deciding one
+    tracks: list[dict[str, Any]] = field(default_factory=list)
+    # fraction of the frames used that had the scored person's face (0: all whole frames)
+    face_coverage: float | None = None
+    detector_input: dict[str, Any] | None = None  # the detector input chosen, and why
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     seq_len: int | None = None
     sampling: str | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,7 +45,9 @@ MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # the original's MAX_UPLOAD_SIZE
 MULTIPART_SLACK = 64 * 1024  # form fields and part headers around the file
 MAX_SEQ_LEN = 300
 SLIDER_STEPS = (10, 20, 40, 60, 80, 100)
-_FILE_NAME = re.compile(r"^(overlay|crop|frame)_\d{5}\.(png|jpg)$|^(scores|contact_sheet)\.png$")
+_FILE_NAME = re.compile(
+    r"^(p\d{1,3}_)?(overlay|crop|frame)_\d{5}\.(png|jpg)$|^(scores|contact_sheet)\.png$"
+)
 _JOB_ID = PathParam(pattern=ID_PATTERN, description="job id (32 hex digits)")
 
 _UPLOAD_SCHEMA = {
@@ -102,9 +105,11 @@ def create_app(
     accepts jobs without running them (for tests of the queue)."""
     store = JobStore(Path(data_dir))
     runner = JobRunner(engine, store, max_queue=max_queue, workers=workers)
+    readiness = Readiness(engine)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        readiness.start()  # the classifier and the detector load in the background
         runner.start()
         try:
             yield
@@ -130,6 +135,8 @@ def create_app(
         return response
 
     async def create_job(request: Request) -> str:
+        if not readiness.ready:
+            raise HTTPException(503, readiness.reason, headers={"Retry-After": "5"})
         try:
             runner.reserve()
         except QueueFullError as exc:
@@ -206,15 +213,23 @@ def create_app(
     def get_job(job_id: str = _JOB_ID) -> dict[str, Any]:
         return _job_json(job_id)
 
-    @app.get("/api/v1/health", summary="Backend and model")
-    def health() -> dict[str, Any]:
+    @app.get(
+        "/api/v1/health",
+        summary="Backend and model; 503 with the reason until the models have loaded",
+        responses={503: {"description": "the classifier or the detector is not loaded (yet)"}},
+    )
+    def health() -> JSONResponse:
         desc = engine.describe()
-        return {
-            "status": "ok",
+        body = {
+            "status": "ok" if readiness.ready else readiness.state,
             "backend": desc["backend"],
             "model": desc,
             "queue": {"active": runner.active, "max": max_queue, "workers": workers},
         }
+        if not readiness.ready:
+            body["reason"] = readiness.reason
+            return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse(body)
 
     def _job_json(job_id: str) -> dict[str, Any]:
         job = store.get(job_id)
@@ -222,11 +237,7 @@ def create_app(
             raise HTTPException(404, f"no job {job_id}")
         files = None
         if job.files:
-            base = f"/jobs/{job_id}/files/"
-            files = {
-                k: ([base + f for f in v] if isinstance(v, list) else base + v)
-                for k, v in job.files.items()
-            }
+            files = _file_urls(job.files, f"/jobs/{job_id}/files/")
         return {
             "id": job.id,
             "status": job.status,
@@ -246,7 +257,9 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
-        return pages.upload_page(SLIDER_STEPS, max_upload_bytes)
+        return pages.upload_page(
+            SLIDER_STEPS, max_upload_bytes, demo=engine.describe()["demo"], ready=readiness.ready
+        )
 
     @app.post("/upload", include_in_schema=False)
     async def upload_form(request: Request):
@@ -261,7 +274,7 @@ def create_app(
         job = store.get(job_id)
         if job is None:
             return HTMLResponse(pages.error_page(404, f"no job {job_id}"), 404)
-        return pages.job_page(_job_json(job_id), now=time.time())
+        return pages.job_page(_job_json(job_id), now=time.time(), demo=engine.describe()["demo"])
 
     @app.get("/jobs/{job_id}/files/{name}", include_in_schema=False)
     def job_file(name: str, job_id: str = _JOB_ID):
@@ -277,6 +290,55 @@ def create_app(
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
     return app
+
+
+class Readiness:
+    """Whether the engine's classifier and detector have loaded (``dfe serve`` loads them
+    before it serves; an app made by :func:`create_app` loads them in the background and
+    answers 503 with the reason until then, or for good when one cannot load)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.state = "loading"
+        self.reason = "the classifier and the face detector are loading"
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ok"
+
+    def start(self) -> None:
+        if self.engine.is_prepared():
+            self.state, self.reason = "ok", ""
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._load, name="dfe-load", daemon=True)
+            self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            self.engine.prepare()
+        except Exception as exc:  # reported by /api/v1/health, never raised into a request
+            log.error("the models could not be loaded: %s", exc)
+            self.reason = f"the models could not be loaded: {exc}"
+            self.state = "error"
+        else:
+            self.state, self.reason = "ok", ""
+
+
+def _file_urls(files: dict[str, Any], base: str) -> dict[str, Any]:
+    """The job's result files as URLs (names nested in lists and per-person dicts too)."""
+
+    def url(value: Any) -> Any:
+        if isinstance(value, str):
+            return base + value
+        if isinstance(value, list):
+            return [url(v) for v in value]
+        if isinstance(value, dict):
+            return {k: url(v) if k in ("crops", "overlays") else v for k, v in value.items()}
+        return value
+
+    return {k: url(v) for k, v in files.items()}
 
 
 def _save(upload: UploadFile, path: Path) -> None:

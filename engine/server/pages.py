@@ -31,10 +31,27 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def upload_page(steps: tuple[int, ...], max_bytes: int) -> str:
+DEMO_BANNER = (
+    "<div class='box warn' id=demo><b>Demo model.</b> This server runs the untrained demo "
+    "model: its scores mean nothing. Export a trained checkpoint (dfe export) and serve that "
+    "for real verdicts.</div>"
+)
+
+
+def upload_page(
+    steps: tuple[int, ...], max_bytes: int, *, demo: bool = False, ready: bool = True
+) -> str:
     default = 1 if len(steps) > 1 else 0
+    banner = DEMO_BANNER if demo else ""
+    if not ready:
+        banner += (
+            "<div class='box warn' id=loading>The models are still loading (or failed to "
+            "load): see <a href='/api/v1/health'>/api/v1/health</a>. Uploads are refused until "
+            "they are ready.</div>"
+        )
     body = f"""
 <h1>deepfake-engine</h1>
+{banner}
 <p class=muted>Upload a video; the model reads its first N frames, finds the face in each and
 says REAL or FAKE.</p>
 <form class=box id=upload action="/upload" method=post enctype="multipart/form-data">
@@ -72,12 +89,12 @@ def error_page(status: int, message: str) -> str:
     return _page(f"Error {status}", body)
 
 
-def job_page(job: dict[str, Any], *, now: float) -> str:
+def job_page(job: dict[str, Any], *, now: float, demo: bool = False) -> str:
     if job["status"] in ("queued", "running"):
         return _progress(job, now)
     if job["status"] == "error":
         return error_page(422, f"{job['filename']}: {job['error']}")
-    return _result(job)
+    return _result(job, demo=demo)
 
 
 def _progress(job: dict[str, Any], now: float) -> str:
@@ -106,31 +123,82 @@ poll();
     return _page("analysing...", body)
 
 
-def _figures(urls: list[str], captions: list[str], cls: str, alt: str) -> str:
+def _figures(
+    urls: list[str], captions: list[str], cls: str, alt: str, *, ident: str | None = None
+) -> str:
     items = "".join(
         f"<figure><img src='{escape(u)}' alt='{alt} {escape(c)}'><figcaption>{escape(c)}"
         "</figcaption></figure>"
         for u, c in zip(urls, captions)
     )
-    return f"<div class='grid {cls}' id={cls}>{items}</div>"
+    return f"<div class='grid {cls}' id='{ident or cls}'>{items}</div>"
 
 
-def _result(job: dict[str, Any]) -> str:
+def _coverage_warning(rec: dict[str, Any]) -> str:
+    """The result's basis in plain words, when it is weak."""
+    coverage = rec.get("face_coverage")
+    if rec["faces"] == 0:
+        return (
+            "<div class='box warn' id=no_face><b>No face was found in any of the frames "
+            "analysed.</b> The model looked at the whole pictures instead, as the original "
+            "did, so this verdict says nothing reliable about a face.</div>"
+        )
+    if coverage is not None and coverage < 0.5:
+        return (
+            f"<div class='box warn' id=coverage><b>A face was found in only {rec['faces']} of "
+            f"{rec['frames']} frames.</b> The rest were judged as whole pictures, so this "
+            "verdict rests mostly on them and is not reliable.</div>"
+        )
+    if rec["faces"] < rec["frames"]:
+        return (
+            f"<div class='box warn' id=coverage>A face was found in {rec['faces']} of "
+            f"{rec['frames']} frames; the others were judged as whole pictures.</div>"
+        )
+    return ""
+
+
+def _people(rec: dict[str, Any], files: dict[str, Any]) -> str:
+    """One panel per scored person: their face crops and their p_fake."""
+    people = files.get("people") or []
+    if not people:
+        return ""
+    total = rec.get("people", len(people))
+    intro = (
+        f"<p class=muted>{total} people were found in the video; "
+        + (
+            "each was scored on their own, and the video's verdict is the most-fake person's."
+            if len(people) > 1
+            else "the verdict is about the person seen in the most frames."
+        )
+        + "</p>"
+    )
+    panels = []
+    for k, person in enumerate(people):
+        label = person["label"]
+        captions = [
+            f"#{i} p_fake {p:.2f}" for i, p in zip(person["frame_indices"], person["frame_p_fake"])
+        ]
+        panels.append(
+            f"<div class=box id=person_{k}><b>Person {k + 1}</b> "
+            f"<span class='{label}'>{label}</span> · p_fake {person['p_fake']:.3f} · "
+            f"{len(person['frame_indices'])} frames"
+            + _figures(person["crops"], captions, "crops", "crop", ident=f"person_{k}_crops")
+            + "</div>"
+        )
+    return "<h2>People</h2>" + intro + "".join(panels)
+
+
+def _result(job: dict[str, Any], *, demo: bool = False) -> str:
     rec, files = job["result"], job["files"] or {}
     label = rec["label"]
     indices, p_fake = rec["frame_indices"], rec["frame_p_fake"]
     captions = [f"#{i} p_fake {p:.2f}" for i, p in zip(indices, p_fake)]
-    warn = ""
-    if rec["faces"] == 0:
-        warn = (
-            "<div class='box warn' id=no_face><b>No face was found in any frame.</b> The model "
-            "classified the whole frames instead, as the original did; this verdict is not "
-            "reliable.</div>"
-        )
-    elif rec["faces"] < rec["frames"]:
-        warn = (
-            f"<div class='box warn'>A face was found in {rec['faces']} of {rec['frames']} "
-            "frames; the others were classified as whole frames.</div>"
+    warn = (DEMO_BANNER if demo else "") + _coverage_warning(rec)
+    others = [w for w in rec.get("warnings", []) if "not scored" in w]
+    if others:
+        warn += (
+            "<div class='box warn' id=others>Other people in the video were not scored; upload "
+            "with every person scored (API: the server's --faces all) to check them too.</div>"
         )
     timings = "".join(
         f"<tr><th>{escape(k)}</th><td>{v * 1000:.0f} ms</td></tr>"
@@ -143,6 +211,7 @@ def _result(job: dict[str, Any]) -> str:
 <span class=verdict id=confidence>{rec["confidence"]:.1f}%</span>
 <p class=muted>p_fake {rec["p_fake"]:.4f} · {rec["frames"]} frames · faces in {rec["faces"]} ·
 reduce {escape(str(rec.get("reduce")))} · backend {escape(str(rec.get("backend")))}</p></div>
+{_people(rec, files)}
 <h2>Per-frame p_fake</h2>
 <img id=chart src='{escape(files.get("scores", ""))}' alt='per-frame p_fake chart'>
 <h2>Heatmaps</h2>

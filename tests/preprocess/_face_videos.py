@@ -101,3 +101,35 @@ def side_by_side(path: Path, shared: Path, *, seconds: float = 2.0) -> Path:
             for a, b in zip(left, right)
         ),
     )
+
+
+def two_people(path: Path, shared: Path, *, seconds: float = 1.0) -> Path:
+    """Two different people side by side: pair480p_real (a man) and dfdc_like_real (a woman),
+    each scaled to 640x360."""
+    n = round(24 * seconds)
+    left = read_video(shared / "videos" / "pair480p_real.mp4", n).frames
+    right = read_video(shared / "videos" / "dfdc_like_real.mp4", n).frames
+    return encode(
+        path,
+        (
+            np.hstack([cv2.resize(x, (640, 360), interpolation=cv2.INTER_AREA) for x in (a, b)])
+            for a, b in zip(left, right)
+        ),
+    )
+
+
+def bars_intro(
+    path: Path, shared: Path, *, bars_seconds: float = 1.0, seconds: float = 1.0
+) -> Path:
+    """Colour bars (SMPTE-like: seven vertical bars) for ``bars_seconds``, then the first
+    ``seconds`` of pair480p_real, at 24 fps and 640x360 (the issue's bars_intro.mp4)."""
+    colours = [(192, 192, 192), (0, 192, 192), (192, 192, 0), (0, 192, 0), (192, 0, 192),
+               (0, 0, 192), (192, 0, 0)]  # fmt: skip
+    bars = np.zeros((360, 640, 3), np.uint8)
+    for i, c in enumerate(colours):
+        bars[:, i * 640 // 7 : (i + 1) * 640 // 7] = c
+    face = read_video(shared / "videos" / "pair480p_real.mp4", round(24 * seconds)).frames
+    frames = [bars] * round(24 * bars_seconds) + [
+        cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA) for f in face
+    ]
+    return encode(path, frames)

@@ -19,9 +19,11 @@ pytest.importorskip("multipart", reason="dfe serve needs the `serve` extra (pyth
 def serve_engine(tiny_model, shared_dir):
     from engine.api import Engine
 
-    return Engine.load(
+    engine = Engine.load(
         tiny_model, backend="ort", models_dir=str(shared_dir / "models"), download=False
     )
+    engine.prepare()
+    return engine
 
 
 @pytest.fixture

@@ -164,3 +164,48 @@ def test_twenty_concurrent_uploads_all_finish(serve_engine, shared_dir, tmp_path
     assert len({j["id"] for j in jobs}) == 20
     assert all(j["status"] == "done" and j["result"]["frames"] == 2 for j in jobs), jobs
     assert time.monotonic() - t0 < 600
+
+
+def test_health_is_503_with_the_reason_until_the_models_load(tiny_model, shared_dir, tmp_path):
+    """A server whose detector cannot load says why on /api/v1/health (503) and refuses
+    uploads, instead of answering ok while every job fails."""
+    from fastapi.testclient import TestClient
+
+    from engine.api import Engine
+    from engine.server.app import create_app
+
+    broken = Engine.load(tiny_model, backend="ort", models_dir=str(tmp_path / "none"),
+                         download=False)  # fmt: skip
+    with TestClient(create_app(broken, tmp_path / "data")) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/api/v1/health").json()["status"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = client.get("/api/v1/health")
+        assert r.status_code == 503 and r.json()["status"] == "error"
+        assert "det_500m.onnx" in r.json()["reason"]
+        video = (shared_dir / "videos" / "pair480p_real.mp4").read_bytes()
+        up = client.post("/api/v1/jobs", files={"video": ("a.mp4", video, "video/mp4")})
+        assert up.status_code == 503 and "could not be loaded" in up.json()["detail"]
+        assert "still loading" in client.get("/").text
+    fresh = Engine.load(tiny_model, backend="ort", models_dir=str(shared_dir / "models"))
+    with TestClient(create_app(fresh, tmp_path / "data2")) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/api/v1/health").status_code == 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.get("/api/v1/health").json()["status"] == "ok"
+
+
+def test_demo_model_page_has_a_banner(tmp_path, shared_dir):
+    from fastapi.testclient import TestClient
+
+    from engine.api import Engine
+    from engine.server.app import create_app
+    from tests.tiny_model import make_tiny_model
+
+    demo = make_tiny_model(tmp_path / "demo", demo=True)
+    engine = Engine.load(demo, backend="ort", models_dir=str(shared_dir / "models"))
+    engine.prepare()
+    with TestClient(create_app(engine, tmp_path / "data")) as client:
+        assert "Demo model." in client.get("/").text

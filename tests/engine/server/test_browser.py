@@ -86,6 +86,7 @@ def test_upload_page_shows_result_in_headless_chromium(browser, serve_engine, sh
             return imgs
 
         assert len(loaded("#crops img")) == 10
+        assert len(loaded("#person_0_crops img")) == 10  # the scored person's panel
         assert len(loaded("#heatmaps img")) == 10
         assert len(loaded("#frames img")) == 10
         chart = loaded("#chart")
