@@ -96,6 +96,7 @@ def open_detector(
     path = find_model(config.detector, models_dir=config.models_dir, download=config.download)
     options = {
         "input_size": config.detector_input,
+        "input_shape": config.detector_input_shape,
         "score_threshold": config.score_threshold,
         "batch_size": config.detector_batch_for(factory.name),
     }

@@ -334,8 +334,8 @@ def choose_detector_input(
     indices = list(range(len(frames))) if frame_indices is None else list(frame_indices)
     if len(indices) != len(frames):
         raise InvalidInputError(f"{len(frames)} frames but {len(indices)} frame indices")
-    d = int(detector.config.input_size)
-    default_size = (d, d)
+    default_size = tuple(detector.input_for(frame_hw))
+    d2 = default_size[0] * default_size[1]
     s0 = letterbox_scale(frame_hw, default_size)
 
     looks: list[Look] = []
@@ -343,7 +343,7 @@ def choose_detector_input(
     for band, scale, round_up in _bands(frame_hw, s0):
         size = input_for_scale(frame_hw, scale, round_up=round_up)
         look_scale = letterbox_scale(frame_hw, size)
-        budget = LOOK_BUDGET * len(frames) * d * d / (size[0] * size[1])
+        budget = LOOK_BUDGET * len(frames) * d2 / (size[0] * size[1])
         positions = _look_frames(default_faces, min(MAX_LOOK_FRAMES, max(1, int(budget))))
         images, scales = [], []
         for p in positions:
@@ -372,13 +372,14 @@ def choose_detector_input(
     if not new_sizes and outside < need_outside:
         if not default_sizes:
             where = _sizes_text(look.size for look in looks)
-            reason = f"no face found at the default input {d}x{d}" + (
+            reason = f"no face found at the default input {default_size[0]}x{default_size[1]}" + (
                 f" nor at {where}" if where else ""
             )
         else:
             at_input = [z * s0 for z in default_sizes]
             reason = (
-                f"default input {d}x{d}: faces of {min(at_input):.0f}-{max(at_input):.0f} px "
+                f"default input {default_size[0]}x{default_size[1]}: faces of "
+                f"{min(at_input):.0f}-{max(at_input):.0f} px "
                 f"there, within the reliable {RELIABLE_MIN:.0f}-{RELIABLE_MAX:.0f} px"
             )
             if looks:
@@ -410,7 +411,7 @@ def choose_detector_input(
     if outside >= need_outside:
         why.append(
             f"faces outside the reliable {RELIABLE_MIN:.0f}-{RELIABLE_MAX:.0f} px at the default "
-            f"input {d}x{d} in {outside} frame(s)"
+            f"input {default_size[0]}x{default_size[1]} in {outside} frame(s)"
         )
     reason = "; ".join(why) + ": input " + "; ".join(parts)
     return DetectorInput(
@@ -443,10 +444,11 @@ def detect_with_input(
     faces are merged by :func:`merge_faces`.
     """
     _check_frames(frames)
-    d = int(detector.config.input_size)
+    default_size = tuple(detector.input_for(frames[0].shape[:2]))
+    d2 = default_size[0] * default_size[1]
     results: list[list[list[Face]]] = []
     for size in choice.sizes:
-        if tuple(size) == (d, d):
+        if tuple(size) == default_size:
             faces = (
                 [list(f) for f in default_faces]
                 if default_faces is not None
@@ -460,7 +462,7 @@ def detect_with_input(
             faces = []
             # a batch holds no more pixels than batch_size default inputs (memory stays flat)
             batch = detector.config.batch_size
-            step = max(1, min(batch, batch * d * d // (size[0] * size[1])))
+            step = max(1, min(batch, batch * d2 // (size[0] * size[1])))
             for start in range(0, len(frames), step):
                 chunk = [letterbox(f, tuple(size)) for f in frames[start : start + step]]
                 faces.extend(detector.detect_prepared([c[0] for c in chunk], [c[1] for c in chunk]))

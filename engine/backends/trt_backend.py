@@ -280,6 +280,7 @@ class _TrtFactory:
         session = self.detector_session(
             model_path, batch=batch_size, input_size=input_size, model_dir=model_dir
         )
+        options["input_shape"] = "square"  # the engine's profile is input_size x input_size
         return SCRFDDetector(
             model_path, session=session, input_size=input_size, batch_size=batch_size, **options
         )

@@ -52,6 +52,8 @@ CROP_STYLES = ("scrfd", "dlib")
 #: Per-video reduction of per-frame logits: mean (the original's training code) or last frame
 #: (the original web app).
 REDUCE_MODES = ("mean", "last")
+#: The detector's input: shaped like the frame (aspect kept, sides multiples of 32) or square.
+DETECTOR_INPUT_SHAPES = ("frame", "square")
 #: Video decoders: PyAV (FFmpeg) first and OpenCV as the fallback, or one of them.
 DECODE_BACKENDS = ("auto", "pyav", "opencv")
 #: Model variants: the published architecture (frames are the LSTM's batch) or the corrected
@@ -229,6 +231,14 @@ class EngineConfig:
             "detector input (letterbox) size in pixels, a multiple of 32",
             flag="--input-size",
             minimum=32,
+        ),
+    )
+    detector_input_shape: str = field(
+        default="frame",
+        metadata=option(
+            "detector input shaped like the frame (aspect kept, e.g. 640x384 for 16:9: the same "
+            "faces, a third less work) or square (InsightFace's 640x640)",
+            choices=DETECTOR_INPUT_SHAPES,
         ),
     )
     size_probe: bool = field(

@@ -24,7 +24,7 @@ from preprocess.detector_input import (
     letterbox_scale,
     merge_faces,
 )
-from preprocess.scrfd import DetectorConfig, Face, letterbox
+from preprocess.scrfd import DetectorConfig, Face, input_shape_for, letterbox
 from preprocess.tracking import main_track, track_faces
 from tests.preprocess import _face_videos as videos
 
@@ -97,8 +97,11 @@ class SimulatedDetector:
             if 16 <= z * scale <= 360
         ]
 
+    def input_for(self, frame_hw):
+        return input_shape_for(frame_hw, self.config.input_size, self.config.input_shape)
+
     def detect(self, frames):
-        scale = letterbox_scale(frames[0].shape[:2], (640, 640))
+        scale = letterbox_scale(frames[0].shape[:2], self.input_for(frames[0].shape[:2]))
         return [self._faces(int(f[0, 0, 0]), scale) for f in frames]
 
     def detect_prepared(self, images, scales):
@@ -118,12 +121,12 @@ def simulate(hw: tuple[int, int], truth: list[list[tuple[float, float, float]]])
 
 def test_choose_keeps_default_for_well_sized_faces_with_one_cheap_look() -> None:
     det, _, faces, choice = simulate((1080, 1920), [[(800, 200, 236)]] * 20)
-    assert choice.default and choice.sizes == ((640, 640),)
+    assert choice.default and choice.sizes == ((640, 384),)  # shaped like the 16:9 frame
     assert [look.size for look in choice.looks] == [(960, 544)]  # the small-face band of 1080p
     assert [look.frame_index for look in choice.looks] == [9]
     assert det.prepared_pixels == 960 * 544  # one frame: ~6% of 20 default runs in pixels
     assert all(len(f) == 1 for f in faces)
-    assert "default input 640x640" in choice.reason
+    assert "default input 640x384" in choice.reason
 
 
 def test_choose_no_look_where_the_default_has_no_blind_band() -> None:
@@ -135,7 +138,7 @@ def test_choose_no_look_where_the_default_has_no_blind_band() -> None:
 def test_choose_no_face_anywhere_keeps_default_and_says_so() -> None:
     _, _, faces, choice = simulate((1080, 1920), [[]] * 6)
     assert choice.default and faces == [[]] * 6
-    assert choice.reason == "no face found at the default input 640x640 nor at 960x544"
+    assert choice.reason == "no face found at the default input 640x384 nor at 960x544"
     assert choice.face_sizes is None
 
 
@@ -161,7 +164,7 @@ def test_choose_large_face_in_a_square_close_up_moves_the_input_down() -> None:
 def test_choose_near_and_far_faces_use_two_inputs_merged_without_duplicates() -> None:
     truth = [[(600, 300, 600), (3000, 1500, 45)]] * 3  # 13x apart: one input cannot hold both
     _, _, faces, choice = simulate((2160, 3840), truth)
-    assert choice.sizes[0] == (640, 640) and len(choice.sizes) == 2
+    assert choice.sizes[0] == (640, 384) and len(choice.sizes) == 2
     assert not choice.default
     assert all(len(f) == 2 for f in faces)  # the near face, seen at both inputs, kept once
 
@@ -323,7 +326,9 @@ def test_near_and_far_faces_in_a_4k_frame_are_both_found_once(detector, tmp_path
         image[1700:2100, 3000:3800] = b[1700:2100, 3000:3800]
         frames.append(image)
     faces, choice = detect_any_size(detector, frames)
-    assert len(choice.sizes) == 2 and choice.sizes[0] == (640, 640), choice.reason
+    assert len(choice.sizes) == 2 and choice.sizes[0] == detector.input_for((2160, 3840)), (
+        choice.reason
+    )
     assert [len(f) for f in faces] == [2, 2, 2], choice.reason
     tracks = track_faces(list(enumerate(faces)))
     assert sorted(t.frames for t in tracks) == [3, 3]
@@ -355,7 +360,7 @@ def test_detect_with_input_reuses_default_faces(detector) -> None:
 
     clip = read_video(VIDEO_FILES[0], 2)
     default = detector.detect(clip.frames)
-    choice = DetectorInput(((640, 640),), (1 / 3,), True, "test")
+    choice = DetectorInput((detector.input_for(clip.frames[0].shape[:2]),), (1 / 3,), True, "t")
     sentinel = [[Face((1.0, 2.0, 3.0, 4.0), 0.5)], []]
     assert detect_with_input(detector, clip.frames, choice, default_faces=sentinel) == sentinel
     assert detect_with_input(detector, clip.frames, choice) == default
