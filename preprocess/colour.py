@@ -33,8 +33,9 @@ What is converted (``colour="bt709"``, the default):
   made from SDR by zimg); specular highlights lose their detail. swscale's ``perceptual``
   intent was rejected: without mastering metadata it assumes a 10000 cd/m^2 PQ peak and darkens
   the mid-tones by about 50 levels. The swscale 3-D LUT behind the conversion takes several
-  seconds to build (about 7 s on 2 cores) once per picture size and colour description in a
-  process; graphs are reused across videos (:data:`_POOL`).
+  seconds to build (1.5-7 s measured on a shared 2-core machine) once per picture size and
+  colour description in a process; graphs are reused across videos (:data:`_POOL`), and FFmpeg
+  releases the GIL meanwhile.
 
 ``colour="keep"`` skips every conversion (raw pixels: YUV -> BGR with the stream's matrix only)
 and says so in the warning.
@@ -437,9 +438,10 @@ class FrameConverter:
     colour description changes mid-way gets a new plan, recorded in ``changes``.
     """
 
-    def __init__(self, av: Any, mode: str) -> None:
+    def __init__(self, av: Any, mode: str, path: str = "") -> None:
         self.av = av
         self.mode = check_colour(mode)
+        self.path = path  # named in error messages
         self.conversion: ColourConversion | None = None
         self.changes: list[ColourConversion] = []
         self._key: tuple[Any, ...] | None = None
@@ -467,13 +469,17 @@ class FrameConverter:
             return self._graph.vpull()
         except self.av.error.FFmpegError as exc:
             self._drop_graph()
+            filters = self._plan.filters if self._plan else ""
             raise InvalidVideoError(
-                f"FFmpeg could not convert a frame's colours ({exc}) with {self._plan.filters!r}; "  # type: ignore[union-attr]
-                "pass colour='keep' to read the pixels unconverted"
+                f"'{self.path}': FFmpeg could not convert a frame's colours with {filters!r} "
+                f"({exc}); pass colour='keep' to read the pixels unconverted"
             ) from exc
 
     def _replan(self, frame: Any, key: tuple[Any, ...]) -> None:
-        plan = plan_conversion(frame, self.mode)
+        try:
+            plan = plan_conversion(frame, self.mode)
+        except InvalidVideoError as exc:
+            raise InvalidVideoError(f"'{self.path}': {exc}") from exc
         self._key = key
         if self.conversion is None:
             self.conversion = plan
@@ -512,8 +518,8 @@ class FrameConverter:
             graph.configure()
         except av.error.FFmpegError as exc:
             raise InvalidVideoError(
-                f"FFmpeg cannot build the colour conversion {filters!r} ({exc}); pass "
-                "colour='keep' to read the pixels unconverted"
+                f"'{self.path}': FFmpeg cannot build the colour conversion {filters!r} ({exc}); "
+                "pass colour='keep' to read the pixels unconverted"
             ) from exc
         return graph
 

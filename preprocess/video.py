@@ -35,7 +35,8 @@ How frames are chosen (see :func:`preprocess.sampling.sample_indices`):
   decode that picks the targets and stops after the last (logged at debug level). Either way the
   frames are pixel-identical to a full decode's at the same indices. If a frame fails to decode
   on the way, the reader counts the decodable frames with one full decode (no colour
-  conversion) and picks the targets over those in a second sequential decode.
+  conversion) and picks the targets over those in a second sequential decode; both run on one
+  decoder thread, because frame-threaded decoding of damaged data is not reproducible.
 - ``uniform`` with OpenCV: a ``grab()`` pass counts the frames exactly (OpenCV's frame count is
   only an estimate), then a second pass grabs every frame and converts only the targets.
 
@@ -121,8 +122,10 @@ class VideoInfo:
     ``frame_count``: the frames a player presents (packets not flagged discard, e.g. hidden by
     an MP4 edit list), from the demux index (``frame_count_source == "index"``), or counted by a
     full decode when frames failed to decode during ``uniform`` sampling (``"decode"``); OpenCV
-    counts by ``grab()`` (``"decode"``) or not at all (None). ``duration_s`` spans the presented
-    frames (as ffprobe's stream duration), summed over segments when the timestamps restart.
+    counts by ``grab()`` (``"decode"``) or not at all (None, ``"none"``).
+    ``duration_s``: the stream duration the container states, as ffprobe reports it (for an
+    edit-list cut, the edit's), else (no header duration, a truncated file, restarting
+    timestamps) the span of the presented frames, summed over the segments.
     ``colour``: the source's colour description (from the first decoded frame; None with OpenCV).
     """
 
@@ -136,7 +139,7 @@ class VideoInfo:
     codec: str
     container: str  # FFmpeg demuxer name with PyAV, "unknown" with OpenCV
     colour: ColourDescription | None = None
-    frame_count_source: str = "index"  # "index" (demuxed) or "decode" (decoded and counted)
+    frame_count_source: str = "index"  # "index" (demuxed), "decode" (counted), "none"
 
 
 @dataclass(frozen=True, eq=False)
@@ -404,7 +407,8 @@ class _StreamIndex:
 
     def shown_pts(self) -> list[int]:
         """pts of the presented frames in presentation order (only when seeking is safe)."""
-        return sorted(p for i, p in enumerate(self.pts) if i not in self.discard)  # type: ignore[misc]
+        shown = (p for i, p in enumerate(self.pts) if i not in self.discard)
+        return sorted(shown)  # type: ignore[type-var]  # no None: seek_unsafe checked that
 
 
 class _SeekFailedError(Exception):
@@ -556,7 +560,7 @@ class _PyAVBackend:
 
     def _session(self, path: str, threads: int = 0, colour: str = "keep") -> _PyAVSession:
         s = _PyAVSession(self.av, path, threads)
-        s.colour = FrameConverter(self.av, colour)
+        s.colour = FrameConverter(self.av, colour, path)
         return s
 
     # ----- demux index
@@ -600,7 +604,8 @@ class _PyAVBackend:
             # A transport stream joined to another with `cat` restarts its continuity counters,
             # and FFmpeg flags the PES in progress at the join corrupt although its bytes are
             # whole: corrupt flags just before a keyframe that starts new timestamps are the join.
-            joins = [r for r in (*restarts, *jumps) if r in set(keyframes)]
+            keys = set(keyframes)
+            joins = [r for r in (*restarts, *jumps) if r in keys]
             corrupt = [c for c in corrupt if not any(0 < r - c <= _JOIN_SLACK for r in joins)]
             if corrupt:
                 warnings.append(f"{len(corrupt)} video packet(s) flagged corrupt (truncated file?)")
@@ -689,38 +694,53 @@ class _PyAVBackend:
         decoded: int | None = None  # frames a full decode gave, when one was needed
         sent = 0
         s = self._session(path, threads, colour)
+
+        def reopen(one_thread: bool) -> _PyAVSession:
+            # Frame-threaded decoding of damaged data is not reproducible (which frames fail
+            # and how they are concealed depends on thread timing), so once frames have failed
+            # the video is decoded again on one thread, the same way in every pass.
+            nonlocal sent
+            sent += s.sent
+            s.close()
+            return self._session(path, 1 if one_thread else threads, colour)
+
         try:
             if sampling == "first" or not targets:
                 picked = self._pick_sequential(s, list(range(n)))
+                if s.decode_failures and threads != 1:
+                    s = reopen(True)
+                    picked = self._pick_sequential(s, list(range(n)))
             else:
                 picked = None
+                failed = False  # frames failed to decode: one thread from here on
                 if index.seek_unsafe:
                     logger.debug("%s: decoding sequentially (%s)", path, index.seek_unsafe)
                 else:
                     try:
                         picked = self._pick_by_seeking(s, index, targets)
-                        if s.decode_failures:
-                            picked = None
-                            logger.debug("%s: frames failed to decode; decoding sequentially", path)
                     except _SeekFailedError as exc:
                         logger.debug("%s: seeking failed (%s); decoding sequentially", path, exc)
+                    failed = s.decode_failures > 0
+                    if failed:
+                        picked = None
+                        logger.debug("%s: frames failed to decode; decoding sequentially", path)
                     if picked is None:
-                        sent += s.sent
-                        s.close()
-                        s = self._session(path, threads, colour)
+                        s = reopen(failed)
                 if picked is None:
                     # Uniform targets end at the last frame, so this decodes the whole video
                     # and counts what the decoder really gives.
                     picked, decoded = self._pick_sequential(s, targets, to_end=True)
+                    if s.decode_failures and not failed and threads != 1:
+                        failed = True
+                        s = reopen(True)
+                        picked, decoded = self._pick_sequential(s, targets, to_end=True)
                     if decoded == index.count:
                         decoded = None
                     else:
                         warnings.append(_count_note(index.count, decoded))
                         targets = sample_indices(decoded, n, sampling)
                         if set(targets) != set(picked):
-                            sent += s.sent
-                            s.close()
-                            s = self._session(path, threads, colour)
+                            s = reopen(failed)
                             picked = self._pick_sequential(s, targets)
             warnings += s.warnings()
             sent += s.sent
@@ -1076,7 +1096,7 @@ class _OpenCVBackend:
             rotation=rotation,
             codec=codec or "unknown",
             container="unknown",
-            frame_count_source="decode",  # grab() counts what decodes (None: not counted)
+            frame_count_source="decode" if count is not None else "none",  # grab() counts
         )
 
     def _truncation(self, count: int, header: int) -> list[str]:

@@ -305,3 +305,28 @@ def test_colour_keep_gives_the_raw_decode(variant) -> None:
     assert all(np.array_equal(a, b) for a, b in zip(keep.frames, raw, strict=True))
     streamed = [f for i, f in iter_frames(path, colour="keep") if i < 4]
     assert all(np.array_equal(a, b) for a, b in zip(streamed, raw, strict=True))
+
+
+def test_colour_change_mid_stream_is_converted_and_reported(colour_dir: Path) -> None:
+    """Two transport streams joined with ``cat``: BT.709 SDR, then BT.2020 SDR (8-bit H.264)."""
+    sdr, wide = colour_dir / "part_sdr.ts", colour_dir / "part_bt2020.ts"
+    _ffmpeg("-i", colour_dir / "sdr.mp4", "-c:v", "libx264", "-crf", "8", sdr)
+    _ffmpeg(
+        "-i", colour_dir / "sdr.mp4", "-vf", "colorspace=all=bt2020:iall=bt709:format=yuv420p",
+        "-c:v", "libx264", "-crf", "8", "-color_primaries", "bt2020", "-color_trc", "bt2020-10",
+        "-colorspace", "bt2020nc", wide,
+    )  # fmt: skip
+    joined = colour_dir / "joined_colour.ts"
+    joined.write_bytes(sdr.read_bytes() + wide.read_bytes())
+    clip = read_video(joined, 2 * FRAMES)
+    assert len(clip.frames) == 2 * FRAMES
+    assert clip.colour is not None and clip.colour.kind == "none"  # the first frame's plan
+    assert any("changes mid-way" in w and "'gamut'" in w for w in clip.warnings), clip.warnings
+    first = read_video(sdr, FRAMES).frames
+    second = read_video(wide, FRAMES)
+    assert second.colour is not None and second.colour.kind == "gamut"
+    assert all(np.array_equal(a, b) for a, b in zip(clip.frames[:FRAMES], first, strict=True))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(clip.frames[FRAMES:], second.frames, strict=True)
+    )
+    assert read_video(wide, 2, backend="opencv").colour is None  # OpenCV cannot tell

@@ -182,7 +182,9 @@ def test_corrupt_bytes_mid_file_uniform_returns_all_frames_asked_for(tmp_path: P
     bad = tmp_path / "corrupt.mp4"
     bad.write_bytes(bytes(data))
 
-    full = [frame for _, frame in iter_frames(bad)]
+    # Frame-threaded decoding of damaged data is not reproducible; the reader decodes such a
+    # video on one thread once frames fail, so a one-thread full decode is the reference.
+    full = [frame for _, frame in iter_frames(bad, threads=1)]
     listed = probe_video(bad).frame_count
     assert listed is not None and len(full) < listed, "no frame failed: the test proves nothing"
 
