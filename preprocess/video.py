@@ -1,14 +1,27 @@
 """Read frames from a video file: PyAV (FFmpeg, threaded) first, OpenCV as the fallback.
 
 Frames come out as HxWx3 uint8 BGR (the channel order the model was trained on), upright (the
-display matrix is applied as ffmpeg's CLI and OpenCV do), indexed by presentation order: index
-``i`` is the ``i``-th frame a full sequential decode gives.
+display matrix is applied as ffmpeg's CLI and OpenCV do) and, by default, in 8-bit BT.709 SDR
+colour (wide-gamut and HDR video converted with FFmpeg's own filters, see
+:mod:`preprocess.colour`; ``colour="keep"`` skips that).
+
+Frames are the ones a player presents, indexed in presentation order: index ``i`` is the
+``i``-th frame a full sequential decode gives, i.e. the ``i``-th smallest pts among the packets a
+player shows. Packets flagged discard are not shown: an MP4/MOV edit list (a stream-copied cut,
+``ffmpeg -ss 1 -i in.mp4 -c copy out.mp4``, keeps the GOP from its keyframe and hides the leading
+pictures) makes FFmpeg flag them, and the decoder drops their frames after using them as
+references. A stream whose timestamps restart (transport streams joined with ``cat``) is
+presented segment after segment. ``VideoInfo.frame_count`` counts those frames from the demux
+index; when frames fail to decode while sampling ``uniform`` (corrupt data mid-file), the whole
+video is decoded once to count the decodable frames, indices are over those, and
+``VideoInfo.frame_count_source`` says ``"decode"``.
 
 How frames are chosen (see :func:`preprocess.sampling.sample_indices`):
 
 - ``first``: decode from the start and stop once ``n`` frames are in hand.
 - ``uniform`` with PyAV: one cheap demux pass (no decoding) gives the exact frame count, every
-  packet's pts and dts (frame ``i`` is the ``i``-th smallest pts) and the keyframes. For each
+  packet's pts, dts and discard flag (frame ``i`` is the ``i``-th smallest pts of the shown
+  packets) and the keyframes. For each
   target the reader starts decoding at the last keyframe that precedes it in both decode and
   presentation order (so open-GOP leading pictures are never taken) and decodes forward to it.
   It does not seek when that keyframe was already decoded in the current run or is at most
@@ -17,16 +30,22 @@ How frames are chosen (see :func:`preprocess.sampling.sample_indices`):
   if it landed later. H.264 pictures that no other picture references (``nal_ref_idc == 0``,
   about half the frames of the DFDC clips) are not decoded unless they are targets.
   Every step is checked (landing position, that the decoder gives exactly the expected pts); on
-  any surprise, or when pts are missing or duplicated (some AVI/FLV files) or the stream does not
-  start on a keyframe, the reader falls back to one sequential decode that picks the targets and
-  stops after the last (logged at debug level). Either way the frames are pixel-identical to a
-  full decode's at the same indices.
+  any surprise, or when pts are missing or duplicated (some AVI/FLV files), the timestamps
+  restart, or the stream does not start on a keyframe, the reader falls back to one sequential
+  decode that picks the targets and stops after the last (logged at debug level). Either way the
+  frames are pixel-identical to a full decode's at the same indices. If a frame fails to decode
+  on the way, the reader counts the decodable frames with one full decode (no colour
+  conversion) and picks the targets over those in a second sequential decode; both run on one
+  decoder thread, because frame-threaded decoding of damaged data is not reproducible.
 - ``uniform`` with OpenCV: a ``grab()`` pass counts the frames exactly (OpenCV's frame count is
   only an estimate), then a second pass grabs every frame and converts only the targets.
 
 Rotation: ``VideoInfo.rotation`` is the clockwise angle applied to the decoded pictures (as in
 ffmpeg's CLI, OpenCV's ``CAP_PROP_ORIENTATION_META`` and the old mp4 ``rotate`` tag), rounded to a
 right angle. Mirroring in a display matrix is ignored, as OpenCV ignores it.
+
+Colour with OpenCV: OpenCV does not report a stream's colour description and cannot convert
+it, so its frames are always as decoded (``VideoInfo.colour`` and ``VideoClip.colour`` are None).
 """
 
 from __future__ import annotations
@@ -49,6 +68,14 @@ from engine.core.errors import (
     InvalidVideoError,
     MissingDependencyError,
 )
+from preprocess.colour import (
+    COLOUR_MODES,
+    ColourConversion,
+    ColourDescription,
+    FrameConverter,
+    check_colour,
+    describe_frame,
+)
 from preprocess.sampling import (
     SAMPLING_MODES,
     as_int,
@@ -61,6 +88,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BACKENDS",
+    "COLOUR_MODES",
     "SAMPLING_MODES",
     "VideoClip",
     "VideoInfo",
@@ -72,6 +100,10 @@ __all__ = [
 
 BACKENDS = ("auto", "pyav", "opencv")
 
+# Corrupt flags this many packets (or fewer) before a timestamp restart belong to the join.
+_JOIN_SLACK = 4
+# A forward dts jump at a keyframe longer than this is a join too (for the corrupt flags).
+_JUMP_S = 1.0
 # Continue decoding instead of seeking when the target's keyframe is at most this many packets
 # ahead: a seek flushes the decoder and refills its thread pipeline, which costs about as much.
 _SEEK_MARGIN = 8
@@ -85,22 +117,39 @@ _NOT_VIDEO_FORMATS = frozenset({"image2", "tty"})
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a video holds. ``width``/``height`` are those of the frames returned (upright)."""
+    """What a video holds. ``width``/``height`` are those of the frames returned (upright).
+
+    ``frame_count``: the frames a player presents (packets not flagged discard, e.g. hidden by
+    an MP4 edit list), from the demux index (``frame_count_source == "index"``), or counted by a
+    full decode when frames failed to decode during ``uniform`` sampling (``"decode"``); OpenCV
+    counts by ``grab()`` (``"decode"``) or not at all (None, ``"none"``).
+    ``duration_s``: the stream duration the container states, as ffprobe reports it (for an
+    edit-list cut, the edit's), else (no header duration, a truncated file, restarting
+    timestamps) the span of the presented frames, summed over the segments.
+    ``colour``: the source's colour description (from the first decoded frame; None with OpenCV).
+    """
 
     path: str
     width: int
     height: int
     fps: float | None
-    frame_count: int | None  # exact (demuxed; OpenCV: counted), None when not counted
+    frame_count: int | None
     duration_s: float | None
     rotation: int  # clockwise degrees applied to the decoded pictures: 0, 90, 180 or 270
     codec: str
     container: str  # FFmpeg demuxer name with PyAV, "unknown" with OpenCV
+    colour: ColourDescription | None = None
+    frame_count_source: str = "index"  # "index" (demuxed), "decode" (counted), "none"
 
 
 @dataclass(frozen=True, eq=False)
 class VideoClip:
-    """Frames read from a video, with the presentation-order index of each."""
+    """Frames read from a video, with the presentation-order index of each.
+
+    ``colour`` says what was done to the colours (see :class:`preprocess.colour.ColourConversion`;
+    None with OpenCV); when something was converted or kept unconverted, its sentence is also in
+    ``warnings``.
+    """
 
     info: VideoInfo
     frames: list[np.ndarray]  # each HxWx3 uint8 BGR, C-contiguous
@@ -109,16 +158,18 @@ class VideoClip:
     warnings: tuple[str, ...]  # problems met while reading; the frames returned are still right
     # Cost: video packets sent to the decoder (PyAV) or grab() calls (OpenCV), all passes.
     frames_decoded: int = 0
+    colour: ColourConversion | None = None
 
 
 # --------------------------------------------------------------------------- public functions
 
 
 def probe_video(path: str | os.PathLike[str], *, backend: str = "auto") -> VideoInfo:
-    """Describe a video: size, rate, exact frame count, rotation, codec.
+    """Describe a video: size, rate, exact frame count, rotation, codec, colour description.
 
     With PyAV this demuxes the file (no decoding) and decodes one frame. With OpenCV the exact
-    frame count costs a ``grab()`` pass over the whole video.
+    frame count costs a ``grab()`` pass over the whole video. Raises ``ArtifactNotFoundError``
+    for a missing file and ``InvalidVideoError`` for what is not a readable video.
     """
     name = _check_backend(backend)
     file = _check_file(path)
@@ -132,33 +183,46 @@ def read_video(
     sampling: str = "first",
     backend: str = "auto",
     threads: int = 0,
+    colour: str = "bt709",
 ) -> VideoClip:
     """Read ``n`` frames of a video chosen by ``sampling`` (``"first"`` or ``"uniform"``).
 
     A video shorter than ``n`` frames gives all its frames (no padding) and a warning in
     ``VideoClip.warnings``. ``threads`` is the decoder's thread count (0: FFmpeg's choice).
+    ``colour``: ``"bt709"`` (default) converts wide-gamut and HDR video to 8-bit BT.709 SDR
+    with FFmpeg's filters; ``"keep"`` returns the pixels as decoded (see
+    :mod:`preprocess.colour`). What was done is in ``VideoClip.colour`` and ``warnings``.
+    Raises ``InvalidInputError`` for a bad option, ``ArtifactNotFoundError`` for a missing file
+    and ``InvalidVideoError`` for what is not a readable video.
     """
     n = check_count(n, name="n", what="frames to read")
     check_sampling(sampling)
+    check_colour(colour)
     threads = _check_threads(threads)
     name = _check_backend(backend)
     file = _check_file(path)
-    return _dispatch(name, file, lambda b: b.read(file, n, sampling, threads))
+    return _dispatch(name, file, lambda b: b.read(file, n, sampling, threads, colour))
 
 
 def iter_frames(
-    path: str | os.PathLike[str], *, backend: str = "auto", threads: int = 0
+    path: str | os.PathLike[str],
+    *,
+    backend: str = "auto",
+    threads: int = 0,
+    colour: str = "bt709",
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(index, frame)`` for every frame, in presentation order, BGR.
 
     The file is opened at once, so a bad file raises here rather than on the first ``next()``.
-    A packet that fails to decode is skipped (as ffmpeg's CLI does); such problems are logged as
-    warnings once the iteration ends.
+    A packet that fails to decode is skipped (as ffmpeg's CLI does); such problems, and any
+    colour conversion (``colour`` as in :func:`read_video`), are logged as warnings once the
+    iteration ends.
     """
+    check_colour(colour)
     threads = _check_threads(threads)
     name = _check_backend(backend)
     file = _check_file(path)
-    return _dispatch(name, file, lambda b: b.iter(file, threads))
+    return _dispatch(name, file, lambda b: b.iter(file, threads, colour))
 
 
 # --------------------------------------------------------------------------- validation
@@ -328,6 +392,7 @@ class _StreamIndex:
     dts: tuple[int | None, ...]
     keyframes: tuple[int, ...]  # decode-order positions of keyframe packets
     disposable: frozenset[int]  # positions of H.264 pictures no other picture references
+    discard: frozenset[int]  # positions of packets flagged discard (decoded, never shown)
     seek_unsafe: str | None  # why pts-based seeking can't be trusted; None when it can
     fps: float | None
     duration_s: float | None
@@ -337,7 +402,13 @@ class _StreamIndex:
 
     @property
     def count(self) -> int:
-        return len(self.pts)
+        """Frames a player presents: packets not flagged discard."""
+        return len(self.pts) - len(self.discard)
+
+    def shown_pts(self) -> list[int]:
+        """pts of the presented frames in presentation order (only when seeking is safe)."""
+        shown = (p for i, p in enumerate(self.pts) if i not in self.discard)
+        return sorted(shown)  # type: ignore[type-var]  # no None: seek_unsafe checked that
 
 
 class _SeekFailedError(Exception):
@@ -367,7 +438,10 @@ class _PyAVSession:
         self.rotation: int | None = None
         self.errors: list[str] = []
         self.error_count = 0
+        self.decode_failures = 0  # packets the decoder rejected
         self.frames_out = 0
+        self.colour = FrameConverter(av, "keep")  # what bgr() does to colours; see _session
+        self.source_colour: ColourDescription | None = None
 
     def _pick_stream(self, threads: int) -> Any:
         av, path, container = self.av, self.path, self.container
@@ -399,6 +473,7 @@ class _PyAVSession:
         return stream
 
     def close(self) -> None:
+        self.colour.close()
         self.container.close()
 
     def __enter__(self) -> _PyAVSession:
@@ -425,6 +500,7 @@ class _PyAVSession:
         except self.av.error.EOFError:
             return []
         except self.av.error.FFmpegError as exc:
+            self.decode_failures += 1
             self._error(f"decoding failed: {exc}")
             return []
         self.frames_out += len(frames)
@@ -444,10 +520,15 @@ class _PyAVSession:
         return self.packets()
 
     def bgr(self, frame: Any) -> np.ndarray:
+        """The frame as upright BGR uint8, its colours converted as the session's mode says."""
         if self.rotation is None:
             self.rotation, note = _rotation_cw(frame.rotation)
             if note:
                 self._error(note)
+            self.source_colour = describe_frame(frame)
+        # Frames needing no colour conversion (8-bit BT.709, BT.601, untagged, ...) come back
+        # unchanged, so their pixels are exactly what they always were (and OpenCV's).
+        frame = self.colour(frame)
         # Bicubic, as OpenCV and ffmpeg's CLI: it only matters for odd sizes, where swscale
         # takes its generic path, and it makes both backends pixel-identical there too.
         return _upright(frame.to_ndarray(format="bgr24", interpolation="BICUBIC"), self.rotation)
@@ -461,7 +542,7 @@ class _PyAVSession:
         out = list(self.errors)
         if self.error_count > len(self.errors):
             out.append(f"... and {self.error_count - len(self.errors)} more decode problems")
-        return out
+        return out + self.colour.warnings()
 
     def no_frame_error(self) -> InvalidVideoError:
         why = "; ".join(self.errors) or "the video stream holds no decodable frame"
@@ -477,8 +558,10 @@ class _PyAVBackend:
     def __init__(self) -> None:
         self.av = _import("av", "av")
 
-    def _session(self, path: str, threads: int = 0) -> _PyAVSession:
-        return _PyAVSession(self.av, path, threads)
+    def _session(self, path: str, threads: int = 0, colour: str = "keep") -> _PyAVSession:
+        s = _PyAVSession(self.av, path, threads)
+        s.colour = FrameConverter(self.av, colour, path)
+        return s
 
     # ----- demux index
 
@@ -487,39 +570,51 @@ class _PyAVBackend:
             stream, warnings = s.stream, []
             pts: list[int | None] = []
             dts: list[int | None] = []
+            durations: list[int] = []
             keyframes: list[int] = []
-            durations: dict[int | None, int] = {}
             disposable: set[int] = set()
+            discard: set[int] = set()
+            corrupt: list[int] = []
             nal_length = _h264_nal_length_size(stream)
-            corrupt = 0
             for packet in s.packets():
+                i = len(pts)
                 if packet.is_keyframe:
-                    keyframes.append(len(pts))
+                    keyframes.append(i)
                 elif nal_length is not None and _h264_is_disposable(bytes(packet), nal_length):
-                    disposable.add(len(pts))
-                corrupt += bool(packet.is_corrupt)
+                    disposable.add(i)
+                if packet.is_discard:
+                    discard.add(i)
+                if packet.is_corrupt:
+                    corrupt.append(i)
                 pts.append(packet.pts)
                 dts.append(packet.dts)
-                durations[packet.pts] = packet.duration or 0
+                durations.append(packet.duration or 0)
             warnings += s.warnings()
             tb = stream.time_base
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate and rate > 0 else None
-            duration_s = None
-            known = [p for p in pts if p is not None]
-            if known and tb:
-                last = max(known)
-                last_dur = durations.get(last) or 0
-                span = float((last - min(known) + last_dur) * tb)
-                duration_s = span + (1.0 / fps if not last_dur and fps else 0.0)
-            elif stream.duration and tb:
-                duration_s = float(stream.duration * tb)
+            restarts, jumps = _timestamp_breaks(dts, keyframes, tb)
+            if restarts or jumps:
+                logger.debug(
+                    "%s: timestamps restart at packets %s and jump at %s (joined streams?)",
+                    path,
+                    restarts,
+                    jumps,
+                )
+            # A transport stream joined to another with `cat` restarts its continuity counters,
+            # and FFmpeg flags the PES in progress at the join corrupt although its bytes are
+            # whole: corrupt flags just before a keyframe that starts new timestamps are the join.
+            keys = set(keyframes)
+            joins = [r for r in (*restarts, *jumps) if r in keys]
+            corrupt = [c for c in corrupt if not any(0 < r - c <= _JOIN_SLACK for r in joins)]
             if corrupt:
-                warnings.append(f"{corrupt} video packet(s) flagged corrupt (truncated file?)")
+                warnings.append(f"{len(corrupt)} video packet(s) flagged corrupt (truncated file?)")
+            span_s = _shown_duration(pts, durations, discard, restarts, tb, fps)
             header_frames = stream.frames or 0
+            truncated = header_frames > len(pts)
             if header_frames and header_frames != len(pts):
                 logger.debug("%s: header says %d frames, demuxed %d", path, header_frames, len(pts))
-                if header_frames > len(pts):
+                if truncated:
                     warnings.append(
                         f"the header announces {header_frames} frames but only {len(pts)} are "
                         "in the file: it is probably truncated"
@@ -530,19 +625,28 @@ class _PyAVBackend:
                     "the file ends in the middle of an MPEG-TS packet: it is probably truncated"
                 )
             header_s = _header_duration(stream)
-            if header_s and duration_s is not None and not (header_frames > len(pts)):
+            if header_s and span_s is not None and not truncated:
                 slack = max(3.0 / fps if fps else 0.2, 0.02 * header_s)
-                if duration_s < header_s - slack:
+                if span_s < header_s - slack:
+                    truncated = True
                     warnings.append(
-                        f"the video stream ends at {duration_s:.2f} s but its header says "
+                        f"the video stream ends at {span_s:.2f} s but its header says "
                         f"{header_s:.2f} s: the file is probably truncated"
                     )
+            # As ffprobe: the stream duration the container states (an MP4 edit list's, for a
+            # cut), unless the file is cut short or its timestamps restart (FFmpeg's estimate
+            # then covers one segment); else the span of the presented frames.
+            duration_s = header_s if header_s and not truncated and not restarts else span_s
+            seek_unsafe = _seek_unsafe(pts, keyframes)
+            if not seek_unsafe and restarts:
+                seek_unsafe = f"timestamps restart at packet {restarts[0]} (joined streams?)"
             return _StreamIndex(
                 pts=tuple(pts),
                 dts=tuple(dts),
                 keyframes=tuple(keyframes),
                 disposable=frozenset(disposable),
-                seek_unsafe=_seek_unsafe(pts, keyframes),
+                discard=frozenset(discard),
+                seek_unsafe=seek_unsafe,
                 fps=fps,
                 duration_s=duration_s,
                 codec=stream.codec_context.name,
@@ -550,17 +654,26 @@ class _PyAVBackend:
                 warnings=tuple(warnings),
             )
 
-    def _info(self, path: str, index: _StreamIndex, rotation: int, first: np.ndarray) -> VideoInfo:
+    @staticmethod
+    def _info(
+        path: str,
+        index: _StreamIndex,
+        s: _PyAVSession,
+        first: np.ndarray,
+        count: int | None = None,
+    ) -> VideoInfo:
         return VideoInfo(
             path=path,
             width=int(first.shape[1]),
             height=int(first.shape[0]),
             fps=index.fps,
-            frame_count=index.count,
+            frame_count=index.count if count is None else count,
             duration_s=index.duration_s,
-            rotation=rotation,
+            rotation=s.rotation or 0,
             codec=index.codec,
             container=index.container,
+            colour=s.source_colour,
+            frame_count_source="index" if count is None else "decode",
         )
 
     # ----- public operations
@@ -571,56 +684,90 @@ class _PyAVBackend:
             logger.warning("%s: %s", path, warning)
         with self._session(path) as s:
             for frame in s.frames():
-                first = s.bgr(frame)
-                return self._info(path, index, s.rotation or 0, first)
+                return self._info(path, index, s, s.bgr(frame))
             raise s.no_frame_error()
 
-    def read(self, path: str, n: int, sampling: str, threads: int) -> VideoClip:
+    def read(self, path: str, n: int, sampling: str, threads: int, colour: str) -> VideoClip:
         index = self.index(path)
         warnings = list(index.warnings)
         targets = sample_indices(index.count, n, sampling)
+        decoded: int | None = None  # frames a full decode gave, when one was needed
         sent = 0
-        s = self._session(path, threads)
+        s = self._session(path, threads, colour)
+
+        def reopen(one_thread: bool) -> _PyAVSession:
+            # Frame-threaded decoding of damaged data is not reproducible (which frames fail
+            # and how they are concealed depends on thread timing), so once frames have failed
+            # the video is decoded again on one thread, the same way in every pass.
+            nonlocal sent
+            sent += s.sent
+            s.close()
+            return self._session(path, 1 if one_thread else threads, colour)
+
         try:
             if sampling == "first" or not targets:
                 picked = self._pick_sequential(s, list(range(n)))
-            elif index.seek_unsafe:
-                logger.debug("%s: decoding sequentially (%s)", path, index.seek_unsafe)
-                picked = self._pick_sequential(s, targets)
+                if s.decode_failures and threads != 1:
+                    s = reopen(True)
+                    picked = self._pick_sequential(s, list(range(n)))
             else:
-                try:
-                    picked = self._pick_by_seeking(s, index, targets)
-                except _SeekFailedError as exc:
-                    logger.debug("%s: seeking failed (%s); decoding sequentially", path, exc)
-                    sent += s.sent
-                    s.close()
-                    s = self._session(path, threads)
-                    picked = self._pick_sequential(s, targets)
+                picked = None
+                failed = False  # frames failed to decode: one thread from here on
+                if index.seek_unsafe:
+                    logger.debug("%s: decoding sequentially (%s)", path, index.seek_unsafe)
+                else:
+                    try:
+                        picked = self._pick_by_seeking(s, index, targets)
+                    except _SeekFailedError as exc:
+                        logger.debug("%s: seeking failed (%s); decoding sequentially", path, exc)
+                    failed = s.decode_failures > 0
+                    if failed:
+                        picked = None
+                        logger.debug("%s: frames failed to decode; decoding sequentially", path)
+                    if picked is None:
+                        s = reopen(failed)
+                if picked is None:
+                    # Uniform targets end at the last frame, so this decodes the whole video
+                    # and counts what the decoder really gives.
+                    picked, decoded = self._pick_sequential(s, targets, to_end=True)
+                    if s.decode_failures and not failed and threads != 1:
+                        failed = True
+                        s = reopen(True)
+                        picked, decoded = self._pick_sequential(s, targets, to_end=True)
+                    if decoded == index.count:
+                        decoded = None
+                    else:
+                        warnings.append(_count_note(index.count, decoded))
+                        targets = sample_indices(decoded, n, sampling)
+                        if set(targets) != set(picked):
+                            s = reopen(failed)
+                            picked = self._pick_sequential(s, targets)
             warnings += s.warnings()
             sent += s.sent
-            rotation = s.rotation or 0
         finally:
             s.close()
         if not picked:
             raise s.no_frame_error()
         indices = sorted(picked)
         frames = [picked[i] for i in indices]
+        count = index.count if decoded is None else decoded
         if len(frames) < n:
             warnings.append(
                 f"asked for {n} frames ({sampling}) but the video gives {len(frames)}"
-                + (f" of its {index.count}" if index.count != len(frames) else "")
+                + (f" of its {count}" if count != len(frames) else "")
             )
         return VideoClip(
-            info=self._info(path, index, rotation, frames[0]),
+            info=self._info(path, index, s, frames[0], decoded),
             frames=frames,
             indices=indices,
             backend=self.name,
             warnings=tuple(warnings),
             frames_decoded=sent,
+            colour=s.colour.conversion,
         )
 
-    def iter(self, path: str, threads: int) -> Iterator[tuple[int, np.ndarray]]:
-        return self._iter(self._session(path, threads))
+    def iter(self, path: str, threads: int, colour: str) -> Iterator[tuple[int, np.ndarray]]:
+        return self._iter(self._session(path, threads, colour))
 
     @staticmethod
     def _iter(s: _PyAVSession) -> Iterator[tuple[int, np.ndarray]]:
@@ -636,23 +783,29 @@ class _PyAVBackend:
     # ----- frame picking
 
     @staticmethod
-    def _pick_sequential(s: _PyAVSession, targets: list[int]) -> dict[int, np.ndarray]:
-        """Decode from the start, keep the frames at ``targets``, stop after the last one."""
+    def _pick_sequential(s: _PyAVSession, targets: list[int], *, to_end: bool = False) -> Any:
+        """Decode from the start and keep the frames at ``targets`` (presentation indices).
+
+        Stops after the last target, or with ``to_end`` decodes to the end and also returns
+        how many frames the decoder gave: ``(picked, count)``.
+        """
         wanted, last = set(targets), max(targets)
         picked: dict[int, np.ndarray] = {}
+        count = 0
         for i, frame in enumerate(s.frames()):
+            count = i + 1
             if i in wanted:
                 picked[i] = s.bgr(frame)
-            if i >= last:
+            if i >= last and not to_end:
                 break
-        return picked
+        return (picked, count) if to_end else picked
 
     @staticmethod
     def _pick_by_seeking(
         s: _PyAVSession, index: _StreamIndex, targets: list[int]
     ) -> dict[int, np.ndarray]:
         """Seek to the keyframe before each far target and decode forward to it (see module doc)."""
-        pts_sorted = sorted(index.pts)  # type: ignore[type-var]  # all ints: seek_unsafe is None
+        pts_sorted = index.shown_pts()  # all ints: seek_unsafe is None
         position = {p: i for i, p in enumerate(index.pts)}
         wanted = {pts_sorted[t]: t for t in targets}
         picked: dict[int, np.ndarray] = {}
@@ -811,6 +964,72 @@ def _start_keyframe(index: _StreamIndex, position: int, pts: int) -> int:
     return index.keyframes[max(j, 0)]
 
 
+def _timestamp_breaks(
+    dts: list[int | None], keyframes: list[int], time_base: Any
+) -> tuple[list[int], list[int]]:
+    """Decode positions where the dts go backwards (``restarts``: a new segment, as in
+    transport streams joined with ``cat``) and where they jump forward by more than
+    ``_JUMP_S`` seconds at a keyframe (``jumps``)."""
+    restarts: list[int] = []
+    jumps: list[int] = []
+    keys = set(keyframes)
+    limit = _JUMP_S / float(time_base) if time_base else None
+    prev: int | None = None
+    for i, d in enumerate(dts):
+        if d is None:
+            continue
+        if prev is not None:
+            if d < prev:
+                restarts.append(i)
+            elif limit is not None and i in keys and d - prev > limit:
+                jumps.append(i)
+        prev = d
+    return restarts, jumps
+
+
+def _shown_duration(
+    pts: list[int | None],
+    durations: list[int],
+    discard: set[int],
+    restarts: list[int],
+    time_base: Any,
+    fps: float | None,
+) -> float | None:
+    """Seconds spanned by the presented frames, summed over segments (see _timestamp_breaks).
+
+    A segment spans from its smallest pts to its largest plus that frame's duration (one frame
+    at ``fps`` when the container gives none), as ffprobe's stream duration.
+    """
+    if not time_base:
+        return None
+    bounds = [0, *restarts, len(pts)]
+    total, found = 0.0, False
+    for start, end in itertools.pairwise(bounds):
+        shown = [(pts[i], durations[i]) for i in range(start, end) if i not in discard]
+        shown = [(p, d) for p, d in shown if p is not None]
+        if not shown:
+            continue
+        found = True
+        first = min(p for p, _ in shown)
+        last, last_dur = max(shown)
+        total += float((last - first + last_dur) * time_base)
+        if not last_dur and fps:
+            total += 1.0 / fps
+    return total if found else None
+
+
+def _count_note(listed: int, decoded: int) -> str:
+    if decoded < listed:
+        return (
+            f"{listed - decoded} of the {listed} frames in the file could not be decoded; "
+            f"frame_count and indices count the {decoded} decodable frames"
+        )
+    return (
+        f"the decoder gave {decoded} frames where the file lists {listed}; frame_count and "
+        "indices count the decoded frames"
+    )
+
+
 class _OpenCVBackend:
     name = "opencv"
 
@@ -877,6 +1096,7 @@ class _OpenCVBackend:
             rotation=rotation,
             codec=codec or "unknown",
             container="unknown",
+            frame_count_source="decode" if count is not None else "none",  # grab() counts
         )
 
     def _truncation(self, count: int, header: int) -> list[str]:
@@ -900,7 +1120,8 @@ class _OpenCVBackend:
         finally:
             cap.release()
 
-    def read(self, path: str, n: int, sampling: str, threads: int) -> VideoClip:
+    def read(self, path: str, n: int, sampling: str, threads: int, colour: str) -> VideoClip:
+        # OpenCV neither reports nor converts colour: its frames are as decoded (colour=None).
         warnings: list[str] = []
         grabs = 0
         if sampling == "uniform":
@@ -943,7 +1164,7 @@ class _OpenCVBackend:
         finally:
             cap.release()
 
-    def iter(self, path: str, threads: int) -> Iterator[tuple[int, np.ndarray]]:
+    def iter(self, path: str, threads: int, colour: str) -> Iterator[tuple[int, np.ndarray]]:
         return self._iter(path, self._open(path, threads))
 
     def _iter(self, path: str, cap: Any) -> Iterator[tuple[int, np.ndarray]]:

@@ -61,10 +61,12 @@ def encode_video(
     gop: int | None = 10,
     max_b_frames: int | None = None,
     audio: bool = False,
+    start: int = 0,
 ) -> Path:
     """Encode ``frames`` pattern frames; ``pts`` (in ``time_base``) gives a variable frame rate.
 
-    ``rotation`` is PyAV's ``set_display_rotation`` angle (counter-clockwise).
+    ``rotation`` is PyAV's ``set_display_rotation`` angle (counter-clockwise); frame ``i``
+    shows ``start + i``.
     """
     width, height = size
     with av.open(str(path), "w", format=fmt, options=container_options or {}) as container:
@@ -83,7 +85,7 @@ def encode_video(
             stream.set_display_rotation(rotation)
         audio_stream = container.add_stream("aac", rate=16000, layout="mono") if audio else None
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(pattern(i, width, height), format="bgr24")
+            frame = av.VideoFrame.from_ndarray(pattern(start + i, width, height), format="bgr24")
             if pts is not None:
                 frame.pts = pts[i]
                 frame.time_base = time_base
