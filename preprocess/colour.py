@@ -54,7 +54,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import InvalidInputError, InvalidVideoError
+from engine.core.errors import InvalidInputError, InvalidVideoError
 
 logger = logging.getLogger(__name__)
 
