@@ -13,11 +13,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "insightface==2.1"
 	touch $(STAMP)
 
-# Headless Chromium for the upload-page test (Debian packages; needs root, as on CI).
+# Headless Chromium for the upload-page test, and FFmpeg's command-line tools for the tests that
+# make edit-list cuts and HDR clips (Debian packages; needs root, as on CI).
 $(VENV)/.browser: $(STAMP)
-	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
-	  echo "warning: could not install chromium; the browser test will be skipped"
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
+	  command -v ffmpeg >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver ffmpeg >/dev/null; } || \
+	  echo "warning: could not install chromium/ffmpeg; the tests that need them will be skipped"
 	touch $@
 
 setup: $(STAMP) $(VENV)/.browser

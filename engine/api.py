@@ -190,6 +190,7 @@ class Engine:
                     faces=self.config.faces,
                     size_probe=self.config.size_probe,
                     decode_backend=self.config.decode_backend,
+                    colour=self.config.colour,
                 )
             return self._pipelines[spec.directory]
 

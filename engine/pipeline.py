@@ -76,6 +76,7 @@ class VideoJob:
     frame_indices: list[int] = field(default_factory=list)  # the frames decoded
     faces: list[list[Face]] | None = None
     detector_input: DetectorInput | None = None
+    colour: dict[str, Any] | None = None  # the source's colour and what was converted
     tracks: list[Track] = field(default_factory=list)
     people: int = 0  # tracks present in enough frames to be scored
     sequences: list[ScoredSequence] = field(default_factory=list)
@@ -109,6 +110,24 @@ class ScoredSequence:
     def coverage(self) -> float:
         """Fraction of the frames used that had this person's face (0 when none did)."""
         return self.found / len(self.positions) if self.positions else 0.0
+
+
+def colour_record(conversion: Any) -> dict[str, Any]:
+    """The record's ``colour`` of a :class:`preprocess.colour.ColourConversion`."""
+    src = conversion.source
+    return {
+        "source": {
+            "primaries": src.primaries,
+            "transfer": src.transfer,
+            "matrix": src.matrix,
+            "range": src.range,
+            "bit_depth": src.bit_depth,
+            "pix_fmt": src.pix_fmt,
+        },
+        "conversion": conversion.kind,
+        "filters": conversion.filters,
+        "assumed": list(conversion.assumed),
+    }
 
 
 def policy_for(config: EngineConfig, spec: ModelSpec) -> FacePolicy:
@@ -214,6 +233,7 @@ class VideoPipeline:
         faces: str = "main",
         size_probe: bool = True,
         decode_backend: str = "auto",
+        colour: str = "bt709",
     ) -> None:
         if faces not in FACES_MODES:
             raise InvalidInputError(
@@ -229,6 +249,7 @@ class VideoPipeline:
         self.faces = faces
         self.size_probe = size_probe
         self.decode_backend = decode_backend
+        self.colour = colour
         self.notes = self._notes()
 
     def _notes(self) -> list[str]:
@@ -257,8 +278,12 @@ class VideoPipeline:
         from preprocess.video import read_video
 
         t = time.perf_counter()
-        clip = read_video(job.source, n, sampling=sampling, backend=self.decode_backend)
+        clip = read_video(
+            job.source, n, sampling=sampling, backend=self.decode_backend, colour=self.colour
+        )
         job.frames, job.frame_indices = clip.frames, clip.indices
+        if clip.colour is not None:
+            job.colour = colour_record(clip.colour)
         job.warnings.extend(clip.warnings)
         job.timings["decode"] = time.perf_counter() - t
 
@@ -444,6 +469,7 @@ class VideoPipeline:
             "faces_mode": self.faces if job.detect else None,
             "people": job.people,
             "detector_input": job.detector_input.to_record() if job.detector_input else None,
+            "colour": job.colour,
             "timings": timings,
         }
         warnings = [*job.warnings, *self.notes]

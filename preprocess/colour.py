@@ -54,6 +54,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from engine.core.config import COLOUR_MODES as CONFIG_COLOUR_MODES
 from engine.core.errors import InvalidInputError, InvalidVideoError
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ __all__ = [
     "plan_conversion",
 ]
 
-COLOUR_MODES = ("bt709", "keep")
+COLOUR_MODES = CONFIG_COLOUR_MODES  # defined once, in engine.core.config
 
 # FFmpeg's names (libavutil/pixdesc.c, av_color_*_name; what ffprobe prints) for the values of
 # AVColorPrimaries, AVColorTransferCharacteristic, AVColorSpace and AVColorRange.

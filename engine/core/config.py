@@ -56,6 +56,9 @@ REDUCE_MODES = ("mean", "last")
 DETECTOR_INPUT_SHAPES = ("frame", "square")
 #: Video decoders: PyAV (FFmpeg) first and OpenCV as the fallback, or one of them.
 DECODE_BACKENDS = ("auto", "pyav", "opencv")
+#: Colour of decoded frames: converted to 8-bit BT.709 SDR as a player shows them (what the
+#: model was trained on), or kept as decoded.
+COLOUR_MODES = ("bt709", "keep")
 #: Model variants: the published architecture (frames are the LSTM's batch) or the corrected
 #: one (``batch_first=True``, a real recurrence over a video's frames).
 VARIANTS = ("original", "sequence")
@@ -298,6 +301,15 @@ class EngineConfig:
         default="auto",
         metadata=option(
             "video decoder: PyAV first, OpenCV as fallback, or one", choices=DECODE_BACKENDS
+        ),
+    )
+    colour: str = field(
+        default="bt709",
+        metadata=option(
+            "frame colour: bt709 converts wide-gamut and HDR (PQ, HLG) video to 8-bit BT.709 "
+            "SDR as a player shows it, what the model was trained on (recorded); keep leaves "
+            "the pixels as decoded",
+            choices=COLOUR_MODES,
         ),
     )
     decode_workers: int = field(

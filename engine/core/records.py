@@ -48,6 +48,10 @@ class Prediction:
     # fraction of the frames used that had the scored person's face (0: all whole frames)
     face_coverage: float | None = None
     detector_input: dict[str, Any] | None = None  # the detector input chosen, and why
+    # the source's colour description and what was converted: {"source": {"primaries",
+    # "transfer", "matrix", "range", "bit_depth", "pix_fmt"}, "conversion": "none" | "gamut" |
+    # "tone-map" | "transfer" | "kept", "filters", "assumed"}; None when not described (OpenCV)
+    colour: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     seq_len: int | None = None
     sampling: str | None = None

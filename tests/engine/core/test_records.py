@@ -71,6 +71,6 @@ def test_arrow_schema_covers_every_field_and_round_trips():
 
     schema = arrow_schema()
     assert schema.names == list(RECORD_FIELDS)
-    assert set(JSON_COLUMNS) == {"boxes", "timings", "tracks", "detector_input"}  # shapes vary
+    assert set(JSON_COLUMNS) == {"boxes", "timings", "tracks", "detector_input", "colour"}
     table = pa.Table.from_pylist([encode_json_columns(RECORD)], schema)
     assert decode_json_columns(table.to_pylist()[0]) == RECORD
