@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,export,serve,ray,eval,dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,export,torch-gpu,serve,ray,eval,dev]"
 	# The reference detector for the tests; --no-deps keeps opencv-python-headless intact.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "insightface==2.1"
 	touch $(STAMP)

@@ -34,6 +34,7 @@ from preprocess.sampling import check_count, check_sampling
 
 if TYPE_CHECKING:
     from engine.backends.base import GraphBackend
+    from engine.backends.torch_detector import TorchSCRFDDetector
     from preprocess.scrfd import Face, SCRFDDetector
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ class Engine:
         return 16 if self.backend in GPU_BACKENDS else 1
 
     @property
-    def detector(self) -> SCRFDDetector:
+    def detector(self) -> SCRFDDetector | TorchSCRFDDetector:
         with self._lock:
             if self._detector is None:
                 from preprocess.scrfd import SCRFDDetector
@@ -228,6 +229,15 @@ class Engine:
                     models_dir=self.config.models_dir,
                     download=self.config.download,
                 )
+                make_detector = getattr(self._factory, "make_detector", None)
+                if make_detector is not None:  # torch-cuda: SCRFD in PyTorch on the same GPU
+                    self._detector = make_detector(
+                        path,
+                        input_size=self.config.detector_input,
+                        score_threshold=self.config.score_threshold,
+                        batch_size=self.detector_batch,
+                    )
+                    return self._detector
                 providers = (
                     ("CUDAExecutionProvider", "CPUExecutionProvider")
                     if self.backend in GPU_BACKENDS

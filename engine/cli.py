@@ -168,10 +168,10 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "fp16", "int8"),
+        choices=("fp32", "fp16", "bf16", "int8"),
         default="fp32",
         help="fp32; int8: the Q/DQ graph of `dfe build MODEL --precision int8` (ONNX Runtime "
-        "CPU or TensorRT); fp16: TensorRT only",
+        "CPU or TensorRT); fp16: TensorRT or torch-cuda; bf16: torch or torch-cuda",
     )
 
 

@@ -20,7 +20,7 @@ SCHEMA_VERSION = 1
 SIDECAR_NAME = "classifier.json"
 # graphs[...] key of the INT8 Q/DQ classifier written by `dfe build --precision int8`
 INT8_GRAPH = "classifier_int8"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 LABELS = {0: "FAKE", 1: "REAL"}
 
 
@@ -52,15 +52,15 @@ class ModelSpec:
         return tuple(p for p in PRECISIONS if p in self.onnx_files)
 
     def classifier_for(self, precision: str) -> Path:
-        """The classifier ONNX graph for ``precision`` (fp16: the fp32 graph TensorRT compiles),
-        or an error saying how to make it."""
+        """The classifier ONNX graph for ``precision`` (fp16, bf16: the fp32 graph that TensorRT
+        compiles or PyTorch casts), or an error saying how to make it."""
         if precision not in PRECISIONS:
             raise InvalidInputError(
                 f"precision={precision!r} is not supported; supported values are "
                 f"{', '.join(PRECISIONS)}"
             )
         files = {"fp32": self.classifier_file, **self.onnx_files}
-        path = files.get("fp32" if precision == "fp16" else precision)
+        path = files.get("fp32" if precision in ("fp16", "bf16") else precision)
         if path is None:
             recorded = self.raw.get("graphs", {}).get(INT8_GRAPH)
             why = (

@@ -31,12 +31,16 @@ ALIASES = {"onnxruntime": "ort", "cpu": "ort", "trt": "tensorrt"}
 AUTO_ORDER = ("tensorrt", "ort-cuda", "ort")
 BACKEND_NAMES = ("auto", *_REGISTRY, "trt")
 # Which backends run which precision. fp16 is TensorRT's (engines compiled from the fp32
-# graph); int8 is the Q/DQ graph of `dfe build --precision int8`, on TensorRT or ONNX Runtime CPU.
+# graph) and PyTorch's on CUDA; bf16 is PyTorch's (CPU, and CUDA where the GPU has it); int8 is
+# the Q/DQ graph of `dfe build --precision int8`, on TensorRT or ONNX Runtime CPU.
 PRECISION_BACKENDS: dict[str, tuple[str, ...]] = {
     "fp32": tuple(_REGISTRY),
-    "fp16": ("tensorrt",),
+    "fp16": ("tensorrt", "torch-cuda"),
+    "bf16": ("torch", "torch-cuda"),
     "int8": ("tensorrt", "ort"),
 }
+# Backends whose factory is told the precision (the others run whichever graph they are given).
+_TOLD_PRECISION = ("tensorrt", "torch", "torch-cuda")
 
 
 def _load(name: str) -> Callable[..., BackendFactory]:
@@ -46,8 +50,8 @@ def _load(name: str) -> Callable[..., BackendFactory]:
 
 def get_factory(name: str, *, precision: str = "fp32", **options: object) -> BackendFactory:
     """The factory for backend ``name`` (or the best available one for ``auto``) running
-    ``precision``. Only the TensorRT factory is told the precision (it picks the engine); the
-    others run whichever ONNX graph they are given."""
+    ``precision``. The TensorRT and PyTorch factories are told the precision (TensorRT picks the
+    engine, PyTorch casts the module); the others run whichever ONNX graph they are given."""
     name = ALIASES.get(name, name)
     if precision not in PRECISION_BACKENDS:
         raise InvalidInputError(
@@ -57,11 +61,16 @@ def get_factory(name: str, *, precision: str = "fp32", **options: object) -> Bac
     allowed = PRECISION_BACKENDS[precision]
 
     def make(candidate: str) -> BackendFactory:
-        extra = {"precision": precision} if candidate == "tensorrt" else {}
+        extra = {"precision": precision} if candidate in _TOLD_PRECISION else {}
         return _load(candidate)(**options, **extra)
 
     if name == "auto":
         candidates = [c for c in AUTO_ORDER if c in allowed]
+        if not candidates:
+            raise InvalidInputError(
+                f"backend 'auto' does not pick a backend for precision {precision}; name one of "
+                f"{', '.join(allowed)}"
+            )
         if len(candidates) == 1:
             return make(candidates[0])  # its own error (e.g. the extra to install) if it fails
         reasons = []
