@@ -190,7 +190,8 @@ class Engine:
 
         ``backend``: ``auto``, ``tensorrt`` (``trt``), ``ort``, ``ort-cuda``, ``ort-tensorrt``,
         ``torch``, ``torch-cuda``. ``precision``: ``fp32``; ``int8`` (the Q/DQ graph made by
-        ``dfe build --precision int8``; ONNX Runtime CPU or TensorRT); ``fp16`` (TensorRT).
+        ``dfe build --precision int8``; ONNX Runtime CPU or TensorRT); ``fp16`` (TensorRT,
+        ``torch-cuda``); ``bf16`` (``torch``, ``torch-cuda``).
         Other options are the fields of :class:`EngineConfig`.
         """
         return cls(load_catalog(model), EngineConfig(backend=backend, **options))

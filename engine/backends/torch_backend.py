@@ -33,6 +33,7 @@ mode), so the padding rows change nothing and are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -182,7 +183,8 @@ class TorchBackend(GraphBackend):
         defaults = CUDA_DEFAULTS if self.device.type == "cuda" else CPU_DEFAULTS
         self.options = {**defaults, **(options or {})}
         self.max_batch = int(max_batch)
-        self._lock = threading.Lock()
+        # serialises CUDA-graph replays (static buffers); uncontended otherwise
+        self.lock = threading.Lock() if self.options["cuda_graphs"] else contextlib.nullcontext()
         frames_graph = graph != "head"
         self.channels_last = bool(self.options["channels_last"]) and frames_graph
         if graph == "head":
@@ -222,25 +224,40 @@ class TorchBackend(GraphBackend):
             for k, name in enumerate(outputs)
         }
 
-    def _run(self, x: np.ndarray, idx: list[int]) -> list[np.ndarray]:
+    def prepare(self, x: np.ndarray) -> Any:
+        """A float32 numpy batch as the module's input: on the device, in the run dtype and
+        memory format."""
         torch = self._torch
-        n = x.shape[0]
-        cuda = self.device.type == "cuda"
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).to(self.dtype)
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    def forward(self, t: Any) -> tuple[Any, ...]:
+        """Run the module on a prepared batch (see :meth:`prepare`; at most ``max_batch``
+        rows) under ``torch.inference_mode``; returns the outputs on the device, ``n`` rows each.
+        With CUDA graphs they are views of the graph's static buffers, valid until the next call:
+        copy them first, holding :attr:`lock`. For benchmarks; :meth:`infer` is the API."""
+        torch = self._torch
+        n = t.shape[0]
         with torch.inference_mode():
-            t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).to(self.dtype)
-            if self.channels_last:
-                t = t.contiguous(memory_format=torch.channels_last)
             if self._graphs is not None:
-                with self._lock, torch.cuda.device(self.device):
+                with torch.cuda.device(self.device):
                     res = self._graphs(t, _bucket(n, self.max_batch))
-                    return [res[i][:n].float().cpu().numpy() for i in idx]
-            if cuda and self.graph != "head":
+                return tuple(r[:n] for r in res)
+            if self.device.type == "cuda" and self.graph != "head":
                 size = _bucket(n, self.max_batch)
                 if size > n:
                     t = torch.cat([t, t.new_zeros((size - n, *t.shape[1:]))])
             res = self.module(t)
             res = res if isinstance(res, tuple) else (res,)
-            return [res[i][:n].float().cpu().numpy() for i in idx]
+            return tuple(r[:n] for r in res)
+
+    def _run(self, x: np.ndarray, idx: list[int]) -> list[np.ndarray]:
+        t = self.prepare(x)
+        with self.lock:
+            res = self.forward(t)
+            return [res[i].float().cpu().numpy() for i in idx]
 
     def describe(self) -> dict[str, object]:
         return {
@@ -311,7 +328,10 @@ class _TorchFactory:
                     f"{name}: {torch.cuda.get_device_name(index)} does not support bf16 in "
                     "torch; supported values here are fp32, fp16"
                 )
-            if not self.options["tf32"]:
+            if self.options["tf32"]:  # process-wide, like use_ieee_fp32
+                torch.backends.cudnn.allow_tf32 = True
+                torch.backends.cuda.matmul.allow_tf32 = True
+            else:
                 use_ieee_fp32(torch)
             if self.options["cudnn_benchmark"]:
                 torch.backends.cudnn.benchmark = True

@@ -4,6 +4,7 @@ under the ``gpu`` marker)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,12 @@ from engine.backends import get_factory
 from engine.errors import BackendUnavailableError, InvalidInputError
 from tests.engine.backends._assets import face_crops, missing_clips, test_model_dir
 
-# |delta p_fake| of each clip (mean of its frames' logits, as the engine reduces) against ONNX
-# Runtime CPU fp32, and of each frame (frame_p_fake). bf16 keeps 8 bits of mantissa, fp16 11:
-# per frame bf16 moved p_fake by up to 0.019 on CPU (0.0047 for fp16), per clip by up to 0.005.
+# |delta p_fake| against ONNX Runtime CPU fp32: of each clip (the mean of its frames' logits, as
+# the engine reduces; the issue's bounds), and of each frame (frame_p_fake, looser: bf16 keeps 8
+# bits of mantissa, fp16 11). Measured on CPU, per frame / per clip: bf16 0.019 / 0.005 on the
+# test fixture's checkpoint and 0.050 / 0.004 on gpu_check's; fp16 0.005 / 0.0004 and 0.007 / 0.002.
 CLIP_TOL = {"fp32": 1e-3, "fp16": 0.01, "bf16": 0.01}
-FRAME_TOL = {"fp32": 1e-3, "fp16": 0.01, "bf16": 0.03}
+FRAME_TOL = {"fp32": 1e-3, "fp16": 0.02, "bf16": 0.1}
 PER_CLIP = 8
 
 
@@ -142,10 +144,9 @@ def _check(model_dir, crops, reference, backend, precision, options) -> dict:
     assert desc["precision"] == precision
     clip_delta = float(np.abs(clips - reference[0]).max())
     frame_delta = float(np.abs(frames - reference[1]).max())
-    print(
-        f"\n{backend} {precision} {options}: max |delta p_fake| per clip {clip_delta:.3g}, "
-        f"per frame {frame_delta:.3g} ({len(crops)} crops)"
-    )
+    # one line per case, collected by benchmarks/gpu_check.py
+    figures = {"clip_max_delta": clip_delta, "frame_max_delta": frame_delta, "crops": len(crops)}
+    print(f"\nPARITY {json.dumps({'what': 'classifier', **desc, **figures})}")
     assert clip_delta <= CLIP_TOL[precision]
     assert frame_delta <= FRAME_TOL[precision]
     assert np.ptp(reference[1]) > 0.05  # the test model's outputs are spread out

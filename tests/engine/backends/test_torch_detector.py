@@ -3,6 +3,7 @@ ONNX Runtime detector, on CPU in the normal suite and on CUDA under the ``gpu`` 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -93,8 +94,10 @@ def test_torch_detector_matches_onnxruntime_detector(det_path, reference, frames
             [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
             for faces in got
         )
+        # one line per case, collected by benchmarks/gpu_check.py
+        record = {"what": "detector", "device": device, "batch": batch, "frames": len(images)}
+        print(f"\nPARITY {json.dumps({**record, **worst})}")
     assert det.detect_one(images[0])[0].box == pytest.approx(got[0][0].box)
-    print(f"\n{device}: {worst}")
 
 
 @pytest.mark.parametrize("device", DEVICES)
