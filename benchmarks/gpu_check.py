@@ -82,11 +82,11 @@ GPU_TESTS = (
 SECTIONS = ("env", "model", "tests", "classifier", "detector", "end_to_end", "compile")
 # seconds per section (each also capped by what is left of the whole run's budget)
 BUDGETS = {
-    "install": 60,
-    "env": 40,
+    "install": 40,
+    "env": 30,
     "model": 100,
-    "tests": 110,
-    "classifier": 110,
+    "tests": 120,
+    "classifier": 130,
     "detector": 45,
     "end_to_end": 75,
     "compile": 100,
