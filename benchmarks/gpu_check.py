@@ -1009,6 +1009,38 @@ def _med(d: dict[str, Any] | None, key: str) -> str:
     return f"{d[key]['median']:.0f}"
 
 
+def _gains(rows: list[dict[str, Any]]) -> list[str]:
+    """What the options buy (device crops/s), to choose the defaults from: CUDA graphs over eager
+    at the engine's batch sizes, channels-last over NCHW at 256."""
+
+    def rate(precision: str, batch: int, **opts: Any) -> float | None:
+        for row in rows:
+            if (
+                row["precision"] == precision
+                and row["batch"] == batch
+                and all(row.get(k) == v for k, v in opts.items())
+                and not row.get("tf32")
+            ):
+                return row["device_crops_per_s"]["median"]
+        return None
+
+    out = []
+    for precision in ("fp16", "bf16", "fp32"):
+        parts = []
+        for batch in (64, 256):
+            g = rate(precision, batch, cuda_graphs=True, channels_last=True)
+            e = rate(precision, batch, cuda_graphs=False, channels_last=True)
+            if g and e:
+                parts.append(f"graphs b{batch} {100 * (g / e - 1):+.0f}%")
+        cl = rate(precision, 256, cuda_graphs=False, channels_last=True)
+        nchw = rate(precision, 256, cuda_graphs=False, channels_last=False)
+        if cl and nchw:
+            parts.append(f"channels_last b256 {100 * (cl / nchw - 1):+.0f}%")
+        if parts:
+            out.append(f"  {precision} gains: " + ", ".join(parts))
+    return out
+
+
 def table(r: dict[str, Any]) -> str:
     """The short table printed at the end."""
     lines = [f"== gpu_check: {r.get('gpu') or 'no GPU (dry run)'}  wall {r.get('wall_s')}s =="]
@@ -1040,6 +1072,7 @@ def table(r: dict[str, Any]) -> str:
                 f"  {row['precision']}{tag:<13} b{row['batch']:<5} "
                 f"{_med(row, 'device_crops_per_s'):>7} | {_med(row, 'infer_crops_per_s'):>7}"
             )
+        lines += _gains(c["rows"])
     d = r.get("detector") or {}
     if d.get("rows"):
         lines.append("detector frames/s at 640 (detect() on 1080p | network):")

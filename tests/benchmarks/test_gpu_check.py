@@ -54,9 +54,14 @@ def test_gpu_check_table_shows_partial_and_skipped_sections():
         "classifier": {
             "status": "timeout",
             "error": "killed after 130s (its hard limit)",
-            "result": {"rows": [{"precision": "fp16", "batch": 256, "channels_last": True,
-                                 "cuda_graphs": False, "device_crops_per_s": rate,
-                                 "infer_crops_per_s": rate}]},
+            "result": {"rows": [
+                {"precision": "fp16", "batch": 256, "channels_last": True, "cuda_graphs": False,
+                 "device_crops_per_s": rate, "infer_crops_per_s": rate},
+                {"precision": "fp16", "batch": 256, "channels_last": True, "cuda_graphs": True,
+                 "device_crops_per_s": {**rate, "median": 1250.0}, "infer_crops_per_s": rate},
+                {"precision": "fp16", "batch": 256, "channels_last": False, "cuda_graphs": False,
+                 "device_crops_per_s": {**rate, "median": 800.0}, "infer_crops_per_s": rate},
+            ]},
         },
         "compile": {"status": "skipped", "reason": "only 20s left"},
     }  # fmt: skip
@@ -68,3 +73,4 @@ def test_gpu_check_table_shows_partial_and_skipped_sections():
     assert "compile     skipped" in text and "only 20s left" in text
     assert "parity classifier cuda:0 fp16 cuda_graphs: clip 0.001 frame 0.004" in text
     assert "fp16" in text and "b256" in text and "1000" in text
+    assert "fp16 gains: graphs b256 +25%, channels_last b256 +25%" in text
