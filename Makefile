@@ -4,11 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint demo bench bench-full clean
+.PHONY: setup test lint demo bench bench-full gpu-assets gpu-check gpu-check-dry clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,export,serve,ray,eval,dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,export,torch-gpu,serve,ray,eval,dev]"
 	# The reference detector for the tests; --no-deps keeps opencv-python-headless intact.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "insightface==2.1"
 	touch $(STAMP)
@@ -46,6 +46,18 @@ bench: $(VENV)/.baseline
 # The full suite behind the README's report.
 bench-full: $(VENV)/.baseline
 	$(VENV)/bin/dfe bench --full --out bench_out/full
+
+# The PyTorch GPU check (benchmarks/gpu_check.py). Here: gather the wheels, detector and clips
+# the GPU machine needs into gpu_assets/ (git-ignored), and run the whole check on CPU first.
+gpu-assets: setup
+	$(PY) -m benchmarks.gpu_check --prepare
+
+gpu-check-dry: gpu-assets
+	$(PY) -m benchmarks.gpu_check --dry-run
+
+# On the GPU machine (its own python3, no venv, offline; gpu_assets/ carried with the checkout).
+gpu-check:
+	$(PYTHON) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf demo_out .pytest_cache .ruff_cache

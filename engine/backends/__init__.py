@@ -29,12 +29,12 @@ _REGISTRY: dict[str, str] = {
     "torch-cuda": "engine.backends.torch_backend:cuda_factory",
 }
 # Which backends run which precision. fp16: TensorRT engines compiled from the fp32 graph (native
-# or through ONNX Runtime's TensorRT provider) and PyTorch on CUDA; bf16: PyTorch on CUDA; int8:
+# or through ONNX Runtime's TensorRT provider) and PyTorch on CUDA; bf16: PyTorch; int8:
 # the Q/DQ graph of `dfe build --precision int8`, on TensorRT or ONNX Runtime CPU.
 PRECISION_BACKENDS: dict[str, tuple[str, ...]] = {
     "fp32": tuple(_REGISTRY),
     "fp16": ("tensorrt", "ort-tensorrt", "torch-cuda"),
-    "bf16": ("torch-cuda",),
+    "bf16": ("torch-cuda", "torch"),
     "int8": ("tensorrt", "ort"),
 }
 

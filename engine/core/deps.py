@@ -13,6 +13,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "torchvision": ("export", "checkpoint export and the PyTorch backend"),
     "onnxruntime": ("cpu", "ONNX Runtime inference (or the `gpu` extra on NVIDIA machines)"),
     "tensorrt": ("gpu", "the TensorRT backend"),
+    "onnx2torch": ("torch-gpu", "the PyTorch SCRFD detector (--backend torch-cuda)"),
     "insightface": ("dev", "comparisons against InsightFace's own SCRFD"),
     "fastapi": ("serve", "dfe serve"),
     "uvicorn": ("serve", "dfe serve"),

@@ -100,7 +100,7 @@ def test_engine_precision_is_what_was_asked_or_an_error(tiny_model):
     with pytest.raises(InvalidInputError, match=r"does not run precision fp16.*ort-tensorrt"):
         Engine.load(tiny_model, backend="ort", precision="fp16")
     with pytest.raises(InvalidInputError, match="does not run precision bf16"):
-        Engine.load(tiny_model, backend="torch", precision="bf16")
+        Engine.load(tiny_model, backend="ort", precision="bf16")
     with pytest.raises(ArtifactNotFoundError, match="dfe build"):  # no INT8 graph built yet
         Engine.load(tiny_model, backend="ort", precision="int8")
 

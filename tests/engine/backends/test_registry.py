@@ -12,7 +12,7 @@ from engine.core.errors import BackendUnavailableError, InvalidInputError
 def test_each_precision_lists_its_backends():
     assert PRECISION_BACKENDS["fp32"][0] == "tensorrt" and "ort" in PRECISION_BACKENDS["fp32"]
     assert set(PRECISION_BACKENDS["fp16"]) == {"tensorrt", "ort-tensorrt", "torch-cuda"}
-    assert PRECISION_BACKENDS["bf16"] == ("torch-cuda",)
+    assert set(PRECISION_BACKENDS["bf16"]) == {"torch-cuda", "torch"}
     assert set(PRECISION_BACKENDS["int8"]) == {"tensorrt", "ort"}
 
 
@@ -59,6 +59,6 @@ def test_torch_cuda_without_a_gpu_is_an_error_not_cpu():
             get_factory("torch-cuda", precision=precision)
 
 
-def test_auto_with_a_gpu_only_precision_names_the_backends():
-    with pytest.raises(InvalidInputError, match="backends for bf16: torch-cuda"):
+def test_auto_with_a_torch_only_precision_names_the_backends():
+    with pytest.raises(InvalidInputError, match="backends for bf16: torch-cuda, torch"):
         get_factory("auto", precision="bf16")
