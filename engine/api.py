@@ -9,6 +9,7 @@ jobs), and it never silently changes backend or precision.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -91,7 +92,9 @@ def open_detector(
 
     if factory is None:
         factory = get_factory(
-            config.backend_name, precision="fp32", intra_op_threads=config.intra_op_threads
+            config.backend_name,
+            precision="fp32",
+            intra_op_threads=config.detector_intra_op_threads,
         )
     path = find_model(config.detector, models_dir=config.models_dir, download=config.download)
     options = {
@@ -102,8 +105,10 @@ def open_detector(
     }
     make = getattr(factory, "make_detector", None)
     if make is not None:
+        if "intra_op_threads" in inspect.signature(make).parameters:
+            options["intra_op_threads"] = config.detector_intra_op_threads
         return make(path, model_dir=model_dir, **options)
-    return SCRFDDetector(path, intra_op_threads=config.intra_op_threads, **options)
+    return SCRFDDetector(path, intra_op_threads=config.detector_intra_op_threads, **options)
 
 
 class Engine:
@@ -189,7 +194,9 @@ class Engine:
                     precision=self.config.precision,
                     faces=self.config.faces,
                     size_probe=self.config.size_probe,
+                    detect_every=self.config.detect_every,
                     decode_backend=self.config.decode_backend,
+                    decode_threads=self.config.decode_threads,
                     colour=self.config.colour,
                 )
             return self._pipelines[spec.directory]

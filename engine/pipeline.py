@@ -232,7 +232,9 @@ class VideoPipeline:
         precision: str,
         faces: str = "main",
         size_probe: bool = True,
+        detect_every: int = 1,
         decode_backend: str = "auto",
+        decode_threads: int = 0,
         colour: str = "bt709",
     ) -> None:
         if faces not in FACES_MODES:
@@ -248,13 +250,20 @@ class VideoPipeline:
         self.precision = precision
         self.faces = faces
         self.size_probe = size_probe
+        self.detect_every = int(detect_every)
         self.decode_backend = decode_backend
+        self.decode_threads = decode_threads
         self.colour = colour
         self.notes = self._notes()
 
     def _notes(self) -> list[str]:
         """Warnings every record of this pipeline carries (what its score rests on)."""
         notes = []
+        if self.detect_every > 1:
+            notes.append(
+                f"fast mode: faces were detected on every {self.detect_every}th sampled frame "
+                "and followed along their tracks in between (--detect-every 1 for exact mode)"
+            )
         if self.precision == "int8":
             calibration = self.spec.raw.get("graphs", {}).get(INT8_GRAPH, {}).get("calibration", {})
             calibrated = calibration.get("policy")
@@ -279,7 +288,12 @@ class VideoPipeline:
 
         t = time.perf_counter()
         clip = read_video(
-            job.source, n, sampling=sampling, backend=self.decode_backend, colour=self.colour
+            job.source,
+            n,
+            sampling=sampling,
+            backend=self.decode_backend,
+            threads=self.decode_threads,
+            colour=self.colour,
         )
         job.frames, job.frame_indices = clip.frames, clip.indices
         if clip.colour is not None:
@@ -292,37 +306,66 @@ class VideoPipeline:
         batches at the detector's default input (the time is shared out per frame), then, per
         video, the input choice of :func:`preprocess.detector_input.choose_detector_input`
         (small faces in large frames, faces filling the frame), detecting again only where it
-        is not the default."""
+        is not the default. With ``detect_every`` K > 1 (fast mode) the detector runs on every
+        K-th sampled frame (and the last) only, and faces are followed along their tracks in
+        between (:func:`preprocess.tracking.fill_between_detections`)."""
         todo = [j for j in jobs if j.error is None and j.detect]
-        frames = [f for j in todo for f in j.frames]
-        if not frames:
+        if not any(j.frames for j in todo):
             return
+        picks = {id(j): self._detected_positions(len(j.frames)) for j in todo}
+        frames = [j.frames[p] for j in todo for p in picks[id(j)]]
         detector = self.detector
         t = time.perf_counter()
-        faces = detector.detect(frames)
-        share = (time.perf_counter() - t) / len(frames)
+        faces = detector.detect(frames) if frames else []
+        share = (time.perf_counter() - t) / max(len(frames), 1)
         pos = 0
         for j in todo:
-            count = len(j.frames)
+            count = len(picks[id(j)])
             j.faces = faces[pos : pos + count]
             j.timings["detect"] = share * count
             pos += count
-        if not self.size_probe or not hasattr(detector, "detect_prepared"):
-            return
-        from preprocess.detector_input import choose_detector_input, detect_with_input
-
         for j in todo:
             t = time.perf_counter()
             try:
-                choice = choose_detector_input(
-                    detector, j.frames, j.faces, frame_indices=j.frame_indices
-                )
-                if not choice.default:
-                    j.faces = detect_with_input(detector, j.frames, choice, default_faces=j.faces)
-                j.detector_input = choice
+                self._choose_input(j, picks[id(j)])
+                if self.detect_every > 1:
+                    self._fill(j, picks[id(j)])
             except Exception as exc:  # this video only
                 j.error = error_text(exc)
             j.timings["detect"] += time.perf_counter() - t
+
+    def _detected_positions(self, n: int) -> list[int]:
+        """Positions of the sampled frames the detector runs on: all, or every K-th and the
+        last (fast mode)."""
+        k = self.detect_every
+        if k <= 1 or n <= 2:
+            return list(range(n))
+        picks = list(range(0, n, k))
+        return picks if picks[-1] == n - 1 else [*picks, n - 1]
+
+    def _choose_input(self, job: VideoJob, picks: list[int]) -> None:
+        """The per-video detector input (issue 14), on the frames the detector ran on."""
+        if not self.size_probe:
+            return
+        detector = self.detector
+        if getattr(detector, "fixed_input", False) or not hasattr(detector, "detect_prepared"):
+            return  # said once per record by _notes()
+        from preprocess.detector_input import choose_detector_input, detect_with_input
+
+        frames = [job.frames[p] for p in picks]
+        indices = [job.frame_indices[p] for p in picks]
+        choice = choose_detector_input(detector, frames, job.faces, frame_indices=indices)
+        if not choice.default:
+            job.faces = detect_with_input(detector, frames, choice, default_faces=job.faces)
+        job.detector_input = choice
+
+    def _fill(self, job: VideoJob, picks: list[int]) -> None:
+        """Fast mode: faces of every sampled frame from the tracks of the detected ones."""
+        from preprocess.tracking import fill_between_detections, track_faces
+
+        detected = [job.frame_indices[p] for p in picks]
+        tracks = track_faces(list(zip(detected, job.faces)))
+        job.faces = fill_between_detections(tracks, job.frame_indices)
 
     def track(self, job: VideoJob) -> None:
         """Link the faces of the sampled frames into face tracks, one per person."""
@@ -467,6 +510,7 @@ class VideoPipeline:
             "reduce": self.spec.reduce,
             "crop_style": self.policy.crop_style if job.detect else None,
             "faces_mode": self.faces if job.detect else None,
+            "detect_every": self.detect_every if job.detect else None,
             "people": job.people,
             "detector_input": job.detector_input.to_record() if job.detector_input else None,
             "colour": job.colour,
@@ -502,6 +546,12 @@ class VideoPipeline:
         out = []
         if not job.detect:
             return out
+        if self.size_probe and job.detector_input is None:
+            out.append(
+                f"the detector input was not chosen for this video: the {self.backend} "
+                "detector runs only its fixed input, so very small or very large faces may be "
+                "missed (--backend ort chooses it)"
+            )
         seq = best.sequence
         whole = sum(b is None for b in seq.boxes)
         if whole == len(seq.boxes):

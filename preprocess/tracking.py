@@ -62,6 +62,7 @@ __all__ = [
     "Track",
     "TrackerConfig",
     "face_size",
+    "fill_between_detections",
     "main_track",
     "min_frames_to_score",
     "track_faces",
@@ -344,3 +345,47 @@ def tracks_to_score(
         )
     main = main_track(tracks)
     return [t for t in tracks if t.frames >= need or t is main]
+
+
+def _lerp_face(a: Face, b: Face, t: float) -> Face:
+    from preprocess.scrfd import Face
+
+    box = tuple((1 - t) * float(u) + t * float(v) for u, v in zip(a.box, b.box))
+    kps = None
+    if a.kps is not None and b.kps is not None:
+        kps = tuple(
+            ((1 - t) * pa[0] + t * pb[0], (1 - t) * pa[1] + t * pb[1])
+            for pa, pb in zip(a.kps, b.kps)
+        )
+    return Face(box=box, score=min(float(a.score), float(b.score)), kps=kps)  # type: ignore[arg-type]
+
+
+def fill_between_detections(
+    tracks: Sequence[Track], frame_indices: Sequence[int], *, max_gap: int | None = None
+) -> list[list[Face]]:
+    """Faces for every frame of ``frame_indices`` from ``tracks`` linked on a subset of them
+    (``--detect-every K``: the detector ran on every K-th sampled frame).
+
+    A detected frame keeps its track faces; a frame between two detections of a track gets
+    the track's face linearly interpolated (box and keypoints, by frame index; score: the lower
+    of the two), so the track is followed between detections; a frame before a track's first
+    or after its last detection gets none of it. ``max_gap`` (frame indices) bounds the span a
+    track is followed over without a detection (None: no bound). Faces of a frame are ordered
+    by score, highest first, as the detector orders them.
+    """
+    out: list[list[Face]] = [[] for _ in frame_indices]
+    position = {idx: k for k, idx in enumerate(frame_indices)}
+    for track in tracks:
+        for idx, face in zip(track.frame_indices, track.faces):
+            if idx in position:
+                out[position[idx]].append(face)
+        pairs = zip(track.frame_indices, track.frame_indices[1:])
+        for (a, b), (fa, fb) in zip(pairs, zip(track.faces, track.faces[1:])):
+            if max_gap is not None and b - a > max_gap:
+                continue
+            for idx in frame_indices:
+                if a < idx < b and idx in position:
+                    out[position[idx]].append(_lerp_face(fa, fb, (idx - a) / (b - a)))
+    for faces in out:
+        faces.sort(key=lambda f: -f.score)
+    return out

@@ -86,16 +86,21 @@ class OrtFactory:
         return create_session(onnx_path, self.providers, intra_op_threads=self.intra_op_threads)
 
     def make_detector(
-        self, model_path: Path, *, model_dir: Path | None = None, **options: Any
+        self,
+        model_path: Path,
+        *,
+        model_dir: Path | None = None,
+        intra_op_threads: int | None = None,
+        **options: Any,
     ) -> Any:
-        """The SCRFD detector on this factory's device (``options``: SCRFDDetector's)."""
+        """The SCRFD detector on this factory's device (``options``: SCRFDDetector's), its
+        session with ``intra_op_threads`` (default: the factory's)."""
         from preprocess.scrfd import SCRFDDetector
         from preprocess.scrfd_graph import make_batch_dynamic
 
+        threads = self.intra_op_threads if intra_op_threads is None else intra_op_threads
         session = create_session(
-            make_batch_dynamic(model_path),
-            self.detector_providers,
-            intra_op_threads=self.intra_op_threads,
+            make_batch_dynamic(model_path), self.detector_providers, intra_op_threads=threads
         )
         return SCRFDDetector(model_path, session=session, **options)
 

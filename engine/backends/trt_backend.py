@@ -281,9 +281,11 @@ class _TrtFactory:
             model_path, batch=batch_size, input_size=input_size, model_dir=model_dir
         )
         options["input_shape"] = "square"  # the engine's profile is input_size x input_size
-        return SCRFDDetector(
+        detector = SCRFDDetector(
             model_path, session=session, input_size=input_size, batch_size=batch_size, **options
         )
+        detector.fixed_input = True  # no other input size: the per-video choice cannot run
+        return detector
 
     def detector_session(
         self, model_path: str | Path, *, batch: int, input_size: int, model_dir: Path | None

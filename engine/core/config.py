@@ -236,6 +236,14 @@ class EngineConfig:
             minimum=32,
         ),
     )
+    detect_every: int = field(
+        default=1,
+        metadata=option(
+            "fast mode: detect faces on every K-th sampled frame (and the last) and follow the "
+            "face tracks in between; 1 (default) is exact mode, every frame detected",
+            minimum=1,
+        ),
+    )
     detector_input_shape: str = field(
         default="frame",
         metadata=option(
@@ -315,6 +323,12 @@ class EngineConfig:
     decode_workers: int = field(
         default=2, metadata=option("videos decoded at once by predict_many", minimum=1)
     )
+    decode_threads: int = field(
+        default=0,
+        metadata=option(
+            "FFmpeg threads per video decoded (0: FFmpeg's choice, one per core)", minimum=0
+        ),
+    )
     max_in_flight: int = field(
         default=8,
         metadata=option("videos between decoding and result at once (bounds memory)", minimum=1),
@@ -325,6 +339,12 @@ class EngineConfig:
             "ONNX Runtime threads per session (0: its default, or $DFE_ORT_THREADS)",
             flag="--threads",
             minimum=0,
+        ),
+    )
+    detector_threads: int | None = field(
+        default=None,
+        metadata=option(
+            "ONNX Runtime threads of the detector's session (default: --threads)", minimum=0
         ),
     )
     checkpoint: str | None = field(
@@ -351,6 +371,13 @@ class EngineConfig:
     def backend_name(self) -> str:
         """The backend with aliases resolved."""
         return canonical_backend(self.backend)
+
+    @property
+    def detector_intra_op_threads(self) -> int:
+        """ONNX Runtime threads of the detector's session."""
+        if self.detector_threads is not None:
+            return self.detector_threads
+        return self.intra_op_threads
 
     def detector_batch_for(self, backend: str) -> int:
         """Frames per detector run on ``backend`` (the running backend's name)."""

@@ -29,6 +29,8 @@ ENVIRONMENT: dict[str, str] = {
     "DFE_ORT_SPINNING": "1 turns ONNX Runtime's thread spinning back on (off by default)",
     "DFE_RAY_CRASH_ONCE": "test hook: SUBSTRING:MARKER kills a Ray worker once on a matching path",
     "DFE_RAY_CRASH_ALWAYS": "test hook: kills a Ray worker on every path containing the value",
+    "DFE_TEST_MODEL": "test hook: an exported model directory the GPU tests use instead of "
+    "exporting one (set by benchmarks/gpu_check.py)",
 }
 
 _CACHE_ROOT = Path("~/.cache/deepfake-engine")

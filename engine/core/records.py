@@ -41,6 +41,8 @@ class Prediction:
     crop_style: str | None = None  # "scrfd" or "dlib" (None: the caller's own crops)
     # who was scored: "main", "all" or "per-frame" (None: the caller's own crops)
     faces_mode: str | None = None
+    # 1: faces detected in every sampled frame (exact); K: every K-th, followed in between
+    detect_every: int | None = None
     people: int = 0  # face tracks in the video present in enough frames to be scored
     # each scored person: {"track", "frames", "frame_indices", "boxes", "p_fake", "label",
     # "confidence", "face_coverage"}; the record's own fields are those of the deciding one

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.backends._assets import CLIPS, missing_clips, test_model_dir
+from tests.engine.backends._assets import CLIPS, gpu_model_dir, missing_clips
 
 N = 8
 CLIP_TOL = {"fp32": 1e-3, "fp16": 0.01, "bf16": 0.01}
@@ -18,7 +18,7 @@ CLIP_TOL = {"fp32": 1e-3, "fp16": 0.01, "bf16": 0.01}
 def model_dir(request) -> Path:
     pytest.importorskip("torch")
     pytest.importorskip("onnx2torch")
-    return test_model_dir(request)
+    return gpu_model_dir(request)
 
 
 @pytest.fixture(scope="module")

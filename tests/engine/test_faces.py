@@ -115,3 +115,25 @@ def test_main_equals_per_frame_on_single_face_clips(video_paths, tiny_model, mod
         a, b = main.predict(path, seq_len=20), per_frame.predict(path, seq_len=20)
         assert a.p_fake == b.p_fake and a.boxes == b.boxes, path.name
         assert a.people == 1 and a.face_coverage == 1.0 and a.detector_input["default"]
+
+
+def _iou(a, b):
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, x2 - x1) * max(0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def test_fast_mode_detects_every_kth_frame_and_follows_the_track(video_paths, tiny_model,
+                                                                 models_dir):  # fmt: skip
+    exact = _engine(tiny_model, models_dir)
+    fast = _engine(tiny_model, models_dir, detect_every=4)
+    ious = []
+    for path in video_paths[:3]:
+        a, b = exact.predict(path, seq_len=20), fast.predict(path, seq_len=20)
+        assert b.detect_every == 4 and any("fast mode" in w for w in b.warnings)
+        assert b.faces == 20 and b.frame_indices == a.frame_indices
+        ious += [_iou(x, y) for x, y in zip(a.boxes, b.boxes)]
+        assert a.boxes[0] == b.boxes[0] and a.boxes[-1] == b.boxes[-1]  # detected frames
+    assert min(ious) > 0.8 and sum(ious) / len(ious) > 0.93

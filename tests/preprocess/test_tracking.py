@@ -376,3 +376,17 @@ def test_track_faces_real_and_fake_side_by_side_two_people(detector, tmp_path, n
         sides.append(side.pop())
     assert sorted(sides) == [False, True]
     assert main_track(tracks) in scored
+
+
+def test_fill_between_detections_follows_each_track():
+    from preprocess.tracking import fill_between_detections
+
+    a0, a4 = Face((0.0, 0.0, 10.0, 10.0), 0.9), Face((8.0, 0.0, 18.0, 10.0), 0.8)
+    b0 = Face((100.0, 0.0, 110.0, 10.0), 0.7)
+    tracks = track_faces([(0, [a0, b0]), (4, [a4])])
+    filled = fill_between_detections(tracks, [0, 1, 2, 3, 4, 5])
+    assert filled[0] == [a0, b0] and filled[4] == [a4]
+    mid = filled[2]
+    assert len(mid) == 1 and mid[0].box == (4.0, 0.0, 14.0, 10.0) and mid[0].score == 0.8
+    assert filled[5] == []  # after a track's last detection: not followed
+    assert fill_between_detections(tracks, [0, 2, 4], max_gap=3)[1] == []

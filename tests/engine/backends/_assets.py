@@ -16,7 +16,7 @@ CLIPS_1080P = ("dfdc_abofeumbvv_fake.mp4", "dfdc_abqwwspghj_fake.mp4")
 CLIPS = (CLIP_480P, *CLIPS_1080P)
 
 
-def test_model_dir(request) -> Path:
+def gpu_model_dir(request) -> Path:
     """``$DFE_TEST_MODEL`` (an exported model whose checkpoint sits next to it, as
     ``benchmarks/gpu_check.py`` makes one on the GPU machine), else the session's exported test
     checkpoint (the ``exported_model`` fixture, which needs InsightFace)."""

@@ -12,7 +12,7 @@ import pytest
 
 from engine.backends import get_factory
 from engine.core.errors import BackendUnavailableError, InvalidInputError
-from tests.engine.backends._assets import face_crops, missing_clips, test_model_dir
+from tests.engine.backends._assets import face_crops, gpu_model_dir, missing_clips
 
 # |delta p_fake| against ONNX Runtime CPU fp32: of each clip (the mean of its frames' logits, as
 # the engine reduces; the issue's bounds), and of each frame (frame_p_fake, looser: bf16 keeps 8
@@ -101,7 +101,7 @@ def test_torch_bucket_pads_to_powers_of_two():
 @pytest.fixture(scope="module")
 def model_dir(request) -> Path:
     pytest.importorskip("torch")
-    return test_model_dir(request)
+    return gpu_model_dir(request)
 
 
 @pytest.fixture(scope="module")
