@@ -236,76 +236,30 @@ def _score(engine, videos: list[Path], n: int) -> tuple[float, int]:
 
 
 def bench_end_to_end(cfg: SuiteConfig) -> dict[str, Any]:
-    from benchmarks.baselines import OriginalPipeline, StraightforwardPipeline
+    """Whole ``dfe predict`` processes against the straightforward and the original pipelines,
+    as marginal rates (:mod:`benchmarks.throughput`), plus each stage of ours alone."""
+    import argparse
 
-    rows: list[dict[str, Any]] = []
-    videos = cfg.videos
-    ns = [20] if cfg.quick else [20, 60, 100]
-    variants = {"ours-fp32": {}}
-    if (cfg.model_dir / "classifier.int8.onnx").is_file():
-        variants["ours-int8"] = {"precision": "int8"}
-    for label, opts in variants.items():
-        try:
-            eng = _engine(cfg, **opts)
-        except (EngineError, TypeError) as exc:
-            rows.append({"pipeline": label, "skipped": str(exc)})
-            continue
-        _score(eng, videos[:1], 20)  # warm-up: sessions, caches
-        for n in ns:
-            secs, frames = min(
-                (_score(eng, videos, n) for _ in range(1 if cfg.quick else 2)), key=lambda r: r[0]
-            )
-            rows.append(
-                {
-                    "pipeline": label,
-                    "n": n,
-                    "videos": len(videos),
-                    "seconds": secs,
-                    "videos_per_s": len(videos) / secs,
-                    "frames_per_s": frames / secs,
-                }
-            )
-    if cfg.checkpoint is not None:
-        try:
-            sf = StraightforwardPipeline(cfg.checkpoint, cfg.detector)
-            sf.run(videos[0], 5)
-            for n in ns:
-                t = time.perf_counter()
-                for v in videos:
-                    sf.run(v, n)
-                secs = time.perf_counter() - t
-                rows.append(
-                    {
-                        "pipeline": "straightforward",
-                        "n": n,
-                        "videos": len(videos),
-                        "seconds": secs,
-                        "videos_per_s": len(videos) / secs,
-                        "frames_per_s": n * len(videos) / secs,
-                    }
-                )
-        except (EngineError, ImportError) as exc:
-            rows.append({"pipeline": "straightforward", "skipped": str(exc)})
-        try:
-            orig = OriginalPipeline(cfg.checkpoint)
-            k = 1 if cfg.quick else 2
-            t = time.perf_counter()
-            stages = [orig.run(v, 20) for v in videos[:k]]
-            secs = time.perf_counter() - t
-            rows.append(
-                {
-                    "pipeline": "original",
-                    "n": 20,
-                    "videos": k,
-                    "seconds": secs,
-                    "videos_per_s": k / secs,
-                    "frames_per_s": 20 * k / secs,
-                    "hog_share": sum(s["detect_s"] for s in stages) / secs,
-                }
-            )
-        except (EngineError, ImportError) as exc:
-            rows.append({"pipeline": "original", "skipped": str(exc)})
-    return {"rows": rows, "stages_alone": bench_stages_alone(cfg)}
+    from benchmarks.throughput import measure
+
+    args = argparse.Namespace(
+        model=cfg.model_dir,
+        checkpoint=cfg.checkpoint,
+        detector=cfg.detector,
+        models=str(cfg.detector.parent),
+        clips=[str(v) for v in cfg.videos],
+        seq_len=20,
+        videos=24,
+        base=4,
+        original_videos=4 if cfg.quick else 6,
+        original_base=2,
+        rounds=2 if cfg.quick else 3,
+        skip_original=False,
+        ours_option=None,
+    )
+    result = measure(args)
+    result["stages_alone"] = bench_stages_alone(cfg)
+    return result
 
 
 def bench_stages_alone(cfg: SuiteConfig, n: int = 20) -> dict[str, Any]:
@@ -444,29 +398,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": ratio is not None and ratio >= goal,
             }
         )
-    e2e = sec.get("end_to_end", {}).get("rows", [])
-
-    def vps(pipeline: str) -> float | None:
-        for r in e2e:
-            if r.get("pipeline") == pipeline and r.get("n") == 20 and "videos_per_s" in r:
-                return r["videos_per_s"]
-        return None
-
-    ours = vps("ours-fp32")
-    for label, base, goal in (
-        ("end to end fp32 vs the original pipeline (N=20, 1080p)", "original", 30.0),
-        ("end to end fp32 vs straightforward SCRFD + eager (N=20, 1080p)", "straightforward", 2.0),
-    ):
-        b = vps(base)
-        ratio = ours / b if ours and b else None
-        out.append(
-            {
-                "target": label,
-                "goal": goal,
-                "ratio": ratio,
-                "met": ratio is not None and ratio >= goal,
-            }
-        )
+    for t in sec.get("end_to_end", {}).get("targets", []):
+        out.append({k: t[k] for k in ("target", "goal", "ratio", "met")})
+    ours = next(
+        (
+            r["videos_per_s"]
+            for r in sec.get("end_to_end", {}).get("rows", [])
+            if r["pipeline"] == "ours-fp32"
+        ),
+        None,
+    )
     alone = sec.get("end_to_end", {}).get("stages_alone")
     if alone and ours:
         slowest = min(alone["videos_per_s"].values())

@@ -50,31 +50,56 @@ def _results() -> dict:
                 ]
             },
             "end_to_end": {
+                "cpu_cores": 2,
+                "rounds": 2,
                 "rows": [
                     {
                         "pipeline": "ours-fp32",
                         "n": 20,
-                        "videos": 4,
-                        "seconds": 1.0,
+                        "videos": [4, 24],
                         "videos_per_s": 4.0,
+                        "videos_per_s_range": [3.8, 4.2],
                         "frames_per_s": 80.0,
+                        "peak_rss_mb": 900.0,
+                        "ms_per_frame": {"decode": 10.0, "detect": 12.5, "classify": 20.0},
                     },
                     {
                         "pipeline": "original",
                         "n": 20,
-                        "videos": 1,
-                        "seconds": 10.0,
+                        "videos": [2, 4],
                         "videos_per_s": 0.1,
+                        "videos_per_s_range": [0.1, 0.1],
                         "frames_per_s": 2.0,
+                        "peak_rss_mb": 1500.0,
+                        "ms_per_frame": {"decode": 10.0, "detect": 480.0, "classify": 30.0},
                     },
                     {
                         "pipeline": "straightforward",
                         "n": 20,
-                        "videos": 4,
-                        "seconds": 2.0,
+                        "videos": [4, 24],
                         "videos_per_s": 2.0,
+                        "videos_per_s_range": [1.9, 2.1],
                         "frames_per_s": 40.0,
+                        "peak_rss_mb": 1500.0,
+                        "ms_per_frame": {"decode": 10.0, "detect": 20.0, "classify": 30.0},
                     },
+                ],
+                "fast_mode_and_input_costs": {
+                    "ours-detect-every-4": {
+                        "videos": 4,
+                        "mean_box_iou": 0.98,
+                        "min_box_iou": 0.9,
+                        "max_abs_delta_p_fake": 0.02,
+                    }
+                },
+                "targets": [
+                    {
+                        "target": "exact fp32 vs straightforward",
+                        "goal": 2.0,
+                        "ratio": 2.0,
+                        "met": True,
+                    },
+                    {"target": "exact fp32 vs original", "goal": 30.0, "ratio": 40.0, "met": True},
                 ],
                 "stages_alone": {
                     "videos": 4,
@@ -94,9 +119,9 @@ def test_targets_are_ratios_from_the_json():
     assert abs(ort["ratio"] - 150 / 70) < 1e-9 and ort["met"]
     int8 = t["INT8 classifier vs eager PyTorch (batch 20)"]
     assert abs(int8["ratio"] - 3.0) < 1e-9 and int8["met"]
-    orig = t["end to end fp32 vs the original pipeline (N=20, 1080p)"]
+    orig = t["exact fp32 vs original"]
     assert abs(orig["ratio"] - 40.0) < 1e-9 and orig["met"]
-    sf = t["end to end fp32 vs straightforward SCRFD + eager (N=20, 1080p)"]
+    sf = t["exact fp32 vs straightforward"]
     assert abs(sf["ratio"] - 2.0) < 1e-9 and sf["met"]
     pipe = t["pipelined end to end vs its slowest stage alone"]
     assert abs(pipe["ratio"] - 4.0 / 5.0) < 1e-9 and pipe["met"]
@@ -110,7 +135,8 @@ def test_report_markdown_and_plots_rendered_from_json(tmp_path):
     md, plots = render(path)
     text = md.read_text()
     assert "| ort | int8 | 20 | 210.0 (189.0-231.0) |" in text
-    assert "| ours-fp32 | 20 | 4 | 4.000 | 80.0 |" in text
+    assert "| ours-fp32 | 4.000 (3.800-4.200) | 80.0 | 900 | 10.0 / 12.5 / - / - / 20.0 |" in text
+    assert "| ours-detect-every-4 | 0.98 | 0.9 | 0.02 |" in text
     assert "40.00x" in text and "slowest: detect" in text
-    assert {p.name for p in plots} == {"classifier.png", "end_to_end.png"}
+    assert {p.name for p in plots} == {"classifier.png", "end_to_end.png", "stages.png"}
     assert all(p.stat().st_size > 1000 for p in plots)

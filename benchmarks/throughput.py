@@ -1,0 +1,296 @@
+"""End-to-end throughput of whole processes, as a user runs them (issue 18).
+
+Each pipeline scores the 1080p clips (cycled) in a fresh process, once with ``--base`` videos and
+once with ``--videos`` videos; the **marginal rate** ``(videos - base) / (t_videos - t_base)``
+cancels start-up (imports, model loading, warm-up), which a long job pays once. Runs alternate
+between pipelines and are repeated ``--rounds`` times; the median is reported with the spread.
+
+Pipelines, in one run on one machine:
+
+- ``ours-*``: ``dfe predict`` (``engine.cli.main`` in a child process) in exact mode (fp32; the
+  square 640x640 detector input of earlier versions for comparison), in fast mode
+  (``--detect-every 4``) and with the INT8 graph when the model has one;
+- ``straightforward``: what a careful user writes today (``benchmarks.baselines``: OpenCV
+  decode, InsightFace's own SCRFD on every frame at 640, eager PyTorch);
+- ``original``: the original project's pipeline (OpenCV, dlib HOG on every full frame, eager
+  PyTorch); slow, so measured on fewer videos.
+
+Per pipeline the JSON has the marginal videos/s and frames/s, the peak resident memory of the
+job, the time per stage per video and per frame (from ``dfe predict``'s records, or the
+baselines' own stage timers), the machine's core count, and the ratios the issue targets. Fast
+mode's cost against exact mode is measured on the records: mean and min IoU of the crop boxes and
+max |delta p_fake| on the same videos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import machine_info, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("decode", "detect", "track", "crop", "classify")
+
+# A child process scoring videos with `dfe predict` and reporting its own peak memory.
+_OURS_CHILD = """
+import resource, sys
+from engine.cli import main
+code = main(sys.argv[1:])
+print("DFE_MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+# A child process running a baseline pipeline over videos, writing one JSON line per video.
+_BASELINE_CHILD = """
+import json, resource, sys
+from pathlib import Path
+from benchmarks.baselines import OriginalPipeline, StraightforwardPipeline
+kind, checkpoint, detector, n, out, *videos = sys.argv[1:]
+if kind == "straightforward":
+    pipe = StraightforwardPipeline(Path(checkpoint), Path(detector))
+else:
+    pipe = OriginalPipeline(Path(checkpoint))
+with open(out, "w") as f:
+    for v in videos:
+        f.write(json.dumps({"video": v, **pipe.run(v, int(n))}) + "\\n")
+print("DFE_MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+def _cycle(clips: list[Path], count: int) -> list[str]:
+    return [str(clips[i % len(clips)]) for i in range(count)]
+
+
+def _run_child(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS in KiB, stderr) of one child process."""
+    t = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO)
+    wall = time.perf_counter() - t
+    rss = 0
+    for line in proc.stderr.splitlines():
+        if line.startswith("DFE_MAXRSS_KB"):
+            rss = int(line.split()[1])
+    if proc.returncode not in (0, 3):
+        raise RuntimeError(f"{args[:4]}... failed ({proc.returncode}): {proc.stderr[-1500:]}")
+    return wall, rss, proc.stderr
+
+
+def run_ours(
+    model: Path, videos: list[str], n: int, options: list[str], records: Path, models_dir: str
+) -> tuple[float, int]:
+    args = [sys.executable, "-c", _OURS_CHILD, "predict", *videos, "--model", str(model),
+            "--seq-len", str(n), "--backend", "ort", "--models", models_dir, "--no-download",
+            "--no-progress", "--out", str(records), *options]  # fmt: skip
+    wall, rss, _ = _run_child(args, dict(os.environ))
+    return wall, rss
+
+
+def run_baseline(
+    kind: str, checkpoint: Path, detector: Path, videos: list[str], n: int, records: Path
+) -> tuple[float, int]:
+    args = [sys.executable, "-c", _BASELINE_CHILD, kind, str(checkpoint), str(detector), str(n),
+            str(records), *videos]  # fmt: skip
+    wall, rss, _ = _run_child(args, dict(os.environ))
+    return wall, rss
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _stage_times(records: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """Mean seconds per video and milliseconds per frame of each stage."""
+    ok = [r for r in records if r.get("status", "ok") == "ok"]
+    per_video: dict[str, float] = {}
+    for stage in STAGES:
+        key = stage if stage in ok[0].get("timings", {}) else f"{stage}_s"
+        values = [r.get("timings", {}).get(stage, r.get(key, 0.0)) for r in ok]
+        if any(values):
+            per_video[stage] = round(statistics.mean(values), 5)
+    return {
+        "seconds_per_video": per_video,
+        "ms_per_frame": {k: round(1000 * v / n, 3) for k, v in per_video.items()},
+    }
+
+
+def _iou(a: list[float] | None, b: list[float] | None) -> float:
+    if a is None or b is None:
+        return 1.0 if a == b else 0.0
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def compare_records(exact: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, Any]:
+    """Box IoU and p_fake difference of ``other`` against ``exact``, video by video."""
+    by_video = {r["video"]: r for r in exact}
+    ious: list[float] = []
+    deltas: list[float] = []
+    for r in other:
+        e = by_video.get(r["video"])
+        if e is None or e["status"] != "ok" or r["status"] != "ok":
+            continue
+        ious += [_iou(a, b) for a, b in zip(e["boxes"], r["boxes"])]
+        deltas.append(abs(e["p_fake"] - r["p_fake"]))
+    return {
+        "videos": len(deltas),
+        "mean_box_iou": round(statistics.mean(ious), 5) if ious else None,
+        "min_box_iou": round(min(ious), 5) if ious else None,
+        "max_abs_delta_p_fake": round(max(deltas), 6) if deltas else None,
+    }
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    clips = sorted(Path(v) for v in args.clips)
+    n = args.seq_len
+    tmp = Path(tempfile.mkdtemp(prefix="dfe-throughput-"))
+    ours: dict[str, list[str]] = {
+        "ours-fp32": [],
+        "ours-fp32-square-input": ["--detector-input-shape", "square"],
+        "ours-detect-every-4": ["--detect-every", "4"],
+    }
+    if (args.model / "classifier.int8.onnx").is_file():
+        ours["ours-int8"] = ["--precision", "int8"]
+    for name, extra in args.ours_option or []:
+        ours[name] = extra.split()
+    pipelines: list[str] = list(ours)
+    if args.checkpoint is not None:
+        pipelines += ["straightforward"]
+        if not args.skip_original:
+            pipelines += ["original"]
+    sizes = {p: (args.base, args.videos) for p in pipelines}
+    if "original" in sizes:
+        sizes["original"] = (args.original_base, args.original_videos)
+    times: dict[str, dict[int, list[float]]] = {p: {} for p in pipelines}
+    rss: dict[str, int] = {}
+    last: dict[str, Path] = {}
+    for rnd in range(args.rounds):
+        order = pipelines if rnd % 2 == 0 else pipelines[::-1]
+        for p in order:
+            for count in sizes[p]:
+                videos = _cycle(clips, count)
+                out = tmp / f"{p}-{count}-{rnd}.jsonl"
+                if p.startswith("ours"):
+                    wall, peak = run_ours(args.model, videos, n, ours[p], out, args.models)
+                else:
+                    wall, peak = run_baseline(p, args.checkpoint, args.detector, videos, n, out)
+                times[p].setdefault(count, []).append(wall)
+                if count == sizes[p][1]:
+                    rss[p] = max(rss.get(p, 0), peak)
+                    last[p] = out
+                print(f"round {rnd} {p:24s} {count:3d} videos {wall:7.2f} s", file=sys.stderr)
+    rows = []
+    for p in pipelines:
+        base, big = sizes[p]
+        marginal = [
+            (big - base) / (tb - ta) for ta, tb in zip(times[p][base], times[p][big]) if tb > ta
+        ]
+        vps = statistics.median(marginal) if marginal else None
+        row = {
+            "pipeline": p,
+            "options": ours.get(p),
+            "n": n,
+            "videos": [base, big],
+            "seconds": {str(k): [round(v, 3) for v in vs] for k, vs in times[p].items()},
+            "videos_per_s": round(vps, 4) if vps else None,
+            "videos_per_s_range": [round(min(marginal), 4), round(max(marginal), 4)]
+            if marginal
+            else None,
+            "frames_per_s": round(vps * n, 2) if vps else None,
+            "peak_rss_mb": round(rss.get(p, 0) / 1024, 1),
+            **_stage_times(_records(last[p]), n),
+        }
+        rows.append(row)
+    by = {r["pipeline"]: r for r in rows}
+    exact = _records(last["ours-fp32"])
+    costs = {
+        name: compare_records(exact, _records(last[name]))
+        for name in by
+        if name.startswith("ours-") and name != "ours-fp32"
+    }
+
+    def ratio(a: str, b: str) -> float | None:
+        if a in by and b in by and by[a]["videos_per_s"] and by[b]["videos_per_s"]:
+            return round(by[a]["videos_per_s"] / by[b]["videos_per_s"], 3)
+        return None
+
+    targets = [
+        {"target": "exact fp32 vs straightforward", "goal": 2.0,
+         "ratio": ratio("ours-fp32", "straightforward")},
+        {"target": "exact fp32 vs original", "goal": 30.0, "ratio": ratio("ours-fp32", "original")},
+        {"target": "INT8 vs straightforward", "goal": 3.0,
+         "ratio": ratio("ours-int8", "straightforward")},
+        {"target": "--detect-every 4 vs straightforward", "goal": 2.5,
+         "ratio": ratio("ours-detect-every-4", "straightforward")},
+        {"target": "frame-shaped vs square detector input (exact fp32)", "goal": 1.0,
+         "ratio": ratio("ours-fp32", "ours-fp32-square-input")},
+    ]  # fmt: skip
+    for t in targets:
+        t["met"] = t["ratio"] is not None and t["ratio"] >= t["goal"]
+    return {
+        "benchmark": "end-to-end throughput, whole processes, marginal rate",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(),
+        "cpu_cores": os.cpu_count(),
+        "load_average_at_end": list(os.getloadavg()),
+        "model": str(args.model),
+        "clips": [c.name for c in clips],
+        "rounds": args.rounds,
+        "rows": rows,
+        "fast_mode_and_input_costs": costs,
+        "targets": targets,
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="exported model directory")
+    p.add_argument("--checkpoint", type=Path, default=None, help="its .pt (for the baselines)")
+    p.add_argument("--detector", type=Path, required=True, help="det_500m.onnx")
+    p.add_argument("--models", required=True, help="models directory for dfe predict")
+    p.add_argument("--clips", nargs="+", required=True, help="the 1080p clips (cycled)")
+    p.add_argument("--seq-len", type=int, default=20)
+    p.add_argument("--videos", type=int, default=24)
+    p.add_argument("--base", type=int, default=4)
+    p.add_argument("--original-videos", type=int, default=4)
+    p.add_argument("--original-base", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--skip-original", action="store_true")
+    p.add_argument(
+        "--ours-option",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "FLAGS"),
+        help="another configuration of ours, e.g. --ours-option threads1 '--threads 1'",
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="JSON results")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    result = measure(args)
+    write_json(args.out, result)
+    for r in result["rows"]:
+        print(
+            f"{r['pipeline']:26s} {r['videos_per_s'] or 0:6.3f} videos/s  peak "
+            f"{r['peak_rss_mb']:7.1f} MB  stages {r['seconds_per_video']}"
+        )
+    for t in result["targets"]:
+        print(f"{t['target']:55s} goal {t['goal']:5.1f}x  measured {t['ratio']}")
+    print(json.dumps(result["fast_mode_and_input_costs"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""The throughput benchmark's arithmetic: stage times from records, fast mode's cost."""
+
+from __future__ import annotations
+
+from benchmarks.throughput import _stage_times, compare_records
+
+
+def _rec(video, boxes, p, timings=None):
+    return {"video": video, "status": "ok", "boxes": boxes, "p_fake": p, "timings": timings or {}}
+
+
+def test_compare_records_gives_box_iou_and_p_fake_delta():
+    exact = [_rec("a", [[0, 0, 10, 10], [0, 0, 10, 10]], 0.4), _rec("b", [None], 0.9)]
+    fast = [_rec("a", [[0, 0, 10, 10], [5, 0, 15, 10]], 0.45), _rec("b", [None], 0.9)]
+    c = compare_records(exact, fast)
+    assert c["videos"] == 2 and c["min_box_iou"] == round(50 / 150, 5)
+    assert c["mean_box_iou"] == round((1 + 50 / 150 + 1) / 3, 5)
+    assert c["max_abs_delta_p_fake"] == 0.05
+
+
+def test_stage_times_per_video_and_per_frame():
+    recs = [
+        _rec("a", [], 0.1, {"decode": 0.2, "detect": 0.4, "classify": 0.6}),
+        _rec("b", [], 0.1, {"decode": 0.4, "detect": 0.2, "classify": 0.2}),
+    ]
+    t = _stage_times(recs, 20)
+    assert t["seconds_per_video"] == {"decode": 0.3, "detect": 0.3, "classify": 0.4}
+    assert t["ms_per_frame"]["classify"] == 20.0
+    baseline = [{"video": "a", "decode_s": 1.0, "detect_s": 2.0, "classify_s": 3.0}]
+    assert _stage_times(baseline, 10)["ms_per_frame"] == {
+        "decode": 100.0, "detect": 200.0, "classify": 300.0
+    }  # fmt: skip
