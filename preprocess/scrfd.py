@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "SCRFD_SPECS",
+    "BatchedSCRFD",
     "Candidates",
     "DetectorConfig",
     "Face",
@@ -492,7 +493,120 @@ def select_faces(
 # The detector
 
 
-class SCRFDDetector:
+class BatchedSCRFD:
+    """What every SCRFD detector of the engine shares (ONNX Runtime here, PyTorch in
+    :mod:`engine.backends.torch_detector`): argument checks, batching, the frame-shaped default
+    input, and the prepared-input path of the per-video input choice. Subclasses set ``config``
+    (:class:`DetectorConfig`) and ``spec`` (:class:`SCRFDSpec`) and implement
+    :meth:`_run_letterboxed`: letterboxed uint8 BGR images of one shape and their scales ->
+    faces per image.
+    """
+
+    config: DetectorConfig
+    spec: SCRFDSpec
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Detect faces in frames of any sizes; one list of faces per frame, highest score first.
+
+        Frames are HxWx3 uint8 BGR arrays. Each is letterboxed to its default input
+        (:meth:`input_for`) and frames of one input shape run through the network
+        ``batch_size`` at a time.
+        """
+        if isinstance(frames, np.ndarray) and frames.ndim == 3:
+            raise InvalidInputError(
+                "detect() takes a sequence of frames; got a single HxWx3 array: use detect_one()"
+            )
+        frames = list(frames)
+        for i, frame in enumerate(frames):
+            _check_frame(frame, i)
+        results: list[list[Face]] = []
+        step = self.config.batch_size
+        for start in range(0, len(frames), step):
+            results.extend(self._detect_batch(frames[start : start + step]))
+        return results
+
+    def detect_one(self, frame: np.ndarray) -> list[Face]:
+        """Faces in one frame, highest score first."""
+        return self._detect_batch([_check_frame(frame)])[0]
+
+    def input_for(self, frame_hw: Sequence[int]) -> tuple[int, int]:
+        """The default letterbox target ``(width, height)`` for a frame (see
+        :func:`input_shape_for`)."""
+        return input_shape_for(
+            frame_hw, self.config.input_size, self.config.input_shape, self.spec.max_stride
+        )
+
+    def _detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+        """One network run per input shape among ``frames`` (frames of one video share one)."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, frame in enumerate(frames):
+            groups.setdefault(self.input_for(frame.shape[:2]), []).append(i)
+        results: list[list[Face]] = [[] for _ in frames]
+        for (width, height), positions in groups.items():
+            boxed = [letterbox(frames[i], (width, height)) for i in positions]
+            faces = self._run_letterboxed([b[0] for b in boxed], [b[1] for b in boxed])
+            for i, f in zip(positions, faces, strict=True):
+                results[i] = f
+        return results
+
+    def detect_prepared(
+        self, images: Sequence[np.ndarray], scales: Sequence[float]
+    ) -> list[list[Face]]:
+        """Faces in images that the caller already letterboxed, one list per image.
+
+        ``images`` are ``(H, W, 3)`` uint8 BGR arrays, all of one shape, with ``H`` and ``W``
+        multiples of the model's largest stride (32): the batch-dynamic graph takes any such
+        size (see :func:`preprocess.scrfd_graph.make_batch_dynamic`). ``scales[i]`` is the factor
+        that took image ``i``'s source pixels to its letterbox pixels (the second value
+        :func:`letterbox` returns); boxes and keypoints come back divided by it, i.e. in source
+        pixels measured from the top-left of what was scaled. Decoding, NMS and ordering are
+        those of :meth:`detect`; images run through the network ``batch_size`` at a time. Used
+        by the per-video input choice (:mod:`preprocess.detector_input`).
+
+        A detector built with a ready ``session`` (TensorRT) may only take the ``input_size``
+        its engine was built for (``fixed_input``).
+
+        Raises :class:`InvalidInputError` for images of mixed or unsupported shapes, or a
+        ``scales`` of another length or with a non-positive value.
+        """
+        images = list(images)
+        scales = [float(s) for s in scales]
+        if len(scales) != len(images):
+            raise InvalidInputError(f"{len(images)} images but {len(scales)} scales")
+        if any(not s > 0 for s in scales):
+            raise InvalidInputError(f"scales must be positive, got {scales}")
+        if not images:
+            return []
+        for i, image in enumerate(images):
+            _check_frame(image, i)
+        shape = images[0].shape
+        if any(image.shape != shape for image in images):
+            raise InvalidInputError(
+                "detect_prepared takes images of one shape; got "
+                f"{sorted({i.shape for i in images})}"
+            )
+        stride = self.spec.max_stride
+        height, width = int(shape[0]), int(shape[1])
+        if height % stride or width % stride:
+            raise InvalidInputError(
+                f"prepared images must have sides that are multiples of {stride} for this model "
+                f"(strides {list(self.spec.strides)}), got {width}x{height}"
+            )
+        results: list[list[Face]] = []
+        step = self.config.batch_size
+        for start in range(0, len(images), step):
+            results.extend(
+                self._run_letterboxed(images[start : start + step], scales[start : start + step])
+            )
+        return results
+
+    def _run_letterboxed(
+        self, images: Sequence[np.ndarray], scales: Sequence[float]
+    ) -> list[list[Face]]:
+        raise NotImplementedError
+
+
+class SCRFDDetector(BatchedSCRFD):
     """SCRFD in real batches over an ONNX-Runtime-style session.
 
     ``model_path`` is any InsightFace SCRFD ONNX file (``det_500m``, ``det_2.5g``, ``det_10g``)
@@ -584,117 +698,17 @@ class SCRFDDetector:
         """The providers the session is running on."""
         return list(self._session.get_providers())
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
-        """Detect faces in frames of any sizes; one list of faces per frame, highest score first.
-
-        Frames are HxWx3 uint8 BGR arrays. They are letterboxed to ``input_size`` and run through
-        the network ``batch_size`` at a time.
-        """
-        if isinstance(frames, np.ndarray) and frames.ndim == 3:
-            raise InvalidInputError(
-                "detect() takes a sequence of frames; got a single HxWx3 array: use detect_one()"
-            )
-        frames = list(frames)
-        for i, frame in enumerate(frames):
-            _check_frame(frame, i)
-        results: list[list[Face]] = []
-        step = self.config.batch_size
-        for start in range(0, len(frames), step):
-            results.extend(self._detect_batch(frames[start : start + step]))
-        return results
-
-    def detect_one(self, frame: np.ndarray) -> list[Face]:
-        """Faces in one frame, highest score first."""
-        return self._detect_batch([_check_frame(frame)])[0]
-
-    def input_for(self, frame_hw: Sequence[int]) -> tuple[int, int]:
-        """The default letterbox target ``(width, height)`` for a frame (see
-        :func:`input_shape_for`)."""
-        return input_shape_for(
-            frame_hw, self.config.input_size, self.config.input_shape, self.spec.max_stride
-        )
-
-    def _detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
-        """One network run per input shape among ``frames`` (frames of one video share one)."""
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, frame in enumerate(frames):
-            groups.setdefault(self.input_for(frame.shape[:2]), []).append(i)
-        results: list[list[Face]] = [[] for _ in frames]
-        for (width, height), positions in groups.items():
-            blob = np.empty((len(positions), 3, height, width), dtype=np.float32)
-            scales = []
-            for k, i in enumerate(positions):
-                image, scale = letterbox(frames[i], (width, height))
-                _fill_blob(image, blob[k])  # same as to_blob, one image at a time
-                scales.append(scale)
-            outputs = self._session.run(self._output_names, {self._input_name: blob})
-            candidates = decode_batch(
-                outputs, self.spec, (height, width), self.config.score_threshold
-            )
-            for i, c, s in zip(positions, candidates, scales, strict=True):
-                results[i] = select_faces(c, s, self.config.nms_threshold, self.config.max_faces)
-        return results
-
-    # ----------------------------------------------------------------------------------------
-    # Issue 14: detection at an input chosen per video (see preprocess.detector_input). Kept
-    # apart from detect()/_detect_batch() so that the default path is untouched.
-
-    def detect_prepared(
+    def _run_letterboxed(
         self, images: Sequence[np.ndarray], scales: Sequence[float]
     ) -> list[list[Face]]:
-        """Faces in images that the caller already letterboxed, one list per image.
-
-        ``images`` are ``(H, W, 3)`` uint8 BGR arrays, all of one shape, with ``H`` and ``W``
-        multiples of the model's largest stride (32): the batch-dynamic graph takes any such
-        size (see :func:`preprocess.scrfd_graph.make_batch_dynamic`). ``scales[i]`` is the factor
-        that took image ``i``'s source pixels to its letterbox pixels (the second value
-        :func:`letterbox` returns); boxes and keypoints come back divided by it, i.e. in source
-        pixels measured from the top-left of what was scaled. Decoding, NMS and ordering are
-        those of :meth:`detect` (:func:`decode_batch`, :func:`select_faces`); images run through
-        the network ``batch_size`` at a time.
-
-        A detector built with a ready ``session`` (TensorRT) may only take the ``input_size``
-        its engine was built for.
-
-        Raises :class:`InvalidInputError` for images of mixed or unsupported shapes, or a
-        ``scales`` of another length or with a non-positive value.
-        """
-        images = list(images)
-        scales = [float(s) for s in scales]
-        if len(scales) != len(images):
-            raise InvalidInputError(f"{len(images)} images but {len(scales)} scales")
-        if any(not s > 0 for s in scales):
-            raise InvalidInputError(f"scales must be positive, got {scales}")
-        if not images:
-            return []
+        """Letterboxed images of one shape through the session, decoded and NMS'd."""
+        height, width = images[0].shape[:2]
+        blob = np.empty((len(images), 3, height, width), dtype=np.float32)
         for i, image in enumerate(images):
-            _check_frame(image, i)
-        shape = images[0].shape
-        if any(image.shape != shape for image in images):
-            raise InvalidInputError(
-                "detect_prepared takes images of one shape; got "
-                f"{sorted({i.shape for i in images})}"
-            )
-        stride = self.spec.max_stride
-        height, width = int(shape[0]), int(shape[1])
-        if height % stride or width % stride:
-            raise InvalidInputError(
-                f"prepared images must have sides that are multiples of {stride} for this model "
-                f"(strides {list(self.spec.strides)}), got {width}x{height}"
-            )
-        results: list[list[Face]] = []
-        step = self.config.batch_size
-        for start in range(0, len(images), step):
-            chunk = images[start : start + step]
-            blob = np.empty((len(chunk), 3, height, width), dtype=np.float32)
-            for i, image in enumerate(chunk):
-                _fill_blob(image, blob[i])
-            outputs = self._session.run(self._output_names, {self._input_name: blob})
-            candidates = decode_batch(
-                outputs, self.spec, (height, width), self.config.score_threshold
-            )
-            results.extend(
-                select_faces(c, s, self.config.nms_threshold, self.config.max_faces)
-                for c, s in zip(candidates, scales[start : start + step], strict=True)
-            )
-        return results
+            _fill_blob(image, blob[i])  # same as to_blob, one image at a time
+        outputs = self._session.run(self._output_names, {self._input_name: blob})
+        candidates = decode_batch(outputs, self.spec, (height, width), self.config.score_threshold)
+        return [
+            select_faces(c, s, self.config.nms_threshold, self.config.max_faces)
+            for c, s in zip(candidates, scales, strict=True)
+        ]

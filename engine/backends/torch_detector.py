@@ -58,11 +58,11 @@ from engine.core.errors import (
 )
 from engine.core.hashing import sha256_file
 from preprocess.scrfd import (
+    BatchedSCRFD,
     DetectorConfig,
     Face,
     SCRFDSpec,
     anchor_centers,
-    input_shape_for,
     letterbox,
     spec_for_outputs,
 )
@@ -270,22 +270,6 @@ def convert_scrfd(
 # The detector
 
 
-def _check_frame(frame: object, index: int) -> None:
-    if not isinstance(frame, np.ndarray):
-        raise InvalidInputError(
-            f"frame {index}: expected a numpy HxWx3 uint8 BGR image, got {type(frame).__name__}"
-        )
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
-        raise InvalidInputError(
-            f"frame {index}: expected an HxWx3 uint8 BGR image, got shape {tuple(frame.shape)}"
-        )
-    if frame.dtype != np.uint8:
-        raise InvalidInputError(
-            f"frame {index}: expected dtype uint8 (BGR, 0-255), got {frame.dtype}; convert with "
-            "np.clip(x, 0, 255).astype(np.uint8) if it holds 0-255 values"
-        )
-
-
 def use_ieee_fp32(torch: Any) -> None:
     """Turn TF32 off for cuDNN convolutions and CUDA matmuls, process-wide, so that fp32 on CUDA
     is IEEE fp32 (torch's default allows TF32 in convolutions, ~1e-3 relative error)."""
@@ -298,7 +282,7 @@ def _bucket(n: int, limit: int) -> int:
     return min(1 << (n - 1).bit_length(), limit)
 
 
-class TorchSCRFDDetector:
+class TorchSCRFDDetector(BatchedSCRFD):
     """SCRFD in PyTorch on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``), in real batches.
 
     Same options and results as :class:`preprocess.scrfd.SCRFDDetector` (``providers`` and
@@ -405,30 +389,6 @@ class TorchSCRFDDetector:
 
     # ------------------------------------------------------------------ public
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
-        """Detect faces in frames of any sizes; one list of faces per frame, highest score first.
-
-        Frames are HxWx3 uint8 BGR arrays. They are letterboxed to ``input_size`` on the host
-        and run through the network ``batch_size`` at a time.
-        """
-        if isinstance(frames, np.ndarray) and frames.ndim == 3:
-            raise InvalidInputError(
-                "detect() takes a sequence of frames; got a single HxWx3 array: use detect_one()"
-            )
-        frames = list(frames)
-        for i, frame in enumerate(frames):
-            _check_frame(frame, i)
-        results: list[list[Face]] = []
-        step = self.config.batch_size
-        for start in range(0, len(frames), step):
-            results.extend(self._detect_batch(frames[start : start + step]))
-        return results
-
-    def detect_one(self, frame: np.ndarray) -> list[Face]:
-        """Faces in one frame, highest score first."""
-        _check_frame(frame, 0)
-        return self._detect_batch([frame])[0]
-
     def forward_raw(self, images: Any) -> list[Any]:
         """The network's raw outputs for letterboxed uint8 BGR images ``(N, S, S, 3)`` (a numpy
         array or a torch tensor on any device): a list of ``(N, anchors, C)`` float32 tensors on
@@ -437,43 +397,6 @@ class TorchSCRFDDetector:
         with torch.inference_mode():
             x = torch.as_tensor(images).to(self.device, non_blocking=True)
             return self._forward(x)
-
-    def input_for(self, frame_hw: Sequence[int]) -> tuple[int, int]:
-        """The default letterbox target ``(width, height)`` for a frame, as
-        :meth:`preprocess.scrfd.SCRFDDetector.input_for`."""
-        return input_shape_for(
-            frame_hw, self.config.input_size, self.config.input_shape, self.spec.max_stride
-        )
-
-    def detect_prepared(
-        self, images: Sequence[np.ndarray], scales: Sequence[float]
-    ) -> list[list[Face]]:
-        """Faces in images the caller already letterboxed (one shape, sides multiples of 32),
-        as :meth:`preprocess.scrfd.SCRFDDetector.detect_prepared`; ``scales`` are the letterbox
-        factors. Used by the per-video input choice (:mod:`preprocess.detector_input`)."""
-        images = list(images)
-        scales = [float(v) for v in scales]
-        if len(scales) != len(images):
-            raise InvalidInputError(f"{len(images)} images but {len(scales)} scales")
-        if not images:
-            return []
-        for i, image in enumerate(images):
-            _check_frame(image, i)
-        shape = images[0].shape
-        if any(image.shape != shape for image in images):
-            raise InvalidInputError("detect_prepared takes images of one shape")
-        stride = self.spec.max_stride
-        if shape[0] % stride or shape[1] % stride:
-            raise InvalidInputError(
-                f"prepared images must have sides that are multiples of {stride}, got "
-                f"{shape[1]}x{shape[0]}"
-            )
-        out: list[list[Face]] = []
-        step = self.config.batch_size
-        for start in range(0, len(images), step):
-            chunk = images[start : start + step]
-            out.extend(self._run(np.stack(chunk), np.asarray(scales[start : start + step])))
-        return out
 
     # ------------------------------------------------------------------ internals
 
@@ -543,21 +466,17 @@ class TorchSCRFDDetector:
                 )
         return [o[:n] for o in outs]
 
-    def _detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
-        """One network run per input shape among ``frames`` (frames of one video share one)."""
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, frame in enumerate(frames):
-            groups.setdefault(self.input_for(frame.shape[:2]), []).append(i)
-        results: list[list[Face]] = [[] for _ in frames]
-        for (width, height), positions in groups.items():
-            host = self._staging(len(positions), height, width)
-            arr = host.numpy()
-            scales = np.empty(len(positions), np.float32)
-            for k, i in enumerate(positions):
-                arr[k], scales[k] = letterbox(frames[i], (width, height))
-            for i, faces in zip(positions, self._run(host[: len(positions)], scales)):
-                results[i] = faces
-        return results
+    def _run_letterboxed(
+        self, images: Sequence[np.ndarray], scales: Sequence[float]
+    ) -> list[list[Face]]:
+        """Letterboxed images of one shape, staged in a (pinned) host buffer, then
+        :meth:`_run`."""
+        height, width = images[0].shape[:2]
+        host = self._staging(len(images), height, width)
+        arr = host.numpy()
+        for i, image in enumerate(images):
+            arr[i] = image
+        return self._run(host[: len(images)], np.asarray(scales, np.float32))
 
     def _run(self, images: Any, scales: np.ndarray) -> list[list[Face]]:
         """Letterboxed uint8 images ``(n, H, W, 3)`` (a pinned tensor or an array) -> faces."""

@@ -163,3 +163,28 @@ def test_torch_detector_rejects_bad_input(det_path, cache):
     if not torch.cuda.is_available():
         with pytest.raises(BackendUnavailableError, match="CUDA is not available"):
             TorchSCRFDDetector(det_path, device="cuda")
+
+
+def test_torch_detector_prepared_inputs_and_square_shape_match_onnxruntime(
+    det_path, reference, frames, cache
+):
+    """The per-video input choice runs other input sizes through detect_prepared; both
+    detectors give the same faces there too, and for the square input shape."""
+    from engine.backends.torch_detector import TorchSCRFDDetector
+    from preprocess.scrfd import SCRFDDetector, letterbox
+
+    det = TorchSCRFDDetector(det_path, device="cpu", batch_size=4)
+    images = [f for _, f in frames[:3]]
+    boxed = [letterbox(f, (960, 544)) for f in images]
+    want = reference.detect_prepared([b[0] for b in boxed], [b[1] for b in boxed])
+    got = det.detect_prepared([b[0] for b in boxed], [b[1] for b in boxed])
+    worst = _compare(want, got, range(len(images)))
+    assert worst["iou"] >= IOU_MIN and worst["score"] <= SCORE_TOL
+    square = TorchSCRFDDetector(det_path, device="cpu", batch_size=4, input_shape="square")
+    assert square.input_for((1080, 1920)) == (640, 640) and det.input_for((1080, 1920)) == (
+        640,
+        384,
+    )
+    ref_square = SCRFDDetector(det_path, batch_size=4, input_shape="square")
+    worst = _compare(ref_square.detect(images), square.detect(images), range(len(images)))
+    assert worst["iou"] >= IOU_MIN and worst["score"] <= SCORE_TOL
