@@ -256,6 +256,7 @@ def bench_end_to_end(cfg: SuiteConfig) -> dict[str, Any]:
         rounds=2 if cfg.quick else 3,
         skip_original=False,
         ours_option=None,
+        before=None,
     )
     result = measure(args)
     result["stages_alone"] = bench_stages_alone(cfg)

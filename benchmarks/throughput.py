@@ -70,10 +70,10 @@ def _cycle(clips: list[Path], count: int) -> list[str]:
     return [str(clips[i % len(clips)]) for i in range(count)]
 
 
-def _run_child(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+def _run_child(args: list[str], env: dict[str, str], cwd: Path = REPO) -> tuple[float, int, str]:
     """(wall seconds, peak RSS in KiB, stderr) of one child process."""
     t = time.perf_counter()
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO)
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd)
     wall = time.perf_counter() - t
     rss = 0
     for line in proc.stderr.splitlines():
@@ -85,12 +85,22 @@ def _run_child(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
 
 
 def run_ours(
-    model: Path, videos: list[str], n: int, options: list[str], records: Path, models_dir: str
+    model: Path,
+    videos: list[str],
+    n: int,
+    options: list[str],
+    records: Path,
+    models_dir: str,
+    checkout: Path = REPO,
 ) -> tuple[float, int]:
+    """``dfe predict`` of the checkout ``checkout`` (this one, or another version of the
+    project for a before/after comparison) in a child process."""
     args = [sys.executable, "-c", _OURS_CHILD, "predict", *videos, "--model", str(model),
             "--seq-len", str(n), "--backend", "ort", "--models", models_dir, "--no-download",
             "--no-progress", "--out", str(records), *options]  # fmt: skip
-    wall, rss, _ = _run_child(args, dict(os.environ))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(checkout)
+    wall, rss, _ = _run_child(args, env, cwd=checkout)
     return wall, rss
 
 
@@ -163,6 +173,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ours["ours-int8"] = ["--precision", "int8"]
     for name, extra in args.ours_option or []:
         ours[name] = extra.split()
+    checkouts = {name: REPO for name in ours}
+    if getattr(args, "before", None) is not None:
+        ours["before-fp32"] = []
+        checkouts["before-fp32"] = Path(args.before).resolve()
     pipelines: list[str] = list(ours)
     if args.checkpoint is not None:
         pipelines += ["straightforward"]
@@ -180,8 +194,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for count in sizes[p]:
                 videos = _cycle(clips, count)
                 out = tmp / f"{p}-{count}-{rnd}.jsonl"
-                if p.startswith("ours"):
-                    wall, peak = run_ours(args.model, videos, n, ours[p], out, args.models)
+                if p in ours:
+                    wall, peak = run_ours(
+                        args.model, videos, n, ours[p], out, args.models, checkouts[p]
+                    )
                 else:
                     wall, peak = run_baseline(p, args.checkpoint, args.detector, videos, n, out)
                 times[p].setdefault(count, []).append(wall)
@@ -216,7 +232,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     costs = {
         name: compare_records(exact, _records(last[name]))
         for name in by
-        if name.startswith("ours-") and name != "ours-fp32"
+        if name in ours and name != "ours-fp32"
     }
 
     def ratio(a: str, b: str) -> float | None:
@@ -234,6 +250,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
          "ratio": ratio("ours-detect-every-4", "straightforward")},
         {"target": "frame-shaped vs square detector input (exact fp32)", "goal": 1.0,
          "ratio": ratio("ours-fp32", "ours-fp32-square-input")},
+        {"target": "exact fp32 vs the version before (--before)", "goal": 1.0,
+         "ratio": ratio("ours-fp32", "before-fp32")},
     ]  # fmt: skip
     for t in targets:
         t["met"] = t["ratio"] is not None and t["ratio"] >= t["goal"]
@@ -271,6 +289,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar=("NAME", "FLAGS"),
         help="another configuration of ours, e.g. --ours-option threads1 '--threads 1'",
+    )
+    p.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another checkout of the project: its dfe predict runs too (before/after)",
     )
     p.add_argument("-o", "--out", type=Path, required=True, help="JSON results")
 
