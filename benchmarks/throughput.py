@@ -45,7 +45,7 @@ _OURS_CHILD = """
 import resource, sys
 from engine.cli import main
 code = main(sys.argv[1:])
-print("DFE_MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
 sys.exit(code)
 """
 
@@ -62,7 +62,7 @@ else:
 with open(out, "w") as f:
     for v in videos:
         f.write(json.dumps({"video": v, **pipe.run(v, int(n))}) + "\\n")
-print("DFE_MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
 """
 
 
@@ -77,7 +77,7 @@ def _run_child(args: list[str], env: dict[str, str], cwd: Path = REPO) -> tuple[
     wall = time.perf_counter() - t
     rss = 0
     for line in proc.stderr.splitlines():
-        if line.startswith("DFE_MAXRSS_KB"):
+        if line.startswith("PEAK_RSS_KB"):
             rss = int(line.split()[1])
     if proc.returncode not in (0, 3):
         raise RuntimeError(f"{args[:4]}... failed ({proc.returncode}): {proc.stderr[-1500:]}")
