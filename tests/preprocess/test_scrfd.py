@@ -566,3 +566,27 @@ def test_batch_of_32_from_different_videos_equals_single_runs(model_copies: Path
     assert sum(len(f) for f in batched) >= 32
     for i, (got, want) in enumerate(zip(batched, singles, strict=True)):
         assert_same_faces(got, want, iou_min=0.999, score_tol=1e-5, where=f"frame {i}")
+
+
+@needs_videos
+@pytest.mark.slow
+def test_frame_shaped_input_gives_the_square_inputs_faces(model_copies: Path) -> None:
+    """Issue 18: the detector input shaped like the frame (640x384 for 16:9) instead of
+    640x640 finds the same faces: boxes within floating point noise near the padding, and the
+    same integer crop boxes on the first 20 frames of every test clip (what N=20 scores)."""
+    from preprocess.crop import crop_box
+
+    shaped = SCRFDDetector(model_copies / "det_500m.onnx")
+    square = SCRFDDetector(model_copies / "det_500m.onnx", input_shape="square")
+    worst = 0.0
+    for video in VIDEO_FILES:
+        frames = decode_video(video, 20)
+        assert shaped.input_for(frames[0].shape[:2])[1] < 640 <= square.input_for((1, 1))[1]
+        for i, (a, b) in enumerate(zip(shaped.detect(frames), square.detect(frames), strict=True)):
+            assert len(a) == len(b), f"{video.name} frame {i}"
+            for fa, fb in zip(a, b):
+                worst = max(worst, float(np.abs(np.subtract(fa.box, fb.box)).max()))
+                assert abs(fa.score - fb.score) < 1e-4
+                shape = frames[i].shape
+                assert crop_box(fa.box, shape) == crop_box(fb.box, shape), f"{video.name} {i}"
+    assert worst <= 0.05
