@@ -24,6 +24,7 @@ __all__ = ["COMMAND_MODULES", "EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "build_pa
 COMMAND_MODULES: list[str] = [
     "engine.commands.detect",
     "engine.commands.preprocess",
+    "engine.commands.train",
     "engine.commands.export",
     "engine.commands.demo",
     "engine.commands.predict",

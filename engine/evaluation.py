@@ -1,133 +1,46 @@
 """Metrics of a labelled set: the original's confusion matrix, per-class precision/recall, ROC AUC.
 
 Pure functions on labels and ``dfe predict`` records, so they are checked against hand-computed
-cases. Class order is the original's: FAKE first, then REAL (its label indices 0 and 1); the
-confusion matrix's rows are the true class and its columns the predicted one, as the original
-printed it. ROC treats FAKE as the positive class and scores videos by ``p_fake``.
+cases. The label file reader and the metric functions themselves live in the shared base
+(:mod:`engine.core.labels`, :mod:`engine.core.metrics`), where ``dfe train``'s validation uses
+the same ones. Class order is the original's: FAKE first, then REAL (its label indices 0 and
+1); the confusion matrix's rows are the true class and its columns the predicted one, as the
+original printed it. ROC treats FAKE as the positive class and scores videos by ``p_fake``.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.core.errors import InvalidInputError, MissingDependencyError
+from engine.core.errors import MissingDependencyError
+from engine.core.labels import CLASSES, read_labels
+from engine.core.metrics import (
+    accuracy,
+    class_metrics,
+    confusion_matrix,
+    roc_auc,
+    roc_curve,
+)
 
 log = logging.getLogger(__name__)
 
-CLASSES = ("FAKE", "REAL")
-
-
-def read_labels(
-    path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
-) -> list[tuple[str, str]]:
-    """``(video path, label)`` pairs of a ``file,label`` CSV (REAL/FAKE, any case), with or
-    without a header row, like the original's ``Gobal_metadata.csv``. Relative paths resolve
-    against ``root`` (default: the labels file's directory)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"labels file not found: {path}")
-    base = Path(root) if root is not None else path.parent
-    pairs: list[tuple[str, str]] = []
-    with path.open(newline="") as f:
-        for n, row in enumerate(csv.reader(f), 1):
-            if not row or not any(c.strip() for c in row):
-                continue
-            if len(row) < 2:
-                raise InvalidInputError(f"{path} line {n}: expected 'file,label', got {row!r}")
-            name, label = row[0].strip(), row[1].strip().upper()
-            if label not in CLASSES:
-                if n == 1 and not pairs:  # a header such as "file,label"
-                    continue
-                raise InvalidInputError(
-                    f"{path} line {n}: label {row[1]!r} is not supported; supported values are "
-                    "REAL, FAKE"
-                )
-            video = Path(name)
-            pairs.append((str(video if video.is_absolute() else base / video), label))
-    if not pairs:
-        raise InvalidInputError(f"{path} holds no 'file,label' rows")
-    return pairs
-
-
-def confusion_matrix(y_true: Sequence[str], y_pred: Sequence[str]) -> list[list[int]]:
-    """2x2 counts: rows true FAKE/REAL, columns predicted FAKE/REAL."""
-    m = [[0, 0], [0, 0]]
-    for t, p in zip(y_true, y_pred, strict=True):
-        m[CLASSES.index(t)][CLASSES.index(p)] += 1
-    return m
-
-
-def _ratio(num: int, den: int) -> float | None:
-    return num / den if den else None
-
-
-def class_metrics(matrix: list[list[int]]) -> dict[str, dict[str, Any]]:
-    """Precision, recall, F1 and support per class (``None`` where undefined: 0/0)."""
-    out: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(CLASSES):
-        tp = matrix[i][i]
-        predicted = matrix[0][i] + matrix[1][i]
-        support = sum(matrix[i])
-        precision, recall = _ratio(tp, predicted), _ratio(tp, support)
-        f1 = (
-            2 * precision * recall / (precision + recall)
-            if precision is not None and recall is not None and precision + recall > 0
-            else None
-        )
-        out[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-    return out
-
-
-def roc_curve(
-    y_true: Sequence[str], p_fake: Sequence[float]
-) -> tuple[list[float], list[float], list[float]]:
-    """(false positive rates, true positive rates, thresholds) with FAKE positive: one point per
-    distinct score, from (0, 0) at threshold +inf to (1, 1). Empty lists if a class is absent."""
-    pos = sum(t == "FAKE" for t in y_true)
-    neg = len(y_true) - pos
-    if pos == 0 or neg == 0:
-        return [], [], []
-    pairs = sorted(zip(p_fake, y_true, strict=True), key=lambda x: -x[0])
-    fpr, tpr, thr = [0.0], [0.0], [float("inf")]
-    tp = fp = 0
-    for i, (score, truth) in enumerate(pairs):
-        if truth == "FAKE":
-            tp += 1
-        else:
-            fp += 1
-        if i + 1 == len(pairs) or pairs[i + 1][0] != score:  # close a group of tied scores
-            fpr.append(fp / neg)
-            tpr.append(tp / pos)
-            thr.append(float(score))
-    return fpr, tpr, thr
-
-
-def roc_auc(y_true: Sequence[str], p_fake: Sequence[float]) -> float | None:
-    """Area under the ROC curve: P(a FAKE video scores above a REAL one), ties count one half
-    (the Mann-Whitney statistic; equal to the trapezoidal area of :func:`roc_curve`)."""
-    fake = [s for s, t in zip(p_fake, y_true, strict=True) if t == "FAKE"]
-    real = [s for s, t in zip(p_fake, y_true, strict=True) if t == "REAL"]
-    if not fake or not real:
-        return None
-    # rank-sum with average ranks for ties: O(n log n)
-    order = sorted((s, t == "FAKE") for s, t in zip(p_fake, y_true))
-    rank_sum, i = 0.0, 0
-    while i < len(order):
-        j = i
-        while j < len(order) and order[j][0] == order[i][0]:
-            j += 1
-        avg_rank = (i + 1 + j) / 2  # ranks i+1 .. j
-        rank_sum += avg_rank * sum(is_fake for _, is_fake in order[i:j])
-        i = j
-    n_pos, n_neg = len(fake), len(real)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
+__all__ = [
+    "CLASSES",
+    "LOW_COVERAGE",
+    "class_metrics",
+    "confusion_matrix",
+    "evaluate",
+    "format_report",
+    "plot",
+    "read_labels",
+    "roc_auc",
+    "roc_curve",
+]
 
 #: A scored video with fewer frames than this share holding the scored face is listed.
 LOW_COVERAGE = 0.5
@@ -172,7 +85,7 @@ def evaluate(labels: Iterable[tuple[str, str]], records: Iterable[dict[str, Any]
         "low_face_coverage": low_coverage,
         "classes": list(CLASSES),
         "confusion_matrix": matrix,
-        "accuracy": _ratio(matrix[0][0] + matrix[1][1], len(y_true)),
+        "accuracy": accuracy(matrix),
         "per_class": class_metrics(matrix),
         "roc_auc": roc_auc(y_true, scores),
         "roc": {"fpr": fpr, "tpr": tpr, "thresholds": [None if t == math.inf else t for t in thr]},

@@ -10,6 +10,7 @@ Files are read with ``torch.load(weights_only=True)``; anything else (an HTML pa
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import zipfile
@@ -234,6 +235,30 @@ def load_checkpoint(path: str | Path, *, variant: str | None = None) -> LoadedCh
         layout=layout,
         name=parse_checkpoint_name(path),
     )
+
+
+#: The record ``dfe train`` writes next to its checkpoints (``OUTDIR/train.json``).
+TRAINING_RECORD = "train.json"
+
+
+def training_record(ckpt: LoadedCheckpoint) -> dict[str, Any] | None:
+    """What ``dfe train`` recorded about this checkpoint file (crop style, sequence length,
+    variant, data, epoch, accuracy), or None when it was not made by ``dfe train``.
+
+    The record is ``train.json`` in the checkpoint's directory; it applies only when its
+    ``checkpoints`` entry for this file name holds this file's sha256 (so a copied, renamed or
+    overwritten file is not described by a stale record)."""
+    path = ckpt.path.parent / TRAINING_RECORD
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        entry = rec["checkpoints"][ckpt.path.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(entry, dict) or entry.get("sha256") != ckpt.sha256:
+        return None
+    return {**rec, "checkpoint": entry}
 
 
 def build_model(ckpt: LoadedCheckpoint) -> torch.nn.Module:

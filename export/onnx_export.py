@@ -29,7 +29,7 @@ from engine.core.hashing import sha256_file
 from engine.core.onnx_session import create_session
 from engine.core.reduce import LABELS, score_video
 from engine.core.sidecar import SIDECAR_NAME, InputSpec, write_sidecar
-from export.checkpoint import LoadedCheckpoint, build_model, load_checkpoint
+from export.checkpoint import LoadedCheckpoint, build_model, load_checkpoint, training_record
 from preprocess.crop import INPUT_SIZE, normalize
 from preprocess.dlib_map import check_crop_style
 
@@ -213,12 +213,23 @@ def export_model_graphs(
 
 
 def default_crop_style(ckpt: LoadedCheckpoint) -> str:
-    """``dlib`` for the original's published checkpoints (variant original, no LSTM bias, named
-    ``model_<acc>_acc_<N>_frames_<data>.pt``): they were trained on dlib mmod crops. Else
-    ``scrfd``."""
+    """The crop style ``dfe train`` recorded for this checkpoint (:func:`training_record`);
+    else ``dlib`` for the original's published checkpoints (variant original, no LSTM bias,
+    named ``model_<acc>_acc_<N>_frames_<data>.pt``): they were trained on dlib mmod crops.
+    Else ``scrfd``."""
+    trained = training_record(ckpt)
+    if trained is not None and trained.get("crop_style"):
+        return str(trained["crop_style"])
     if ckpt.variant == "original" and not ckpt.lstm_bias and ckpt.name is not None:
         return "dlib"
     return "scrfd"
+
+
+def _trained(record: dict[str, Any] | None, key: str) -> Any:
+    """A value of this checkpoint's entry in its training record, else of the record."""
+    if record is None:
+        return None
+    return record["checkpoint"].get(key, record.get(key))
 
 
 def export_checkpoint(
@@ -318,8 +329,17 @@ def export_checkpoint(
             "semantics": "per-step logits of a batch_first LSTM; pad videos at the end",
         }
     name = ckpt.name
+    trained = training_record(ckpt)
     style = crop_style or default_crop_style(ckpt)
+    if crop_style:
+        style_source = "export option"
+    elif trained is not None:
+        style_source = "dfe train record"
+    else:
+        style_source = "from the checkpoint"
     trained_seq_len = seq_len if seq_len is not None else (name.seq_len if name else None)
+    if trained_seq_len is None and trained is not None:
+        trained_seq_len = trained.get("seq_len")
     data: dict[str, Any] = {
         "model": {
             "architecture": "resnext50_32x4d + LSTM(2048, 2048) + Linear(2048, 2)",
@@ -334,7 +354,7 @@ def export_checkpoint(
             "sampling": "first",
             "crop": "tight",
             "crop_style": style,
-            "crop_style_source": "export option" if crop_style else "from the checkpoint",
+            "crop_style_source": style_source,
             "crop_rounding": "nearest, then clipped to the frame",
             "no_face": "full_frame",
         },
@@ -346,8 +366,17 @@ def export_checkpoint(
             "size_bytes": ckpt.size_bytes,
             "layout": ckpt.layout,
             "seq_len": trained_seq_len,
-            "accuracy": name.accuracy if name else None,
-            "data": name.data if name else None,
+            "accuracy": name.accuracy if name else _trained(trained, "accuracy"),
+            "data": name.data if name else _trained(trained, "data_name"),
+            "training": None
+            if trained is None
+            else {
+                "record": str(ckpt.path.parent / "train.json"),
+                "epoch": trained["checkpoint"].get("epoch"),
+                "accuracy_source": trained.get("accuracy_source"),
+                "crop_style": trained.get("crop_style"),
+                "sampling": trained.get("sampling"),
+            },
         },
         "graphs": graphs,
         "opset": OPSET,

@@ -15,7 +15,9 @@ its backends, the CLI or the apps); the runtime composes what they provide. What
 - :mod:`engine.core.reduce`: per-video reduction of per-frame logits and the label rule;
 - :mod:`engine.core.classifier`: the exported classifier's contract: frames -> per-frame logits
   over any runner with ONNX Runtime's ``run(names, feeds)``;
-- :mod:`engine.core.onnx_session`: the one place ONNX Runtime sessions are created.
+- :mod:`engine.core.onnx_session`: the one place ONNX Runtime sessions are created;
+- :mod:`engine.core.labels` and :mod:`engine.core.metrics`: ``file,label`` files and the
+  metrics of a labelled set, shared by ``dfe eval`` and ``dfe train``.
 
 Nothing here imports torch, TensorRT or ONNX Runtime at import time.
 """

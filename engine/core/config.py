@@ -62,10 +62,35 @@ COLOUR_MODES = ("bt709", "keep")
 #: Model variants: the published architecture (frames are the LSTM's batch) or the corrected
 #: one (``batch_first=True``, a real recurrence over a video's frames).
 VARIANTS = ("original", "sequence")
+#: ``dfe train --init``: torchvision's ImageNet weights for the CNN, random weights (tests), or
+#: else the path of a checkpoint to fine-tune.
+TRAIN_INITS = ("imagenet", "random")
+#: ``dfe train --device``: CUDA when available (``auto``), or one named (an error if absent).
+TRAIN_DEVICES = ("auto", "cpu", "cuda")
+#: ``dfe train --inputs``: what the labelled files are: videos (faces found and cropped by the
+#: engine's stages), face clips made by ``dfe preprocess`` (used as they are), or ``auto``
+#: (a file whose frames are exactly the model's input size is a face clip).
+TRAIN_INPUTS = ("auto", "videos", "clips")
+
+#: EngineConfig fields ``dfe train`` uses: face detection for its crops (``size_probe`` as the
+#: runtime; ``download`` also covers the ImageNet weights of ``--init imagenet``).
+TRAIN_DETECTOR_FIELDS = (
+    "detector",
+    "models_dir",
+    "download",
+    "detector_input",
+    "score_threshold",
+    "detector_batch",
+    "intra_op_threads",
+    "size_probe",
+)
 
 # ------------------------------------------------------------------------------ defaults
 
 DEFAULT_SEQ_LEN = 20  # the original web app's default slider position
+#: ``dfe train``'s validation share when no validation CSV is given: the original notebook kept
+#: the first 80% of its shuffled videos for training and the rest for validation.
+DEFAULT_VAL_FRACTION = 0.2
 DEFAULT_CLASSIFIER_BATCH = 64
 DEFAULT_DETECTOR = "det_500m"
 DEFAULT_DETECTOR_INPUT = 640  # InsightFace's single-scale SCRFD input
@@ -449,3 +474,193 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of ``dfe train`` and :func:`export.train.train` (validated on construction).
+
+    Defaults follow the original training notebook where it was sound (Adam, lr 1e-5, weight
+    decay 1e-5, cross-entropy, batch 4, 20 epochs, label 1 = REAL, BGR input with ImageNet
+    statistics, an 80/20 split), plus a fixed seed and light augmentation. Face detection
+    options are those of :class:`EngineConfig` (``DETECTOR_FIELDS`` and ``size_probe``).
+    """
+
+    seq_len: int = field(
+        default=DEFAULT_SEQ_LEN,
+        metadata=option("frames per training sequence (the N of the checkpoint)", minimum=1),
+    )
+    clip_frames: int | None = field(
+        default=None,
+        metadata=option(
+            "face crops cached per video (default: --seq-len); with more, each training epoch "
+            "takes a random window of --seq-len consecutive crops, validation the first ones",
+            minimum=1,
+        ),
+    )
+    sampling: str = field(
+        default="first",
+        metadata=option(
+            "which frames of a video are cropped: the first ones (the original) or spread over "
+            "the whole video (score with the same --sampling)",
+            choices=SAMPLING_MODES,
+        ),
+    )
+    epochs: int = field(default=20, metadata=option("training epochs", minimum=1))
+    batch_size: int = field(default=4, metadata=option("videos per mini-batch", minimum=1))
+    lr: float = field(default=1e-5, metadata=option("Adam learning rate", exclusive_minimum=0.0))
+    weight_decay: float = field(
+        default=1e-5, metadata=option("Adam weight decay (L2)", minimum=0.0)
+    )
+    init: str = field(
+        default="imagenet",
+        metadata=option(
+            "starting weights: imagenet (torchvision's ResNeXt50 weights for the CNN, from the "
+            "local torch cache), random, or the path of a checkpoint to fine-tune",
+            metavar="imagenet|random|CHECKPOINT",
+        ),
+    )
+    variant: str | None = field(
+        default=None,
+        metadata=option(
+            "original: the published architecture with the semantics the engine runs (each "
+            "frame one LSTM step from a zero state, mean over frames); sequence: LSTM with "
+            "bias, batch_first=True, a real recurrence over a video's frames (default: the "
+            "--init checkpoint's, else original)",
+            choices=VARIANTS,
+        ),
+    )
+    freeze_backbone: bool = field(
+        default=False,
+        metadata=option(
+            "train the LSTM and the linear layer only (the CNN, BatchNorm statistics included, "
+            "stays as initialised)"
+        ),
+    )
+    val: str | None = field(
+        default=None,
+        metadata=option("validation set: a second file,label CSV", metavar="LABELS_VAL.csv"),
+    )
+    val_fraction: float | None = field(
+        default=None,
+        metadata=option(
+            "share of the videos held out for validation, split by video and per class "
+            f"(default {DEFAULT_VAL_FRACTION} without --val; 0: no validation)",
+            minimum=0.0,
+        ),
+    )
+    seed: int = field(
+        default=0,
+        metadata=option("seed of initialisation, split, data order and augmentation", minimum=0),
+    )
+    augment: bool = field(
+        default=True,
+        metadata=option(
+            "no augmentation (default: a horizontal flip and brightness/contrast factors in "
+            "[0.9, 1.1], the same for every frame of a video; crops stay tight)",
+            flag="--no-augment",
+        ),
+    )
+    device: str = field(
+        default="auto",
+        metadata=option("training device (auto: CUDA when available)", choices=TRAIN_DEVICES),
+    )
+    amp: bool = field(
+        default=True,
+        metadata=option(
+            "no mixed precision (default on CUDA: fp16 autocast with gradient scaling; CPU "
+            "always trains in fp32)",
+            flag="--no-amp",
+        ),
+    )
+    resume: bool = field(
+        default=False,
+        metadata=option(
+            "continue the run in OUTDIR from its last finished epoch (same options; --epochs "
+            "may grow)"
+        ),
+    )
+    crop_style: str | None = field(
+        default=None,
+        metadata=option(
+            "face box to crop (recorded with the checkpoints; `dfe export` uses it): default "
+            "the --init checkpoint's style (dlib for the original's published checkpoints), "
+            "else scrfd. For face clips, the style they were made with",
+            choices=CROP_STYLES,
+        ),
+    )
+    margin: float = field(
+        default=0.0,
+        metadata=option("crop margin, a fraction of the face box on each side", minimum=0.0),
+    )
+    no_face: str = field(
+        default="previous",
+        metadata=option(
+            "a frame without the person's face: reuse the previous box (the original's "
+            "training preprocessing), skip the frame, or keep the whole frame",
+            choices=CLIP_NO_FACE_RULES,
+        ),
+    )
+    inputs: str = field(
+        default="auto",
+        metadata=option(
+            "what the labelled files are: videos, face clips of `dfe preprocess`, or auto "
+            "(frames of exactly 112x112 are a face clip)",
+            choices=TRAIN_INPUTS,
+        ),
+    )
+    data_name: str | None = field(
+        default=None,
+        metadata=option(
+            "the <data> part of model_<acc>_acc_<N>_frames_<data>.pt (default: the labels "
+            "file's name)",
+            metavar="NAME",
+        ),
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata=option(
+            "face crop cache, reusable across runs (default: OUTDIR/crops)",
+            flag="--cache",
+            metavar="DIR",
+        ),
+    )
+    plots: bool = field(
+        default=True,
+        metadata=option("no curves.png (needs matplotlib, the `eval` extra)", flag="--no-plots"),
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.clip_frames is not None and self.clip_frames < self.seq_len:
+            raise InvalidInputError(
+                f"clip_frames ({self.clip_frames}) must be at least seq_len ({self.seq_len})"
+            )
+        if self.val_fraction is not None and self.val_fraction >= 1:
+            raise InvalidInputError(
+                f"val_fraction must be in [0, 1), got {self.val_fraction} (0: no validation)"
+            )
+        if self.val is not None and self.val_fraction:
+            raise InvalidInputError(
+                "give either a validation CSV (val) or a val_fraction, not both"
+            )
+        if not self.init.strip():
+            raise InvalidInputError(
+                "init must be imagenet, random or the path of a checkpoint; got an empty string"
+            )
+
+    @property
+    def frames_per_video(self) -> int:
+        """Face crops cached per video: ``clip_frames``, else ``seq_len``."""
+        return self.clip_frames or self.seq_len
+
+    @property
+    def validation_share(self) -> float:
+        """The share split off for validation (0 with a validation CSV or none wanted)."""
+        if self.val is not None:
+            return 0.0
+        return DEFAULT_VAL_FRACTION if self.val_fraction is None else self.val_fraction
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)

@@ -18,6 +18,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "fastapi": ("serve", "dfe serve"),
     "uvicorn": ("serve", "dfe serve"),
     "multipart": ("serve", "dfe serve (multipart uploads)"),
+    "matplotlib": ("eval", "plots (dfe eval, dfe train's curves.png, the benchmark report)"),
 }
 
 

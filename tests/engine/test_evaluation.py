@@ -8,7 +8,6 @@ import json
 import pytest
 
 from engine import evaluation
-from engine.core.errors import InvalidInputError
 
 # five scored videos, one error, one never scored
 LABELS = [
@@ -59,36 +58,12 @@ def test_evaluate_matches_hand_computed_case():
     assert "[[2, 1], [1, 1]]" in text and "accuracy 60.00%" in text and "0.7500" in text
 
 
-def test_roc_auc_equals_trapezoid_area_of_roc_curve():
-    y = ["FAKE", "REAL", "FAKE", "REAL", "REAL", "FAKE", "FAKE", "REAL"]
-    s = [0.8, 0.8, 0.2, 0.5, 0.1, 0.9, 0.5, 0.3]
-    fpr, tpr, _ = evaluation.roc_curve(y, s)
-    area = sum((fpr[i + 1] - fpr[i]) * (tpr[i + 1] + tpr[i]) / 2 for i in range(len(fpr) - 1))
-    assert evaluation.roc_auc(y, s) == pytest.approx(area)
-
-
 def test_metrics_one_class_or_nothing_scored_are_undefined_not_errors():
     m = evaluation.evaluate([("a", "FAKE")], [_rec("a", "REAL", 0.2)])
     assert m["confusion_matrix"] == [[0, 1], [0, 0]]
     assert m["roc_auc"] is None and m["per_class"]["FAKE"]["precision"] is None
     empty = evaluation.evaluate([("a", "FAKE")], [])
     assert empty["accuracy"] is None and empty["missing"] == ["a"]
-
-
-def test_read_labels_with_or_without_header_and_root(tmp_path):
-    (tmp_path / "h.csv").write_text("file,label\nx.mp4,real\n/abs/y.mp4,FAKE\n")
-    (tmp_path / "n.csv").write_text("x.mp4,REAL\n\nsub/y.mp4,FAKE\n")
-    assert evaluation.read_labels(tmp_path / "h.csv") == [
-        (str(tmp_path / "x.mp4"), "REAL"),
-        ("/abs/y.mp4", "FAKE"),
-    ]
-    assert evaluation.read_labels(tmp_path / "n.csv", root="/data") == [
-        ("/data/x.mp4", "REAL"),
-        ("/data/sub/y.mp4", "FAKE"),
-    ]
-    (tmp_path / "bad.csv").write_text("x.mp4,REAL\ny.mp4,maybe\n")
-    with pytest.raises(InvalidInputError, match=r"line 2.*REAL, FAKE"):
-        evaluation.read_labels(tmp_path / "bad.csv")
 
 
 # labels of the shared videos: DFDC fakes from their metadata, the others by file name

@@ -145,3 +145,32 @@ def test_checkpoint_cli_error_is_one_paragraph(bad_files, name, tmp_path, capfd)
     assert "\n\n" not in err and phrase in " ".join(err.split())
     assert not (tmp_path / "o" / "classifier.onnx").exists()
     assert "should-never-run" not in out
+
+
+def test_training_record_describes_only_the_file_it_recorded(tmp_path):
+    """`dfe export` takes the crop style and N of a `dfe train` checkpoint from its train.json,
+    but only for the file whose sha256 the record holds."""
+    import json
+
+    from export.checkpoint import LoadedCheckpoint, training_record
+    from export.onnx_export import default_crop_style
+
+    record = {"crop_style": "scrfd", "seq_len": 4, "checkpoints": {"best.pt": {"sha256": "ab"}}}
+    (tmp_path / "train.json").write_text(json.dumps(record))
+
+    def ckpt(name, sha):
+        return LoadedCheckpoint(
+            path=tmp_path / name, sha256=sha, size_bytes=1, state_dict={}, variant="original",
+            lstm_bias=False, variant_source="keys", layout="plain",
+            name=parse_checkpoint_name(name),
+        )  # fmt: skip
+
+    assert training_record(ckpt("best.pt", "ab"))["seq_len"] == 4
+    assert training_record(ckpt("best.pt", "cd")) is None  # overwritten since
+    assert training_record(ckpt("other.pt", "ab")) is None
+    # a published-style name means dlib crops, unless dfe train recorded otherwise
+    named = "model_90_acc_4_frames_x.pt"
+    assert default_crop_style(ckpt(named, "ef")) == "dlib"
+    record["checkpoints"][named] = {"sha256": "ef"}
+    (tmp_path / "train.json").write_text(json.dumps(record))
+    assert default_crop_style(ckpt(named, "ef")) == "scrfd"

@@ -17,13 +17,14 @@ from engine.core.config import (
     EngineConfig,
     RayConfig,
     SequenceConfig,
+    TrainConfig,
     default_of,
     validate,
 )
 from engine.core.errors import InvalidInputError
 from engine.options import add_options, config_from_args, flag_of
 
-CONFIGS = (EngineConfig, SequenceConfig, RayConfig)
+CONFIGS = (EngineConfig, SequenceConfig, RayConfig, TrainConfig)
 
 
 @pytest.mark.parametrize("cls", CONFIGS)
@@ -131,3 +132,29 @@ def test_config_is_frozen_and_replace_validates():
     assert config.replace(batch_size=3).batch_size == 3
     with pytest.raises(InvalidInputError):
         config.replace(batch_size=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"seq_len": 8, "clip_frames": 4}, r"clip_frames \(4\) must be at least seq_len \(8\)"),
+        ({"val_fraction": 1.0}, r"val_fraction must be in \[0, 1\)"),
+        ({"val": "v.csv", "val_fraction": 0.3}, "either a validation CSV"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"variant": "lstm"}, "supported values are original, sequence"),
+        ({"device": "tpu"}, "supported values are auto, cpu, cuda"),
+        ({"init": " "}, "imagenet, random or the path of a checkpoint"),
+    ],
+)
+def test_train_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_train_config_defaults_are_the_originals_and_validation_share():
+    c = TrainConfig()
+    assert (c.lr, c.weight_decay, c.batch_size, c.epochs) == (1e-5, 1e-5, 4, 20)
+    assert c.validation_share == 0.2 and c.frames_per_video == c.seq_len
+    assert TrainConfig(val="v.csv").validation_share == 0.0
+    assert TrainConfig(val_fraction=0.0).validation_share == 0.0
+    assert TrainConfig(seq_len=4, clip_frames=10).frames_per_video == 10

@@ -1,0 +1,52 @@
+"""Labelled video lists: the ``file,label`` CSV of ``dfe eval`` and ``dfe train``.
+
+The format is the original's ``Gobal_metadata.csv``: one ``file,label`` row per video, labels
+``REAL``/``FAKE`` in any case, with or without a header row. Class order is the original's:
+FAKE first, then REAL (its label indices 0 and 1, :data:`engine.core.reduce.LABELS`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from engine.core.errors import InvalidInputError
+
+#: Class names in index order: FAKE = 0, REAL = 1 (the original's ``FAKE -> 0, REAL -> 1``).
+CLASSES = ("FAKE", "REAL")
+
+
+def read_labels(
+    path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
+) -> list[tuple[str, str]]:
+    """``(video path, label)`` pairs of a ``file,label`` CSV (REAL/FAKE, any case), with or
+    without a header row, like the original's ``Gobal_metadata.csv``. Relative paths resolve
+    against ``root`` (default: the labels file's directory).
+
+    Raises :class:`InvalidInputError` for a missing file, a row without two columns, a label
+    other than REAL/FAKE (naming the line), or a file without any row."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"labels file not found: {path}")
+    base = Path(root) if root is not None else path.parent
+    pairs: list[tuple[str, str]] = []
+    with path.open(newline="") as f:
+        for n, row in enumerate(csv.reader(f), 1):
+            if not row or not any(c.strip() for c in row):
+                continue
+            if len(row) < 2:
+                raise InvalidInputError(f"{path} line {n}: expected 'file,label', got {row!r}")
+            name, label = row[0].strip(), row[1].strip().upper()
+            if label not in CLASSES:
+                if n == 1 and not pairs:  # a header such as "file,label"
+                    continue
+                raise InvalidInputError(
+                    f"{path} line {n}: label {row[1]!r} is not supported; supported values are "
+                    "REAL, FAKE"
+                )
+            video = Path(name)
+            pairs.append((str(video if video.is_absolute() else base / video), label))
+    if not pairs:
+        raise InvalidInputError(f"{path} holds no 'file,label' rows")
+    return pairs
