@@ -66,7 +66,7 @@ class PredictTally:
     """What ``dfe predict``'s summary needs, in memory that does not grow with the job: counts,
     frames, the first :data:`TABLE_ROWS` records (for the table) and the names of the first
     :data:`LOW_COVERAGE_NAMES` videos scored mostly on whole frames. Every record is in the
-    output file; a job of a million videos holds no more than one of ten."""
+    output file; a job of any length keeps at most :data:`TABLE_ROWS` of them here."""
 
     count: int = 0
     ok: int = 0
@@ -154,11 +154,6 @@ def is_low_coverage(record: dict) -> bool:
         and record.get("face_coverage") is not None
         and record["face_coverage"] < LOW_COVERAGE
     )
-
-
-def low_coverage(records: list[dict]) -> list[dict]:
-    """Scored records whose ``face_coverage`` is below :data:`LOW_COVERAGE`."""
-    return [r for r in records if is_low_coverage(r)]
 
 
 def print_summary(tally: PredictTally, seconds: float, *, table: bool = True) -> None:

@@ -1,24 +1,27 @@
 """Keep a long job's memory flat: large buffers get their own mappings, returned on free.
 
-The cause this fixes (issue 20, measured on 2 cores with ``mallinfo2`` and ``/proc/PID/smaps``
-over 1,000-3,000-video ``dfe predict`` jobs; see ``benchmarks/soak.py``): glibc's ``malloc``
-serves a block of at least ``M_MMAP_THRESHOLD`` bytes from a mapping of its own, which ``free``
-returns to the OS, but the threshold is *dynamic*: the first time such a block is freed, it is
-raised to that block's size (up to 32 MiB on 64-bit). After the first decoded 1080p frame
-(6.2 MB) is freed, frames, letterboxed images and detector batches (1-30 MB) all come from
-the heaps of the allocating thread's arena (up to 8 arenas per core). The pipeline allocates them
-in decoder threads and frees them in others, in sizes that change from video to video, between
-small blocks that live on; a heap only shrinks from its top, so the freed space stays resident
-and the heaps keep growing as new sizes do not fit old holes. Measured: glibc's bytes in use
-stayed flat (~160-330 MB) while its free-but-held bytes grew from ~300 to ~490 MB over 2,000
-videos, and Python's own objects (``tracemalloc``) stayed at ~40 MB.
+The cause this fixes (issue 20; measured on 2 cores over 800-3,000-video ``dfe predict`` jobs
+with ``mallinfo2``, ``/proc/PID/smaps``, ``memray`` and ``tracemalloc``, see the README's "Long
+jobs"): glibc's ``malloc`` serves a block of at least ``M_MMAP_THRESHOLD`` bytes from a mapping
+of its own, which ``free`` returns to the OS, but the threshold is *dynamic*: the first time
+such a block is freed, it is raised to that block's size (up to 32 MiB on 64-bit). After the
+first decoded 1080p frame (6.2 MB) is freed, frames, letterboxed images and detector batches
+all come from the heaps of the allocating thread's arena (up to 8 arenas per core). The
+pipeline allocates them in decoder threads and frees them in others, in sizes that change from
+video to video, between small blocks that live on; a heap only shrinks from its top, so the
+freed space stays resident and the heaps grow as new sizes do not fit old holes. Measured:
+glibc's bytes in use stayed flat while its freed-but-held bytes grew (300 to 490 MB over 2,000
+videos, on main as of b00917d), all in the thread arenas' heaps; ``memray``'s live
+heap was the same with and without the fix (410-450 MB, frames in flight included) while RSS
+stood 460 MB above it without and 175 MB with; Python's objects stayed at 35-42 MB.
 
 The fix is glibc's own knob, applied by the engine so that every entry point gets it (the CLI,
 the server, Ray actors, the Python API): a fixed ``M_MMAP_THRESHOLD`` (setting it also turns the
 dynamic adjustment off, ``mallopt(3)``) of :data:`MMAP_THRESHOLD` bytes. Frames and batches are
-then mapped and unmapped with each video and never fragment the heaps; glibc's heaps held ~85 MB
-instead of ~650 MB on the same job. The cost is the page faults of fresh mappings (about 1 ms per
-6 MB frame), small next to decoding and detection.
+then mapped and unmapped with each video and never fragment the heaps: on a 2,000-video job
+glibc's heaps held 76-92 MB instead of 480-580 MB, and RSS after warm-up was 490-620 MB instead
+of 770-890 MB, without a slope. The cost is the page faults of fresh mappings: allocating and
+writing a 6.2 MB frame took 1.2-1.5 ms instead of 0.1 ms (median of 200, 2 cores).
 
 It changes the whole process's allocator, so it is skipped when the user has set
 ``MALLOC_MMAP_THRESHOLD_`` (glibc applied that at start-up) and can be turned off with
