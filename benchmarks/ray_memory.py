@@ -133,6 +133,7 @@ def main() -> None:
     import ray
 
     from engine import distributed
+    from engine.core.config import EngineConfig, RayConfig, SequenceConfig
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster
     ray.init(include_dashboard=False, log_to_driver=False)
@@ -161,12 +162,11 @@ def main() -> None:
             paths,
             args.model,
             out,
-            seq_len=args.seq_len,
-            num_workers=args.num_workers,
-            videos_per_batch=args.videos_per_batch,
-            backend="ort",
-            models_dir=args.models,
-            download=args.models is None,
+            config=EngineConfig(
+                backend="ort", models_dir=args.models, download=args.models is None
+            ),
+            sequence=SequenceConfig(seq_len=args.seq_len),
+            layout=RayConfig(num_workers=args.num_workers, videos_per_batch=args.videos_per_batch),
         )
         seconds = time.perf_counter() - t0
         done.set()

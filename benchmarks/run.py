@@ -46,6 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--checkpoint", type=Path, default=None, help="its .pt, for the eager PyTorch baselines"
     )
     p.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=None)
+    p.add_argument(
+        "--soak-entries",
+        type=int,
+        default=None,
+        help="entries of each --full soak job (default: predict 10000, serve 2000, ray 5000)",
+    )
+    p.add_argument("--no-soak", action="store_true", help="--full without the soak jobs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,7 +83,37 @@ def run(args: argparse.Namespace) -> int:
         f"results: {args.out / 'results.json'}; report: {md}; plots: "
         + ", ".join(str(p) for p in plots)
     )
+    if args.full and not args.no_soak:
+        run_soaks(args.model, videos, args.out, args.soak_entries)
     return 0
+
+
+def run_soaks(model: Path, videos: list[Path], out: Path, entries: int | None) -> None:
+    """The soak jobs of ``benchmarks.soak`` (memory over a long job): ``dfe predict``, then
+    ``dfe serve`` and the Ray pool when their extras are installed. Writes ``out/soak.json`` and
+    ``out/soak.png``."""
+    import importlib.util
+
+    from benchmarks.soak import DEFAULT_ENTRIES, MODES, SoakConfig, default_bad, run_soak
+    from engine.demo import default_models_dir
+
+    needs = {"predict": (), "serve": ("fastapi", "uvicorn", "httpx"), "ray": ("ray",)}
+    for mode in MODES:
+        missing = [m for m in needs[mode] if importlib.util.find_spec(m) is None]
+        if missing:
+            log.warning("soak %s skipped: %s not installed", mode, ", ".join(missing))
+            continue
+        n = entries or DEFAULT_ENTRIES[mode]
+        cfg = SoakConfig(
+            model=model, models=default_models_dir(), videos=videos, entries=n, bad=default_bad(n)
+        )
+        s = run_soak(mode, cfg, out / "soak.json")["summary"]
+        print(
+            f"soak {mode}: {s['records']}/{s['inputs']} records (one each: "
+            f"{s['one_record_each']}), RSS slope after warm-up {s['slope_mb_per_1000']} MB per "
+            f"1,000 videos (bound {s['slope_bound_mb_per_1000']}), peak {s['peak_rss_mb']} MB"
+        )
+    print(f"soak: {out / 'soak.json'}, {out / 'soak.png'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.backends import get_factory
+from engine.core.allocator import tune_allocator
 from engine.core.classifier import ClassifierRunner, runner_outputs
 from engine.core.config import DEFAULT_SEQ_LEN, EngineConfig
 from engine.core.errors import EngineError, ModelFormatError
@@ -115,6 +116,9 @@ class Engine:
     """A loaded model (or catalog of models for several N), a backend and a detector."""
 
     def __init__(self, catalog: ModelCatalog, config: EngineConfig) -> None:
+        # Frames and batches on mappings of their own, so that a long job's heap stays flat
+        # (engine.core.allocator); once per process, before the first session or frame.
+        tune_allocator()
         self.catalog = catalog
         self.config = config
         # TensorRT engines are built for batches up to the classifier batch

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     videos = [str(v) for v in demo_videos(args.out)]
     print(f"Scoring {len(videos)} clip(s), N=20, first frames, backend {args.backend}:")
     engine = Engine.load(result.directory, backend=args.backend, models_dir=default_models_dir())
-    records, seconds = run_predict(
+    tally, seconds = run_predict(
         engine,
         videos,
         seq_len=20,
@@ -60,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
         resume=False,
         progress=False,
     )
-    print_summary(records, seconds)
+    print_summary(tally, seconds)
     print(f"records: {args.out / 'predictions.jsonl'}  (labels of an untrained model mean nothing)")
-    return EXIT_OK if all(r["status"] == "ok" for r in records) else EXIT_PARTIAL
+    return EXIT_OK if tally.failed == 0 else EXIT_PARTIAL

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: Records kept for ``dfe predict``'s table (printed when the job has at most this many).
+TABLE_ROWS = 50
+#: Names of videos scored mostly on whole frames listed in the summary.
+LOW_COVERAGE_NAMES = 10
+
+
+@dataclass
+class PredictTally:
+    """What ``dfe predict``'s summary needs, in memory that does not grow with the job: counts,
+    frames, the first :data:`TABLE_ROWS` records (for the table) and the names of the first
+    :data:`LOW_COVERAGE_NAMES` videos scored mostly on whole frames. Every record is in the
+    output file; a job of any length keeps at most :data:`TABLE_ROWS` of them here."""
+
+    count: int = 0
+    ok: int = 0
+    frames: int = 0
+    low_coverage: int = 0
+    low_coverage_names: list[str] = field(default_factory=list)
+    first: list[dict] = field(default_factory=list)
+
+    def add(self, record: dict) -> None:
+        """Count one record (the ``dfe predict`` record of a video)."""
+        self.count += 1
+        self.ok += record["status"] == "ok"
+        self.frames += record["frames"]
+        if len(self.first) < TABLE_ROWS:
+            self.first.append(record)
+        if is_low_coverage(record):
+            self.low_coverage += 1
+            if len(self.low_coverage_names) < LOW_COVERAGE_NAMES:
+                self.low_coverage_names.append(Path(record["video"]).name)
+
+    @property
+    def failed(self) -> int:
+        return self.count - self.ok
+
+    @classmethod
+    def of(cls, records: list[dict]) -> PredictTally:
+        """The tally of ``records``."""
+        tally = cls()
+        for r in records:
+            tally.add(r)
+        return tally
+
+
 def run_predict(
     engine: Any,
     inputs: list[str],
@@ -64,9 +110,10 @@ def run_predict(
     resume: bool,
     ordered: bool = True,
     progress: bool = True,
-) -> tuple[list[dict], float]:
+) -> tuple[PredictTally, float]:
     """Score ``inputs`` (paths, directories, globs) with ``engine`` and write one record per
-    input to ``out`` (JSONL or CSV; JSONL on stdout when None). Returns (records, seconds)."""
+    input to ``out`` (JSONL or CSV; JSONL on stdout when None). Records are written as they come
+    and not kept (see :class:`PredictTally`). Returns (tally, seconds)."""
     from tqdm import tqdm
 
     from engine.batch import RecordWriter, already_scored, expand_inputs
@@ -81,8 +128,7 @@ def run_predict(
         paths = [p for p in paths if p not in done]
         if skipped:
             print(f"resume: {len(skipped)} input(s) already in {out}, skipped", file=sys.stderr)
-    records: list[dict] = []
-    frames = 0
+    tally = PredictTally()
     t0 = time.perf_counter()
     bar = tqdm(
         total=len(paths), unit="video", disable=not progress, file=sys.stderr, dynamic_ncols=True
@@ -91,36 +137,31 @@ def run_predict(
         for pred in engine.predict_many(paths, seq_len=seq_len, sampling=sampling, ordered=ordered):
             rec = pred.to_record()
             writer.write(rec)
-            records.append(rec)
-            frames += pred.frames
+            tally.add(rec)
             bar.update(1)
-            elapsed = max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(
-                frames_s=f"{frames / elapsed:.1f}", failed=sum(r["status"] != "ok" for r in records)
-            )
+            if progress:
+                elapsed = max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(frames_s=f"{tally.frames / elapsed:.1f}", failed=tally.failed)
     bar.close()
-    return records, time.perf_counter() - t0
+    return tally, time.perf_counter() - t0
 
 
-def low_coverage(records: list[dict]) -> list[dict]:
-    """Scored records whose ``face_coverage`` is below :data:`LOW_COVERAGE` (mostly whole
+def is_low_coverage(record: dict) -> bool:
+    """A scored record whose ``face_coverage`` is below :data:`LOW_COVERAGE` (mostly whole
     frames: the score is not about a face)."""
-    return [
-        r
-        for r in records
-        if r.get("status") == "ok"
-        and r.get("face_coverage") is not None
-        and r["face_coverage"] < LOW_COVERAGE
-    ]
+    return (
+        record.get("status") == "ok"
+        and record.get("face_coverage") is not None
+        and record["face_coverage"] < LOW_COVERAGE
+    )
 
 
-def print_summary(records: list[dict], seconds: float, *, table: bool = True) -> None:
-    """A table of the records (to stderr), the videos scored mostly on whole frames, and the
-    job's rates."""
-    ok = [r for r in records if r["status"] == "ok"]
-    frames = sum(r["frames"] for r in records)
+def print_summary(tally: PredictTally, seconds: float, *, table: bool = True) -> None:
+    """A table of the records (to stderr; only when the job had at most :data:`TABLE_ROWS`),
+    the videos scored mostly on whole frames, and the job's rates."""
+    records = tally.first
     out = sys.stderr
-    if table and records:
+    if table and records and tally.count <= TABLE_ROWS:
         width = min(max(len(Path(r["video"]).name) for r in records), 48)
         print(
             f"{'video':{width}s}  {'label':5s}  {'conf%':>6s}  {'p_fake':>7s}  "
@@ -141,19 +182,18 @@ def print_summary(records: list[dict], seconds: float, *, table: bool = True) ->
                 )
             else:
                 print(f"{name:{width}s}  ERROR  {r['error'][:80]}", file=out)
-    low = low_coverage(records)
-    if low:
+    if tally.low_coverage:
         print(
-            f"{len(low)} video(s) scored mostly on whole frames (face_coverage < "
+            f"{tally.low_coverage} video(s) scored mostly on whole frames (face_coverage < "
             f"{LOW_COVERAGE}): their scores are not about a face: "
-            + ", ".join(Path(r["video"]).name for r in low[:10])
-            + (" ..." if len(low) > 10 else ""),
+            + ", ".join(tally.low_coverage_names)
+            + (" ..." if tally.low_coverage > len(tally.low_coverage_names) else ""),
             file=out,
         )
     secs = max(seconds, 1e-9)
     print(
-        f"{len(ok)}/{len(records)} scored, {len(records) - len(ok)} failed; "
-        f"{len(records) / secs:.2f} videos/s, {frames / secs:.1f} frames/s "
+        f"{tally.ok}/{tally.count} scored, {tally.failed} failed; "
+        f"{tally.count / secs:.2f} videos/s, {tally.frames / secs:.1f} frames/s "
         f"({seconds:.1f} s)",
         file=out,
     )
@@ -165,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     sequence = sequence_config(args)
     engine = Engine.load(args.model, config=engine_config(args))
     engine.prepare(sequence.seq_len)
-    records, seconds = run_predict(
+    tally, seconds = run_predict(
         engine,
         args.inputs,
         seq_len=sequence.seq_len,
@@ -175,5 +215,5 @@ def run(args: argparse.Namespace) -> int:
         ordered=not args.unordered,
         progress=not args.no_progress,
     )
-    print_summary(records, seconds, table=len(records) <= 50)
-    return EXIT_OK if all(r["status"] == "ok" for r in records) else EXIT_PARTIAL
+    print_summary(tally, seconds)
+    return EXIT_OK if tally.failed == 0 else EXIT_PARTIAL

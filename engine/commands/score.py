@@ -54,21 +54,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: Records per file written by ``dfe score`` without Ray: a long job holds at most this many in
+#: memory, and an interrupted one keeps every file already written (a rerun resumes after it).
+LOCAL_CHUNK = 500
+
+
 def _score_locally(
     paths: list[str], model: Path, out: Path, config: EngineConfig, sequence: SequenceConfig
 ) -> None:
-    """Without Ray: the in-process pipeline, writing one file into OUT in the same layout."""
-    import json
-
-    from engine import distributed
+    """Without Ray: the in-process pipeline, writing files of :data:`LOCAL_CHUNK` records into
+    OUT in the same layout as Ray's."""
     from engine.api import Engine
 
     engine = Engine.load(model, config=config)
     engine.prepare(sequence.seq_len)
     preds = engine.predict_many(paths, seq_len=sequence.seq_len, sampling=sequence.sampling)
-    records = [p.to_record() for p in preds]
     out.mkdir(parents=True, exist_ok=True)
     name = f"local_{uuid.uuid4().hex}"
+    chunk: list[dict[str, Any]] = []
+    part = 0
+    for pred in preds:
+        chunk.append(pred.to_record())
+        if len(chunk) == LOCAL_CHUNK:
+            _write_local(out, f"{name}_{part:06d}", chunk)
+            chunk, part = [], part + 1
+    if chunk:
+        _write_local(out, f"{name}_{part:06d}", chunk)
+
+
+def _write_local(out: Path, name: str, records: list[dict[str, Any]]) -> None:
+    """One file of records in OUT (Parquet or JSON Lines, as OUT's name says)."""
+    import json
+
+    from engine import distributed
+
     if distributed.output_format(out) == ".parquet":
         import pyarrow.parquet as pq
 

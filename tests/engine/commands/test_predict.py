@@ -175,3 +175,50 @@ def test_predict_crop_style_dlib_runs_without_dlib(predict, shared_dir, tmp_path
     assert sys.modules["dlib"] is None
     (rec,) = map(json.loads, out.read_text().splitlines())
     assert rec["status"] == "ok" and rec["crop_style"] == "dlib" and rec["faces"] == 4
+
+
+def _record(i: int, *, status: str = "ok", coverage: float | None = 1.0) -> dict:
+    return {
+        "video": f"/videos/{i:05d}.mp4",
+        "status": status,
+        "error": None if status == "ok" else "broken",
+        "frames": 4 if status == "ok" else 0,
+        "faces": 4 if status == "ok" else 0,
+        "face_coverage": coverage if status == "ok" else None,
+        "label": "REAL",
+        "confidence": 60.0,
+        "p_fake": 0.4,
+        "people": 1,
+        "timings": {"total": 0.5},
+    }
+
+
+def test_predict_tally_holds_bounded_records_over_a_long_job():
+    """A long job keeps counts, not records (they are in the output file): memory that does not
+    grow with the number of videos."""
+    from engine.commands.predict import LOW_COVERAGE_NAMES, TABLE_ROWS, PredictTally
+
+    tally = PredictTally()
+    for i in range(5000):
+        tally.add(_record(i, status="error" if i % 10 == 0 else "ok", coverage=i % 7 / 7))
+    assert (tally.count, tally.ok, tally.failed) == (5000, 4500, 500)
+    assert tally.frames == 4 * 4500
+    assert len(tally.first) == TABLE_ROWS and tally.first[0]["video"] == "/videos/00000.mp4"
+    low = sum(1 for i in range(5000) if i % 10 and i % 7 / 7 < 0.5)
+    assert tally.low_coverage == low and len(tally.low_coverage_names) == LOW_COVERAGE_NAMES
+
+
+def test_predict_summary_counts_without_a_table_past_the_table_rows(capsys):
+    from engine.commands.predict import TABLE_ROWS, PredictTally, print_summary
+
+    small = PredictTally.of([_record(0), _record(1, status="error"), _record(2, coverage=0.25)])
+    print_summary(small, 2.0)
+    err = capsys.readouterr().err
+    assert "00000.mp4" in err and "ERROR  broken" in err  # the table
+    assert "1 video(s) scored mostly on whole frames" in err and "00002.mp4" in err
+    assert "2/3 scored, 1 failed; 1.50 videos/s" in err
+
+    big = PredictTally.of([_record(i) for i in range(TABLE_ROWS + 1)])
+    print_summary(big, 1.0)
+    err = capsys.readouterr().err
+    assert "00000.mp4" not in err and f"{TABLE_ROWS + 1}/{TABLE_ROWS + 1} scored, 0 failed" in err
