@@ -88,7 +88,7 @@ class QuantConfig:
     @property
     def ranges(self) -> str:
         if self.method == "percentile":
-            tails = "one threshold for |x|" if self.symmetric else "each tail"
+            tails = "|x|" if self.symmetric else "each tail"
             return f"percentile {self.percentile:g} ({tails})"
         return self.method
 
@@ -273,11 +273,22 @@ def _rebin(histogram: tuple[Any, ...], bins: int) -> tuple[Any, ...]:
 
 def pre_process(src: Path, dst: Path) -> Path:
     """ONNX Runtime's ``quant_pre_process`` (``skip_symbolic_shape=True``: symbolic shape
-    inference fails on this graph, PITFALLS.md)."""
+    inference fails on this graph, PITFALLS.md); nodes without a name are then named
+    ``<op>_<index>``, since fp32 fallback and the error report find nodes by name."""
+    onnx = require("onnx")
     require("onnxruntime", purpose="INT8 quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    model = onnx.load(str(dst))
+    names = [n.name for n in model.graph.node]
+    if any(not name for name in names) or len(set(names)) != len(names):
+        seen: set[str] = set()
+        for i, node in enumerate(model.graph.node):
+            if not node.name or node.name in seen:
+                node.name = f"{node.op_type}_{i}"
+            seen.add(node.name)
+        onnx.save(model, str(dst))
     return dst
 
 
@@ -430,13 +441,13 @@ class SearchResult:
 def format_trials(rows: Sequence[dict[str, Any]], bound: float) -> str:
     """The table of what was tried, as fixed-width text (for errors and the CLI)."""
     lines = [
-        f"{'#':>2}  {'configuration':44s} {'max|dp| video':>13s} {'frame':>7s} "
+        f"{'#':>2}  {'configuration':50s} {'max|dp| video':>13s} {'frame':>7s} "
         f"{'speed-up':>8s}  within {bound}"
     ]
     for i, r in enumerate(rows, 1):
         frame = r.get("max_abs_delta_p_fake_frame")
         lines.append(
-            f"{i:>2}  {r['configuration'][:44]:44s} {r['max_abs_delta_p_fake']:>13.4f} "
+            f"{i:>2}  {r['configuration'][:50]:50s} {r['max_abs_delta_p_fake']:>13.4f} "
             f"{'' if frame is None else f'{frame:.3f}':>7s} {r['speedup']:>7.2f}x  "
             f"{'yes' if r['within_bound'] else 'no'}"
         )
@@ -500,6 +511,8 @@ def search(
     max_seconds: float = DEFAULT_MAX_MINUTES * 60,
     max_trials: int | None = None,
     on_trial: Callable[[Trial], None] | None = None,
+    variants: Sequence[QuantConfig] | None = None,
+    fallback_shares: Sequence[float] = FALLBACK_SHARES,
 ) -> SearchResult:
     """Accuracy-driven search (what Intel's Neural Compressor calls accuracy-driven tuning):
 
@@ -512,9 +525,11 @@ def search(
        (:func:`fallback_groups`), stopping at the first group within the bound or once the graph
        is no faster than ``min_speedup`` x fp32 (more fp32 can only be slower).
 
-    ``try_config`` builds and measures one configuration. The search stops starting new trials
-    after ``max_seconds`` or ``max_trials``. The chosen trial is the fastest within the bound
-    with a speed-up of at least ``min_speedup``; ``chosen`` is None when there is none."""
+    ``variants`` replaces step 2's list and ``fallback_shares`` step 3's groups (tests use
+    shorter plans). ``try_config`` builds and measures one configuration. The search stops
+    starting new trials after ``max_seconds`` or ``max_trials``. The chosen trial is the
+    fastest within the bound with a speed-up of at least ``min_speedup``; ``chosen`` is None
+    when there is none."""
     t0 = time.perf_counter()
     trials: list[Trial] = []
     stopped = "search finished"
@@ -542,7 +557,8 @@ def search(
     found = run(first)
     contribs: list[dict[str, Any]] = []
     if not good(found):
-        for config in calibration_variants(first):
+        plan = calibration_variants(first) if variants is None else list(variants)
+        for config in plan:
             if not budget_left():
                 break
             if good(run(config)):
@@ -552,7 +568,7 @@ def search(
             best = min(trials, key=lambda t: t.accuracy["max_abs_delta_p_fake"])
             if budget_left():
                 contribs = contributions(best)
-                for share, group in fallback_groups(contribs):
+                for share, group in fallback_groups(contribs, fallback_shares):
                     if not budget_left():
                         break
                     config = replace(

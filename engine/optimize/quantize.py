@@ -61,6 +61,7 @@ from engine.optimize.int8_search import (  # re-exported: the CLI and tests impo
     DEFAULT_MAX_MINUTES,
     DEFAULT_METHOD,
     DEFAULT_PERCENTILE,
+    FALLBACK_SHARES,
     MIN_SPEEDUP,
     Calibration,
     Int8SearchError,
@@ -356,6 +357,8 @@ def build_int8(
     report_crops: int = REPORT_CROPS,
     speed_rounds: int = 5,
     progress: bool = False,
+    variants: Sequence[QuantConfig] | None = None,
+    fallback_shares: Sequence[float] = FALLBACK_SHARES,
 ) -> Int8Result:
     """Calibrate once, search for the fastest Q/DQ graph within the agreement bound
     (:func:`engine.optimize.int8_search.search`), then write it and record it in the sidecar.
@@ -368,7 +371,8 @@ def build_int8(
     ``report`` also measures where the error comes from (:mod:`engine.optimize.qdq_debug`) and
     writes ``classifier.int8.report.json`` / ``.md`` next to the model (also on a refusal).
     ``max_minutes`` bounds the search (no new configuration is started after it), ``progress``
-    shows a progress bar on stderr.
+    shows a progress bar on stderr; ``max_trials``, ``variants`` and ``fallback_shares`` shorten
+    the search (see :func:`~engine.optimize.int8_search.search`).
 
     Crops are made by the runtime's stages as ``config`` (an :class:`EngineConfig`: detector,
     face rule, crop style, margin) describes them, on ONNX Runtime CPU; the face policy used is
@@ -476,6 +480,8 @@ def build_int8(
             max_seconds=max_minutes * 60,
             max_trials=max_trials,
             on_trial=on_trial,
+            variants=variants,
+            fallback_shares=fallback_shares,
         )
         report_files = None
         if report:
