@@ -219,9 +219,10 @@ def test_build_int8_records_the_search_in_the_sidecar(tiny_copy, shared_dir, mod
     assert search_rec["chosen"]["method"] == "percentile" and search_rec["fp32_nodes"] == []
     assert search_rec["trials"][0]["configuration"] == QuantConfig().label()
     assert search_rec["speed"]["speedup"] > 0 and "interleaved" in search_rec["speed_note"]
-    assert rec["accuracy"]["max_abs_delta_p_fake"] == result.search.chosen.accuracy[
-        "max_abs_delta_p_fake"
-    ]
+    assert (
+        rec["accuracy"]["max_abs_delta_p_fake"]
+        == result.search.chosen.accuracy["max_abs_delta_p_fake"]
+    )
     assert rec["calibration"]["first_method"] == "percentile"
 
 
