@@ -199,7 +199,7 @@ def test_build_int8_refusal_shows_the_table_and_writes_only_the_report(
         assert f"{trial.accuracy['max_abs_delta_p_fake']:.4f}" in message
     assert not (tiny_copy / "classifier.int8.onnx").exists()
     report = json.loads((tiny_copy / "classifier.int8.report.json").read_text())
-    assert [r["node"] for r in report["nodes"]] == ["conv", "fc"] or len(report["nodes"]) == 2
+    assert [r["op"] for r in report["nodes"]] == ["Conv", "Gemm"]  # graph order
     assert len(report["trials"]) == 3
     md = (tiny_copy / "classifier.int8.report.md").read_text()
     assert "| node | op | relative error |" in md and "## Configurations tried" in md
