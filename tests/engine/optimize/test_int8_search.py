@@ -57,18 +57,21 @@ def test_calibration_ranges_follow_each_method():
     ent = cal.ranges(QuantConfig("entropy", symmetric=False))
     for name, (lo, hi) in ent.items():  # ONNX Runtime's KL search, within the observed range
         assert mm[name][0] <= lo < hi <= mm[name][1]
+    # per tensor, the candidate with the least expected error: the outlier is clipped
+    mse = cal.ranges(QuantConfig("mse"))
+    assert mse["relu"][0] == 0.0 and mse["relu"][1] < 40.0
 
 
 def test_quant_config_rejects_unknown_method():
-    with pytest.raises(ValueError, match="supported values are percentile, minmax, entropy"):
-        QuantConfig("mse")
+    with pytest.raises(ValueError, match="supported values are percentile, minmax, entropy, mse"):
+        QuantConfig("kl")
 
 
 def test_calibration_variants_skip_the_first_configuration():
     first = QuantConfig()
     variants = calibration_variants(first)
     assert first.ranges not in [v.ranges for v in variants]
-    assert {v.method for v in variants} == {"percentile", "minmax", "entropy"}
+    assert {v.method for v in variants} == {"percentile", "minmax", "entropy", "mse"}
 
 
 # ------------------------------------------------------------------------------ the search
