@@ -1,7 +1,11 @@
 """INT8 by explicit quantization: one Q/DQ ONNX graph for ONNX Runtime on CPU and TensorRT.
 
-``build_int8`` writes ``classifier.int8.onnx`` next to ``classifier.onnx`` and records it in the
-sidecar (``graphs["classifier_int8"]``) with its calibration set and the accuracy it costs.
+``build_int8`` calibrates once, searches for the fastest Q/DQ graph within the agreement bound
+(:mod:`engine.optimize.int8_search`: activation ranges, then nodes kept in fp32 where the
+measured error comes from, :mod:`engine.optimize.qdq_debug`), writes ``classifier.int8.onnx``
+next to ``classifier.onnx`` and records it in the sidecar (``graphs["classifier_int8"]``) with
+its calibration set, what was tried, the accuracy it costs and its speed-up; or refuses with
+the table of what was tried.
 
 The recipe, measured on 2-core x86 CPUs with AVX-512 VNNI (see PITFALLS.md and the README):
 
@@ -13,10 +17,10 @@ The recipe, measured on 2-core x86 CPUs with AVX-512 VNNI (see PITFALLS.md and t
   dynamically instead was slower (and TensorRT cannot read dynamic quantization);
 - Relu after a quantized tensor is left to the uint8 clamp at zero (ONNX Runtime's default);
   keeping the Relu nodes measured ~17% slower on CPU;
-- calibration: Percentile (99.999) on 32 face crops per video (frames 100, 104, ..., 224). On
-  the test model it gave the smallest held-out max |delta p_fake| of what was tried: MinMax and
-  Entropy (0.024-0.028), symmetric activations (0.03-0.04), 16 crops per video (0.020-0.028);
-  32 per video, read in chunks that mix every video, gave 0.014-0.016. Chunks bound memory:
+- calibration: 32 face crops per video (frames 100, 104, ..., 224), read in chunks that mix
+  every video; the first configuration tried is Percentile (99.999), which on the test model
+  (issue 5) had the smallest held-out max |delta p_fake| of MinMax and Entropy (0.024-0.028),
+  symmetric activations (0.03-0.04) and 16 crops per video (0.020-0.028). Chunks bound memory:
   ORT keeps every intermediate tensor of what it reads at once (8 GB for 192 crops in one go,
   2.4 GB peak in chunks of 32).
 
