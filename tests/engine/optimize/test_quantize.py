@@ -328,10 +328,12 @@ def test_int8_report_names_nodes_errors_and_contributions(hard_builds, hard_mode
 
 def test_int8_demo_checkpoint_within_bound_and_faster(demo_model, models_dir):
     """The demo checkpoint (make demo / make bench): a graph within the bound, faster than
-    fp32, on the held-out frames of the six clips at N = 20 and 60."""
+    fp32, on the held-out frames of the six clips at N = 20 and 60. The default search on it
+    misses the bound with Percentile, MinMax and tail-cut ranges and keeps Entropy (README);
+    to keep the suite's time this build starts at Entropy, with the default calibration set."""
     result = build_int8(
         demo_model, config=EngineConfig(models_dir=models_dir, download=False),
-        calib_frames=SMALL_CALIB, speed_rounds=3,
+        method="entropy", speed_rounds=3,
     )  # fmt: skip
     acc = result.record["accuracy"]
     assert acc["within_bound"] and acc["max_abs_delta_p_fake"] <= MAX_DELTA_P_FAKE
