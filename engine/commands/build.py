@@ -229,6 +229,14 @@ def _print_int8(rec: dict[str, Any]) -> None:
         f", decisive label agreement {acc['label_agreement_decisive']}, "
         f"{'within bound' if acc['within_bound'] else 'OUTSIDE THE BOUND'}"
     )
+    trt = rec.get("tensorrt_form_accuracy") or {}
+    if trt and not trt.get("within_bound", True):
+        print(
+            f"  warning: the TensorRT form of this graph (signed symmetric activations) is "
+            f"outside the bound on CPU: max |delta p_fake| {trt['max_abs_delta_p_fake']:.4f}; "
+            "check TensorRT INT8 results before relying on them",
+            file=sys.stderr,
+        )
 
 
 def _build_engines(args: argparse.Namespace, spec: Any) -> None:
