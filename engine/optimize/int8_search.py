@@ -65,7 +65,7 @@ MIN_SPEEDUP = 1.2  # issue 16: refuse when nothing faster than this meets the bo
 DEFAULT_MAX_MINUTES = 15.0
 # Fallback steps: keep in fp32 the nodes whose isolated contributions make up these shares of
 # the total contribution (sum of squares), largest first.
-FALLBACK_SHARES = (0.25, 0.5, 0.75, 0.9)
+FALLBACK_SHARES = (0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 
 
 @dataclass(frozen=True)
