@@ -320,7 +320,7 @@ def test_int8_report_names_nodes_errors_and_contributions(hard_builds, hard_mode
     assert all(r["contribution_p_fake_rms"] >= 0 for r in rows)
     errors = [r["relative_error"] for r in rows if r["relative_error"] is not None]
     assert len(errors) >= 50 and max(errors) > 0
-    assert report["contributions"]["check_fp32_max"] < 1e-4  # gates off == fp32
+    assert report["contributions"]["check_fp32_max"] < 1e-3  # gates off == fp32 (p_fake)
     assert len(report["trials"]) == len(_trials(hard_builds["random_direction"]))
     md = (d / f"{REPORT_STEM}.md").read_text()
     assert md.count("\n| /") + md.count("\n| ") >= 55 and "## Configurations tried" in md
