@@ -23,7 +23,14 @@ VIDEOS_DIR = SHARED / "videos"
 MODELS_DIR = SHARED / "models"
 
 # Fixtures that build a full model with torch; a test using one is a `model` test.
-MODEL_FIXTURES = {"real_crops", "original_ckpt", "sequence_ckpt", "exported_model"}
+MODEL_FIXTURES = {
+    "real_crops",
+    "original_ckpt",
+    "sequence_ckpt",
+    "exported_model",
+    "hard_models",
+    "demo_model",
+}
 
 pytest_plugins = ["tests.model_fixtures"]
 

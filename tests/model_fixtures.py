@@ -84,3 +84,48 @@ def exported_model(original_ckpt, real_crops, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model_n20")
     export_checkpoint(original_ckpt[0], out, parity_videos=[v.numpy() for v in real_crops.videos])
     return out
+
+
+# Issue 16's hard checkpoints: the test checkpoint's trunk (random init, BatchNorm re-estimated on
+# real face crops) with linear1 drawn in a random direction, per-frame logit-difference std 2,
+# and the same with a larger logit scale (std 4).
+HARD_LOGIT_STDS = {"random_direction": 2.0, "random_direction_x2": 4.0}
+
+
+@pytest.fixture(scope="session")
+def hard_models(original_ckpt, real_crops, tmp_path_factory) -> dict[str, Path]:
+    """The hard checkpoints, exported once per session. Export parity is checked on two short
+    videos only (1 and 20 frames): the trunk is the test checkpoint's, whose export is checked
+    in full, and only linear1 differs."""
+    import copy
+
+    import torch
+
+    from export.onnx_export import export_checkpoint
+    from tests.reference.original_model import random_direction
+
+    out = {}
+    for name, std in HARD_LOGIT_STDS.items():
+        model = copy.deepcopy(original_ckpt[1])
+        random_direction(model, real_crops.calib, logit_std=std, seed=16)
+        d = tmp_path_factory.mktemp(name)
+        path = d / "model_87_acc_20_frames_final_data.pt"
+        torch.save(model.state_dict(), path)
+        export_checkpoint(
+            path, d / "model", parity_videos=[v.numpy() for v in real_crops.videos[:2]]
+        )
+        out[name] = d / "model"
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory) -> Path:
+    """The demo checkpoint (``export/demo.py``, as ``make demo`` makes it), exported once."""
+    pytest.importorskip("torch")
+    from export.demo import make_demo_checkpoint
+    from export.onnx_export import export_checkpoint
+
+    d = tmp_path_factory.mktemp("demo")
+    ckpt = make_demo_checkpoint(d, seq_len=20)
+    export_checkpoint(ckpt, d / "model", seq_len=20, extra={"demo": True})
+    return d / "model"

@@ -1,8 +1,11 @@
 """``dfe build MODEL_DIR``: the INT8 Q/DQ graph (CPU) and TensorRT engines (NVIDIA GPUs).
 
-- ``--precision int8``: calibrate on real face crops and write ``classifier.int8.onnx`` (+ its
-  sidecar record). It runs on ONNX Runtime CPU as it is; where TensorRT is installed, the INT8
-  engine is compiled from it too (``--onnx-only`` skips that).
+- ``--precision int8``: calibrate on real face crops, search for the fastest Q/DQ graph within
+  the agreement bound (:mod:`engine.optimize.int8_search`) and write ``classifier.int8.onnx``
+  (+ its sidecar record), or refuse with the table of what was tried; ``--report`` also writes
+  where the error comes from (``classifier.int8.report.json`` / ``.md``). It runs on ONNX
+  Runtime CPU as it is; where TensorRT is installed, the INT8 engine is compiled from it too
+  (``--onnx-only`` skips that).
 - ``--precision fp16`` / ``fp32``: TensorRT engines of the classifier (and sequence head) and
   of the batch-dynamic SCRFD detector (always fp16), with an optimisation profile over the batch
   axis and a timing cache. Without TensorRT this is an error naming the ``gpu`` extra; it never
@@ -28,6 +31,7 @@ BUILD_PRECISIONS = ("fp32", "fp16", "int8")  # what dfe build makes (bf16 is tor
 
 def register(sub: argparse._SubParsersAction) -> None:
     from engine.optimize.calibration import CALIB_FRAMES_PER_VIDEO, CALIB_START, CALIB_STEP
+    from engine.optimize.int8_search import DEFAULT_MAX_MINUTES, MIN_SPEEDUP
     from engine.optimize.quantize import CALIB_METHODS, DEFAULT_METHOD
 
     p = sub.add_parser(
@@ -55,7 +59,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--calib-method",
         choices=CALIB_METHODS,
         default=DEFAULT_METHOD,
-        help=f"activation range calibration (default {DEFAULT_METHOD}: smallest error measured)",
+        help=f"activation ranges of the first configuration tried (default {DEFAULT_METHOD}); "
+        "when it misses the bound the search tries the others, then fp32 fallback",
+    )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="int8: measure where the error comes from (relative error per tensor, each node's "
+        "contribution to the p_fake error) and write MODEL_DIR/classifier.int8.report.json/.md",
+    )
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=DEFAULT_MAX_MINUTES,
+        help="int8: no new configuration is tried after this many minutes (default %(default)s)",
+    )
+    p.add_argument(
+        "--min-speedup",
+        type=float,
+        default=MIN_SPEEDUP,
+        help="int8: refuse unless a graph within the bound is at least this many times as fast "
+        "as fp32 (classifier frames/s, measured during the build; default %(default)s)",
     )
     p.add_argument(
         "--calib-frames",
@@ -98,6 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="engine cache (default: MODEL_DIR/engines, else ~/.cache/deepfake-engine/engines)",
     )
     p.add_argument("--rebuild", action="store_true", help="rebuild even if up to date")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # the detector and the face policy of the calibration crops: the engine's own options
     add_options(
         p.add_argument_group("calibration crops (as dfe predict will crop)"),
@@ -114,13 +139,14 @@ def _has_tensorrt() -> bool:
 def _build_int8(args: argparse.Namespace, spec: Any) -> None:
     from engine.batch import expand_inputs
     from engine.optimize.calibration import FrameSelection
-    from engine.optimize.quantize import build_int8
+    from engine.optimize.quantize import Int8SearchError, build_int8
 
     selection = FrameSelection(args.calib_start, args.calib_step, args.calib_frames)
-    if "int8" in spec.precisions and not args.rebuild and args.calib is None:
+    if "int8" in spec.precisions and not (args.rebuild or args.report) and args.calib is None:
         rec = spec.raw["graphs"]["classifier_int8"]
         cal = rec.get("calibration", {})
-        if cal.get("method") == args.calib_method and cal.get("frames") == {
+        first = cal.get("first_method", cal.get("method"))
+        if first == args.calib_method and cal.get("frames") == {
             "start": selection.start,
             "step": selection.step,
             "count": selection.count,
@@ -129,17 +155,49 @@ def _build_int8(args: argparse.Namespace, spec: Any) -> None:
             _print_int8(rec)
             return
     calib = list(expand_inputs(args.calib)) if args.calib else None
-    result = build_int8(
-        spec.directory,
-        calib,
-        calib_frames=selection,
-        method=args.calib_method,
-        config=config_from_args(EngineConfig, args, only=CROP_FIELDS),
-        force=args.force,
-    )
+    try:
+        result = build_int8(
+            spec.directory,
+            calib,
+            calib_frames=selection,
+            method=args.calib_method,
+            config=config_from_args(EngineConfig, args, only=CROP_FIELDS),
+            force=args.force,
+            report=args.report,
+            max_minutes=args.max_minutes,
+            min_speedup=args.min_speedup,
+            progress=not args.no_progress,
+        )
+    except Int8SearchError as exc:
+        # the table of what was tried, as it is (the CLI's usual error wrapping joins lines)
+        print(f"error: {exc}", file=sys.stderr)
+        if args.report:
+            _print_report(spec.directory)
+        raise _Refused() from exc
     print(f"wrote {result.path}")
     print(f"  sidecar: {result.sidecar} (graphs.classifier_int8)")
     _print_int8(result.record)
+    if args.report:
+        _print_report(spec.directory)
+
+
+class _Refused(Exception):
+    """The refusal was printed with its table; the command exits with code 2."""
+
+
+def _print_report(directory: Path) -> None:
+    import json
+
+    from engine.optimize.qdq_debug import format_report
+    from engine.optimize.quantize import REPORT_STEM
+
+    path = directory / f"{REPORT_STEM}.json"
+    if not path.is_file():
+        return
+    rep = json.loads(path.read_text())
+    print(f"where the error comes from ({rep['graph']}; largest contributions first):")
+    print(format_report(rep["nodes"], top=15))
+    print(f"  full table: {directory / (REPORT_STEM + '.md')} (and .json)")
 
 
 def _print_int8(rec: dict[str, Any]) -> None:
@@ -154,12 +212,31 @@ def _print_int8(rec: dict[str, Any]) -> None:
         f"  calibration: {cal['crops']} crops from {len(cal['videos'])} videos "
         f"(frames {cal['frames']['start']}+ step {cal['frames']['step']}), {cal['method']}"
     )
+    search = rec.get("search")
+    if search:
+        from engine.optimize.int8_search import format_trials
+
+        print(
+            f"  chosen: {search['chosen']['method']} ranges, {len(search['fp32_nodes'])} nodes "
+            f"in fp32, {search['speed']['speedup']:.2f}x fp32 classifier frames/s "
+            f"({search['stopped']}); tried:"
+        )
+        bound = acc["bound"]["max_abs_delta_p_fake"]
+        print("    " + format_trials(search["trials"], bound).replace("\n", "\n    "))
     print(
         f"  held-out cost (N={acc['seq_lens']}, {acc['held_out']['crops']} crops): max |delta "
         f"p_fake| {acc['max_abs_delta_p_fake']:.4f} (bound {acc['bound']['max_abs_delta_p_fake']})"
         f", decisive label agreement {acc['label_agreement_decisive']}, "
         f"{'within bound' if acc['within_bound'] else 'OUTSIDE THE BOUND'}"
     )
+    trt = rec.get("tensorrt_form_accuracy") or {}
+    if trt and not trt.get("within_bound", True):
+        print(
+            f"  warning: the TensorRT form of this graph (signed symmetric activations) is "
+            f"outside the bound on CPU: max |delta p_fake| {trt['max_abs_delta_p_fake']:.4f}; "
+            "check TensorRT INT8 results before relying on them",
+            file=sys.stderr,
+        )
 
 
 def _build_engines(args: argparse.Namespace, spec: Any) -> None:
@@ -187,6 +264,13 @@ def run(args: argparse.Namespace) -> int:
     from engine.core.deps import require
     from engine.core.sidecar import load_sidecar
 
+    try:
+        return _run(args, require, load_sidecar)
+    except _Refused:
+        return 2
+
+
+def _run(args: argparse.Namespace, require: Any, load_sidecar: Any) -> int:
     for name in ("max_batch", "calib_frames", "calib_step"):
         if getattr(args, name) < 1:
             raise InvalidInputError(f"--{name.replace('_', '-')} must be >= 1")

@@ -1,7 +1,11 @@
 """INT8 by explicit quantization: one Q/DQ ONNX graph for ONNX Runtime on CPU and TensorRT.
 
-``build_int8`` writes ``classifier.int8.onnx`` next to ``classifier.onnx`` and records it in the
-sidecar (``graphs["classifier_int8"]``) with its calibration set and the accuracy it costs.
+``build_int8`` calibrates once, searches for the fastest Q/DQ graph within the agreement bound
+(:mod:`engine.optimize.int8_search`: activation ranges, then nodes kept in fp32 where the
+measured error comes from, :mod:`engine.optimize.qdq_debug`), writes ``classifier.int8.onnx``
+next to ``classifier.onnx`` and records it in the sidecar (``graphs["classifier_int8"]``) with
+its calibration set, what was tried, the accuracy it costs and its speed-up; or refuses with
+the table of what was tried.
 
 The recipe, measured on 2-core x86 CPUs with AVX-512 VNNI (see PITFALLS.md and the README):
 
@@ -13,10 +17,10 @@ The recipe, measured on 2-core x86 CPUs with AVX-512 VNNI (see PITFALLS.md and t
   dynamically instead was slower (and TensorRT cannot read dynamic quantization);
 - Relu after a quantized tensor is left to the uint8 clamp at zero (ONNX Runtime's default);
   keeping the Relu nodes measured ~17% slower on CPU;
-- calibration: Percentile (99.999) on 32 face crops per video (frames 100, 104, ..., 224). On
-  the test model it gave the smallest held-out max |delta p_fake| of what was tried: MinMax and
-  Entropy (0.024-0.028), symmetric activations (0.03-0.04), 16 crops per video (0.020-0.028);
-  32 per video, read in chunks that mix every video, gave 0.014-0.016. Chunks bound memory:
+- calibration: 32 face crops per video (frames 100, 104, ..., 224), read in chunks that mix
+  every video; the first configuration tried is Percentile (99.999), which on the test model
+  (issue 5) had the smallest held-out max |delta p_fake| of MinMax and Entropy (0.024-0.028),
+  symmetric activations (0.03-0.04) and 16 crops per video (0.020-0.028). Chunks bound memory:
   ORT keeps every intermediate tensor of what it reads at once (8 GB for 192 crops in one go,
   2.4 GB peak in chunks of 32).
 
@@ -29,8 +33,6 @@ nodes are folded into float constants.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import tempfile
 import time
@@ -44,7 +46,7 @@ import numpy as np
 from engine.core.classifier import ClassifierRunner
 from engine.core.config import EngineConfig
 from engine.core.deps import require
-from engine.core.errors import InvalidInputError, ModelFormatError, ParityError
+from engine.core.errors import ModelFormatError
 from engine.core.hashing import sha256_file
 from engine.core.onnx_session import create_session
 from engine.core.reduce import score_video
@@ -58,13 +60,29 @@ from engine.optimize.calibration import (
     describe_set,
     video_crops,
 )
+from engine.optimize.int8_search import (  # re-exported: the CLI and tests import them here
+    CALIB_METHODS,  # noqa: F401
+    DEFAULT_MAX_MINUTES,
+    DEFAULT_METHOD,
+    DEFAULT_PERCENTILE,
+    FALLBACK_SHARES,
+    MIN_SPEEDUP,
+    Calibration,
+    Int8SearchError,
+    QuantConfig,
+    SearchResult,
+    Trial,
+    format_trials,
+    pre_process,
+    quantize_with,
+    relative_speed,
+    search,
+)
 
 log = logging.getLogger(__name__)
 
 INT8_FILE = "classifier.int8.onnx"
-CALIB_METHODS = ("percentile", "minmax", "entropy")
-DEFAULT_METHOD = "percentile"
-DEFAULT_PERCENTILE = 99.999
+REPORT_STEM = "classifier.int8.report"  # + .json / .md, next to the model
 CALIB_BATCH = 8
 CALIB_CHUNK = 4  # batches per calibration read (bounds memory)
 # The agreement bound of issue 5: |delta p_fake| <= 0.03 for every video, and the same label
@@ -72,6 +90,8 @@ CALIB_CHUNK = 4  # batches per calibration read (bounds memory)
 MAX_DELTA_P_FAKE = 0.03
 DECISIVE_MARGIN = 0.05
 EVAL_SEQ_LENS = (20, 60)
+SPEED_BATCH = 32  # held-out crops per timed run in the search
+REPORT_CROPS = 48  # held-out crops for the per-node measurements (8 per default video)
 
 
 @dataclass(frozen=True)
@@ -79,38 +99,11 @@ class Int8Result:
     path: Path
     sidecar: Path
     record: dict[str, Any]  # what went into graphs["classifier_int8"]
+    report: tuple[Path, Path] | None = None  # the --report files (JSON, Markdown)
+    search: SearchResult | None = None
 
 
 # ------------------------------------------------------------------------------ quantization
-
-
-def _reader(crops: np.ndarray, batch: int = CALIB_BATCH, chunk: int = CALIB_CHUNK) -> Any:
-    """Equal batches of ``batch`` crops, read ``chunk`` batches at a time (ORT's strided
-    calibration: it keeps every intermediate tensor of what it reads at once, ~40 MB per crop
-    for this model, so reading everything at once took 8 GB for 192 crops). The crops are
-    padded by wrapping around to whole chunks (ORT needs equal batches and whole strides)."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    per_chunk = batch * chunk
-    total = -(-len(crops) // per_chunk) * per_chunk
-    padded = np.take(crops, np.arange(total) % len(crops), axis=0)
-    batches = [padded[i : i + batch] for i in range(0, total, batch)]
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.set_range(0, len(batches))
-
-        def __len__(self) -> int:
-            return len(batches)
-
-        def set_range(self, start_index: int, end_index: int) -> None:
-            self._it = iter(batches[start_index:end_index])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch_ = next(self._it, None)
-            return None if batch_ is None else {"frames": batch_}
-
-    return _Reader()
 
 
 def quantize_classifier(
@@ -120,63 +113,25 @@ def quantize_classifier(
     *,
     method: str = DEFAULT_METHOD,
     percentile: float = DEFAULT_PERCENTILE,
+    symmetric: bool | None = None,
+    fp32_nodes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Quantize the fp32 graph ``src`` to a U8S8 Q/DQ graph at ``dst``, calibrated on ``calib``
-    (normalised crops ``[n, 3, 112, 112]``). Returns the settings used, for the sidecar."""
-    if method not in CALIB_METHODS:
-        raise InvalidInputError(
-            f"calibration method {method!r}; supported values are {', '.join(CALIB_METHODS)}"
-        )
-    require("onnxruntime", purpose="INT8 quantization")
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
+    (normalised crops ``[n, 3, 112, 112]``), in one call: pre-processing, one calibration pass
+    and ``quantize_static`` (see :mod:`engine.optimize.int8_search`). ``symmetric`` defaults to
+    each method's ONNX Runtime default (percentile: symmetric; minmax, entropy: not). Returns
+    the settings used, for the sidecar."""
+    config = QuantConfig(
+        method,
+        percentile,
+        method == "percentile" if symmetric is None else symmetric,
+        tuple(fp32_nodes),
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    extra: dict[str, Any] = {"CalibStridedMinMax": CALIB_CHUNK}  # any method: read in chunks
-    if method == "percentile":
-        extra["CalibPercentile"] = percentile
-    calib_method = {
-        "percentile": CalibrationMethod.Percentile,
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-    }[method]
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as tmp:
-        pre = Path(tmp) / "preprocessed.onnx"
-        t = time.perf_counter()
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        t_pre = time.perf_counter() - t
-        t = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()) as chatter:  # ORT prints progress
-            quantize_static(
-                str(pre),
-                str(dst),
-                _reader(calib),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                calibrate_method=calib_method,
-                extra_options=extra,
-            )
-        log.debug("quantize_static: %s", chatter.getvalue().strip())
-        t_quant = time.perf_counter() - t
-    settings = {
-        "format": "QDQ (QuantizeLinear/DequantizeLinear)",
-        "activations": "uint8, per tensor, asymmetric",
-        "weights": "int8, per channel, symmetric",
-        "bias": "int32",
-        "ops": "every Conv, MatMul and Gemm (static)",
-        "method": method,
-        "tool": "onnxruntime.quantization.quantize_static after quant_pre_process"
-        "(skip_symbolic_shape=True)",
-        "seconds": {"pre_process": round(t_pre, 2), "calibrate_and_quantize": round(t_quant, 2)},
-    }
-    if method == "percentile":
-        settings["percentile"] = percentile
+        pre = pre_process(src, Path(tmp) / "preprocessed.onnx")
+        calibration = Calibration.collect(pre, calib, batch=CALIB_BATCH, chunk=CALIB_CHUNK)
+        settings = quantize_with(pre, dst, calibration, config)
+    settings["seconds_calibrate"] = round(calibration.seconds, 2)
     return settings
 
 
@@ -396,20 +351,49 @@ def build_int8(
     eval_frames: FrameSelection = EVALUATION_FRAMES,
     method: str = DEFAULT_METHOD,
     percentile: float = DEFAULT_PERCENTILE,
+    symmetric: bool | None = None,
     config: EngineConfig | None = None,
     force: bool = False,
+    report: bool = False,
+    min_speedup: float = MIN_SPEEDUP,
+    max_minutes: float = DEFAULT_MAX_MINUTES,
+    max_trials: int | None = None,
+    report_crops: int = REPORT_CROPS,
+    speed_rounds: int = 7,
+    progress: bool = False,
+    variants: Sequence[QuantConfig] | None = None,
+    fallback_shares: Sequence[float] = FALLBACK_SHARES,
 ) -> Int8Result:
-    """Calibrate, quantize, measure the cost on held-out frames, then write the INT8 graph and
-    record it in the sidecar. Refuses to write anything when the cost exceeds the agreement
-    bound, unless ``force`` (then the failed figures are recorded).
+    """Calibrate once, search for the fastest Q/DQ graph within the agreement bound
+    (:func:`engine.optimize.int8_search.search`), then write it and record it in the sidecar.
+
+    Every configuration is measured on held-out frames (``eval_frames`` of ``eval_videos``,
+    default the calibration videos) against the fp32 graph, and timed against it in the same
+    loop. When no configuration is within the bound and at least ``min_speedup`` x fp32,
+    nothing is written and :class:`Int8SearchError` carries the table of what was tried, unless
+    ``force`` (then the most accurate graph tried is written, recorded as outside the bound).
+    ``report`` also measures where the error comes from (:mod:`engine.optimize.qdq_debug`) and
+    writes ``classifier.int8.report.json`` / ``.md`` next to the model (also on a refusal).
+    ``max_minutes`` bounds the search (no new configuration is started after it), ``progress``
+    shows a progress bar on stderr; ``max_trials``, ``variants`` and ``fallback_shares`` shorten
+    the search (see :func:`~engine.optimize.int8_search.search`).
 
     Crops are made by the runtime's stages as ``config`` (an :class:`EngineConfig`: detector,
     face rule, crop style, margin) describes them, on ONNX Runtime CPU; the face policy used is
     recorded, and the engine warns when it scores with another one."""
+    from tqdm import tqdm
+
     from engine.api import open_detector
+    from engine.optimize.qdq_debug import node_contributions
     from engine.pipeline import policy_for
     from preprocess.crop import Preprocessor
 
+    first = QuantConfig(
+        method,
+        percentile,
+        method == "percentile" if symmetric is None else symmetric,
+        note="requested" if method != DEFAULT_METHOD else "the default",
+    )
     config = (config or EngineConfig()).replace(backend="ort", precision="fp32")
     spec = load_sidecar(model_dir)
     policy = policy_for(config, spec)
@@ -417,6 +401,8 @@ def build_int8(
     directory = spec.directory
     videos = [Path(v) for v in calib_videos] if calib_videos else default_calibration_videos()
     held_videos = [Path(v) for v in eval_videos] if eval_videos else videos
+    t_start = time.perf_counter()
+    bar = tqdm(total=3, desc="int8: crops", unit="step", disable=not progress, leave=False)
     det = open_detector(config)
     t0 = time.perf_counter()
     calib = video_crops(videos, det, calib_frames, policy=policy, preprocessor=preprocessor)
@@ -424,6 +410,7 @@ def build_int8(
         held_videos, det, eval_frames, policy=policy, preprocessor=preprocessor, keep_faceless=True
     )
     t_crops = time.perf_counter() - t0
+    bar.update(1)
     overlap = [
         Path(c.video).name
         for c in calib
@@ -433,38 +420,95 @@ def build_int8(
     if overlap:
         log.warning("held-out frames overlap the calibration frames of %s", overlap)
     dst = directory / INT8_FILE
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".int8-") as tmp:
-        tmp_out = Path(tmp) / INT8_FILE
-        settings = quantize_classifier(
-            spec.classifier_file,
-            tmp_out,
-            _interleave([c.crops for c in calib]),
-            method=method,
-            percentile=percentile,
+    mixed = _interleave([c.crops for c in held])  # every video in any prefix
+    speed_crops = mixed[:SPEED_BATCH]
+    report_set = mixed[: max(1, report_crops)]
+    contributions: dict[Path, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".int8-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        bar.set_description("int8: calibration")
+        pre = pre_process(spec.classifier_file, tmp / "preprocessed.onnx")
+        calibration = Calibration.collect(
+            pre, _interleave([c.crops for c in calib]), batch=CALIB_BATCH, chunk=CALIB_CHUNK
         )
+        bar.update(1)
         head = create_session(spec.head_file) if spec.head_file is not None else None
 
         def runner(classifier: Any) -> ClassifierRunner:
             return ClassifierRunner(classifier, head, batch_size=config.batch_size)
 
-        ref = held_out_outputs(runner(create_session(spec.classifier_file)), held, spec=spec)
-        got = held_out_outputs(runner(create_session(tmp_out)), held, spec=spec)
-        cost = compare_outputs(ref, got, held, reduce=spec.reduce)
+        fp32_session = create_session(spec.classifier_file)
+        ref = held_out_outputs(runner(fp32_session), held, spec=spec)
+
+        def try_config(cfg: QuantConfig) -> Trial:
+            bar.set_description(f"int8: {cfg.label()[:40]}")
+            t = time.perf_counter()
+            path = tmp / f"trial{len(list(tmp.glob('trial*.onnx')))}.onnx"
+            settings = quantize_with(pre, path, calibration, cfg)
+            session = create_session(path)
+            cost = compare_outputs(
+                ref, held_out_outputs(runner(session), held, spec=spec), held, reduce=spec.reduce
+            )
+            speed = relative_speed(fp32_session, session, speed_crops, rounds=speed_rounds)
+            del session
+            trial = Trial(cfg, cost, speed, settings, path, time.perf_counter() - t)
+            log.info(
+                "int8 trial %s: max |delta p_fake| %.4f, %.2fx fp32",
+                cfg.label(),
+                cost["max_abs_delta_p_fake"],
+                speed["speedup"],
+            )
+            return trial
+
+        def measured_contributions(trial: Trial) -> dict[str, Any]:
+            bar.set_description("int8: contributions per node")
+            assert trial.path is not None
+            if trial.path not in contributions:
+                contributions[trial.path] = node_contributions(
+                    pre, trial.path, report_set, labels=spec.labels
+                )
+            return contributions[trial.path]
+
+        def contributions_of(trial: Trial) -> list[dict[str, Any]]:
+            return measured_contributions(trial)["nodes"]
+
+        def on_trial(_trial: Trial) -> None:
+            bar.total = max(bar.total, bar.n + 2)
+            bar.update(1)
+
+        result = search(
+            first=first,
+            try_config=try_config,
+            contributions=contributions_of,
+            min_speedup=min_speedup,
+            max_seconds=max_minutes * 60,
+            max_trials=max_trials,
+            on_trial=on_trial,
+            variants=variants,
+            fallback_shares=fallback_shares,
+        )
+        report_files = None
+        if report:
+            bar.set_description("int8: error report")
+            report_files = _write_error_report(
+                directory, spec, pre, result, report_set, measured_contributions
+            )
+        bar.close()
+        chosen = result.chosen
+        if chosen is None:
+            if not force:
+                raise Int8SearchError(_refusal(spec, result, report_files), result)
+            chosen = min(result.trials, key=lambda t: t.accuracy["max_abs_delta_p_fake"])
+        assert chosen.path is not None
+        cost = chosen.accuracy
         onnx = require("onnx")
-        trt_form = create_session(tensorrt_qdq(onnx.load(str(tmp_out))).SerializeToString())
+        trt_form = create_session(tensorrt_qdq(onnx.load(str(chosen.path))).SerializeToString())
         trt_cost = compare_outputs(
             ref, held_out_outputs(runner(trt_form), held, spec=spec), held, reduce=spec.reduce
         )
-        if not cost["within_bound"] and not force:
-            raise ParityError(
-                f"INT8 misses the agreement bound on held-out frames: max |delta p_fake| "
-                f"{cost['max_abs_delta_p_fake']:.4f} (bound {MAX_DELTA_P_FAKE}), decisive label "
-                f"agreement {cost['label_agreement_decisive']}. Nothing was written. Try "
-                f"another --calib-method or more/other --calib videos, or pass --force to keep "
-                "it anyway."
-            )
-        summary = qdq_summary(tmp_out)
-        tmp_out.replace(dst)
+        summary = qdq_summary(chosen.path)
+        chosen.path.replace(dst)
+    total_seconds = time.perf_counter() - t_start
     record = {
         "file": dst.name,
         "sha256": sha256_file(dst),
@@ -472,15 +516,18 @@ def build_int8(
         "source": {"graph": "classifier", "sha256": spec.raw["graphs"]["classifier"]["sha256"]},
         "inputs": spec.raw["graphs"]["classifier"]["inputs"],
         "outputs": spec.raw["graphs"]["classifier"]["outputs"],
-        "quantization": {**settings, "graph": summary},
+        "quantization": {**chosen.settings, "graph": summary},
         "calibration": describe_set(
             calib,
             calib_frames,
-            method=method,
+            method=chosen.config.method,
+            first_method=first.method,
+            ranges=chosen.config.ranges,
             crop_style=policy.crop_style,
             policy=policy.describe(),
             detector=Path(config.detector).name,
             seconds_crops=round(t_crops, 2),
+            seconds_calibrate=round(calibration.seconds, 2),
         ),
         "accuracy": {
             **cost,
@@ -490,6 +537,20 @@ def build_int8(
             "held_out_note": "frames disjoint from the calibration frames"
             if not overlap
             else f"overlaps calibration frames in {overlap}",
+        },
+        "search": {
+            "chosen": chosen.config.to_record(),
+            "fp32_nodes": list(chosen.config.fp32_nodes),
+            "speed": chosen.speed,
+            "speed_note": "classifier only, ONNX Runtime CPU, fp32 and int8 timed interleaved "
+            f"in the same loop (median of {speed_rounds} runs of {len(speed_crops)} held-out "
+            "crops); speedup: ratio of CPU time per run, speedup_wall: of wall time; load "
+            f"average {[round(v, 2) for v in _loadavg()]} at the end of the build",
+            "min_speedup": min_speedup,
+            "trials": result.table(),
+            "stopped": result.stopped,
+            "seconds": round(total_seconds, 1),
+            **({"report": [p.name for p in report_files]} if report_files else {}),
         },
         "tensorrt_form_accuracy": {
             "what": "tensorrt_qdq() of this file (int8 symmetric activations, float biases), "
@@ -505,11 +566,79 @@ def build_int8(
     sidecar = directory / SIDECAR_NAME
     write_sidecar(sidecar, {k: v for k, v in raw.items() if k not in ("schema", "schema_version")})
     log.info(
-        "wrote %s: max |delta p_fake| %.4f on held-out frames",
+        "wrote %s: max |delta p_fake| %.4f on held-out frames, %.2fx fp32",
         dst,
         cost["max_abs_delta_p_fake"],
+        chosen.speedup,
     )
-    return Int8Result(dst, sidecar, record)
+    return Int8Result(dst, sidecar, record, report_files, result)
+
+
+def _loadavg() -> tuple[float, ...]:
+    import os
+
+    try:
+        return os.getloadavg()
+    except OSError:
+        return ()
+
+
+def _refusal(spec: ModelSpec, result: SearchResult, report_files: Any) -> str:
+    best = min(result.trials, key=lambda t: t.accuracy["max_abs_delta_p_fake"])
+    fastest_ok = [t for t in result.trials if t.within_bound]
+    why = (
+        f"the graphs within the bound were at most {max(t.speedup for t in fastest_ok):.2f}x "
+        f"fp32 (needed: {result.min_speedup}x)"
+        if fastest_ok
+        else f"none was within the bound; the most accurate ({best.config.label()}) had max "
+        f"|delta p_fake| {best.accuracy['max_abs_delta_p_fake']:.4f}"
+    )
+    where = (
+        f"The error report is in {report_files[1]}."
+        if report_files
+        else "`dfe build --precision int8 --report` shows where the error comes from."
+    )
+    return (
+        f"no INT8 graph of {spec.directory} is within the agreement bound (max |delta p_fake| "
+        f"<= {MAX_DELTA_P_FAKE} per video at N = {list(EVAL_SEQ_LENS)} on held-out frames, "
+        f"decisive labels equal) and at least {result.min_speedup}x as fast as fp32: {why}. "
+        f"What was tried ({result.stopped}):\n"
+        f"{format_trials(result.table(), MAX_DELTA_P_FAKE)}\n"
+        f"Nothing was written. {where} Other --calib videos of the kind you score may help; "
+        "--force keeps the most accurate graph anyway (recorded as outside the bound)."
+    )
+
+
+def _write_error_report(
+    directory: Path,
+    spec: ModelSpec,
+    pre: Path,
+    result: SearchResult,
+    crops: np.ndarray,
+    measured_contributions: Any,
+) -> tuple[Path, Path]:
+    """Per-node error of the most accurate whole-graph configuration tried (no node in fp32:
+    where the error comes from), with the table of what was tried."""
+    from engine.optimize.qdq_debug import report_rows, tensor_errors, write_report
+
+    whole = [t for t in result.trials if not t.config.fp32_nodes]
+    trial = min(whole, key=lambda t: t.accuracy["max_abs_delta_p_fake"])
+    assert trial.path is not None
+    contrib = measured_contributions(trial)
+    errors = tensor_errors(pre, trial.path, crops[:16])
+    rows = report_rows(pre, errors, contrib)
+    report = {
+        "model": str(spec.directory),
+        "graph": f"{trial.config.label()} (the most accurate whole-graph configuration tried)",
+        "crops_relative_error": int(min(16, len(crops))),
+        "contributions": {k: v for k, v in contrib.items() if k != "nodes"},
+        "nodes": rows,
+        "trials": result.table(),
+        "chosen": result.chosen.config.label() if result.chosen else None,
+        "stopped": result.stopped,
+        "bound": {"max_abs_delta_p_fake": MAX_DELTA_P_FAKE, "min_speedup": result.min_speedup},
+    }
+    return write_report(directory, REPORT_STEM, report)
 
 
 def _interleave(per_video: Sequence[np.ndarray]) -> np.ndarray:

@@ -95,6 +95,29 @@ def spread_out(model: OriginalModel, crops: torch.Tensor, logit_std: float = 2.0
         model.linear1.bias[1] = -float(mu @ u) * s
 
 
+def random_direction(
+    model: OriginalModel, crops: torch.Tensor, *, logit_std: float = 2.0, seed: int = 0
+) -> None:
+    """Issue 16's hard checkpoint, from a model whose BatchNorm was re-estimated (see
+    :func:`spread_out`): the classifier row drawn in a random direction (not along the features'
+    main direction), scaled so per-frame logit differences have std ``logit_std`` over
+    ``crops`` and centred. A random direction carries little of the features' variance, so the
+    scale, and with it any quantization noise, is large."""
+    model.eval()
+    with torch.no_grad():
+        seq = model.avgpool(model.model(crops)).flatten(1)
+        out, _ = model.lstm(seq.unsqueeze(0))
+        h = out[0].double()
+        mu = h.mean(0)
+        u = torch.randn(h.shape[1], generator=torch.Generator().manual_seed(seed))
+        u = (u / u.norm()).double()
+        s = logit_std / float(((h - mu) @ u).std())
+        model.linear1.weight.zero_()
+        model.linear1.weight[1] = (u * s).float()
+        model.linear1.bias.zero_()
+        model.linear1.bias[1] = -float(mu @ u) * s
+
+
 def read_frames(path: Path, n: int) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(path))
     frames = []

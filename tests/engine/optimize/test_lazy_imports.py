@@ -11,7 +11,8 @@ HEAVY = ("torch", "tensorrt", "onnxruntime", "cuda")
 def test_build_and_tensorrt_modules_import_nothing_heavy():
     code = (
         "import sys, engine.optimize.engine_cache, engine.optimize.trt_build, "
-        "engine.optimize.quantize, engine.optimize.calibration, engine.backends.trt_backend, "
+        "engine.optimize.quantize, engine.optimize.calibration, engine.optimize.int8_search, "
+        "engine.optimize.qdq_debug, engine.backends.trt_backend, "
         "engine.commands.build\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
