@@ -40,18 +40,34 @@ from benchmarks.common import machine_info, write_json
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("decode", "detect", "track", "crop", "classify")
 
-# A child process scoring videos with `dfe predict` and reporting its own peak memory.
-_OURS_CHILD = """
-import resource, sys
-from engine.cli import main
-code = main(sys.argv[1:])
-print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
-sys.exit(code)
+# The child's own peak resident memory: VmHWM of /proc/self/status, which starts afresh at
+# exec. (getrusage's ru_maxrss does not: it is kept across fork and execve, so every child
+# would report at least the benchmark's own peak; getrusage(2).)
+_PEAK = """
+def PEAK_KB():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 """
 
+# A child process scoring videos with `dfe predict` and reporting its own peak memory.
+_OURS_CHILD = (
+    _PEAK
+    + """
+import sys
+from engine.cli import main
+code = main(sys.argv[1:])
+print("PEAK_RSS_KB", PEAK_KB(), file=sys.stderr)
+sys.exit(code)
+"""
+)
+
 # A child process running a baseline pipeline over videos, writing one JSON line per video.
-_BASELINE_CHILD = """
-import json, resource, sys
+_BASELINE_CHILD = (
+    _PEAK
+    + """
+import json, sys
 from pathlib import Path
 from benchmarks.baselines import OriginalPipeline, StraightforwardPipeline
 kind, checkpoint, detector, n, out, *videos = sys.argv[1:]
@@ -62,8 +78,9 @@ else:
 with open(out, "w") as f:
     for v in videos:
         f.write(json.dumps({"video": v, **pipe.run(v, int(n))}) + "\\n")
-print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+print("PEAK_RSS_KB", PEAK_KB(), file=sys.stderr)
 """
+)
 
 
 def _cycle(clips: list[Path], count: int) -> list[str]:
@@ -95,8 +112,10 @@ def run_ours(
 ) -> tuple[float, int]:
     """``dfe predict`` of the checkout ``checkout`` (this one, or another version of the
     project for a before/after comparison) in a child process."""
+    # absolute paths: the child runs in ``checkout``
+    model, records, models = model.resolve(), Path(records).resolve(), Path(models_dir).resolve()
     args = [sys.executable, "-c", _OURS_CHILD, "predict", *videos, "--model", str(model),
-            "--seq-len", str(n), "--backend", "ort", "--models", models_dir, "--no-download",
+            "--seq-len", str(n), "--backend", "ort", "--models", str(models), "--no-download",
             "--no-progress", "--out", str(records), *options]  # fmt: skip
     env = dict(os.environ)
     env["PYTHONPATH"] = str(checkout)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.core.allocator import release_free_memory
 from engine.core.classifier import ClassifierOutput, ClassifierRunner
 from engine.core.config import FACES_MODES, EngineConfig
 from engine.core.errors import EngineError, InvalidInputError
@@ -265,7 +266,23 @@ class VideoPipeline:
                 "and followed along their tracks in between (--detect-every 1 for exact mode)"
             )
         if self.precision == "int8":
-            calibration = self.spec.raw.get("graphs", {}).get(INT8_GRAPH, {}).get("calibration", {})
+            record = self.spec.raw.get("graphs", {}).get(INT8_GRAPH, {})
+            accuracy = record.get("accuracy", {})
+            if accuracy and not accuracy.get("within_bound", True):
+                notes.append(
+                    "the INT8 graph is outside its agreement bound (built with --force): max "
+                    f"|delta p_fake| {accuracy.get('max_abs_delta_p_fake')} against fp32 on "
+                    "held-out frames; scores may differ from fp32 by that much"
+                )
+            trt_form = record.get("tensorrt_form_accuracy", {})
+            if self.backend == "tensorrt" and trt_form and not trt_form.get("within_bound", True):
+                notes.append(
+                    "the TensorRT form of the INT8 graph (signed symmetric activations) was "
+                    "outside the agreement bound in the CPU check: max |delta p_fake| "
+                    f"{trt_form.get('max_abs_delta_p_fake')}; --backend ort runs the Q/DQ graph "
+                    "that met it"
+                )
+            calibration = record.get("calibration", {})
             calibrated = calibration.get("policy")
             if calibrated is not None and calibrated != self.policy.describe():
                 notes.append(
@@ -498,6 +515,7 @@ class VideoPipeline:
         sampling: str | None,
     ) -> Prediction:
         """The job's :class:`Prediction` (an error record when it failed)."""
+        release_free_memory()  # the video's frames are freed: keep a long job's RSS flat
         timings = {k: round(v, 6) for k, v in job.timings.items()}
         timings["total"] = round(time.perf_counter() - job.started, 6)
         common = {

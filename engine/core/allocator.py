@@ -1,7 +1,7 @@
-"""Keep a long job's memory flat: large buffers get their own mappings, returned on free.
+"""Keep a long job's memory flat: the free pages glibc's heaps hold are returned to the OS.
 
-The cause this fixes (issue 20; measured on 2 cores over 800-3,000-video ``dfe predict`` jobs
-with ``mallinfo2``, ``/proc/PID/smaps``, ``memray`` and ``tracemalloc``, see the README's "Long
+The cause (issue 20; measured on 2 cores over 800-3,000-video ``dfe predict`` jobs with
+``mallinfo2``, ``/proc/PID/smaps``, ``memray`` and ``tracemalloc``, see the README's "Long
 jobs"): glibc's ``malloc`` serves a block of at least ``M_MMAP_THRESHOLD`` bytes from a mapping
 of its own, which ``free`` returns to the OS, but the threshold is *dynamic*: the first time
 such a block is freed, it is raised to that block's size (up to 32 MiB on 64-bit). After the
@@ -12,21 +12,27 @@ video to video, between small blocks that live on; a heap only shrinks from its 
 freed space stays resident and the heaps grow as new sizes do not fit old holes. Measured:
 glibc's bytes in use stayed flat while its freed-but-held bytes grew (300 to 490 MB over 2,000
 videos, on main as of b00917d), all in the thread arenas' heaps; ``memray``'s live
-heap was the same with and without the fix (410-450 MB, frames in flight included) while RSS
-stood 460 MB above it without and 175 MB with; Python's objects stayed at 35-42 MB.
+heap was the same with and without a fix (410-450 MB, frames in flight included) while RSS
+grew; Python's objects stayed at 35-42 MB.
 
-The fix is glibc's own knob, applied by the engine so that every entry point gets it (the CLI,
-the server, Ray actors, the Python API): a fixed ``M_MMAP_THRESHOLD`` (setting it also turns the
-dynamic adjustment off, ``mallopt(3)``) of :data:`MMAP_THRESHOLD` bytes. Frames and batches are
-then mapped and unmapped with each video and never fragment the heaps: on a 2,000-video job
-glibc's heaps held 76-92 MB instead of 480-580 MB, and RSS after warm-up was 490-620 MB instead
-of 770-890 MB, without a slope. The cost is the page faults of fresh mappings: allocating and
-writing a 6.2 MB frame took 1.2-1.5 ms instead of 0.1 ms (median of 200, 2 cores).
+The fix, applied by the engine so that every entry point gets it (the CLI, the server, Ray
+actors, the Python API): after each video, at most once per :data:`TRIM_INTERVAL` seconds,
+:func:`release_free_memory` calls glibc's ``malloc_trim(0)``, which hands every whole free page
+of every arena back to the OS (``MADV_DONTNEED``), wherever it lies in the heap. Frames keep
+coming from the heaps (no page faults per frame). On a 2,000-video ``dfe predict`` job at N=4
+(1080p and 480p clips) RSS after warm-up stayed at 690-790 MB with a fitted slope of -0.6 MB per
+1,000 videos (standard error 6), at the same speed as glibc's defaults.
 
-It changes the whole process's allocator, so it is skipped when the user has set
-``MALLOC_MMAP_THRESHOLD_`` (glibc applied that at start-up) and can be turned off with
-``DFE_MMAP_THRESHOLD=0`` (or set to another size in bytes). On a C library other than glibc
-nothing is done.
+An alternative with a lower level and a cost in speed is glibc's own knob, a fixed
+``M_MMAP_THRESHOLD`` (``mallopt(3)``; setting it also turns the dynamic adjustment off):
+``DFE_MMAP_THRESHOLD=1048576`` gives every block of 1 MiB or more its own mapping, unmapped on
+free. Measured on the same kind of job: glibc's heaps held 76-92 MB instead of 480-580 MB and
+RSS after warm-up was 490-620 MB, flat; but each frame then page-faults afresh (allocating and
+writing a 6.2 MB frame took 1.2-1.5 ms instead of 0.1 ms) and a 24-video N=20 job on 1080p clips
+spent 12% more CPU (system time 150 ms per video instead of 33 ms), so it is not the default.
+It is skipped when the user has set ``MALLOC_MMAP_THRESHOLD_`` (glibc applied that at start-up).
+``DFE_MALLOC_TRIM_INTERVAL=0`` turns the trimming off. On a C library other than glibc nothing
+is done.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import logging
 import os
 import platform
 import threading
+import time
 from dataclasses import dataclass
 
 from engine.core.errors import InvalidInputError
@@ -44,9 +51,9 @@ from engine.core.paths import env
 
 log = logging.getLogger(__name__)
 
-#: Blocks of at least this many bytes get their own mapping (glibc's initial default is 128 KiB,
-#: then it adapts up to 32 MiB). 1 MiB keeps frames (480p: 1.2 MB, 1080p: 6.2 MB), letterboxed
-#: detector inputs and classifier batches out of the heaps, and the many small blocks in them.
+#: A threshold that keeps frames (480p: 1.2 MB, 1080p: 6.2 MB), letterboxed detector inputs and
+#: classifier batches out of the heaps (glibc's initial default is 128 KiB, then it adapts up to
+#: 32 MiB): what ``DFE_MMAP_THRESHOLD`` was measured with. Not applied unless asked for.
 MMAP_THRESHOLD = 1 << 20
 #: glibc's ``mallopt`` parameter numbers (``<malloc.h>``).
 M_MMAP_THRESHOLD = -3
@@ -97,28 +104,29 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def configured_threshold() -> int | None:
-    """The threshold to apply: ``$DFE_MMAP_THRESHOLD`` bytes (0: none), else
-    :data:`MMAP_THRESHOLD`. Raises :class:`InvalidInputError` for a value that is not an
-    integer in [0, 32 MiB]."""
+    """The fixed mmap threshold to apply: ``$DFE_MMAP_THRESHOLD`` bytes, else None (0 or unset:
+    glibc's adaptive threshold, with :func:`release_free_memory` keeping RSS flat). Raises
+    :class:`InvalidInputError` for a value that is not an integer in [0, 32 MiB]."""
     value = env("DFE_MMAP_THRESHOLD")
     if value is None:
-        return MMAP_THRESHOLD
+        return None
     try:
         size = int(value)
     except ValueError:
         size = -1
     if not 0 <= size <= MAX_MMAP_THRESHOLD:
         raise InvalidInputError(
-            f"DFE_MMAP_THRESHOLD={value!r}: expected a size in bytes from 0 (leave glibc's "
-            f"allocator alone) to {MAX_MMAP_THRESHOLD} (32 MiB); the default is {MMAP_THRESHOLD}"
+            f"DFE_MMAP_THRESHOLD={value!r}: expected a size in bytes from 0 (glibc's adaptive "
+            f"threshold, the default) to {MAX_MMAP_THRESHOLD} (32 MiB), e.g. {MMAP_THRESHOLD}"
         )
     return size or None
 
 
 def tune_allocator() -> AllocatorTuning:
-    """Give blocks of at least :func:`configured_threshold` bytes their own mappings (glibc's
-    ``mallopt(M_MMAP_THRESHOLD, ...)``, which also stops the threshold from adapting), once per
-    process; later calls return the first result. See the module docstring for why."""
+    """When ``$DFE_MMAP_THRESHOLD`` asks for it, give blocks of at least that many bytes their
+    own mappings (glibc's ``mallopt(M_MMAP_THRESHOLD, ...)``, which also stops the threshold from
+    adapting), once per process; later calls return the first result. By default nothing is
+    changed here (:func:`release_free_memory` keeps RSS flat). See the module docstring."""
     global _tuning
     with _lock:
         if _tuning is None:
@@ -130,7 +138,9 @@ def tune_allocator() -> AllocatorTuning:
 def _tune() -> AllocatorTuning:
     threshold = configured_threshold()
     if threshold is None:
-        return AllocatorTuning(False, None, "DFE_MMAP_THRESHOLD=0: glibc's defaults kept")
+        return AllocatorTuning(
+            False, None, "glibc's adaptive mmap threshold kept; free pages are trimmed after videos"
+        )
     if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         return AllocatorTuning(
             False, None, "MALLOC_MMAP_THRESHOLD_ is set: glibc applied it at start-up"
@@ -160,3 +170,50 @@ def heap_stats() -> dict[str, int] | None:
         "free": info.fordblks,
         "mmapped": info.hblkhd,
     }
+
+
+#: Seconds between two :func:`release_free_memory` calls that trim (``$DFE_MALLOC_TRIM_INTERVAL``).
+TRIM_INTERVAL = 2.0
+_last_trim = 0.0
+_trim_lock = threading.Lock()
+
+
+def trim_interval() -> float:
+    """``$DFE_MALLOC_TRIM_INTERVAL`` seconds (0: never trim), else :data:`TRIM_INTERVAL`.
+    Raises :class:`InvalidInputError` for a value that is not a number >= 0."""
+    value = env("DFE_MALLOC_TRIM_INTERVAL")
+    if value is None:
+        return TRIM_INTERVAL
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise InvalidInputError(
+            f"DFE_MALLOC_TRIM_INTERVAL={value!r}: expected seconds >= 0 (0: never trim); the "
+            f"default is {TRIM_INTERVAL}"
+        )
+    return seconds
+
+
+def release_free_memory() -> bool:
+    """Return the free pages held in glibc's heaps to the OS (``malloc_trim(0)``, which since
+    glibc 2.8 releases every whole free page of every arena, not only a heap's top), at most
+    once per :func:`trim_interval` seconds per process; True when it trimmed now. Called by the
+    pipeline after each video. A no-op on another C library."""
+    global _last_trim
+    interval = trim_interval()
+    if not interval:
+        return False
+    now = time.monotonic()
+    with _trim_lock:
+        if now - _last_trim < interval:
+            return False
+        _last_trim = now
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+    libc.malloc_trim.restype = ctypes.c_int
+    libc.malloc_trim(0)
+    return True

@@ -1,4 +1,5 @@
-"""The allocator tuning of ``engine.core.allocator``: large blocks get their own mappings.
+"""``engine.core.allocator``: free heap pages returned to the OS after videos (the default),
+and the opt-in fixed mmap threshold that gives large blocks their own mappings.
 
 Each test runs in a fresh interpreter: glibc's mmap threshold and the tuning are per process,
 and the behaviour under test is what the first freed large block does to later ones.
@@ -68,20 +69,21 @@ def test_allocator_default_glibc_moves_large_blocks_into_the_heap(glibc):
     assert out["first_mapped"] and not out["second_mapped"], out
 
 
-def test_allocator_tuned_keeps_large_blocks_on_their_own_mappings(glibc):
-    out = _probe("tune")
+def test_allocator_threshold_keeps_large_blocks_on_their_own_mappings(glibc):
+    out = _probe("tune", DFE_MMAP_THRESHOLD=str(allocator.MMAP_THRESHOLD))
     assert out["tuning"][:2] == [True, allocator.MMAP_THRESHOLD], out
     assert out["first_mapped"] and out["second_mapped"], out
 
 
-def test_allocator_zero_leaves_glibc_alone(glibc):
-    out = _probe("tune", DFE_MMAP_THRESHOLD="0")
-    assert out["tuning"][0] is False and "DFE_MMAP_THRESHOLD=0" in out["tuning"][2]
+@pytest.mark.parametrize("value", [None, "0"])
+def test_allocator_default_and_zero_leave_the_threshold_alone(glibc, value):
+    out = _probe("tune", **({} if value is None else {"DFE_MMAP_THRESHOLD": value}))
+    assert out["tuning"][0] is False and "trimmed" in out["tuning"][2]
     assert not out["second_mapped"], out
 
 
 def test_allocator_respects_the_users_malloc_setting(glibc):
-    out = _probe("tune", MALLOC_MMAP_THRESHOLD_="4194304")
+    out = _probe("tune", MALLOC_MMAP_THRESHOLD_="4194304", DFE_MMAP_THRESHOLD="1048576")
     assert out["tuning"][0] is False and "MALLOC_MMAP_THRESHOLD_" in out["tuning"][2]
     assert out["second_mapped"], out  # glibc applied the user's 4 MiB threshold itself
 
@@ -99,7 +101,7 @@ def test_allocator_bad_threshold_is_an_error_naming_the_variable(monkeypatch, va
         allocator.configured_threshold()
 
 
-def test_allocator_engine_load_tunes_the_process(glibc, tiny_model, models_dir):
+def test_allocator_engine_load_applies_an_asked_threshold(glibc, tiny_model, models_dir):
     code = (
         "from engine.api import Engine\n"
         "from engine.core import allocator\n"
@@ -108,10 +110,76 @@ def test_allocator_engine_load_tunes_the_process(glibc, tiny_model, models_dir):
         "t = allocator.tune_allocator()\n"
         "print(t.applied, t.mmap_threshold)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "DFE_MMAP_THRESHOLD"}
-    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    env["DFE_MMAP_THRESHOLD"] = str(allocator.MMAP_THRESHOLD)
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", str(allocator.MMAP_THRESHOLD)]
+
+
+# Free 200 MB of 1 MB blocks (below the adaptive threshold once a 6 MB block was freed, so they
+# come from the heap) held between small blocks that stay alive, as frames between records;
+# report RSS before and after release_free_memory().
+_TRIM_PROBE = """
+import json, sys, threading
+import numpy as np
+from engine.core import allocator
+
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+def work(out):
+    big = np.ones(1920 * 1080 * 3, np.uint8)
+    del big  # raises glibc's adaptive threshold: the blocks below come from this arena's heap
+    blocks, keep = [], []
+    for i in range(200):
+        blocks.append(np.ones(1 << 20, np.uint8))
+        keep.append(np.ones(4096 + i, np.uint8))
+    del blocks
+    out["keep"] = keep
+
+out = {}
+t = threading.Thread(target=work, args=(out,))  # a thread arena, as in the pipeline
+t.start(); t.join()
+before = rss_mb()
+first = allocator.release_free_memory()
+after = rss_mb()
+second = allocator.release_free_memory()
+print(json.dumps({"before": before, "after": after, "first": first, "second": second}))
+"""
+
+
+def _trim_probe(**env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DFE_M", "MALLOC_"))}
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRIM_PROBE],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_allocator_release_returns_free_heap_pages_once_per_interval(glibc):
+    out = _trim_probe()
+    assert out["first"] is True and out["second"] is False, out  # the 2 s interval
+    assert out["before"] - out["after"] > 150, out  # most of the 200 MB freed in the heap
+
+
+def test_allocator_release_off_with_zero_interval(glibc):
+    out = _trim_probe(DFE_MALLOC_TRIM_INTERVAL="0")
+    assert out["first"] is False and out["before"] - out["after"] < 20, out
+
+
+@pytest.mark.parametrize("value", ["-1", "soon"])
+def test_allocator_bad_trim_interval_is_an_error_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("DFE_MALLOC_TRIM_INTERVAL", value)
+    with pytest.raises(InvalidInputError, match="DFE_MALLOC_TRIM_INTERVAL"):
+        allocator.trim_interval()

@@ -262,3 +262,34 @@ def test_node_contributions_gated_graph_reproduces_fp32_and_qdq(tiny_model, tmp_
     assert errors and all(v >= 0 for v in errors.values())
     model = onnx.load(str(qdq))
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+
+
+def test_int8_outside_bound_is_said_in_every_record(tiny_copy, shared_dir, models_dir):
+    """A graph kept with --force (outside the bound), or whose TensorRT form missed the bound,
+    is named in the warnings every record of the run carries."""
+    from engine.api import Engine
+    from engine.core.sidecar import INT8_GRAPH, SIDECAR_NAME, load_sidecar, write_sidecar
+
+    if not (tiny_copy / "classifier.int8.onnx").exists():
+        test_build_int8_records_the_search_in_the_sidecar(tiny_copy, shared_dir, models_dir)
+    raw = load_sidecar(tiny_copy).raw
+    common = {"models_dir": models_dir, "download": False}
+
+    def notes(backend: str) -> list[str]:
+        engine = Engine.load(tiny_copy, precision="int8", backend="ort", **common)
+        pipeline = engine.pipeline_for(load_sidecar(tiny_copy))
+        pipeline.backend = backend  # the notes depend on the backend name only
+        return pipeline._notes()
+
+    assert not any("outside" in n for n in notes("ort"))
+    rec = raw["graphs"][INT8_GRAPH]
+    rec["accuracy"] = {**rec["accuracy"], "within_bound": False, "max_abs_delta_p_fake": 0.2}
+    rec["tensorrt_form_accuracy"] = {"max_abs_delta_p_fake": 0.1, "within_bound": False}
+    write_sidecar(
+        tiny_copy / SIDECAR_NAME,
+        {k: v for k, v in raw.items() if k not in ("schema", "schema_version")},
+    )
+    ort_notes = notes("ort")
+    assert any("outside its agreement bound" in n and "0.2" in n for n in ort_notes)
+    assert not any("TensorRT form" in n for n in ort_notes)
+    assert any("TensorRT form" in n and "0.1" in n for n in notes("tensorrt"))
