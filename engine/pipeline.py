@@ -543,6 +543,7 @@ class VideoPipeline:
         best = results[self.deciding(results)]
         seq, score = best.sequence, best.score
         warnings += self._basis_warnings(job, best)
+        warnings += self._int8_frames_warning(len(seq.positions))
         return Prediction(
             status="ok",
             label=score.label,
@@ -558,6 +559,23 @@ class VideoPipeline:
             warnings=warnings,
             **common,
         )
+
+    def _int8_frames_warning(self, frames: int) -> list[str]:
+        """INT8's agreement bound holds per video at the N it was measured at; a video scored
+        on fewer frames averages out less of its per-frame error: say so, with that error."""
+        if self.precision != "int8":
+            return []
+        accuracy = self.spec.raw.get("graphs", {}).get(INT8_GRAPH, {}).get("accuracy", {})
+        measured = accuracy.get("seq_lens") or []
+        if not measured or frames >= min(measured):
+            return []
+        return [
+            f"INT8 was checked against fp32 at N={measured} (max |delta p_fake| "
+            f"{accuracy.get('max_abs_delta_p_fake')} per video); this video was scored on "
+            f"{frames} frames, which average out less of its per-frame error (up to "
+            f"{accuracy.get('max_abs_delta_p_fake_frame')} on held-out frames): use fp32 or more "
+            "frames for a close call"
+        ]
 
     def _basis_warnings(self, job: VideoJob, best: SequenceResult) -> list[str]:
         """What the score rests on, when it is weak: whole frames, people left unscored."""

@@ -16,7 +16,9 @@ The rule (deterministic: the same detections always give the same tracks):
   the velocity between its last two observations per frame index (so uneven gaps are
   extrapolated in proportion), the move capped at ``max_prediction`` face sizes and the size
   change at ``max_size_change``. A face may continue it when its centre is within
-  ``max_shift`` face sizes of the prediction (``|c - c_pred| / sqrt(s * s_pred)``) and its size
+  ``max_shift`` face sizes of the prediction (``|c - c_pred| / sqrt(s * s_pred)``), widened by
+  ``max_speed`` face sizes per frame of gap beyond the first up to ``max_gap_shift`` (sparse
+  ``uniform`` samples are tens of frames apart, and a person moves between them), and its size
   within a factor ``max_size_change`` of the predicted size. Cost: that centre distance plus
   ``|ln(s / s_pred)|``.
 * A **lost** track (the face left, or was missed longer) is re-linked only to a face at clearly
@@ -85,8 +87,15 @@ class TrackerConfig:
     counts are in sampled frames. Chosen, not fitted: the tests pin what they must achieve.
     """
 
-    #: Active track: a face may continue it within this many face sizes of the prediction.
+    #: Active track: a face may continue it within this many face sizes of the prediction, when
+    #: the sampled frames are consecutive ...
     max_shift: float = 1.5
+    #: ... plus this many face sizes per frame index of gap beyond the first (a person walks
+    #: about 1-2 face sizes a second: 0.05 per frame at 30 fps), so that ``uniform`` sampling's
+    #: gaps of tens of frames do not split one person into several tracks ...
+    max_speed: float = 0.05
+    #: ... up to this many face sizes in all.
+    max_gap_shift: float = 4.0
     #: Active track: ... and within this size factor of the predicted size.
     max_size_change: float = 2.0
     #: Sampled frames a track may miss in a row and still be active (predicted, wide gates).
@@ -101,7 +110,14 @@ class TrackerConfig:
     lost_penalty: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("max_shift", "max_prediction", "relink_shift", "lost_penalty"):
+        for name in (
+            "max_shift",
+            "max_speed",
+            "max_gap_shift",
+            "max_prediction",
+            "relink_shift",
+            "lost_penalty",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise InvalidInputError(f"{name} must be a number >= 0, got {value!r}")
@@ -240,7 +256,12 @@ def _cost(state: _State, face: Face, frame_index: int, config: TrackerConfig) ->
     active = state.missed <= config.max_missed
     if active:
         px, py, pl = state.predict(frame_index, config)
-        shift_limit, size_limit, penalty = config.max_shift, config.max_size_change, 0.0
+        gap = frame_index - state.indices[-1]
+        shift_limit = max(
+            config.max_shift,
+            min(config.max_shift + config.max_speed * (gap - 1), config.max_gap_shift),
+        )
+        size_limit, penalty = config.max_size_change, 0.0
     else:
         _, px, py, pl = state.last()
         shift_limit, size_limit = config.relink_shift, config.relink_size_change

@@ -86,15 +86,16 @@ def exported_model(original_ckpt, real_crops, tmp_path_factory) -> Path:
     return out
 
 
-# Issue 16's hard checkpoints: the test checkpoint's trunk (random init, BatchNorm re-estimated on
-# real face crops) with linear1 drawn in a random direction, per-frame logit-difference std 2,
-# and the same with a larger logit scale (std 4).
-HARD_LOGIT_STDS = {"random_direction": 2.0, "random_direction_x2": 4.0}
+# Issue 16's hard checkpoint: the test checkpoint's trunk (random init, BatchNorm re-estimated on
+# real face crops) with linear1 drawn in a random direction, per-frame logit-difference std 2.
+# (The same with std 4 is measured by `dfe build` in the README's INT8 table, not in the suite:
+# each full-size INT8 search costs minutes on 2 cores.)
+HARD_LOGIT_STDS = {"random_direction": 2.0}
 
 
 @pytest.fixture(scope="session")
 def hard_models(original_ckpt, real_crops, tmp_path_factory) -> dict[str, Path]:
-    """The hard checkpoints, exported once per session. Export parity is checked on two short
+    """The hard checkpoint(s), exported once per session. Export parity is checked on two short
     videos only (1 and 20 frames): the trunk is the test checkpoint's, whose export is checked
     in full, and only linear1 differs."""
     import copy

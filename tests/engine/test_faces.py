@@ -117,6 +117,19 @@ def test_main_equals_per_frame_on_single_face_clips(video_paths, tiny_model, mod
         assert a.people == 1 and a.face_coverage == 1.0 and a.detector_input["default"]
 
 
+@pytest.mark.parametrize("n", [3, 5, 7])
+def test_uniform_sampling_keeps_a_walking_person_one_track(video_paths, tiny_model, models_dir, n):
+    """Sparse ``uniform`` samples (tens of frames apart) of a person walking across the 480p
+    clips: one person, a face in every frame, no warning, the per-frame rule's answer."""
+    main = _engine(tiny_model, models_dir)
+    per_frame = _engine(tiny_model, models_dir, faces="per-frame")
+    for path in [p for p in video_paths if p.name.startswith("pair480p")]:
+        a = main.predict(path, seq_len=n, sampling="uniform")
+        b = per_frame.predict(path, seq_len=n, sampling="uniform")
+        assert a.people == 1 and a.faces == a.frames == n, (path.name, a.people, a.faces)
+        assert a.warnings == [] and a.p_fake == b.p_fake and a.boxes == b.boxes, path.name
+
+
 def _iou(a, b):
     x1, y1 = max(a[0], b[0]), max(a[1], b[1])
     x2, y2 = min(a[2], b[2]), min(a[3], b[3])

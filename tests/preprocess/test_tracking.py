@@ -225,6 +225,36 @@ def test_track_faces_uniform_sampling_large_uneven_gaps() -> None:
     assert sorted(t.frames for t in tracks) == [20, 20]
 
 
+@pytest.mark.parametrize("n", [3, 4, 5, 6, 7])
+def test_track_faces_one_person_walking_between_sparse_samples_is_one_track(n: int) -> None:
+    """A new user's case: ``uniform`` N=3..7 of a 300-frame 480p clip in which one person walks
+    left and right: the only face moves 1-2.2 face sizes between samples (60-150 frames apart,
+    x 149 -> 367 -> 456 -> 411 -> 255 at N=5). One person is one track, in every frame."""
+    from preprocess.sampling import sample_indices
+
+    indices = sample_indices(300, n, "uniform")
+    size = 100.0
+    path = np.interp(indices, [0, 75, 150, 225, 299], [149, 367, 456, 411, 255])
+    dets = [(int(i), [face(float(x) + size / 2, 200, size)]) for i, x in zip(indices, path)]
+    tracks = track_faces(dets)
+    assert len(tracks) == 1 and tracks[0].frames == n, [t.frame_indices for t in tracks]
+
+
+def test_track_faces_sparse_gaps_keep_two_people_apart() -> None:
+    """Wider gates over long gaps do not merge two people: side by side 2.5 face sizes apart,
+    60 frames between samples, each keeps its own track, also in a frame where one is missed."""
+    size = 80.0
+    dets = []
+    for k, idx in enumerate(range(0, 300, 60)):
+        a, b = face(300 + 10 * k, 200, size), face(300 + 2.5 * size + 10 * k, 200, size)
+        dets.append((idx, [a] if k == 2 else [a, b]))
+    tracks = track_faces(dets)
+    assert [t.frames for t in tracks] == [5, 4]
+    for t in tracks:  # each track is one person: its place minus the common walk is constant
+        offsets = [centre_x(f) - 10 * i / 60 for f, i in zip(t.faces, t.frame_indices)]
+        assert np.ptp(offsets) < 1e-6, offsets
+
+
 @pytest.mark.parametrize("factor", [1.3, 1.5, 1 / 1.5])
 def test_track_faces_fast_zoom(factor: float) -> None:
     """The camera zooms (in or out) about the frame centre: both faces grow (or shrink) by

@@ -264,6 +264,23 @@ def test_node_contributions_gated_graph_reproduces_fp32_and_qdq(tiny_model, tmp_
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
 
 
+def test_int8_below_the_checked_frames_warns_with_the_per_frame_error(
+    tiny_copy, shared_dir, models_dir
+):
+    """The bound is per video at N = 20 and 60; a video scored on fewer frames says so."""
+    from engine.api import Engine
+
+    if not (tiny_copy / "classifier.int8.onnx").exists():
+        test_build_int8_records_the_search_in_the_sidecar(tiny_copy, shared_dir, models_dir)
+    engine = Engine.load(
+        tiny_copy, precision="int8", backend="ort", models_dir=models_dir, download=False
+    )
+    video = shared_dir / "videos" / "pair480p_real.mp4"
+    short = engine.predict(video, seq_len=4)
+    assert any("INT8 was checked against fp32 at N=[20, 60]" in w for w in short.warnings)
+    assert not any("INT8 was checked" in w for w in engine.predict(video, seq_len=20).warnings)
+
+
 def test_int8_outside_bound_is_said_in_every_record(tiny_copy, shared_dir, models_dir):
     """A graph kept with --force (outside the bound), or whose TensorRT form missed the bound,
     is named in the warnings every record of the run carries."""

@@ -4,10 +4,12 @@ of issue 5 on the shared videos, and the search of issue 16 on checkpoints made 
 The test checkpoint is the session's independent reference model (``exported_model``). Its INT8
 graph is calibrated with the documented default: frames 100, 104, ..., 224 (32 per clip) of the
 shared clips; every check below uses frames 0-59 (what ``dfe predict`` reads for N = 20 and 60),
-which calibration never saw. The hard checkpoints (``hard_models``: linear1 in a random
-direction) and the demo checkpoint are built with a smaller calibration set (8 crops per clip)
-and a shorter search, to keep the suite's time: what is tested there is that the build either
-writes a graph within the bound or refuses with the table, not the best configuration.
+which calibration never saw. The hard checkpoint (``hard_models``: linear1 in a random
+direction) is built with a smaller calibration set (8 crops per clip), held-out frames of three
+clips and a shorter search, to keep the suite's time: what is tested there is that the search
+goes from the failing whole-graph configurations to nodes kept in fp32 and either writes a
+graph within the bound or refuses with the table, not the best configuration (the README's INT8
+table gives the full search on it, the demo checkpoint and a std-4 variant).
 """
 
 from __future__ import annotations
@@ -52,7 +54,11 @@ def int8_model(exported_model, shared_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("model_int8")
     (d / "classifier.onnx").symlink_to(exported_model / "classifier.onnx")
     shutil.copy(exported_model / "classifier.json", d / "classifier.json")
-    build_int8(d, config=EngineConfig(models_dir=str(shared_dir / "models"), download=False))
+    # the default search (the first configuration meets the bound here); 3 speed rounds, not 7
+    build_int8(
+        d, config=EngineConfig(models_dir=str(shared_dir / "models"), download=False),
+        speed_rounds=3,
+    )  # fmt: skip
     return d
 
 
@@ -259,18 +265,19 @@ SMALL_CALIB = FrameSelection(100, 16, 8)  # 8 crops per clip (48): fewer than th
 
 
 @pytest.fixture(scope="module")
-def hard_builds(hard_models, models_dir):
-    """``dfe build --precision int8`` on each hard checkpoint, once: the Int8Result, or the
-    Int8SearchError of a refusal. A shorter search than the default (one other range, one
-    fp32-fallback group), the report on the std-2 checkpoint only."""
+def hard_builds(hard_models, models_dir, video_paths):
+    """``dfe build --precision int8 --report`` on each hard checkpoint, once: the Int8Result,
+    or the Int8SearchError of a refusal. A shorter search than the default: one other range
+    (Entropy, the most accurate on these checkpoints), then one fp32-fallback group."""
     config = EngineConfig(models_dir=models_dir, download=False)
+    held = [p for p in video_paths if p.name.startswith(("dfdc_like", "pair480p_fake"))]
     out = {}
     for name, d in hard_models.items():
         try:
             out[name] = build_int8(
-                d, config=config, calib_frames=SMALL_CALIB, report=name == "random_direction",
-                report_crops=24, speed_rounds=3, fallback_shares=(0.5,),
-                variants=[QuantConfig("percentile", 99.999, False)],
+                d, config=config, calib_frames=SMALL_CALIB, eval_videos=held, report=True,
+                report_crops=16, speed_rounds=1, fallback_shares=(0.5,),
+                variants=[QuantConfig("entropy", symmetric=False, note="the most accurate here")],
             )  # fmt: skip
         except Int8SearchError as exc:
             out[name] = exc
@@ -324,19 +331,3 @@ def test_int8_report_names_nodes_errors_and_contributions(hard_builds, hard_mode
     assert len(report["trials"]) == len(_trials(hard_builds["random_direction"]))
     md = (d / f"{REPORT_STEM}.md").read_text()
     assert md.count("\n| /") + md.count("\n| ") >= 55 and "## Configurations tried" in md
-
-
-def test_int8_demo_checkpoint_within_bound_and_faster(demo_model, models_dir):
-    """The demo checkpoint (make demo / make bench): a graph within the bound, faster than
-    fp32, on the held-out frames of the six clips at N = 20 and 60. The default search on it
-    misses the bound with Percentile, MinMax and tail-cut ranges and keeps Entropy (README);
-    to keep the suite's time this build starts at Entropy, with the default calibration set."""
-    result = build_int8(
-        demo_model, config=EngineConfig(models_dir=models_dir, download=False),
-        method="entropy", speed_rounds=3,
-    )  # fmt: skip
-    acc = result.record["accuracy"]
-    assert acc["within_bound"] and acc["max_abs_delta_p_fake"] <= MAX_DELTA_P_FAKE
-    assert acc["seq_lens"] == [20, 60] and len(acc["videos"]) == 12
-    assert result.record["search"]["speed"]["speedup"] >= MIN_SPEEDUP
-    assert result.record["tensorrt_form_accuracy"]["max_abs_delta_p_fake"] is not None
