@@ -583,10 +583,15 @@ class VideoPipeline:
         if not job.detect:
             return out
         if self.size_probe and job.detector_input is None:
+            fix = (
+                "a detector graph with a free input size, such as det_500m.onnx, chooses it"
+                if self.backend == "ort"
+                else "--backend ort chooses it"
+            )
             out.append(
                 f"the detector input was not chosen for this video: the {self.backend} "
                 "detector runs only its fixed input, so very small or very large faces may be "
-                "missed (--backend ort chooses it)"
+                f"missed ({fix})"
             )
         seq = best.sequence
         whole = sum(b is None for b in seq.boxes)

@@ -12,6 +12,7 @@ clipped to the frame (InsightFace does not clip either); cropping decides that.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -681,6 +682,19 @@ class SCRFDDetector(BatchedSCRFD):
                 f"{self.model_path.name} has a fixed input of {in_shape[2]}x{in_shape[3]}; "
                 f"input_size={size} is not supported for it (supported value: {fixed[0]})"
             )
+        #: True when the graph runs one input size only (the per-video input choice of
+        #: ``preprocess.detector_input`` then cannot run; the pipeline says so in the records)
+        self.fixed_input = bool(fixed)
+        if fixed and self.config.input_shape != "square":
+            # a graph exported with a fixed square input runs only that shape: letterbox to it
+            # (the same faces as the frame-shaped input, which needs a free input size)
+            logger.info(
+                "SCRFD %s has a fixed %sx%s input: letterboxing to that square",
+                self.model_path.name,
+                in_shape[2],
+                in_shape[3],
+            )
+            self.config = dataclasses.replace(self.config, input_shape="square")
         logger.info(
             "SCRFD %s: %d strides %s, %d anchors/cell, keypoints=%s, input %dx%d, providers %s",
             self.model_path.name,

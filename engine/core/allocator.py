@@ -136,6 +136,7 @@ def tune_allocator() -> AllocatorTuning:
 
 
 def _tune() -> AllocatorTuning:
+    trim_interval()  # a bad $DFE_MALLOC_TRIM_INTERVAL fails here, at load, not after a video
     threshold = configured_threshold()
     if threshold is None:
         return AllocatorTuning(

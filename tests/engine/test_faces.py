@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
 from engine.api import Engine
@@ -128,6 +129,24 @@ def test_uniform_sampling_keeps_a_walking_person_one_track(video_paths, tiny_mod
         b = per_frame.predict(path, seq_len=n, sampling="uniform")
         assert a.people == 1 and a.faces == a.frames == n, (path.name, a.people, a.faces)
         assert a.warnings == [] and a.p_fake == b.p_fake and a.boxes == b.boxes, path.name
+
+
+def test_fixed_input_detector_letterboxes_to_its_square_and_says_no_choice(
+    video_paths, tiny_model, models_dir, shared_dir
+):
+    """A SCRFD graph exported with a fixed 640x640 input runs at that square (the frame-shaped
+    default needs a free input size), on 1080p and 480p clips; records say the per-video input
+    choice did not run, and name the fix."""
+    fixed = shared_dir / "models" / "scrfd_500m_kps_640x640.onnx"
+    if not fixed.is_file():
+        pytest.skip(f"{fixed} not present")
+    engine = _engine(tiny_model, models_dir, detector=str(fixed))
+    square = _engine(tiny_model, models_dir, detector_input_shape="square", size_probe=False)
+    for path in [p for p in video_paths if p.name in ("dfdc_like_fake.mp4", "pair480p_real.mp4")]:
+        got, ref = engine.predict(path, seq_len=4), square.predict(path, seq_len=4)
+        assert got.ok and got.faces == 4 and got.detector_input is None, (path.name, got.error)
+        assert any("free input size" in w for w in got.warnings), got.warnings
+        assert np.allclose(np.array(got.boxes), np.array(ref.boxes), atol=2), path.name
 
 
 def _iou(a, b):

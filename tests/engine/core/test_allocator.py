@@ -183,3 +183,14 @@ def test_allocator_bad_trim_interval_is_an_error_naming_the_variable(monkeypatch
     monkeypatch.setenv("DFE_MALLOC_TRIM_INTERVAL", value)
     with pytest.raises(InvalidInputError, match="DFE_MALLOC_TRIM_INTERVAL"):
         allocator.trim_interval()
+
+
+def test_allocator_bad_trim_interval_fails_at_load_not_after_a_video(tiny_model, models_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "predict", str(ROOT / "README.md"), "--model",
+         str(tiny_model), "--models", models_dir, "--no-download", "--no-progress"],
+        cwd=ROOT, env={**os.environ, "DFE_MALLOC_TRIM_INTERVAL": "abc"}, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "DFE_MALLOC_TRIM_INTERVAL='abc'" in proc.stderr
+    assert proc.stdout == ""  # no record: the job did not start
