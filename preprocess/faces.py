@@ -181,6 +181,37 @@ def face_record(
     return rec
 
 
+def detect_frames(
+    detector: Detector,
+    frames: Sequence[np.ndarray],
+    frame_indices: Sequence[int] | None = None,
+    *,
+    size_probe: bool = True,
+    chunk: int = 32,
+) -> tuple[list[list[Face]], dict[str, Any] | None]:
+    """Faces per frame (HxWx3 uint8 BGR frames of one video) and, with ``size_probe``, the
+    detector input chosen for the video as ``dfe predict`` chooses it
+    (:func:`preprocess.detector_input.detect_any_size`: faces that fill the frame or are tiny
+    in 4K are found at another input size), as its record; None when the detector runs one
+    input only (``fixed_input``, or no ``detect_prepared``) or ``size_probe`` is off. Without
+    the choice, frames are detected ``chunk`` at a time."""
+    frames = list(frames)
+    if (
+        size_probe
+        and frames
+        and hasattr(detector, "detect_prepared")
+        and not getattr(detector, "fixed_input", False)
+    ):
+        from preprocess.detector_input import detect_any_size
+
+        faces, choice = detect_any_size(detector, frames, frame_indices=frame_indices)
+        return faces, choice.to_record()
+    out: list[list[Face]] = []
+    for start in range(0, len(frames), chunk):
+        out.extend(detector.detect(frames[start : start + chunk]))
+    return out, None
+
+
 def detect_video(
     path: str | os.PathLike[str],
     detector: Detector,
@@ -189,13 +220,15 @@ def detect_video(
     sampling: str = "first",
     policy: FacePolicy | None = None,
     detector_name: str | None = None,
+    size_probe: bool = True,
 ) -> dict[str, Any]:
     """``{"video", "frames": [{"index", "faces": [{"box", "score", "kps"}]}], ...}``: every face
     of the chosen frames, highest score first; faces also carry ``crop_box`` when the policy's
-    crop style is ``dlib`` or it has a margin."""
+    crop style is ``dlib`` or it has a margin. ``detector_input`` is the input chosen for the
+    video (:func:`detect_frames`; None when not chosen)."""
     policy = policy or FacePolicy()
     clip = read_video(path, frames, sampling=sampling)
-    detections = detector.detect(clip.frames)
+    detections, chosen = detect_frames(detector, clip.frames, clip.indices, size_probe=size_probe)
     info = clip.info
     return {
         "video": str(path),
@@ -207,6 +240,7 @@ def detect_video(
         "sampling": sampling,
         "detector": detector_name or str(getattr(detector, "model_path", type(detector).__name__)),
         "crop_style": policy.crop_style,
+        "detector_input": chosen,
         "frames": [
             {
                 "index": idx,
@@ -242,12 +276,14 @@ def write_face_clip(
     policy: FacePolicy | None = None,
     fps: int = 30,
     chunk: int = 32,
+    size_probe: bool = True,
 ) -> ClipReport:
     """Write ``out_path``: the 112x112 face crops of the first ``frames`` frames (or spread
     frames with ``sampling="uniform"``) of ``path``, as an MJPEG clip readable by OpenCV.
 
     ``policy`` defaults to the original's training preprocessing: highest-scoring face, SCRFD
-    box, no margin, the previous face's box for a frame without one. Raises
+    box, no margin, the previous face's box for a frame without one. Faces are found as
+    :func:`detect_frames` finds them (``size_probe``: the input chosen per video). Raises
     :class:`InvalidVideoError` when no frame is kept.
     """
     import av
@@ -255,9 +291,9 @@ def write_face_clip(
     policy = policy or FacePolicy(no_face="previous")
     preprocessor = Preprocessor()
     clip = read_video(path, frames, sampling=sampling)
-    faces: list[list[Face]] = []
-    for start in range(0, len(clip.frames), chunk):
-        faces.extend(detector.detect(clip.frames[start : start + chunk]))
+    faces, _ = detect_frames(
+        detector, clip.frames, clip.indices, size_probe=size_probe, chunk=chunk
+    )
     selection = policy.select([f.shape for f in clip.frames], faces)
     crops = crop_selection(clip.frames, selection, preprocessor)
     if not crops:

@@ -7,8 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from engine.core.config import CROP_STYLES
-from engine.options import EXIT_OK, add_detector_options, add_sequence_options, detector_config
+from engine.core.config import CROP_STYLES, EngineConfig
+from engine.options import (
+    EXIT_OK,
+    add_detector_options,
+    add_options,
+    add_sequence_options,
+    detector_config,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "to the box dlib's mmod draws)",
     )
     add_detector_options(p)
+    add_options(p.add_argument_group("detector"), EngineConfig, only=("size_probe",))
     p.set_defaults(func=run)
 
 
@@ -44,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         sampling=args.sampling,
         policy=FacePolicy(crop_style=args.crop_style),
         detector_name=config.detector,
+        size_probe=args.size_probe,
     )
     text = json.dumps(result, indent=2)
     if args.json is None:

@@ -4,14 +4,16 @@ preprocessing made them."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from engine.core.config import CLIP_NO_FACE_RULES, CROP_STYLES
+from engine.core.config import CLIP_NO_FACE_RULES, CROP_STYLES, EngineConfig
 from engine.options import (
     EXIT_OK,
     EXIT_PARTIAL,
     add_detector_options,
+    add_options,
     add_sequence_options,
     detector_config,
     format_error,
@@ -40,7 +42,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop-style", choices=CROP_STYLES, default="scrfd", help="face box to crop")
     p.add_argument("--overwrite", action="store_true", help="redo clips that already exist")
     add_detector_options(p)
+    add_options(p.add_argument_group("detector"), EngineConfig, only=("size_probe",))
     p.set_defaults(func=run)
+
+
+def clip_paths(videos: list[str], out: Path) -> list[Path]:
+    """``OUT/<name>.mp4`` for each video; when two videos share a name (FaceForensics++ keeps
+    ``Deepfakes/000_003.mp4`` and ``Face2Face/000_003.mp4``), every clip keeps its path below
+    the videos' common folder instead (``OUT/Deepfakes/000_003.mp4``), so none is lost."""
+    stems = [Path(v).stem for v in videos]
+    if len(set(stems)) == len(stems):
+        return [out / f"{s}.mp4" for s in stems]
+    common = Path(os.path.commonpath([str(Path(v).parent) for v in videos]))
+    return [out / Path(v).relative_to(common).with_suffix(".mp4") for v in videos]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,15 +68,17 @@ def run(args: argparse.Namespace) -> int:
     policy = clip_policy(args.no_face, crop_style=args.crop_style, margin=args.margin)
     detector = open_detector(detector_config(args))
     failed = 0
-    for video in expand_inputs(args.videos):
-        out = args.out / (Path(video).stem + ".mp4")
+    videos = list(dict.fromkeys(os.path.abspath(v) for v in expand_inputs(args.videos)))
+    for video, out in zip(videos, clip_paths(videos, args.out)):
         if out.exists() and not args.overwrite:
             print(f"{video}: {out} exists, skipped (--overwrite to redo)", file=sys.stderr)
             continue
         try:
+            out.parent.mkdir(parents=True, exist_ok=True)
             rep = write_face_clip(
-                video, out, detector, frames=args.frames, sampling=args.sampling, policy=policy
-            )
+                video, out, detector, frames=args.frames, sampling=args.sampling, policy=policy,
+                size_probe=args.size_probe,
+            )  # fmt: skip
         except EngineError as exc:
             failed += 1
             print(format_error(exc), file=sys.stderr)

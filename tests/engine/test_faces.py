@@ -9,6 +9,7 @@ classifier sees, not about its weights.
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -169,3 +170,41 @@ def test_fast_mode_detects_every_kth_frame_and_follows_the_track(video_paths, ti
         ious += [_iou(x, y) for x, y in zip(a.boxes, b.boxes)]
         assert a.boxes[0] == b.boxes[0] and a.boxes[-1] == b.boxes[-1]  # detected frames
     assert min(ious) > 0.8 and sum(ious) / len(ious) > 0.93
+
+
+@pytest.mark.parametrize("name", ["closeup", "small_4k"])
+def test_detect_and_preprocess_find_the_faces_predict_finds(name, videos, models_dir, tmp_path):
+    """``dfe detect`` and ``dfe preprocess`` choose the detector input per video as ``dfe
+    predict`` does (the close-up and the small face in 4K are missed at the default input);
+    ``--no-size-probe`` turns it off."""
+    from engine.cli import main
+
+    common = ["--models", models_dir, "--no-download"]
+    out = tmp_path / "det.json"
+    assert main(["detect", str(videos[name]), "--frames", "2", "--json", str(out), *common]) == 0
+    found = json.loads(out.read_text())
+    assert all(f["faces"] for f in found["frames"]) and not found["detector_input"]["default"]
+    args = ["detect", str(videos[name]), "--frames", "2", "--json", str(out), "--no-size-probe"]
+    assert main([*args, *common]) == 0
+    assert json.loads(out.read_text())["detector_input"] is None
+    assert main(["preprocess", str(videos[name]), "-o", str(tmp_path / "clips"), "--frames",
+                 "2", "--no-face", "skip", *common]) == 0  # fmt: skip
+    assert (tmp_path / "clips" / f"{videos[name].stem}.mp4").is_file()  # a face in each frame
+
+
+def test_preprocess_keeps_clips_of_videos_that_share_a_name(shared_dir, models_dir, tmp_path):
+    """FaceForensics++ keeps Deepfakes/000_003.mp4 and Face2Face/000_003.mp4: both clips are
+    written, under their folders, none skipped."""
+    import shutil
+
+    from engine.cli import main
+
+    src = tmp_path / "ff"
+    for sub, clip in (("Deepfakes", "pair480p_fake.mp4"), ("Face2Face", "pair480p_real.mp4")):
+        (src / sub).mkdir(parents=True)
+        shutil.copy(shared_dir / "videos" / clip, src / sub / "000_003.mp4")
+    out = tmp_path / "clips"
+    assert main(["preprocess", str(src), "-o", str(out), "--frames", "2", "--models", models_dir,
+                 "--no-download"]) == 0  # fmt: skip
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4"))
+    assert written == ["Deepfakes/000_003.mp4", "Face2Face/000_003.mp4"]
