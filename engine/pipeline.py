@@ -260,6 +260,11 @@ class VideoPipeline:
     def _notes(self) -> list[str]:
         """Warnings every record of this pipeline carries (what its score rests on)."""
         notes = []
+        if self.spec.raw.get("demo"):
+            notes.append(
+                "untrained demo model (dfe demo): its labels and confidences mean nothing; "
+                "export a trained checkpoint with dfe export"
+            )
         if self.detect_every > 1:
             notes.append(
                 f"fast mode: faces were detected on every {self.detect_every}th sampled frame "

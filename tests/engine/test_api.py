@@ -202,3 +202,22 @@ def test_engine_sidecar_input_spec_drives_preprocessing(tmp_path, models_dir, sh
     swapped = [f[y1:y2, x1:x2, ::-1].copy() for f, (x1, y1, x2, y2) in zip(frames, a.boxes)]
     by_hand = Engine.load(base, backend="ort", models_dir=models_dir).predict(swapped, crops=True)
     assert by_hand.p_fake == pytest.approx(b.p_fake, abs=1e-6)
+
+
+def test_demo_model_records_say_it_is_untrained(tiny_model, models_dir, shared_dir, tmp_path):
+
+    from engine.core.sidecar import SIDECAR_NAME, load_sidecar, write_sidecar
+
+    demo = tmp_path / "demo"
+    shutil.copytree(tiny_model, demo)
+    raw = load_sidecar(demo).raw
+    write_sidecar(
+        demo / SIDECAR_NAME,
+        {**{k: v for k, v in raw.items() if k not in ("schema", "schema_version")}, "demo": True},
+    )
+    video = shared_dir / "videos" / "pair480p_real.mp4"
+    common = {"backend": "ort", "models_dir": models_dir, "download": False}
+    got = Engine.load(demo, **common).predict(video, seq_len=2)
+    assert any(w.startswith("untrained demo model") for w in got.warnings), got.warnings
+    plain = Engine.load(tiny_model, **common).predict(video, seq_len=2)
+    assert not any("demo" in w for w in plain.warnings)
