@@ -112,3 +112,21 @@ def machine_info() -> dict[str, Any]:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its living descendants (from ``/proc``; no psutil needed)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parent[int(entry.name)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = [root], {root}
+    while frontier:
+        nxt = {pid for pid, ppid in parent.items() if ppid in frontier}
+        tree.extend(sorted(nxt))
+        frontier = nxt
+    return tree

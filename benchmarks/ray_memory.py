@@ -23,28 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine_info, write_json
+from benchmarks.common import machine_info, process_tree, write_json
 
 log = logging.getLogger(__name__)
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") / 1024
-
-
-def _children(root: int) -> list[int]:
-    """``root`` and all its descendants, from /proc (no psutil needed)."""
-    parent: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                parent[int(entry.name)] = int(fields[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = [root], [root]
-    while frontier:
-        nxt = [pid for pid, ppid in parent.items() if ppid in frontier]
-        tree.extend(nxt)
-        frontier = nxt
-    return tree
 
 
 def _rss_mb(pid: int) -> tuple[float, str]:
@@ -59,7 +41,7 @@ def _rss_mb(pid: int) -> tuple[float, str]:
 def sample(root: int) -> dict[str, float]:
     total = workers = actors = 0.0
     n_workers = n_actors = 0
-    for pid in _children(root):
+    for pid in process_tree(root):
         mb, name = _rss_mb(pid)
         total += mb
         if name.startswith("ray::"):  # a Ray worker process (idle, task or actor)

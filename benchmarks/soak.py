@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine_info, write_json
+from benchmarks.common import machine_info, process_tree, write_json
 
 log = logging.getLogger(__name__)
 
@@ -103,24 +103,6 @@ def default_bad(entries: int) -> int:
 
 
 # --------------------------------------------------------------------------- memory
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its living descendants (from ``/proc``; no psutil needed)."""
-    parent: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                parent[int(entry.name)] = int(fields[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = [root], {root}
-    while frontier:
-        nxt = {pid for pid, ppid in parent.items() if ppid in frontier}
-        tree.extend(sorted(nxt))
-        frontier = nxt
-    return tree
 
 
 def _rss_pss_mb(pid: int) -> tuple[float, float]:

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from engine.core.config import (
+    DETECTOR_FIELDS,
     EngineConfig,
     RayConfig,
     SequenceConfig,
@@ -28,18 +29,6 @@ EXIT_ERROR = 2  # a user-facing error: bad input, missing file or dependency
 EXIT_PARTIAL = 3  # a batch job finished, but some inputs failed (recorded)
 
 C = TypeVar("C")
-
-#: EngineConfig fields that configure face detection alone (``dfe detect``, ``dfe preprocess``,
-#: ``dfe build``'s calibration crops).
-DETECTOR_FIELDS = (
-    "detector",
-    "models_dir",
-    "download",
-    "detector_input",
-    "score_threshold",
-    "detector_batch",
-    "intra_op_threads",
-)
 
 
 def flag_of(f: dataclasses.Field) -> str:

@@ -72,9 +72,9 @@ TRAIN_DEVICES = ("auto", "cpu", "cuda")
 #: (a file whose frames are exactly the model's input size is a face clip).
 TRAIN_INPUTS = ("auto", "videos", "clips")
 
-#: EngineConfig fields ``dfe train`` uses: face detection for its crops (``size_probe`` as the
-#: runtime; ``download`` also covers the ImageNet weights of ``--init imagenet``).
-TRAIN_DETECTOR_FIELDS = (
+#: EngineConfig fields that configure face detection alone (``dfe detect``, ``dfe preprocess``,
+#: ``dfe build``'s calibration crops).
+DETECTOR_FIELDS = (
     "detector",
     "models_dir",
     "download",
@@ -82,8 +82,10 @@ TRAIN_DETECTOR_FIELDS = (
     "score_threshold",
     "detector_batch",
     "intra_op_threads",
-    "size_probe",
 )
+#: EngineConfig fields ``dfe train`` uses: face detection for its crops (``size_probe`` as the
+#: runtime; ``download`` also covers the ImageNet weights of ``--init imagenet``).
+TRAIN_DETECTOR_FIELDS = (*DETECTOR_FIELDS, "size_probe")
 
 # ------------------------------------------------------------------------------ defaults
 

@@ -41,11 +41,12 @@ print(json.dumps({
 """
 
 
-def _probe(mode: str, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if k not in ("DFE_MMAP_THRESHOLD",)}
-    clean.pop("MALLOC_MMAP_THRESHOLD_", None)
+def _run(code: str, *args: str, **env: str) -> dict:
+    """Run ``code`` in a fresh interpreter with the allocator variables cleared and ``env`` set;
+    its stdout, as JSON."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DFE_M", "MALLOC_"))}
     proc = subprocess.run(
-        [sys.executable, "-c", _PROBE, mode],
+        [sys.executable, "-c", code, *args],
         cwd=ROOT,
         env={**clean, **env},
         capture_output=True,
@@ -54,6 +55,10 @@ def _probe(mode: str, **env: str) -> dict:
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def _probe(mode: str, **env: str) -> dict:
+    return _run(_PROBE, mode, **env)
 
 
 @pytest.fixture(scope="module")
@@ -154,17 +159,7 @@ print(json.dumps({"before": before, "after": after, "first": first, "second": se
 
 
 def _trim_probe(**env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DFE_M", "MALLOC_"))}
-    proc = subprocess.run(
-        [sys.executable, "-c", _TRIM_PROBE],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return _run(_TRIM_PROBE, **env)
 
 
 def test_allocator_release_returns_free_heap_pages_once_per_interval(glibc):
