@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import machine_info, write_json
+from engine.core.compute import ThreadBudget
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("decode", "detect", "track", "crop", "classify")
@@ -279,6 +280,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(),
         "cpu_cores": os.cpu_count(),
+        "thread_budget": ThreadBudget.resolve("ort").to_record(),  # ours' default on CPU
         "load_average_at_end": list(os.getloadavg()),
         "model": str(args.model),
         "clips": [c.name for c in clips],

@@ -23,6 +23,7 @@ import numpy as np
 from engine.backends import get_factory
 from engine.core.allocator import tune_allocator
 from engine.core.classifier import ClassifierRunner, runner_outputs
+from engine.core.compute import shared_pool
 from engine.core.config import DEFAULT_SEQ_LEN, EngineConfig
 from engine.core.errors import EngineError, ModelFormatError
 from engine.core.records import Prediction
@@ -92,13 +93,10 @@ def open_detector(
     from weights import find_model
 
     if factory is None:
-        factory = get_factory(
-            config.backend_name,
-            precision="fp32",
-            intra_op_threads=config.detector_intra_op_threads,
-        )
+        factory = get_factory(config.backend_name, precision="fp32")
+    budget = config.thread_budget(factory.name)
     path = find_model(config.detector, models_dir=config.models_dir, download=config.download)
-    options = {
+    options: dict[str, Any] = {
         "input_size": config.detector_input,
         "input_shape": config.detector_input_shape,
         "score_threshold": config.score_threshold,
@@ -106,10 +104,18 @@ def open_detector(
     }
     make = getattr(factory, "make_detector", None)
     if make is not None:
-        if "intra_op_threads" in inspect.signature(make).parameters:
-            options["intra_op_threads"] = config.detector_intra_op_threads
+        parameters = inspect.signature(make).parameters
+        if "intra_op_threads" in parameters:
+            options["intra_op_threads"] = budget.detector_threads
+        if "pool" in parameters:
+            options["pool"] = shared_pool(budget.workers)
         return make(path, model_dir=model_dir, **options)
-    return SCRFDDetector(path, intra_op_threads=config.detector_intra_op_threads, **options)
+    return SCRFDDetector(
+        path,
+        intra_op_threads=budget.detector_threads,
+        pool=shared_pool(budget.workers),
+        **options,
+    )
 
 
 class Engine:
@@ -130,6 +136,17 @@ class Engine:
             max_batch=config.batch_size,
         )
         self.backend = self._factory.name
+        #: how the threads share the cores (engine.core.compute)
+        self.threads = config.thread_budget(self.backend)
+        if self.threads.threads != config.intra_op_threads:
+            self._factory = get_factory(
+                self.backend,
+                precision=config.precision,
+                intra_op_threads=self.threads.threads,
+                checkpoint=config.checkpoint,
+                max_batch=config.batch_size,
+            )
+        self.pool = shared_pool(self.threads.workers)
         self._lock = threading.Lock()
         self._pipelines: dict[Path, VideoPipeline] = {}
         self._detector: Detector | None = None
@@ -191,7 +208,9 @@ class Engine:
                 )
                 self._pipelines[spec.directory] = VideoPipeline(
                     spec,
-                    ClassifierRunner(classifier, head, batch_size=self.config.batch_size),
+                    ClassifierRunner(
+                        classifier, head, batch_size=self.config.batch_size, pool=self.pool
+                    ),
                     lambda: self.detector,
                     policy=self.face_policy(spec),
                     backend=self.backend,
@@ -357,4 +376,6 @@ class Engine:
             detect_frames=self.detector_batch,
             classify_frames=cfg.batch_size,
             ordered=ordered,
+            detect_workers=cfg.stage_workers,
+            classify_workers=cfg.stage_workers,
         )

@@ -1,10 +1,12 @@
 """An overlapped, bounded executor for a three-stage job pipeline (decode, detect, classify).
 
 The stages run at the same time in threads (FFmpeg and ONNX Runtime release the GIL): a pool
-of ``decode_workers`` threads runs ``decode`` on one job each; one thread gathers decoded jobs
-into batches of about ``detect_frames`` frames for ``detect``; one thread gathers detected jobs
-into batches of about ``classify_frames`` frames for ``classify``, whose results ``finish`` turns
-into the values yielded. At most ``max_in_flight`` jobs are between decoding and their result
+of ``decode_workers`` threads runs ``decode`` on one job each; ``detect_workers`` threads gather
+decoded jobs into batches of about ``detect_frames`` frames for ``detect``; ``classify_workers``
+threads gather detected jobs into batches of about ``classify_frames`` frames for ``classify``,
+whose results ``finish`` turns into the values yielded (how the cores are shared by the
+network calls of the stages: :mod:`engine.core.compute`). At most ``max_in_flight`` jobs are
+between decoding and their result
 at any time, so memory stays bounded over any job length.
 
 A stage that raises for a batch is retried one job at a time to find the culprit, whose
@@ -63,10 +65,21 @@ def run_overlapped(
     detect_frames: int,
     classify_frames: int,
     ordered: bool = True,
+    detect_workers: int = 1,
+    classify_workers: int = 1,
 ) -> Iterator[R]:
     """Run ``jobs`` through ``stages``; yield one result per job, in input order (``ordered``)
     or as they finish. The ``jobs`` iterable is consumed lazily (at most ``max_in_flight`` ahead
-    of the results taken)."""
+    of the results taken). ``detect_workers``/``classify_workers``: threads calling ``detect``/
+    ``classify`` at the same time (the stage callables must then be thread-safe). Raises
+    ``ValueError`` for a worker count below 1."""
+    for name, count in (
+        ("decode_workers", decode_workers),
+        ("detect_workers", detect_workers),
+        ("classify_workers", classify_workers),
+    ):
+        if count < 1:
+            raise ValueError(f"{name} must be at least 1, got {count}")
     source = iter(jobs)
     slots = threading.Semaphore(max_in_flight)
     stop = threading.Event()
@@ -123,7 +136,24 @@ def run_overlapped(
             frames += item.size
         return batch, False
 
-    def detect_stage() -> None:
+    def closing(workers: int, q_in: queue.Queue, on_last: Callable[[], None]) -> Callable[[], None]:
+        """What a stage worker does at the end of input: pass the sentinel on to the next
+        worker of its stage; the last one out calls ``on_last``."""
+        left = [workers]
+        lock = threading.Lock()
+
+        def close() -> None:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                on_last()
+            else:
+                q_in.put(_SENTINEL)
+
+        return close
+
+    def detect_stage(close: Callable[[], None]) -> None:
         done = False
         while not done:
             batch, done = gather(decoded, detect_frames)
@@ -132,9 +162,9 @@ def run_overlapped(
                 isolate(stages.detect, live)
             for job in batch:
                 detected.put(job)
-        detected.put(_SENTINEL)
+        close()
 
-    def classify_stage() -> None:
+    def classify_stage(close: Callable[[], None]) -> None:
         done = False
         while not done:
             batch, done = gather(detected, classify_frames)
@@ -147,12 +177,12 @@ def run_overlapped(
                 }
             for job in batch:
                 results.put((job.index, stages.finish(job, values.get(job.index))))
-        results.put(_SENTINEL)
+        close()
 
-    def guarded(stage: Callable[[], None]) -> Callable[[], None]:
+    def guarded(stage: Callable[..., None], *args: Any) -> Callable[[], None]:
         def run() -> None:
             try:
-                stage()
+                stage(*args)
             except BaseException as exc:  # a bug in a stage: surface it, never hang
                 log.exception("pipeline stage %s failed", stage.__name__)
                 stop.set()
@@ -160,9 +190,14 @@ def run_overlapped(
 
         return run
 
+    close_detect = closing(detect_workers, decoded, lambda: detected.put(_SENTINEL))
+    close_classify = closing(classify_workers, detected, lambda: results.put(_SENTINEL))
+    workers = [(feeder, ())]
+    workers += [(detect_stage, (close_detect,))] * detect_workers
+    workers += [(classify_stage, (close_classify,))] * classify_workers
     threads = [
-        threading.Thread(target=guarded(f), name=f"dfe-{f.__name__}", daemon=True)
-        for f in (feeder, detect_stage, classify_stage)
+        threading.Thread(target=guarded(f, *args), name=f"dfe-{f.__name__}", daemon=True)
+        for f, args in workers
     ]
     for t in threads:
         t.start()

@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.core.compute import INLINE, ComputePool
 from engine.core.config import (
     CPU_DETECTOR_BATCH,
     DEFAULT_DETECTOR_INPUT,
@@ -500,11 +501,13 @@ class BatchedSCRFD:
     input, and the prepared-input path of the per-video input choice. Subclasses set ``config``
     (:class:`DetectorConfig`) and ``spec`` (:class:`SCRFDSpec`) and implement
     :meth:`_run_letterboxed`: letterboxed uint8 BGR images of one shape and their scales ->
-    faces per image.
+    faces per image. The batches of one call run at once on ``pool``
+    (:class:`engine.core.compute.ComputePool`, the CPU thread budget; inline by default).
     """
 
     config: DetectorConfig
     spec: SCRFDSpec
+    pool: ComputePool = INLINE
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
         """Detect faces in frames of any sizes; one list of faces per frame, highest score first.
@@ -520,11 +523,9 @@ class BatchedSCRFD:
         frames = list(frames)
         for i, frame in enumerate(frames):
             _check_frame(frame, i)
-        results: list[list[Face]] = []
         step = self.config.batch_size
-        for start in range(0, len(frames), step):
-            results.extend(self._detect_batch(frames[start : start + step]))
-        return results
+        batches = [frames[start : start + step] for start in range(0, len(frames), step)]
+        return [faces for batch in self.pool.map(self._detect_batch, batches) for faces in batch]
 
     def detect_one(self, frame: np.ndarray) -> list[Face]:
         """Faces in one frame, highest score first."""
@@ -593,13 +594,12 @@ class BatchedSCRFD:
                 f"prepared images must have sides that are multiples of {stride} for this model "
                 f"(strides {list(self.spec.strides)}), got {width}x{height}"
             )
-        results: list[list[Face]] = []
         step = self.config.batch_size
-        for start in range(0, len(images), step):
-            results.extend(
-                self._run_letterboxed(images[start : start + step], scales[start : start + step])
-            )
-        return results
+        starts = range(0, len(images), step)
+        batches = self.pool.map(
+            lambda i: self._run_letterboxed(images[i : i + step], scales[i : i + step]), starts
+        )
+        return [faces for batch in batches for faces in batch]
 
     def _run_letterboxed(
         self, images: Sequence[np.ndarray], scales: Sequence[float]
@@ -616,7 +616,9 @@ class SCRFDDetector(BatchedSCRFD):
     object with ONNX Runtime's ``run``/``get_inputs``/``get_outputs``/``get_providers`` over the
     batch-dynamic graph (the runtime passes its own: a GPU session, a TensorRT engine); without
     one, an ONNX Runtime session on ``providers`` is created here. Safe to call from several
-    threads: sessions are thread-safe and no per-call state is kept on the instance.
+    threads: sessions are thread-safe and no per-call state is kept on the instance. ``pool``
+    (:class:`engine.core.compute.ComputePool`) runs the batches of one call at once (the
+    engine passes its CPU thread budget: one SCRFD call per core, one thread each).
     """
 
     def __init__(
@@ -632,6 +634,7 @@ class SCRFDDetector(BatchedSCRFD):
         max_faces: int | None = None,
         input_shape: str = "frame",
         session: object | None = None,
+        pool: ComputePool = INLINE,
     ) -> None:
         if isinstance(providers, str):
             providers = (providers,)
@@ -645,6 +648,7 @@ class SCRFDDetector(BatchedSCRFD):
             max_faces=max_faces,
             input_shape=input_shape,
         )
+        self.pool = pool
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ArtifactNotFoundError(

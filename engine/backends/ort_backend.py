@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from engine.backends.base import GraphBackend, TensorSpec
+from engine.core.compute import INLINE, ComputePool
 from engine.core.errors import InvalidInputError
 from engine.core.onnx_session import Provider, check_available, create_session, provider_name
 from engine.core.paths import engines_dir
@@ -91,10 +92,11 @@ class OrtFactory:
         *,
         model_dir: Path | None = None,
         intra_op_threads: int | None = None,
+        pool: ComputePool = INLINE,
         **options: Any,
     ) -> Any:
         """The SCRFD detector on this factory's device (``options``: SCRFDDetector's), its
-        session with ``intra_op_threads`` (default: the factory's)."""
+        session with ``intra_op_threads`` (default: the factory's), its calls on ``pool``."""
         from preprocess.scrfd import SCRFDDetector
         from preprocess.scrfd_graph import make_batch_dynamic
 
@@ -102,7 +104,7 @@ class OrtFactory:
         session = create_session(
             make_batch_dynamic(model_path), self.detector_providers, intra_op_threads=threads
         )
-        return SCRFDDetector(model_path, session=session, **options)
+        return SCRFDDetector(model_path, session=session, pool=pool, **options)
 
     def __call__(self, graph: str, onnx_path: Path, *, spec: object = None) -> OrtBackend:
         sess = self.session(onnx_path)

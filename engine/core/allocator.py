@@ -19,9 +19,15 @@ The fix, applied by the engine so that every entry point gets it (the CLI, the s
 actors, the Python API): after each video, at most once per :data:`TRIM_INTERVAL` seconds,
 :func:`release_free_memory` calls glibc's ``malloc_trim(0)``, which hands every whole free page
 of every arena back to the OS (``MADV_DONTNEED``), wherever it lies in the heap. Frames keep
-coming from the heaps (no page faults per frame). On a 2,000-video ``dfe predict`` job at N=4
-(1080p and 480p clips) RSS after warm-up stayed at 690-790 MB with a fitted slope of -0.6 MB per
-1,000 videos (standard error 6), at the same speed as glibc's defaults.
+coming from the heaps between trims. On a 2,000-video ``dfe predict`` job at N=4 (1080p and
+480p clips) RSS after warm-up stayed at 690-790 MB with a fitted slope of -0.6 MB per 1,000
+videos (standard error 6). The pages a trim releases are faulted in again by the next frames,
+so trimming costs CPU in proportion to how often it runs: with the single-threaded stages of
+:mod:`engine.core.compute` (~2 videos/s on 2 cores, 24 1080p videos at N=20) a trim every 2 s
+cost 1,082 ms of CPU per video against 1,016 every 30 s and 990 never (converting a decoded
+frame to BGR took 3.4 ms instead of 1.9, in fresh pages). The interval is therefore 30 s: a
+long job's free pages still go back twice a minute, while the heaps grow by a few MB at most
+between trims.
 
 An alternative with a lower level and a cost in speed is glibc's own knob, a fixed
 ``M_MMAP_THRESHOLD`` (``mallopt(3)``; setting it also turns the dynamic adjustment off):
@@ -174,7 +180,7 @@ def heap_stats() -> dict[str, int] | None:
 
 
 #: Seconds between two :func:`release_free_memory` calls that trim (``$DFE_MALLOC_TRIM_INTERVAL``).
-TRIM_INTERVAL = 2.0
+TRIM_INTERVAL = 30.0
 _last_trim = 0.0
 _trim_lock = threading.Lock()
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from engine.core.compute import INLINE, ComputePool
 from engine.core.config import DEFAULT_CLASSIFIER_BATCH
 from engine.core.errors import InvalidInputError
 
@@ -46,8 +47,11 @@ class ClassifierRunner:
     """Frames of several videos -> per-frame logits of each, in classifier batches.
 
     ``classifier`` runs ``classifier.onnx``; ``head`` runs ``head.onnx`` (sequence variant,
-    else None). Frames of all videos are concatenated and run ``batch_size`` at a time; outputs
-    are cut back per video. Thread-safe as long as the runners are (ONNX Runtime sessions are).
+    else None). Frames of all videos are concatenated and cut into chunks of at most
+    ``batch_size``, at least one per worker of ``pool`` (:class:`engine.core.compute.ComputePool`,
+    the CPU thread budget), which run at once; outputs are cut back per video. Every frame is
+    classified on its own (the LSTM takes one step per frame), so the chunking does not change
+    what a frame gets. Thread-safe as long as the runners are (ONNX Runtime sessions are).
     """
 
     def __init__(
@@ -56,12 +60,14 @@ class ClassifierRunner:
         head: Runner | None = None,
         *,
         batch_size: int = DEFAULT_CLASSIFIER_BATCH,
+        pool: ComputePool = INLINE,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.classifier = classifier
         self.head = head
         self.batch_size = batch_size
+        self.pool = pool
 
     @property
     def frame_output(self) -> str:
@@ -84,10 +90,14 @@ class ClassifierRunner:
         frames = np.concatenate(videos) if len(videos) > 1 else videos[0]
         names = [self.frame_output, *(n for n in extra_outputs if n != self.frame_output)]
         chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        for start in range(0, len(frames), self.batch_size):
-            feed = {FRAMES: np.ascontiguousarray(frames[start : start + self.batch_size])}
-            for name, out in zip(names, self.classifier.run(names, feed)):
-                chunks[name].append(np.asarray(out))
+
+        def run_chunk(bounds: tuple[int, int]) -> list[np.ndarray]:
+            feed = {FRAMES: np.ascontiguousarray(frames[bounds[0] : bounds[1]])}
+            return [np.asarray(out) for out in self.classifier.run(names, feed)]
+
+        for outs in self.pool.map(run_chunk, self.pool.chunks(len(frames), self.batch_size)):
+            for name, out in zip(names, outs):
+                chunks[name].append(out)
         bounds = np.cumsum([0, *lengths])
 
         def per_video(name: str) -> list[np.ndarray]:

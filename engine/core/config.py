@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.core.compute import ThreadBudget
 from engine.core.errors import InvalidInputError
 
 # ------------------------------------------------------------------------------ allowed values
@@ -82,6 +83,7 @@ DETECTOR_FIELDS = (
     "score_threshold",
     "detector_batch",
     "intra_op_threads",
+    "compute_workers",
 )
 #: EngineConfig fields ``dfe train`` uses: face detection for its crops (``size_probe`` as the
 #: runtime; ``download`` also covers the ImageNet weights of ``--init imagenet``).
@@ -351,9 +353,18 @@ class EngineConfig:
         default=2, metadata=option("videos decoded at once by predict_many", minimum=1)
     )
     decode_threads: int = field(
-        default=0,
+        default=1,
         metadata=option(
-            "FFmpeg threads per video decoded (0: FFmpeg's choice, one per core)", minimum=0
+            "FFmpeg threads per video decoded (0: FFmpeg's choice, one per core); one is the "
+            "most efficient when several videos are decoded at once (engine.core.compute)",
+            minimum=0,
+        ),
+    )
+    stage_workers: int = field(
+        default=1,
+        metadata=option(
+            "batches of videos detected and classified at once by predict_many (each stage)",
+            minimum=1,
         ),
     )
     max_in_flight: int = field(
@@ -363,15 +374,22 @@ class EngineConfig:
     intra_op_threads: int = field(
         default=0,
         metadata=option(
-            "ONNX Runtime threads per session (0: its default, or $DFE_ORT_THREADS)",
+            "ONNX Runtime threads per network call (0: $DFE_ORT_THREADS, else 1 on CPU, where "
+            "--compute-workers calls run at once; ONNX Runtime's default on GPU backends)",
             flag="--threads",
             minimum=0,
         ),
     )
     detector_threads: int | None = field(
         default=None,
+        metadata=option("ONNX Runtime threads per SCRFD call (default: --threads)", minimum=0),
+    )
+    compute_workers: int = field(
+        default=0,
         metadata=option(
-            "ONNX Runtime threads of the detector's session (default: --threads)", minimum=0
+            "network calls at once on CPU (SCRFD frames, classifier chunks), one thread per "
+            "call each (0: one per usable core, divided by --threads; engine.core.compute)",
+            minimum=0,
         ),
     )
     checkpoint: str | None = field(
@@ -405,6 +423,16 @@ class EngineConfig:
         if self.detector_threads is not None:
             return self.detector_threads
         return self.intra_op_threads
+
+    def thread_budget(self, backend: str) -> ThreadBudget:
+        """How the threads share the cores on ``backend`` (the running backend's name):
+        :meth:`engine.core.compute.ThreadBudget.resolve` of this config's thread options."""
+        return ThreadBudget.resolve(
+            backend,
+            intra_op_threads=self.intra_op_threads,
+            detector_threads=self.detector_threads,
+            compute_workers=self.compute_workers,
+        )
 
     def detector_batch_for(self, backend: str) -> int:
         """Frames per detector run on ``backend`` (the running backend's name)."""

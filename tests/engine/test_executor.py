@@ -125,3 +125,43 @@ def test_a_bug_in_a_stage_surfaces_instead_of_hanging():
     stages = Stages(stages.decode, stages.detect, stages.classify, broken_finish, str)
     with pytest.raises(RuntimeError, match="bug"):
         _run([Job(i) for i in range(3)], stages)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_several_workers_per_stage_keep_one_result_per_job_and_the_order(workers):
+    calls, active, peak = [], [0], [0]
+    lock = threading.Lock()
+    stages = _stages(fail_detect={4}, fail_classify={9})
+    classify = stages.classify
+
+    def slow_classify(jobs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            calls.append(len(jobs))
+        time.sleep(0.01)
+        try:
+            return classify(jobs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    stages = Stages(stages.decode, stages.detect, slow_classify, stages.finish, str)
+    out = _run(
+        [Job(i) for i in range(20)],
+        stages,
+        classify_frames=2,
+        max_in_flight=8,
+        detect_workers=workers,
+        classify_workers=workers,
+    )
+    assert [r[0] for r in out] == list(range(20))
+    errors = {r[0]: r[1] for r in out}
+    assert errors[4] == "detector failed" and errors[9] == "classifier failed"
+    assert all(errors[i] is None for i in range(20) if i not in (4, 9))
+    assert 1 < peak[0] <= workers  # batches classified at once, never more than the workers
+
+
+def test_worker_counts_below_one_are_refused():
+    with pytest.raises(ValueError, match="classify_workers"):
+        _run([Job(0)], _stages(), classify_workers=0)

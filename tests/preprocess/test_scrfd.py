@@ -504,6 +504,24 @@ def test_detector_is_thread_safe(det500: SCRFDDetector) -> None:
             assert_same_faces(got, want, iou_min=0.999, score_tol=1e-5, where=f"thread {k}")
 
 
+@needs_videos
+def test_detector_on_a_compute_pool_gives_the_same_faces_in_order(model_copies: Path) -> None:
+    from engine.core.compute import ComputePool
+
+    frames = decode_video(VIDEO_FILES[0], 6) + decode_video(VIDEO_FILES[-1], 6)
+    inline = SCRFDDetector(model_copies / "det_500m.onnx", batch_size=1, intra_op_threads=1)
+    pool = ComputePool(2)
+    spread = SCRFDDetector(
+        model_copies / "det_500m.onnx", batch_size=1, intra_op_threads=1, pool=pool
+    )
+    try:
+        assert spread.detect(frames) == inline.detect(frames)  # bit for bit, frame by frame
+        images, scales = zip(*(letterbox(f, (640, 384)) for f in frames[:6]), strict=True)
+        assert spread.detect_prepared(images, scales) == inline.detect_prepared(images, scales)
+    finally:
+        pool.close()
+
+
 # -------------------------------------------------------------------- acceptance: vs InsightFace
 
 

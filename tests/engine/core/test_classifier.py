@@ -67,3 +67,24 @@ def test_score_video_reduces_and_labels_like_the_original():
     assert len(mean.frame_p_fake) == 3
     swapped = score_video(logits, "mean", {0: "REAL", 1: "FAKE"})  # the sidecar's label map
     assert swapped.p_fake == pytest.approx(1 - mean.p_fake)
+
+
+def test_runner_spreads_chunks_over_the_pool_with_the_same_outputs(tiny_model):
+    from engine.core.compute import ComputePool
+
+    sess = create_session(tiny_model / "classifier.onnx", intra_op_threads=1)
+    calls = []
+
+    class Counting:
+        def run(self, names, feed):
+            calls.append(len(feed["frames"]))
+            return sess.run(names, feed)
+
+    videos = _videos([20, 3])
+    inline = ClassifierRunner(sess, batch_size=64).run(videos, ["fmap"])
+    pool = ComputePool(2)
+    spread = ClassifierRunner(Counting(), batch_size=64, pool=pool).run(videos, ["fmap"])
+    pool.close()
+    assert sorted(calls) == [11, 12]  # 23 frames, one chunk per worker
+    for a, b in zip(inline.logits + inline.extra["fmap"], spread.logits + spread.extra["fmap"]):
+        np.testing.assert_allclose(a, b, atol=1e-5)

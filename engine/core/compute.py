@@ -1,0 +1,170 @@
+"""The CPU thread budget: one compute thread per core, shared by the detector and the classifier.
+
+On CPU the engine's network calls (SCRFD on a frame, the classifier on a chunk of frames) run on
+**one ONNX Runtime thread each**, and a stage spreads its work over the cores by running several
+calls at once in a shared pool of ``workers`` threads (one per usable core by default). FFmpeg
+decodes each video on one thread too (``EngineConfig.decode_threads``). Why:
+
+- Multi-threaded kernels synchronise at every operator. When the stages overlap (decode,
+  detection and classification at the same time) a thread of one kernel that loses its core to
+  another stage stalls the kernel's other threads: measured on 2 cores with
+  ``dfe predict`` over 24 1080p videos at N=20 (``benchmarks.throughput``), ONNX Runtime's
+  default (a pool of one thread per core per session) and FFmpeg's frame threads spent 1.29
+  CPU-seconds per video, single-threaded calls 1.01, for the same work.
+- One thread per call is also the most efficient per frame (measured on 2 cores, 1 thread:
+  SCRFD ``det_500m`` at 640x384 12.1 ms per frame at batch 1 against 13.1 at batch 4; the
+  ResNeXt classifier 24.6 ms per 112x112 frame at batch 20; two threads cost 5-8% more CPU).
+- A single video still gets every core: its frames are split into one chunk per worker
+  (single-video latency 0.69 s with the old default, see ``benchmarks/results``).
+
+The pool is shared per worker count (:func:`shared_pool`), so the detector and the classifier
+of one engine never run more network calls at once than there are cores.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from engine.core.errors import InvalidInputError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which container CPU sets limit), >= 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class ComputePool:
+    """At most ``workers`` calls at once, in threads; one worker runs calls inline.
+
+    Thread-safe. Calls must not themselves wait on the pool (no nesting): the network calls it
+    runs are leaves. Raises :class:`InvalidInputError` for ``workers`` < 1.
+    """
+
+    def __init__(self, workers: int) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InvalidInputError(f"compute workers must be an integer >= 1, got {workers!r}")
+        self.workers = workers
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[fn(item) for item in items]``, up to ``workers`` at a time; the first exception
+        raised by a call is raised (after every call has ended)."""
+        if self.workers == 1 or len(items) <= 1:
+            return [fn(item) for item in items]
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="dfe-compute")
+            executor = self._executor
+        futures = [executor.submit(fn, item) for item in items]
+        errors = [f.exception() for f in futures]
+        for error in errors:
+            if error is not None:
+                raise error
+        return [f.result() for f in futures]
+
+    def chunks(self, count: int, largest: int) -> list[tuple[int, int]]:
+        """``(start, stop)`` bounds cutting ``count`` items into as few equal chunks as keep
+        every worker busy and no chunk above ``largest``: ``max(ceil(count / largest),
+        min(workers, count))`` chunks, sizes differing by at most one."""
+        if count <= 0:
+            return []
+        pieces = max(math.ceil(count / largest), min(self.workers, count))
+        base, extra = divmod(count, pieces)
+        bounds, start = [], 0
+        for i in range(pieces):
+            stop = start + base + (1 if i < extra else 0)
+            bounds.append((start, stop))
+            start = stop
+        return bounds
+
+    def close(self) -> None:
+        """Stop the threads (a later :meth:`map` starts them again)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+
+_POOLS: dict[int, ComputePool] = {}
+_POOLS_LOCK = threading.Lock()
+
+#: Runs every call inline, in the caller's thread (GPU backends, explicit single worker).
+INLINE = ComputePool(1)
+
+
+def shared_pool(workers: int) -> ComputePool:
+    """The process's pool of ``workers`` threads (created on first use), shared by every engine
+    that asks for the same count. Raises :class:`InvalidInputError` for ``workers`` < 1."""
+    if workers == 1:
+        return INLINE
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ComputePool(workers)
+        return pool
+
+
+#: Backends whose network calls run on this process's CPU threads (the budget applies).
+CPU_POOL_BACKENDS = ("ort",)
+
+
+@dataclass(frozen=True)
+class ThreadBudget:
+    """How the engine's threads share the cores (see the module docstring).
+
+    ``threads``: ONNX Runtime threads per classifier call (0: ONNX Runtime's own default);
+    ``detector_threads``: the same for SCRFD; ``workers``: network calls at once
+    (:func:`shared_pool`). On a CPU backend the defaults are one thread per call and one worker
+    per usable core; ``--threads`` T (or ``$DFE_ORT_THREADS``) gives ``cores // T`` workers;
+    ``--compute-workers`` sets the count. GPU backends keep one call at a time and ONNX
+    Runtime's own threads (their kernels do not run on these cores).
+    """
+
+    threads: int
+    detector_threads: int
+    workers: int
+
+    @classmethod
+    def resolve(
+        cls,
+        backend: str,
+        *,
+        intra_op_threads: int = 0,
+        detector_threads: int | None = None,
+        compute_workers: int = 0,
+        cores: int | None = None,
+    ) -> ThreadBudget:
+        """The budget of ``backend`` (a canonical backend name) from the config's values
+        (``EngineConfig.intra_op_threads``, ``detector_threads``, ``compute_workers``) on
+        ``cores`` cores (default :func:`usable_cores`)."""
+        from engine.core.onnx_session import default_threads
+
+        threads = default_threads(intra_op_threads)
+        if backend not in CPU_POOL_BACKENDS:
+            det = threads if detector_threads is None else detector_threads
+            return cls(threads, det, compute_workers or 1)
+        threads = threads or 1
+        det = threads if detector_threads is None else detector_threads
+        workers = compute_workers or max(1, (cores or usable_cores()) // threads)
+        return cls(threads, det, workers)
+
+    def to_record(self) -> dict[str, int]:
+        """The budget as a JSON-able dict (benchmarks record it)."""
+        return {
+            "threads_per_call": self.threads,
+            "detector_threads_per_call": self.detector_threads,
+            "compute_workers": self.workers,
+        }

@@ -1,0 +1,102 @@
+"""The CPU thread budget (engine.core.compute): the shared pool, chunking, the resolved budget."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from engine.core.compute import INLINE, ComputePool, ThreadBudget, shared_pool, usable_cores
+from engine.core.errors import InvalidInputError
+
+
+def test_map_keeps_the_order_and_runs_at_most_workers_at_once():
+    pool = ComputePool(2)
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def work(x):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.01)
+        with lock:
+            active[0] -= 1
+        return x * x
+
+    assert pool.map(work, list(range(7))) == [x * x for x in range(7)]
+    assert peak[0] == 2
+    pool.close()
+
+
+def test_map_raises_the_first_error_after_every_call_ended():
+    pool = ComputePool(2)
+    done = []
+
+    def work(x):
+        time.sleep(0.005)
+        if x == 1:
+            raise ValueError("bad item 1")
+        done.append(x)
+        return x
+
+    with pytest.raises(ValueError, match="bad item 1"):
+        pool.map(work, [0, 1, 2, 3])
+    assert sorted(done) == [0, 2, 3]
+    pool.close()
+
+
+def test_one_worker_runs_inline_in_the_callers_thread():
+    caller = threading.get_ident()
+    assert INLINE.map(lambda _: threading.get_ident(), [0, 1]) == [caller, caller]
+    assert shared_pool(1) is INLINE
+    assert shared_pool(3) is shared_pool(3)
+
+
+@pytest.mark.parametrize(
+    ("workers", "count", "largest", "expected"),
+    [
+        (2, 20, 64, [(0, 10), (10, 20)]),  # one video: one chunk per worker
+        (2, 1, 64, [(0, 1)]),
+        (2, 0, 64, []),
+        (1, 20, 64, [(0, 20)]),
+        (2, 130, 64, [(0, 44), (44, 87), (87, 130)]),  # the batch size bounds a chunk
+        (4, 6, 64, [(0, 2), (2, 4), (4, 5), (5, 6)]),
+    ],
+)
+def test_chunks_cover_every_item_once_within_the_batch_size(workers, count, largest, expected):
+    bounds = ComputePool(workers).chunks(count, largest)
+    assert bounds == expected
+    assert all(stop - start <= largest for start, stop in bounds)
+
+
+@pytest.mark.parametrize("workers", [0, -1, True, 1.5])
+def test_bad_worker_counts_are_refused(workers):
+    with pytest.raises(InvalidInputError, match="compute workers"):
+        ComputePool(workers)
+
+
+def test_budget_on_cpu_is_one_thread_per_call_and_a_worker_per_core(monkeypatch):
+    monkeypatch.delenv("DFE_ORT_THREADS", raising=False)
+    b = ThreadBudget.resolve("ort", cores=4)
+    assert (b.threads, b.detector_threads, b.workers) == (1, 1, 4)
+    b = ThreadBudget.resolve("ort", intra_op_threads=2, cores=4)
+    assert (b.threads, b.workers) == (2, 2)  # the cores are shared out, not oversubscribed
+    b = ThreadBudget.resolve("ort", intra_op_threads=8, cores=4)
+    assert b.workers == 1
+    b = ThreadBudget.resolve("ort", detector_threads=2, compute_workers=3, cores=4)
+    assert (b.threads, b.detector_threads, b.workers) == (1, 2, 3)
+    assert ThreadBudget.resolve("ort").workers == usable_cores()
+
+
+def test_budget_reads_the_environment_and_leaves_gpu_backends_alone(monkeypatch):
+    monkeypatch.setenv("DFE_ORT_THREADS", "2")
+    assert ThreadBudget.resolve("ort", cores=4).to_record() == {
+        "threads_per_call": 2,
+        "detector_threads_per_call": 2,
+        "compute_workers": 2,
+    }
+    monkeypatch.delenv("DFE_ORT_THREADS")
+    b = ThreadBudget.resolve("ort-cuda", cores=4)
+    assert (b.threads, b.workers) == (0, 1)  # ONNX Runtime's own threads, one call at a time
