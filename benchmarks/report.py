@@ -85,10 +85,9 @@ def render_markdown(results: dict[str, Any]) -> str:
             "the marginal rate (difference of videos over difference of seconds) cancels "
             f"start-up. Median of {e2e['rounds']} alternating rounds (range in brackets).",
             "",
-            "| pipeline | videos/s | frames/s | peak RSS MB | ms per frame: "
-            + " / ".join(STAGE_NAMES)
-            + " |",
-            "|---|---|---|---|---|",
+            "| pipeline | videos/s | frames/s | CPU s per video (cores busy) | peak RSS MB "
+            "| ms per frame: " + " / ".join(STAGE_NAMES) + " |",
+            "|---|---|---|---|---|---|",
         ]
         for r in e2e["rows"]:
             ms = r.get("ms_per_frame", {})
@@ -98,8 +97,13 @@ def render_markdown(results: dict[str, Any]) -> str:
                 if r.get("videos_per_s")
                 else "-"
             )
+            cpu = (
+                f"{r['cpu_s_per_video']:.3f} ({r['cores_busy']:.2f})"
+                if r.get("cpu_s_per_video") and r.get("cores_busy")
+                else "-"
+            )
             lines.append(
-                f"| {r['pipeline']} | {vps} | {r.get('frames_per_s') or 0:.1f} | "
+                f"| {r['pipeline']} | {vps} | {r.get('frames_per_s') or 0:.1f} | {cpu} | "
                 f"{r['peak_rss_mb']:.0f} | "
                 + " / ".join(f"{ms[k]:.1f}" if k in ms else "-" for k in STAGE_NAMES)
                 + " |"

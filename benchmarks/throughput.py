@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -88,18 +89,27 @@ def _cycle(clips: list[Path], count: int) -> list[str]:
     return [str(clips[i % len(clips)]) for i in range(count)]
 
 
-def _run_child(args: list[str], env: dict[str, str], cwd: Path = REPO) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS in KiB, stderr) of one child process."""
-    t = time.perf_counter()
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's waited-for children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_child(
+    args: list[str], env: dict[str, str], cwd: Path = REPO
+) -> tuple[float, int, float, str]:
+    """(wall seconds, peak RSS in KiB, CPU seconds, stderr) of one child process."""
+    t, cpu = time.perf_counter(), _children_cpu()
     proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd)
     wall = time.perf_counter() - t
+    cpu = _children_cpu() - cpu
     rss = 0
     for line in proc.stderr.splitlines():
         if line.startswith("PEAK_RSS_KB"):
             rss = int(line.split()[1])
     if proc.returncode not in (0, 3):
         raise RuntimeError(f"{args[:4]}... failed ({proc.returncode}): {proc.stderr[-1500:]}")
-    return wall, rss, proc.stderr
+    return wall, rss, cpu, proc.stderr
 
 
 def run_ours(
@@ -110,9 +120,10 @@ def run_ours(
     records: Path,
     models_dir: str,
     checkout: Path = REPO,
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
     """``dfe predict`` of the checkout ``checkout`` (this one, or another version of the
-    project for a before/after comparison) in a child process."""
+    project for a before/after comparison) in a child process: (wall seconds, peak RSS in
+    KiB, CPU seconds)."""
     # absolute paths: the child runs in ``checkout``
     model, records, models = model.resolve(), Path(records).resolve(), Path(models_dir).resolve()
     args = [sys.executable, "-c", _OURS_CHILD, "predict", *videos, "--model", str(model),
@@ -120,17 +131,18 @@ def run_ours(
             "--no-progress", "--out", str(records), *options]  # fmt: skip
     env = dict(os.environ)
     env["PYTHONPATH"] = str(checkout)
-    wall, rss, _ = _run_child(args, env, cwd=checkout)
-    return wall, rss
+    wall, rss, cpu, _ = _run_child(args, env, cwd=checkout)
+    return wall, rss, cpu
 
 
 def run_baseline(
     kind: str, checkpoint: Path, detector: Path, videos: list[str], n: int, records: Path
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
+    """A baseline pipeline in a child process: (wall seconds, peak RSS in KiB, CPU seconds)."""
     args = [sys.executable, "-c", _BASELINE_CHILD, kind, str(checkpoint), str(detector), str(n),
             str(records), *videos]  # fmt: skip
-    wall, rss, _ = _run_child(args, dict(os.environ))
-    return wall, rss
+    wall, rss, cpu, _ = _run_child(args, dict(os.environ))
+    return wall, rss, cpu
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -206,6 +218,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if "original" in sizes:
         sizes["original"] = (args.original_base, args.original_videos)
     times: dict[str, dict[int, list[float]]] = {p: {} for p in pipelines}
+    cpus: dict[str, dict[int, list[float]]] = {p: {} for p in pipelines}
     rss: dict[str, int] = {}
     last: dict[str, Path] = {}
     for rnd in range(args.rounds):
@@ -215,12 +228,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 videos = _cycle(clips, count)
                 out = tmp / f"{p}-{count}-{rnd}.jsonl"
                 if p in ours:
-                    wall, peak = run_ours(
+                    wall, peak, cpu = run_ours(
                         args.model, videos, n, ours[p], out, args.models, checkouts[p]
                     )
                 else:
-                    wall, peak = run_baseline(p, args.checkpoint, args.detector, videos, n, out)
+                    wall, peak, cpu = run_baseline(
+                        p, args.checkpoint, args.detector, videos, n, out
+                    )
                 times[p].setdefault(count, []).append(wall)
+                cpus[p].setdefault(count, []).append(cpu)
                 if count == sizes[p][1]:
                     rss[p] = max(rss.get(p, 0), peak)
                     last[p] = out
@@ -232,6 +248,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             (big - base) / (tb - ta) for ta, tb in zip(times[p][base], times[p][big]) if tb > ta
         ]
         vps = statistics.median(marginal) if marginal else None
+        # marginal CPU (user + system, all threads) per video: what the cores are spent on
+        cpu_marginal = [(cb - ca) / (big - base) for ca, cb in zip(cpus[p][base], cpus[p][big])]
+        cpu_per_video = statistics.median(cpu_marginal) if cpu_marginal else None
         row = {
             "pipeline": p,
             "options": ours.get(p),
@@ -243,6 +262,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             if marginal
             else None,
             "frames_per_s": round(vps * n, 2) if vps else None,
+            "cpu_s_per_video": round(cpu_per_video, 4) if cpu_per_video else None,
+            "cores_busy": round(cpu_per_video * vps, 2) if cpu_per_video and vps else None,
             "peak_rss_mb": round(rss.get(p, 0) / 1024, 1),
             **_stage_times(_records(last[p]), n),
         }

@@ -233,9 +233,10 @@ def build_dataset(
 
     Each actor receives the frozen ``config`` (:class:`~engine.core.config.EngineConfig`) and
     ``sequence`` (:class:`~engine.core.config.SequenceConfig`) objects. Call it after
-    ``ray.init`` (it reads the cluster's CPUs to size ``cpus_per_worker`` when not given). ONNX
-    Runtime gets as many threads per session as the CPUs reserved per actor (at least 1) unless
-    ``config.intra_op_threads`` is set; with GPUs per actor and ``backend="auto"`` the actors
+    ``ray.init`` (it reads the cluster's CPUs to size ``cpus_per_worker`` when not given). An
+    actor runs as many network calls at once, one ONNX Runtime thread each, as the CPUs reserved
+    for it (at least 1; :mod:`engine.core.compute`) unless ``config.intra_op_threads`` or
+    ``config.compute_workers`` is set; with GPUs per actor and ``backend="auto"`` the actors
     run ``ort-cuda``. ``layout.memory_per_worker`` (GB) reserves memory per actor in Ray's
     scheduler (an actor scoring 1080p videos peaks near 1.5 GiB), so a node is never given more
     actors than it can hold.
@@ -249,8 +250,8 @@ def build_dataset(
         cpus_per_worker = default_cpus_per_worker(
             ray.cluster_resources().get("CPU", 1.0), layout.num_workers
         )
-    if not config.intra_op_threads:
-        config = config.replace(intra_op_threads=max(1, int(cpus_per_worker)))
+    if not config.intra_op_threads and not config.compute_workers:
+        config = config.replace(compute_workers=max(1, int(cpus_per_worker)))
     if layout.gpus_per_worker > 0 and config.backend == "auto":
         config = config.replace(backend="ort-cuda")
     videos_per_batch = layout.videos_per_batch

@@ -25,7 +25,7 @@ ENVIRONMENT: dict[str, str] = {
     "DFE_ENGINES": "TensorRT engine cache when the model directory is read-only; default "
     "~/.cache/deepfake-engine/engines",
     "DFE_SHARED": "test and demo assets (models/, videos/); default ../shared next to a checkout",
-    "DFE_ORT_THREADS": "ONNX Runtime intra-op threads per session when --threads is 0",
+    "DFE_ORT_THREADS": "ONNX Runtime intra-op threads per network call when --threads is 0",
     "DFE_ORT_SPINNING": "1 turns ONNX Runtime's thread spinning back on (off by default)",
     "DFE_MMAP_THRESHOLD": "bytes from which glibc gives a block its own mapping (unset or 0: "
     "glibc's adaptive threshold, the default; 1048576 gives the lowest memory at about 12% more "

@@ -60,6 +60,8 @@ def _results() -> dict:
                         "videos_per_s": 4.0,
                         "videos_per_s_range": [3.8, 4.2],
                         "frames_per_s": 80.0,
+                        "cpu_s_per_video": 0.48,
+                        "cores_busy": 1.92,
                         "peak_rss_mb": 900.0,
                         "ms_per_frame": {"decode": 10.0, "detect": 12.5, "classify": 20.0},
                     },
@@ -135,7 +137,10 @@ def test_report_markdown_and_plots_rendered_from_json(tmp_path):
     md, plots = render(path)
     text = md.read_text()
     assert "| ort | int8 | 20 | 210.0 (189.0-231.0) |" in text
-    assert "| ours-fp32 | 4.000 (3.800-4.200) | 80.0 | 900 | 10.0 / 12.5 / - / - / 20.0 |" in text
+    assert (
+        "| ours-fp32 | 4.000 (3.800-4.200) | 80.0 | 0.480 (1.92) | 900 "
+        "| 10.0 / 12.5 / - / - / 20.0 |" in text
+    )
     assert "| ours-detect-every-4 | 0.98 | 0.9 | 0.02 |" in text
     assert "40.00x" in text and "slowest: detect" in text
     assert {p.name for p in plots} == {"classifier.png", "end_to_end.png", "stages.png"}
