@@ -8,14 +8,16 @@ decodes each video on one thread too (``EngineConfig.decode_threads``). Why:
 - Multi-threaded kernels synchronise at every operator. When the stages overlap (decode,
   detection and classification at the same time) a thread of one kernel that loses its core to
   another stage stalls the kernel's other threads: measured on 2 cores with
-  ``dfe predict`` over 24 1080p videos at N=20 (``benchmarks.throughput``), ONNX Runtime's
-  default (a pool of one thread per core per session) and FFmpeg's frame threads spent 1.29
-  CPU-seconds per video, single-threaded calls 1.01, for the same work.
+  ``dfe predict`` over 24 1080p videos at N=20, 3 rounds (``benchmarks.throughput``,
+  ``benchmarks/results/throughput-thread-budget-2core-cpu.json``), ONNX Runtime's and FFmpeg's
+  own thread pools spent 1.08 CPU-seconds per video (1.83 videos/s), single-threaded calls on
+  this pool 1.00 (1.98 videos/s), for the same records.
 - One thread per call is also the most efficient per frame (measured on 2 cores, 1 thread:
   SCRFD ``det_500m`` at 640x384 12.1 ms per frame at batch 1 against 13.1 at batch 4; the
   ResNeXt classifier 24.6 ms per 112x112 frame at batch 20; two threads cost 5-8% more CPU).
 - A single video still gets every core: its frames are split into one chunk per worker
-  (single-video latency 0.69 s with the old default, see ``benchmarks/results``).
+  (one 1080p video at N=20 through ``Engine.predict``: 0.60 s against 0.69 s with the old
+  pools, measured in-process, not by a committed benchmark).
 
 The pool is shared per worker count (:func:`shared_pool`), so the detector and the classifier
 of one engine never run more network calls at once than there are cores.

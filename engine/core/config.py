@@ -417,13 +417,6 @@ class EngineConfig:
         """The backend with aliases resolved."""
         return canonical_backend(self.backend)
 
-    @property
-    def detector_intra_op_threads(self) -> int:
-        """ONNX Runtime threads of the detector's session."""
-        if self.detector_threads is not None:
-            return self.detector_threads
-        return self.intra_op_threads
-
     def thread_budget(self, backend: str) -> ThreadBudget:
         """How the threads share the cores on ``backend`` (the running backend's name):
         :meth:`engine.core.compute.ThreadBudget.resolve` of this config's thread options."""

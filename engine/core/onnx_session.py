@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.deps import require
-from engine.core.errors import BackendUnavailableError
+from engine.core.errors import BackendUnavailableError, InvalidInputError
 from engine.core.paths import env
 
 CPU = ("CPUExecutionProvider",)
@@ -26,8 +26,19 @@ def provider_name(provider: Provider) -> str:
 
 
 def default_threads(intra_op_threads: int = 0) -> int:
-    """``intra_op_threads`` if set, else ``$DFE_ORT_THREADS``, else 0 (ONNX Runtime's choice)."""
-    return int(intra_op_threads or env("DFE_ORT_THREADS") or 0)
+    """``intra_op_threads`` if set, else ``$DFE_ORT_THREADS``, else 0 (ONNX Runtime's choice).
+    Raises :class:`InvalidInputError` when ``$DFE_ORT_THREADS`` is not an integer >= 0."""
+    if intra_op_threads:
+        return int(intra_op_threads)
+    value = (env("DFE_ORT_THREADS") or "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise InvalidInputError(
+            f"DFE_ORT_THREADS={value!r}: expected an integer >= 0 (ONNX Runtime threads per "
+            "network call; 0 or unset: the engine's default); unset it or pass --threads"
+        )
+    return int(value)
 
 
 def session_options(intra_op_threads: int = 0) -> Any:

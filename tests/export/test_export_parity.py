@@ -81,6 +81,10 @@ def test_export_original_last_matches_reference(original_ckpt, real_crops, expor
     outdir, parity = exported_mean
     _check(model, outdir, real_crops.videos, "last")
     assert parity["modes"]["last"]["max_abs_prob_diff"] <= TOL
+    print(
+        f"export parity: max |delta p| mean {parity['max_abs_prob_diff']:.1e}, "
+        f"last {parity['modes']['last']['max_abs_prob_diff']:.1e} (N={parity['seq_lens']})"
+    )
 
 
 def test_export_cli_maps_its_flags(monkeypatch, tmp_path, capsys):

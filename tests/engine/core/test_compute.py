@@ -100,3 +100,10 @@ def test_budget_reads_the_environment_and_leaves_gpu_backends_alone(monkeypatch)
     monkeypatch.delenv("DFE_ORT_THREADS")
     b = ThreadBudget.resolve("ort-cuda", cores=4)
     assert (b.threads, b.workers) == (0, 1)  # ONNX Runtime's own threads, one call at a time
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "-1"])
+def test_a_bad_ort_threads_variable_is_an_error_naming_it(monkeypatch, value):
+    monkeypatch.setenv("DFE_ORT_THREADS", value)
+    with pytest.raises(InvalidInputError, match="DFE_ORT_THREADS"):
+        ThreadBudget.resolve("ort", cores=2)

@@ -149,6 +149,8 @@ def test_int8_agrees_with_fp32_on_shared_videos(engines, video_paths, n):
         assert abs(g.p_fake - r.p_fake) <= MAX_DELTA_P_FAKE, (r.video, r.p_fake, g.p_fake)
         if abs(r.p_fake - 0.5) > DECISIVE_MARGIN:
             assert g.label == r.label, (r.video, r.p_fake, g.p_fake)
+    worst = max(abs(g.p_fake - r.p_fake) for r, g in zip(ref, got))
+    print(f"INT8 agreement N={n}: max |delta p_fake| {worst:.4f} over {len(ref)} videos")
 
 
 def test_predict_cli_precision_int8_runs_the_qdq_graph(int8_model, engines, shared_dir, capsys):
