@@ -32,8 +32,8 @@ from engine.core.config import (
     DETECTOR_INPUT_SHAPES,
 )
 from engine.core.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
-from engine.core.onnx_session import create_session
-from preprocess.scrfd_graph import make_batch_dynamic
+from engine.core.onnx_session import create_session, provider_name
+from preprocess.scrfd_graph import cpu_detector_model, make_batch_dynamic
 
 logger = logging.getLogger(__name__)
 
@@ -657,8 +657,11 @@ class SCRFDDetector(BatchedSCRFD):
             )
         self.batched_model_path = make_batch_dynamic(self.model_path)
         if session is None:
+            graph: Path | bytes = self.batched_model_path
+            if provider_name(self.config.providers[0]) == "CPUExecutionProvider":
+                graph = cpu_detector_model(graph)  # head convolutions fused, bit-identical
             session = create_session(
-                self.batched_model_path,
+                graph,
                 self.config.providers,
                 intra_op_threads=self.config.intra_op_threads,
             )

@@ -561,3 +561,116 @@ def make_batch_dynamic(
         + "; ".join(errors)
         + ". Pass a writable dst, or set DFE_MODELS to a writable directory."
     )
+
+
+# ------------------------------------------------------------------------------ CPU head fusion
+
+
+def fuse_sibling_convs(model: onnx.ModelProto) -> list[list[str]]:
+    """Fuse the convolutions that read the same tensor with the same attributes (``group`` 1,
+    constant weight and bias) into one ``Conv`` followed by a ``Split`` on channels; ``model``
+    is changed in place. Returns the output names of each fused set (empty: nothing to fuse).
+
+    Each SCRFD stride ends in three 3x3 convolutions over one 64-channel tensor: scores
+    (2 channels), boxes (8) and landmarks (20). ONNX Runtime's CPU kernels (NCHWc blocks of 8
+    or 16 channels) pad each to whole blocks, so three convolutions compute 64 channels for 30
+    used; one fused convolution computes 32. Each output channel is still the same sum in the
+    same order, so the outputs are bit-identical; :func:`cpu_detector_model` checks that on the
+    machine before using the fused graph. Measured on ``det_500m``, 40 letterboxed 640x384 frames
+    of the DFDC clips in batches of 4, one thread, 2-core AMD EPYC: 12.0-13.4 ms per frame
+    before, 10.4-11.2 after (three alternating rounds), outputs identical."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    sets: dict[tuple[str, str], list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        if node.op_type != "Conv" or len(node.input) != 3:
+            continue
+        if node.input[1] not in inits or node.input[2] not in inits:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("group", 1) != 1:
+            continue
+        sets.setdefault((node.input[0], repr(sorted(attrs.items()))), []).append(node)
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 11)
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    fused: list[list[str]] = []
+    for nodes in sets.values():
+        if len(nodes) < 2 or any(uses.get(n.input[i], 0) != 1 for n in nodes for i in (1, 2)):
+            continue
+        weights = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]
+        if len({w.shape[1:] for w in weights}) != 1:
+            continue
+        base = f"{nodes[0].name or nodes[0].output[0]}_fused"
+        sizes = [int(w.shape[0]) for w in weights]
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.concatenate(weights), f"{base}_W"),
+                numpy_helper.from_array(
+                    np.concatenate([numpy_helper.to_array(inits[n.input[2]]) for n in nodes]),
+                    f"{base}_B",
+                ),
+            ]
+        )
+        conv = helper.make_node(
+            "Conv", [nodes[0].input[0], f"{base}_W", f"{base}_B"], [base], name=base
+        )
+        conv.attribute.extend(nodes[0].attribute)
+        outputs = [n.output[0] for n in nodes]
+        if opset >= 13:
+            graph.initializer.append(
+                numpy_helper.from_array(np.asarray(sizes, np.int64), f"{base}_split")
+            )
+            split = helper.make_node(
+                "Split", [base, f"{base}_split"], outputs, name=f"{base}_split", axis=1
+            )
+        else:
+            split = helper.make_node(
+                "Split", [base], outputs, name=f"{base}_split", axis=1, split=sizes
+            )
+        replaced[id(nodes[0])] = [conv, split]
+        for n in nodes[1:]:
+            replaced[id(n)] = []
+        fused.append(outputs)
+    if fused:
+        dropped = {
+            n.input[i] for ns in sets.values() for n in ns if id(n) in replaced for i in (1, 2)
+        }
+        order = [m for n in graph.node for m in replaced.get(id(n), [n])]
+        del graph.node[:]
+        graph.node.extend(order)
+        keep = [i for i in graph.initializer if i.name not in dropped]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    return fused
+
+
+def cpu_detector_model(path: str | os.PathLike[str]) -> Path | bytes:
+    """The SCRFD graph at ``path`` (already batch-dynamic) for an ONNX Runtime **CPU** session:
+    with its sibling head convolutions fused (:func:`fuse_sibling_convs`) when that gives
+    bit-identical outputs here, checked on one random 2-frame 128x160 batch (or the graph's
+    fixed size) against the graph as it is; else ``path`` itself (logged). Raises what
+    ``onnx.load`` and ONNX Runtime raise for a broken graph."""
+    ort = require("onnxruntime")
+    path = Path(path)
+    model = _load(path)
+    if not fuse_sibling_convs(model):
+        return path
+    fused = model.SerializeToString()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    outs = []
+    for source in (str(path), fused):
+        sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+        declared = sess.get_inputs()[0].shape  # a fixed-size export takes only its own size
+        shape = [d if isinstance(d, int) else n for d, n in zip(declared, (2, 3, 128, 160))]
+        x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+        outs.append(sess.run(None, {sess.get_inputs()[0].name: x}))
+    if all(np.array_equal(a, b) for a, b in zip(*outs, strict=True)):
+        return fused
+    logger.info("%s: fused head convolutions differ in the last bits here; not used", path.name)
+    return path

@@ -18,6 +18,8 @@ from preprocess.scrfd_graph import (
     META_SOURCE_SHA256,
     META_VERIFIED_MAX_ABS_DIFF,
     REWRITE_TAG,
+    cpu_detector_model,
+    fuse_sibling_convs,
     inspect_scrfd_graph,
     make_batch_dynamic,
     rewrite_batch_dynamic,
@@ -278,3 +280,68 @@ def test_fixed_batch_reexport_gets_its_batch_relaxed(workdir: Path) -> None:
     assert dims == ["batch", 3, 640, 640]
     # same head nodes as the source: only declarations changed
     assert [n.op_type for n in model.graph.node] == [n.op_type for n in onnx.load(src).graph.node]
+
+
+# ------------------------------------------------------------------------------ CPU head fusion
+
+
+def _letterboxed_blob(frames: list[np.ndarray]) -> np.ndarray:
+    from preprocess.scrfd import letterbox, to_blob
+
+    return to_blob(np.stack([letterbox(f, (640, 384))[0] for f in frames]))
+
+
+def _outputs(model: onnx.ModelProto | Path | bytes, blob: np.ndarray) -> list[np.ndarray]:
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(
+        source if isinstance(source, bytes) else str(source),
+        opts,
+        providers=["CPUExecutionProvider"],
+    )
+    return sess.run(None, {sess.get_inputs()[0].name: blob})
+
+
+def test_fused_head_convolutions_give_bit_identical_outputs(
+    workdir: Path, real_frames: list[np.ndarray]
+) -> None:
+    batched = make_batch_dynamic(copy_model("det_500m", workdir))
+    model = onnx.load(str(batched))
+    convs = sum(n.op_type == "Conv" for n in model.graph.node)
+    fused = fuse_sibling_convs(model)
+    # one set per stride (8, 16, 32): scores, boxes, landmarks
+    assert len(fused) == 3 and all(len(outputs) == 3 for outputs in fused)
+    assert sum(n.op_type == "Conv" for n in model.graph.node) == convs - 6
+    assert sum(n.op_type == "Split" for n in model.graph.node) == 3
+    onnx.checker.check_model(model)
+    blob = _letterboxed_blob(real_frames)
+    ref, got = _outputs(batched, blob), _outputs(model, blob)
+    assert len(ref) == len(got) == 9
+    for r, g in zip(ref, got, strict=True):
+        assert r.shape == g.shape and np.array_equal(r, g)
+    assert cpu_detector_model(batched) == model.SerializeToString()
+
+
+def test_cpu_detector_model_keeps_the_graph_when_fusion_is_not_exact(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import preprocess.scrfd_graph as scrfd_graph
+
+    batched = make_batch_dynamic(copy_model("det_500m", workdir))
+    real_fuse = scrfd_graph.fuse_sibling_convs
+
+    def off_by_a_little(model: onnx.ModelProto) -> list[list[str]]:
+        fused = real_fuse(model)
+        w = next(i for i in model.graph.initializer if i.name.endswith("_fused_B"))
+        bias = onnx.numpy_helper.to_array(w).copy()
+        bias[0] += np.float32(1e-4)  # the box of one anchor moves by ~1e-4 of a stride
+        w.CopyFrom(onnx.numpy_helper.from_array(bias, w.name))
+        return fused
+
+    monkeypatch.setattr(scrfd_graph, "fuse_sibling_convs", off_by_a_little)
+    assert cpu_detector_model(batched) == batched
+    # nothing to fuse (det_2.5g's heads): the file as it is
+    assert cpu_detector_model(make_batch_dynamic(copy_model("det_2.5g", workdir))) == (
+        workdir / "det_2.5g.batched.onnx"
+    )

@@ -333,3 +333,38 @@ def test_int8_report_names_nodes_errors_and_contributions(hard_builds, hard_mode
     assert len(report["trials"]) == len(_trials(hard_builds["random_direction"]))
     md = (d / f"{REPORT_STEM}.md").read_text()
     assert md.count("\n| /") + md.count("\n| ") >= 55 and "## Configurations tried" in md
+
+
+def test_cpu_runtime_loads_the_int8_graph_with_merged_groups_bit_identically(
+    int8_model, real_crops, caplog
+):
+    """The ORT CPU factory merges layer1-2's grouped convolutions of the INT8 graph at load
+    (engine.core.qdq_rewrite); the classifier's outputs are the stored file's, bit for bit,
+    and the file keeps the exported groups (TensorRT and the error report read it)."""
+    import logging
+
+    import onnxruntime as ort
+
+    from engine.backends import get_factory
+
+    spec = load_sidecar(int8_model)
+    x = real_crops.videos[1].numpy()[:6]
+    with caplog.at_level(logging.INFO, logger="engine.core.qdq_rewrite"):
+        backend = get_factory("ort", precision="int8")(
+            "classifier", spec.onnx_files["int8"], spec=spec
+        )
+    assert "7 grouped convolutions merged" in caplog.text  # layer1's 3 and layer2's 4
+    plain = ort.InferenceSession(str(int8_model / INT8_FILE), providers=["CPUExecutionProvider"])
+    names = [o.name for o in plain.get_outputs()]
+    ref = plain.run(names, {"frames": x})
+    got = backend.session.run(names, {"frames": x})
+    for r, g in zip(ref, got, strict=True):
+        assert np.array_equal(r, g)
+    groups = [
+        a.i
+        for n in onnx.load(str(int8_model / INT8_FILE)).graph.node
+        if n.op_type == "Conv"
+        for a in n.attribute
+        if a.name == "group" and a.i > 1
+    ]
+    assert groups == [32] * 16  # every block's conv2 as exported
