@@ -107,6 +107,9 @@ _JUMP_S = 1.0
 # Continue decoding instead of seeking when the target's keyframe is at most this many packets
 # ahead: a seek flushes the decoder and refills its thread pipeline, which costs about as much.
 _SEEK_MARGIN = 8
+# Packets kept from the demux pass beyond the N first frames, for the decoder's delay (B-frame
+# reordering, up to 16 in H.264, plus one frame per frame-decoding thread).
+_REPLAY_SLACK = 48
 _BAD_FILE_HINT = (
     "Pass a video file (mp4, webm, avi, mkv, gif, ...); if it is one, it is probably truncated "
     "or corrupt: re-create or re-download it"
@@ -415,6 +418,10 @@ class _SeekFailedError(Exception):
     """Internal: seeking did not behave as the demux index predicted; decode sequentially."""
 
 
+class _ReplayExhaustedError(Exception):
+    """Internal: the packets kept from the demux pass ran out before the frames asked for."""
+
+
 class _PyAVSession:
     """One opened container + video stream, decoding with error accounting."""
 
@@ -443,6 +450,9 @@ class _PyAVSession:
         self.colour = FrameConverter(av, "keep")  # what bgr() does to colours; see _session
         self.reformatter: Any = None  # swscale context of bgr(), made on first use
         self.source_colour: ColourDescription | None = None
+        # Packets kept from the demux pass, decoded instead of demuxing again (see replay).
+        self.kept: list[Any] | None = None
+        self.kept_all = False  # the kept packets are the whole stream
 
     def _pick_stream(self, threads: int) -> Any:
         av, path, container = self.av, self.path, self.container
@@ -483,8 +493,20 @@ class _PyAVSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def replay(self, kept: list[Any], whole: bool) -> None:
+        """Decode ``kept`` (the first video packets of this container's demux pass, in
+        decode order) instead of demuxing the file again: :meth:`packets` yields them and
+        then ends when they are the whole stream (``whole``), else raises
+        :class:`_ReplayExhaustedError`, after which the caller opens the file again."""
+        self.kept, self.kept_all = kept, whole
+
     def packets(self) -> Iterator[Any]:
         """Non-empty video packets; a demux error ends the stream and is recorded."""
+        if self.kept is not None:
+            yield from self.kept
+            if not self.kept_all:
+                raise _ReplayExhaustedError
+            return
         try:
             for packet in self.container.demux(self.stream):
                 if packet.size > 0:
@@ -576,92 +598,101 @@ class _PyAVBackend:
 
     def index(self, path: str) -> _StreamIndex:
         with self._session(path) as s:
-            stream, warnings = s.stream, []
-            pts: list[int | None] = []
-            dts: list[int | None] = []
-            durations: list[int] = []
-            keyframes: list[int] = []
-            disposable: set[int] = set()
-            discard: set[int] = set()
-            corrupt: list[int] = []
-            nal_length = _h264_nal_length_size(stream)
-            for packet in s.packets():
-                i = len(pts)
-                if packet.is_keyframe:
-                    keyframes.append(i)
-                elif nal_length is not None and _h264_is_disposable(bytes(packet), nal_length):
-                    disposable.add(i)
-                if packet.is_discard:
-                    discard.add(i)
-                if packet.is_corrupt:
-                    corrupt.append(i)
-                pts.append(packet.pts)
-                dts.append(packet.dts)
-                durations.append(packet.duration or 0)
-            warnings += s.warnings()
-            tb = stream.time_base
-            rate = stream.average_rate or stream.guessed_rate
-            fps = float(rate) if rate and rate > 0 else None
-            restarts, jumps = _timestamp_breaks(dts, keyframes, tb)
-            if restarts or jumps:
-                logger.debug(
-                    "%s: timestamps restart at packets %s and jump at %s (joined streams?)",
-                    path,
-                    restarts,
-                    jumps,
-                )
-            # A transport stream joined to another with `cat` restarts its continuity counters,
-            # and FFmpeg flags the PES in progress at the join corrupt although its bytes are
-            # whole: corrupt flags just before a keyframe that starts new timestamps are the join.
-            keys = set(keyframes)
-            joins = [r for r in (*restarts, *jumps) if r in keys]
-            corrupt = [c for c in corrupt if not any(0 < r - c <= _JOIN_SLACK for r in joins)]
-            if corrupt:
-                warnings.append(f"{len(corrupt)} video packet(s) flagged corrupt (truncated file?)")
-            span_s = _shown_duration(pts, durations, discard, restarts, tb, fps)
-            header_frames = stream.frames or 0
-            truncated = header_frames > len(pts)
-            if header_frames and header_frames != len(pts):
-                logger.debug("%s: header says %d frames, demuxed %d", path, header_frames, len(pts))
-                if truncated:
-                    warnings.append(
-                        f"the header announces {header_frames} frames but only {len(pts)} are "
-                        "in the file: it is probably truncated"
-                    )
-            fmt = s.container.format.name
-            if fmt == "mpegts" and all(Path(path).stat().st_size % k for k in (188, 192, 204)):
-                warnings.append(
-                    "the file ends in the middle of an MPEG-TS packet: it is probably truncated"
-                )
-            header_s = _header_duration(stream)
-            if header_s and span_s is not None and not truncated:
-                slack = max(3.0 / fps if fps else 0.2, 0.02 * header_s)
-                if span_s < header_s - slack:
-                    truncated = True
-                    warnings.append(
-                        f"the video stream ends at {span_s:.2f} s but its header says "
-                        f"{header_s:.2f} s: the file is probably truncated"
-                    )
-            # As ffprobe: the stream duration the container states (an MP4 edit list's, for a
-            # cut), unless the file is cut short or its timestamps restart (FFmpeg's estimate
-            # then covers one segment); else the span of the presented frames.
-            duration_s = header_s if header_s and not truncated and not restarts else span_s
-            seek_unsafe = _seek_unsafe(pts, keyframes)
-            if not seek_unsafe and restarts:
-                seek_unsafe = f"timestamps restart at packet {restarts[0]} (joined streams?)"
-            return _StreamIndex(
-                pts=tuple(pts),
-                dts=tuple(dts),
-                keyframes=tuple(keyframes),
-                disposable=frozenset(disposable),
-                discard=frozenset(discard),
-                seek_unsafe=seek_unsafe,
-                fps=fps,
-                duration_s=duration_s,
-                codec=stream.codec_context.name,
-                container=fmt,
-                warnings=tuple(warnings),
+            return self._scan(s)[0]
+
+    def _scan(self, s: _PyAVSession, keep: int = 0) -> tuple[_StreamIndex, list[Any]]:
+        """The demux index of the opened session ``s`` (one pass over its packets, no
+        decoding) and its first ``keep`` non-empty video packets, kept for decoding."""
+        path, stream, warnings = s.path, s.stream, []
+        kept: list[Any] = []
+        pts: list[int | None] = []
+        dts: list[int | None] = []
+        durations: list[int] = []
+        keyframes: list[int] = []
+        disposable: set[int] = set()
+        discard: set[int] = set()
+        corrupt: list[int] = []
+        nal_length = _h264_nal_length_size(stream)
+        for packet in s.packets():
+            i = len(pts)
+            if packet.is_keyframe:
+                keyframes.append(i)
+            elif nal_length is not None and _h264_is_disposable(bytes(packet), nal_length):
+                disposable.add(i)
+            if packet.is_discard:
+                discard.add(i)
+            if i - len(discard) < keep:  # the packets up to the `keep`-th presented frame
+                kept.append(packet)
+            if packet.is_corrupt:
+                corrupt.append(i)
+            pts.append(packet.pts)
+            dts.append(packet.dts)
+            durations.append(packet.duration or 0)
+        warnings += s.warnings()
+        tb = stream.time_base
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate and rate > 0 else None
+        restarts, jumps = _timestamp_breaks(dts, keyframes, tb)
+        if restarts or jumps:
+            logger.debug(
+                "%s: timestamps restart at packets %s and jump at %s (joined streams?)",
+                path,
+                restarts,
+                jumps,
             )
+        # A transport stream joined to another with `cat` restarts its continuity counters,
+        # and FFmpeg flags the PES in progress at the join corrupt although its bytes are
+        # whole: corrupt flags just before a keyframe that starts new timestamps are the join.
+        keys = set(keyframes)
+        joins = [r for r in (*restarts, *jumps) if r in keys]
+        corrupt = [c for c in corrupt if not any(0 < r - c <= _JOIN_SLACK for r in joins)]
+        if corrupt:
+            warnings.append(f"{len(corrupt)} video packet(s) flagged corrupt (truncated file?)")
+        span_s = _shown_duration(pts, durations, discard, restarts, tb, fps)
+        header_frames = stream.frames or 0
+        truncated = header_frames > len(pts)
+        if header_frames and header_frames != len(pts):
+            logger.debug("%s: header says %d frames, demuxed %d", path, header_frames, len(pts))
+            if truncated:
+                warnings.append(
+                    f"the header announces {header_frames} frames but only {len(pts)} are "
+                    "in the file: it is probably truncated"
+                )
+        fmt = s.container.format.name
+        if fmt == "mpegts" and all(Path(path).stat().st_size % k for k in (188, 192, 204)):
+            warnings.append(
+                "the file ends in the middle of an MPEG-TS packet: it is probably truncated"
+            )
+        header_s = _header_duration(stream)
+        if header_s and span_s is not None and not truncated:
+            slack = max(3.0 / fps if fps else 0.2, 0.02 * header_s)
+            if span_s < header_s - slack:
+                truncated = True
+                warnings.append(
+                    f"the video stream ends at {span_s:.2f} s but its header says "
+                    f"{header_s:.2f} s: the file is probably truncated"
+                )
+        # As ffprobe: the stream duration the container states (an MP4 edit list's, for a
+        # cut), unless the file is cut short or its timestamps restart (FFmpeg's estimate
+        # then covers one segment); else the span of the presented frames.
+        duration_s = header_s if header_s and not truncated and not restarts else span_s
+        seek_unsafe = _seek_unsafe(pts, keyframes)
+        if not seek_unsafe and restarts:
+            seek_unsafe = f"timestamps restart at packet {restarts[0]} (joined streams?)"
+        index = _StreamIndex(
+            pts=tuple(pts),
+            dts=tuple(dts),
+            keyframes=tuple(keyframes),
+            disposable=frozenset(disposable),
+            discard=frozenset(discard),
+            seek_unsafe=seek_unsafe,
+            fps=fps,
+            duration_s=duration_s,
+            codec=stream.codec_context.name,
+            container=fmt,
+            warnings=tuple(warnings),
+        )
+        return index, kept
 
     @staticmethod
     def _info(
@@ -697,12 +728,27 @@ class _PyAVBackend:
             raise s.no_frame_error()
 
     def read(self, path: str, n: int, sampling: str, threads: int, colour: str) -> VideoClip:
-        index = self.index(path)
+        if sampling == "first":
+            # One open: the first frames are decoded from the packets the demux pass kept
+            # (the same packets in the same order, so the same pixels), not demuxed again.
+            s = self._session(path, threads, colour)
+            try:
+                index, kept = self._scan(s, keep=n + _REPLAY_SLACK)
+            except BaseException:
+                s.close()
+                raise
+            if s.error_count:  # a demux error: decode from a fresh open, as before
+                s.close()
+                s = self._session(path, threads, colour)
+            else:
+                s.replay(kept, whole=len(kept) == len(index.pts))
+        else:
+            index = self.index(path)
+            s = self._session(path, threads, colour)
         warnings = list(index.warnings)
         targets = sample_indices(index.count, n, sampling)
         decoded: int | None = None  # frames a full decode gave, when one was needed
         sent = 0
-        s = self._session(path, threads, colour)
 
         def reopen(one_thread: bool) -> _PyAVSession:
             # Frame-threaded decoding of damaged data is not reproducible (which frames fail
@@ -715,7 +761,11 @@ class _PyAVBackend:
 
         try:
             if sampling == "first" or not targets:
-                picked = self._pick_sequential(s, list(range(n)))
+                try:
+                    picked = self._pick_sequential(s, list(range(n)))
+                except _ReplayExhaustedError:  # more packets needed than kept: demux again
+                    s = reopen(False)
+                    picked = self._pick_sequential(s, list(range(n)))
                 if s.decode_failures and threads != 1:
                     s = reopen(True)
                     picked = self._pick_sequential(s, list(range(n)))

@@ -446,6 +446,63 @@ def test_threads_reach_the_decoder(synth_dir: Path, monkeypatch: pytest.MonkeyPa
     assert seen[-1][0] == 3 and "AUTO" in str(seen[-1][1])  # frame + slice threading
 
 
+# ------------------------------------------------------------------- one open for the first N
+
+
+def _count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    opened: list[str] = []
+    real_open = av.open
+
+    def spy(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", spy)
+    return opened
+
+
+@pytest.mark.parametrize("threads", [1, 0, 8])
+def test_first_n_opens_the_file_once_and_decodes_the_same_frames(
+    synth_dir: Path, monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    path = encode_video(synth_dir / "once.mp4", codec="libx264", frames=60, max_b_frames=3)
+    full = [frame for _, frame in iter_frames(path)]
+    opened = _count_opens(monkeypatch)
+    for n in (1, 10, 59):
+        opened.clear()
+        clip = read_video(path, n, threads=threads)
+        assert opened == [str(path)]  # the demux pass's packets were decoded, no second open
+        assert clip.indices == list(range(n)) and _same(clip.frames, full[:n])
+        assert clip.info.frame_count == 60 and clip.warnings == ()
+
+
+def test_first_n_opens_again_when_the_kept_packets_run_out(
+    synth_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With no slack, the N kept packets give fewer than N frames (B-frames are reordered), so
+    # the reader must demux again rather than stop short or drain the decoder early.
+    path = encode_video(synth_dir / "slack.mp4", codec="libx264", frames=40, max_b_frames=3)
+    full = [frame for _, frame in iter_frames(path)]
+    monkeypatch.setattr(video_mod, "_REPLAY_SLACK", 0)
+    opened = _count_opens(monkeypatch)
+    clip = read_video(path, 10, threads=4)
+    assert len(opened) == 2
+    assert clip.indices == list(range(10)) and _same(clip.frames, full[:10])
+    assert clip.warnings == () and clip.frames_decoded >= 10
+
+
+def test_first_n_of_a_short_video_decodes_every_kept_packet(
+    synth_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = encode_video(synth_dir / "short.mp4", codec="libx264", frames=12, max_b_frames=3)
+    full = [frame for _, frame in iter_frames(path)]
+    opened = _count_opens(monkeypatch)
+    clip = read_video(path, 100)
+    assert opened == [str(path)]  # the whole stream was kept: drained, not demuxed again
+    assert clip.indices == list(range(12)) and _same(clip.frames, full)
+    assert any("asked for 100 frames" in w for w in clip.warnings)
+
+
 # --------------------------------------------------------------------------- backend choice
 
 
