@@ -23,7 +23,7 @@ import numpy as np
 from engine.backends import get_factory
 from engine.core.allocator import tune_allocator
 from engine.core.classifier import ClassifierRunner, runner_outputs
-from engine.core.compute import shared_pool
+from engine.core.compute import CPU_POOL_BACKENDS, shared_pool
 from engine.core.config import DEFAULT_SEQ_LEN, EngineConfig
 from engine.core.errors import EngineError, ModelFormatError
 from engine.core.records import Prediction
@@ -146,6 +146,10 @@ class Engine:
                 checkpoint=config.checkpoint,
                 max_batch=config.batch_size,
             )
+        if self.backend in CPU_POOL_BACKENDS:
+            note = self.threads.oversubscription()
+            if note:
+                log.warning("%s", note)
         self.pool = shared_pool(self.threads.workers)
         self._lock = threading.Lock()
         self._pipelines: dict[Path, VideoPipeline] = {}

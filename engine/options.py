@@ -23,6 +23,7 @@ from engine.core.config import (
     default_of,
     field_type,
 )
+from engine.core.config import flag_of as config_flag_of
 
 EXIT_OK = 0
 EXIT_ERROR = 2  # a user-facing error: bad input, missing file or dependency
@@ -32,8 +33,8 @@ C = TypeVar("C")
 
 
 def flag_of(f: dataclasses.Field) -> str:
-    """The command-line flag of a config field."""
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    """The command-line flag of a config field (:func:`engine.core.config.flag_of`)."""
+    return config_flag_of(f)
 
 
 def add_options(

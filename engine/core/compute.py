@@ -163,6 +163,25 @@ class ThreadBudget:
         workers = compute_workers or max(1, (cores or usable_cores()) // threads)
         return cls(threads, det, workers)
 
+    def oversubscription(self, cores: int | None = None) -> str | None:
+        """Why this budget (of a CPU backend) runs more compute threads at once than there are
+        ``cores`` (default :func:`usable_cores`), or None when it does not. A thread count of
+        0 means ONNX Runtime's default, one thread per core. Oversubscribed kernel threads wait
+        for each other (the module docstring's measurement), so the engine warns."""
+        cores = cores or usable_cores()
+        threads = self.threads or cores
+        detector = self.detector_threads or cores
+        busiest = self.workers * max(threads, detector)
+        if busiest <= cores:
+            return None
+        return (
+            f"the thread budget runs up to {busiest} compute threads at once on {cores} usable "
+            f"core(s) ({self.workers} network call(s) at once, {threads} ONNX Runtime thread(s) "
+            f"per classifier call, {detector} per SCRFD call): the threads will compete for the "
+            "cores and the job will be slower; keep workers x threads <= cores "
+            "(--compute-workers, --threads, --detector-threads; the defaults do)"
+        )
+
     def to_record(self) -> dict[str, int]:
         """The budget as a JSON-able dict (benchmarks record it)."""
         return {

@@ -103,6 +103,10 @@ DEFAULT_NMS_THRESHOLD = 0.4  # InsightFace's SCRFD nms_thresh
 # Frames per detector run. On CPU, batching SCRFD does not pay: measured on 2 cores, 1.75
 # videos/s at batch 1 against 0.85 at batch 16 (issue 4's note); on GPUs it does.
 CPU_DETECTOR_BATCH = 1
+#: The most threads or workers one thread option takes: a value far above any machine's cores
+#: (a typo such as ``--threads 100000``) is refused up front instead of making ONNX Runtime or
+#: FFmpeg try to start that many threads.
+MAX_THREADS = 256
 GPU_DETECTOR_BATCH = 16
 
 
@@ -113,6 +117,7 @@ def option(
     choices: tuple[Any, ...] | None = None,
     minimum: float | None = None,
     exclusive_minimum: float | None = None,
+    maximum: float | None = None,
     metavar: str | None = None,
     cli: bool = True,
 ) -> dict[str, Any]:
@@ -124,6 +129,7 @@ def option(
         "choices": choices,
         "minimum": minimum,
         "exclusive_minimum": exclusive_minimum,
+        "maximum": maximum,
         "metavar": metavar,
         "cli": cli,
     }
@@ -143,44 +149,61 @@ def field_type(cls: type, name: str) -> tuple[type, bool]:
     return _base_type(typing.get_type_hints(cls)[name])
 
 
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag of a config field (its metadata's, else ``--field-name``)."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
 def validate(config: Any) -> None:
     """Check every field of a config dataclass against its type and :func:`option` metadata.
 
-    Raises :class:`InvalidInputError` naming the field, the value and the supported values."""
+    Raises :class:`InvalidInputError` naming the field, the value, the supported values and,
+    for a field the command line offers, its flag."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        kind, nullable = _base_type(hints[f.name])
-        meta = f.metadata
-        if value is None:
-            if nullable:
-                continue
-            raise InvalidInputError(f"{f.name} must not be None")
-        if kind is int:
-            if isinstance(value, bool):
-                raise InvalidInputError(f"{f.name} must be an integer, got {value!r}")
-            try:
-                value = operator.index(value)
-            except TypeError:
-                raise InvalidInputError(f"{f.name} must be an integer, got {value!r}") from None
-        elif kind is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InvalidInputError(f"{f.name} must be a number, got {value!r}")
-        elif kind is bool and not isinstance(value, bool):
-            raise InvalidInputError(f"{f.name} must be True or False, got {value!r}")
-        elif kind is str and not isinstance(value, str):
-            raise InvalidInputError(f"{f.name} must be a string, got {value!r}")
-        choices = meta.get("choices")
-        if choices is not None and value not in choices:
-            raise InvalidInputError(
-                f"{f.name}={value!r} is not supported; supported values are "
-                f"{', '.join(map(str, choices))}"
-            )
-        low, strict = meta.get("minimum"), meta.get("exclusive_minimum")
-        if low is not None and value < low:
-            raise InvalidInputError(f"{f.name} must be >= {low}, got {value!r}")
-        if strict is not None and value <= strict:
-            raise InvalidInputError(f"{f.name} must be > {strict}, got {value!r}")
+        try:
+            _validate_field(f, getattr(config, f.name), hints[f.name])
+        except InvalidInputError as exc:
+            if f.metadata.get("cli", True) and f.metadata.get("help"):
+                raise InvalidInputError(f"{exc} (command line: {flag_of(f)})") from None
+            raise
+
+
+def _validate_field(f: dataclasses.Field, value: Any, hint: Any) -> None:
+    kind, nullable = _base_type(hint)
+    meta = f.metadata
+    if value is None:
+        if nullable:
+            return
+        raise InvalidInputError(f"{f.name} must not be None")
+    if kind is int:
+        if isinstance(value, bool):
+            raise InvalidInputError(f"{f.name} must be an integer, got {value!r}")
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise InvalidInputError(f"{f.name} must be an integer, got {value!r}") from None
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInputError(f"{f.name} must be a number, got {value!r}")
+    elif kind is bool and not isinstance(value, bool):
+        raise InvalidInputError(f"{f.name} must be True or False, got {value!r}")
+    elif kind is str and not isinstance(value, str):
+        raise InvalidInputError(f"{f.name} must be a string, got {value!r}")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise InvalidInputError(
+            f"{f.name}={value!r} is not supported; supported values are "
+            f"{', '.join(map(str, choices))}"
+        )
+    low, strict = meta.get("minimum"), meta.get("exclusive_minimum")
+    if low is not None and value < low:
+        raise InvalidInputError(f"{f.name} must be >= {low}, got {value!r}")
+    if strict is not None and value <= strict:
+        raise InvalidInputError(f"{f.name} must be > {strict}, got {value!r}")
+    high = meta.get("maximum")
+    if high is not None and value > high:
+        raise InvalidInputError(f"{f.name} must be <= {high}, got {value!r}")
 
 
 def default_of(cls: type, name: str) -> Any:
@@ -350,7 +373,8 @@ class EngineConfig:
         ),
     )
     decode_workers: int = field(
-        default=2, metadata=option("videos decoded at once by predict_many", minimum=1)
+        default=2,
+        metadata=option("videos decoded at once by predict_many", minimum=1, maximum=MAX_THREADS),
     )
     decode_threads: int = field(
         default=1,
@@ -358,6 +382,7 @@ class EngineConfig:
             "FFmpeg threads per video decoded (0: FFmpeg's choice, one per core); one is the "
             "most efficient when several videos are decoded at once (engine.core.compute)",
             minimum=0,
+            maximum=MAX_THREADS,
         ),
     )
     stage_workers: int = field(
@@ -365,6 +390,7 @@ class EngineConfig:
         metadata=option(
             "batches of videos detected and classified at once by predict_many (each stage)",
             minimum=1,
+            maximum=MAX_THREADS,
         ),
     )
     max_in_flight: int = field(
@@ -378,11 +404,16 @@ class EngineConfig:
             "--compute-workers calls run at once; ONNX Runtime's default on GPU backends)",
             flag="--threads",
             minimum=0,
+            maximum=MAX_THREADS,
         ),
     )
     detector_threads: int | None = field(
         default=None,
-        metadata=option("ONNX Runtime threads per SCRFD call (default: --threads)", minimum=0),
+        metadata=option(
+            "ONNX Runtime threads per SCRFD call (default: --threads)",
+            minimum=0,
+            maximum=MAX_THREADS,
+        ),
     )
     compute_workers: int = field(
         default=0,
@@ -390,6 +421,7 @@ class EngineConfig:
             "network calls at once on CPU (SCRFD frames, classifier chunks), one thread per "
             "call each (0: one per usable core, divided by --threads; engine.core.compute)",
             minimum=0,
+            maximum=MAX_THREADS,
         ),
     )
     checkpoint: str | None = field(

@@ -38,6 +38,13 @@ def default_threads(intra_op_threads: int = 0) -> int:
             f"DFE_ORT_THREADS={value!r}: expected an integer >= 0 (ONNX Runtime threads per "
             "network call; 0 or unset: the engine's default); unset it or pass --threads"
         )
+    from engine.core.config import MAX_THREADS
+
+    if int(value) > MAX_THREADS:
+        raise InvalidInputError(
+            f"DFE_ORT_THREADS={value}: at most {MAX_THREADS} ONNX Runtime threads per network "
+            "call; set it to the cores to use (or unset it)"
+        )
     return int(value)
 
 

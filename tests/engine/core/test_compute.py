@@ -107,3 +107,29 @@ def test_a_bad_ort_threads_variable_is_an_error_naming_it(monkeypatch, value):
     monkeypatch.setenv("DFE_ORT_THREADS", value)
     with pytest.raises(InvalidInputError, match="DFE_ORT_THREADS"):
         ThreadBudget.resolve("ort", cores=2)
+
+
+def test_a_huge_ort_threads_variable_is_refused(monkeypatch):
+    monkeypatch.setenv("DFE_ORT_THREADS", "100000")
+    with pytest.raises(InvalidInputError, match="at most 256"):
+        ThreadBudget.resolve("ort", cores=2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "busiest"),
+    [
+        ({"compute_workers": 4}, 4),  # more calls at once than cores
+        ({"intra_op_threads": 2, "compute_workers": 2}, 4),  # calls x threads
+        ({"detector_threads": 0}, 4),  # 0: ONNX Runtime's default, a thread per core per call
+    ],
+)
+def test_a_budget_above_the_cores_says_so(monkeypatch, kwargs, busiest):
+    monkeypatch.delenv("DFE_ORT_THREADS", raising=False)
+    note = ThreadBudget.resolve("ort", cores=2, **kwargs).oversubscription(cores=2)
+    assert note is not None and f"up to {busiest} compute threads at once on 2" in note
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"intra_op_threads": 2}, {"compute_workers": 1}])
+def test_a_budget_within_the_cores_is_quiet(monkeypatch, kwargs):
+    monkeypatch.delenv("DFE_ORT_THREADS", raising=False)
+    assert ThreadBudget.resolve("ort", cores=2, **kwargs).oversubscription(cores=2) is None

@@ -82,6 +82,15 @@ def test_engine_commands_offer_every_engine_option(command):
         ({"crop_style": "hog"}, "supported values are scrfd, dlib"),
         ({"face": "center"}, "supported values are score, largest"),
         ({"detector_batch": 0}, "detector_batch must be >= 1"),
+        # thread options: bounded above (a typo must not start 100000 threads), flag named
+        (
+            {"intra_op_threads": -1},
+            r"intra_op_threads must be >= 0, got -1 \(command line: --threads\)",
+        ),
+        ({"intra_op_threads": 100000}, r"must be <= 256, got 100000 \(command line: --threads\)"),
+        ({"compute_workers": 1000}, r"must be <= 256.*--compute-workers"),
+        ({"detector_threads": 300}, r"must be <= 256.*--detector-threads"),
+        ({"decode_threads": 257}, r"must be <= 256.*--decode-threads"),
     ],
 )
 def test_engine_config_rejects_bad_values_naming_the_supported_ones(kwargs, match):
