@@ -108,7 +108,8 @@ _JUMP_S = 1.0
 # ahead: a seek flushes the decoder and refills its thread pipeline, which costs about as much.
 _SEEK_MARGIN = 8
 # Packets kept from the demux pass beyond the N first frames, for the decoder's delay (B-frame
-# reordering, up to 16 in H.264, plus one frame per frame-decoding thread).
+# reordering, up to 16 in H.264, plus one frame per frame-decoding thread). When they are not
+# enough, the file is opened again and demuxing goes on after them (_PyAVSession._after_kept).
 _REPLAY_SLACK = 48
 _BAD_FILE_HINT = (
     "Pass a video file (mp4, webm, avi, mkv, gif, ...); if it is one, it is probably truncated "
@@ -418,10 +419,6 @@ class _SeekFailedError(Exception):
     """Internal: seeking did not behave as the demux index predicted; decode sequentially."""
 
 
-class _ReplayExhaustedError(Exception):
-    """Internal: the packets kept from the demux pass ran out before the frames asked for."""
-
-
 class _PyAVSession:
     """One opened container + video stream, decoding with error accounting."""
 
@@ -453,6 +450,7 @@ class _PyAVSession:
         # Packets kept from the demux pass, decoded instead of demuxing again (see replay).
         self.kept: list[Any] | None = None
         self.kept_all = False  # the kept packets are the whole stream
+        self.more: Any = None  # the container opened again when the kept packets ran out
 
     def _pick_stream(self, threads: int) -> Any:
         av, path, container = self.av, self.path, self.container
@@ -484,6 +482,8 @@ class _PyAVSession:
         return stream
 
     def close(self) -> None:
+        if self.more is not None:
+            self.more.close()
         self.colour.close()
         self.container.close()
 
@@ -496,8 +496,8 @@ class _PyAVSession:
     def replay(self, kept: list[Any], whole: bool) -> None:
         """Decode ``kept`` (the first video packets of this container's demux pass, in
         decode order) instead of demuxing the file again: :meth:`packets` yields them and
-        then ends when they are the whole stream (``whole``), else raises
-        :class:`_ReplayExhaustedError`, after which the caller opens the file again."""
+        then ends when they are the whole stream (``whole``), else goes on with
+        :meth:`_after_kept`."""
         self.kept, self.kept_all = kept, whole
 
     def packets(self) -> Iterator[Any]:
@@ -505,13 +505,32 @@ class _PyAVSession:
         if self.kept is not None:
             yield from self.kept
             if not self.kept_all:
-                raise _ReplayExhaustedError
+                yield from self._after_kept(len(self.kept))
             return
         try:
             for packet in self.container.demux(self.stream):
                 if packet.size > 0:
                     yield packet
         except self.av.error.FFmpegError as exc:
+            self._error(f"demuxing stopped: {exc}")
+
+    def _after_kept(self, skip: int) -> Iterator[Any]:
+        """The packets after the first ``skip`` kept ones, when the decoder needs more (its
+        delay, or frames it cannot decode): the file is opened again and demuxed from the
+        start, the packets already decoded are skipped (demuxed, not decoded) and the rest go
+        to the same decoder, so it sees the packet sequence of a single demux. A failure to
+        open or demux ends the stream and is recorded."""
+        av = self.av
+        try:
+            self.more = av.open(self.path, metadata_errors="ignore")
+            stream = self.more.streams[self.stream.index]
+            seen = 0
+            for packet in self.more.demux(stream):
+                if packet.size > 0:
+                    seen += 1
+                    if seen > skip:
+                        yield packet
+        except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:
             self._error(f"demuxing stopped: {exc}")
 
     def decode(self, packet: Any | None) -> list[Any]:
@@ -730,7 +749,8 @@ class _PyAVBackend:
     def read(self, path: str, n: int, sampling: str, threads: int, colour: str) -> VideoClip:
         if sampling == "first":
             # One open: the first frames are decoded from the packets the demux pass kept
-            # (the same packets in the same order, so the same pixels), not demuxed again.
+            # (the same packets in the same order, so the same pixels), not demuxed again
+            # (unless the decoder needs more than were kept: see _PyAVSession._after_kept).
             s = self._session(path, threads, colour)
             try:
                 index, kept = self._scan(s, keep=n + _REPLAY_SLACK)
@@ -761,11 +781,7 @@ class _PyAVBackend:
 
         try:
             if sampling == "first" or not targets:
-                try:
-                    picked = self._pick_sequential(s, list(range(n)))
-                except _ReplayExhaustedError:  # more packets needed than kept: demux again
-                    s = reopen(False)
-                    picked = self._pick_sequential(s, list(range(n)))
+                picked = self._pick_sequential(s, list(range(n)))
                 if s.decode_failures and threads != 1:
                     s = reopen(True)
                     picked = self._pick_sequential(s, list(range(n)))
