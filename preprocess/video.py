@@ -621,7 +621,8 @@ class _PyAVBackend:
 
     def _scan(self, s: _PyAVSession, keep: int = 0) -> tuple[_StreamIndex, list[Any]]:
         """The demux index of the opened session ``s`` (one pass over its packets, no
-        decoding) and its first ``keep`` non-empty video packets, kept for decoding."""
+        decoding) and, kept for decoding, its non-empty video packets from the first up to the
+        ``keep``-th one not flagged discard (a prefix of the stream, in decode order)."""
         path, stream, warnings = s.path, s.stream, []
         kept: list[Any] = []
         pts: list[int | None] = []

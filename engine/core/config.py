@@ -21,6 +21,7 @@ from typing import Any
 
 from engine.core.compute import ThreadBudget
 from engine.core.errors import InvalidInputError
+from engine.core.onnx_session import MAX_THREADS
 
 # ------------------------------------------------------------------------------ allowed values
 
@@ -103,10 +104,6 @@ DEFAULT_NMS_THRESHOLD = 0.4  # InsightFace's SCRFD nms_thresh
 # Frames per detector run. On CPU, batching SCRFD does not pay: measured on 2 cores, 1.75
 # videos/s at batch 1 against 0.85 at batch 16 (issue 4's note); on GPUs it does.
 CPU_DETECTOR_BATCH = 1
-#: The most threads or workers one thread option takes: a value far above any machine's cores
-#: (a typo such as ``--threads 100000``) is refused up front instead of making ONNX Runtime or
-#: FFmpeg try to start that many threads.
-MAX_THREADS = 256
 GPU_DETECTOR_BATCH = 16
 
 

@@ -16,6 +16,11 @@ from engine.core.deps import require
 from engine.core.errors import BackendUnavailableError, InvalidInputError
 from engine.core.paths import env
 
+#: The most threads or workers one thread option takes (``EngineConfig``'s thread fields and
+#: ``$DFE_ORT_THREADS``): a value far above any machine's cores (a typo such as ``--threads
+#: 100000``) is refused up front instead of making ONNX Runtime or FFmpeg start that many.
+MAX_THREADS = 256
+
 CPU = ("CPUExecutionProvider",)
 Provider = str | tuple[str, dict[str, Any]]
 
@@ -38,8 +43,6 @@ def default_threads(intra_op_threads: int = 0) -> int:
             f"DFE_ORT_THREADS={value!r}: expected an integer >= 0 (ONNX Runtime threads per "
             "network call; 0 or unset: the engine's default); unset it or pass --threads"
         )
-    from engine.core.config import MAX_THREADS
-
     if int(value) > MAX_THREADS:
         raise InvalidInputError(
             f"DFE_ORT_THREADS={value}: at most {MAX_THREADS} ONNX Runtime threads per network "
