@@ -22,19 +22,14 @@ from engine.core.config import (
     SequenceConfig,
     default_of,
     field_type,
+    flag_of,
 )
-from engine.core.config import flag_of as config_flag_of
 
 EXIT_OK = 0
 EXIT_ERROR = 2  # a user-facing error: bad input, missing file or dependency
 EXIT_PARTIAL = 3  # a batch job finished, but some inputs failed (recorded)
 
 C = TypeVar("C")
-
-
-def flag_of(f: dataclasses.Field) -> str:
-    """The command-line flag of a config field (:func:`engine.core.config.flag_of`)."""
-    return config_flag_of(f)
 
 
 def add_options(
