@@ -375,7 +375,7 @@ class Engine:
         return run_overlapped(
             jobs,
             stages,
-            decode_workers=cfg.decode_workers,
+            decode_workers=self.threads.decode_workers,
             max_in_flight=cfg.max_in_flight,
             detect_frames=self.detector_batch,
             classify_frames=cfg.batch_size,

@@ -129,15 +129,26 @@ class ThreadBudget:
 
     ``threads``: ONNX Runtime threads per classifier call (0: ONNX Runtime's own default);
     ``detector_threads``: the same for SCRFD; ``workers``: network calls at once
-    (:func:`shared_pool`). On a CPU backend the defaults are one thread per call and one worker
-    per usable core; ``--threads`` T (or ``$DFE_ORT_THREADS``) gives ``cores // T`` workers;
-    ``--compute-workers`` sets the count. GPU backends keep one call at a time and ONNX
-    Runtime's own threads (their kernels do not run on these cores).
+    (:func:`shared_pool`); ``decode_workers``: videos decoded at once by ``predict_many`` (each
+    on ``EngineConfig.decode_threads`` FFmpeg threads). On a CPU backend the defaults are one
+    thread per call, one worker per usable core and one decoding video per two cores;
+    ``--threads`` T (or ``$DFE_ORT_THREADS``) gives ``cores // T`` workers;
+    ``--compute-workers`` and ``--decode-workers`` set the counts. GPU backends keep one call
+    at a time and ONNX Runtime's own threads (their kernels do not run on these cores) and
+    decode two videos at once.
+
+    Why one decoding video per two cores on CPU: decoding is about 40% of a 1080p video's CPU
+    time at N=20 (decode 0.21 s of 0.54 s per video on 2 cores), so half the cores keep the
+    compute pool fed, and every decoding thread beyond that competes with the compute threads
+    for the cores. Measured on 2 cores, 24 1080p videos at N=20 (``benchmarks.throughput``,
+    ``benchmarks/results/throughput-decode-workers-2core-cpu.json``): one decoding video spent
+    fewer CPU seconds per video than two, for the same records, and kept less memory resident.
     """
 
     threads: int
     detector_threads: int
     workers: int
+    decode_workers: int = 2
 
     @classmethod
     def resolve(
@@ -147,21 +158,24 @@ class ThreadBudget:
         intra_op_threads: int = 0,
         detector_threads: int | None = None,
         compute_workers: int = 0,
+        decode_workers: int = 0,
         cores: int | None = None,
     ) -> ThreadBudget:
         """The budget of ``backend`` (a canonical backend name) from the config's values
-        (``EngineConfig.intra_op_threads``, ``detector_threads``, ``compute_workers``) on
-        ``cores`` cores (default :func:`usable_cores`)."""
+        (``EngineConfig.intra_op_threads``, ``detector_threads``, ``compute_workers``,
+        ``decode_workers``; 0 or None: the default) on ``cores`` cores (default
+        :func:`usable_cores`)."""
         from engine.core.onnx_session import default_threads
 
         threads = default_threads(intra_op_threads)
         if backend not in CPU_POOL_BACKENDS:
             det = threads if detector_threads is None else detector_threads
-            return cls(threads, det, compute_workers or 1)
+            return cls(threads, det, compute_workers or 1, decode_workers or 2)
+        cores = cores or usable_cores()
         threads = threads or 1
         det = threads if detector_threads is None else detector_threads
-        workers = compute_workers or max(1, (cores or usable_cores()) // threads)
-        return cls(threads, det, workers)
+        workers = compute_workers or max(1, cores // threads)
+        return cls(threads, det, workers, decode_workers or max(1, cores // 2))
 
     def oversubscription(self, cores: int | None = None) -> str | None:
         """Why this budget (of a CPU backend) runs more compute threads at once than there are
@@ -188,4 +202,5 @@ class ThreadBudget:
             "threads_per_call": self.threads,
             "detector_threads_per_call": self.detector_threads,
             "compute_workers": self.workers,
+            "decode_workers": self.decode_workers,
         }

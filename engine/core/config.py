@@ -370,8 +370,13 @@ class EngineConfig:
         ),
     )
     decode_workers: int = field(
-        default=2,
-        metadata=option("videos decoded at once by predict_many", minimum=1, maximum=MAX_THREADS),
+        default=0,
+        metadata=option(
+            "videos decoded at once by predict_many (0: one per two usable cores on CPU, "
+            "measured; two on GPU backends; engine.core.compute)",
+            minimum=0,
+            maximum=MAX_THREADS,
+        ),
     )
     decode_threads: int = field(
         default=1,
@@ -454,6 +459,7 @@ class EngineConfig:
             intra_op_threads=self.intra_op_threads,
             detector_threads=self.detector_threads,
             compute_workers=self.compute_workers,
+            decode_workers=self.decode_workers,
         )
 
     def detector_batch_for(self, backend: str) -> int:

@@ -79,6 +79,27 @@ def test_engine_predict_many_ordered_and_streamed(engine, video_paths, tmp_path)
         assert by_video[r.video] == r.p_fake or (r.p_fake is None and by_video[r.video] is None)
 
 
+def test_predict_many_decodes_as_many_videos_at_once_as_the_budget_says(
+    tiny_model, models_dir, monkeypatch
+):
+    import engine.api as api
+
+    seen: list[int] = []
+
+    def capture(jobs, stages, *, decode_workers, **kwargs):
+        seen.append(decode_workers)
+        return iter(())
+
+    monkeypatch.setattr(api, "run_overlapped", capture)
+    from engine.core.compute import usable_cores
+
+    # the default (0): one decoding video per two usable cores on CPU, at least one
+    for asked, expected in [(0, max(1, usable_cores() // 2)), (3, 3)]:
+        eng = Engine.load(tiny_model, models_dir=models_dir, download=False, decode_workers=asked)
+        list(eng.predict_many([]))
+        assert seen[-1] == expected == eng.threads.to_record()["decode_workers"]
+
+
 def test_engine_bad_inputs_raise_clear_errors(engine):
     with pytest.raises(InvalidInputError, match="HxWx3"):
         engine.predict([np.zeros((4, 4), np.uint8)])

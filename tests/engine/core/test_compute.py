@@ -96,10 +96,20 @@ def test_budget_reads_the_environment_and_leaves_gpu_backends_alone(monkeypatch)
         "threads_per_call": 2,
         "detector_threads_per_call": 2,
         "compute_workers": 2,
+        "decode_workers": 2,
     }
     monkeypatch.delenv("DFE_ORT_THREADS")
     b = ThreadBudget.resolve("ort-cuda", cores=4)
     assert (b.threads, b.workers) == (0, 1)  # ONNX Runtime's own threads, one call at a time
+    assert b.decode_workers == 2
+
+
+@pytest.mark.parametrize(("cores", "decoding"), [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)])
+def test_cpu_decodes_one_video_per_two_cores_unless_told(monkeypatch, cores, decoding):
+    monkeypatch.delenv("DFE_ORT_THREADS", raising=False)
+    assert ThreadBudget.resolve("ort", cores=cores).decode_workers == decoding
+    assert ThreadBudget.resolve("ort", decode_workers=3, cores=cores).decode_workers == 3
+    assert ThreadBudget.resolve("ort-cuda", decode_workers=5, cores=cores).decode_workers == 5
 
 
 @pytest.mark.parametrize("value", ["abc", "1.5", "-1"])
