@@ -33,10 +33,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     if results.get("targets"):
         lines += ["## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
         for t in results["targets"]:
-            ratio = f"{t['ratio']:.2f}x" if t["ratio"] is not None else "not measured"
-            lines.append(
-                f"| {t['target']} | >= {t['goal']}x | {ratio} | {'yes' if t['met'] else 'no'} |"
-            )
+            measured = t["ratio"] is not None
+            ratio = f"{t['ratio']:.2f}x" if measured else "not measured"
+            met = ("yes" if t["met"] else "no") if measured else "-"
+            lines.append(f"| {t['target']} | >= {t['goal']}x | {ratio} | {met} |")
         lines.append("")
     sec = results["sections"]
     if "classifier" in sec:

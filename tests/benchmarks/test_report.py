@@ -132,6 +132,14 @@ def test_targets_are_ratios_from_the_json():
 def test_report_markdown_and_plots_rendered_from_json(tmp_path):
     res = _results()
     res["targets"] = targets(res)
+    res["targets"].append(
+        {
+            "target": "exact fp32 vs the version before (--before)",
+            "goal": 1.0,
+            "ratio": None,
+            "met": False,
+        }
+    )
     path = tmp_path / "results.json"
     path.write_text(json.dumps(res))
     md, plots = render(path)
@@ -143,5 +151,7 @@ def test_report_markdown_and_plots_rendered_from_json(tmp_path):
     )
     assert "| ours-detect-every-4 | 0.98 | 0.9 | 0.02 |" in text
     assert "40.00x" in text and "slowest: detect" in text
+    # a target the run did not measure is neither met nor missed
+    assert "| exact fp32 vs the version before (--before) | >= 1.0x | not measured | - |" in text
     assert {p.name for p in plots} == {"classifier.png", "end_to_end.png", "stages.png"}
     assert all(p.stat().st_size > 1000 for p in plots)
