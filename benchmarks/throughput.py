@@ -174,18 +174,25 @@ def _iou(a: list[float] | None, b: list[float] | None) -> float:
 
 
 def compare_records(exact: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, Any]:
-    """Box IoU and p_fake difference of ``other`` against ``exact``, video by video."""
+    """Box IoU and p_fake difference of ``other`` against ``exact``, video by video. A video
+    scored on other frames (another ``--sampling`` or ``--seq-len``: its ``frame_indices``
+    differ) is not compared, only counted (``videos_on_other_frames``)."""
     by_video = {r["video"]: r for r in exact}
     ious: list[float] = []
     deltas: list[float] = []
+    other_frames = 0
     for r in other:
         e = by_video.get(r["video"])
         if e is None or e["status"] != "ok" or r["status"] != "ok":
+            continue
+        if e.get("frame_indices") != r.get("frame_indices"):
+            other_frames += 1
             continue
         ious += [_iou(a, b) for a, b in zip(e["boxes"], r["boxes"])]
         deltas.append(abs(e["p_fake"] - r["p_fake"]))
     return {
         "videos": len(deltas),
+        "videos_on_other_frames": other_frames,
         "mean_box_iou": round(statistics.mean(ious), 5) if ious else None,
         "min_box_iou": round(min(ious), 5) if ious else None,
         "max_abs_delta_p_fake": round(max(deltas), 6) if deltas else None,

@@ -360,6 +360,13 @@ class Engine:
         an error record and the job goes on."""
         pipeline, n = self._resolve(seq_len, sampling)
         cfg = self.config
+        decoding = self.threads.decoding(sampling)
+        log.info(
+            "predict_many: %d video(s) decoded at once (%s sampling), %d network call(s) at once",
+            decoding,
+            sampling,
+            self.threads.workers,
+        )
         jobs = (VideoJob(index=i, name=str(src), source=src) for i, src in enumerate(sources))
 
         def classify(batch: list[VideoJob]) -> list[list[np.ndarray]]:
@@ -375,7 +382,7 @@ class Engine:
         return run_overlapped(
             jobs,
             stages,
-            decode_workers=self.threads.decode_workers,
+            decode_workers=decoding,
             max_in_flight=cfg.max_in_flight,
             detect_frames=self.detector_batch,
             classify_frames=cfg.batch_size,

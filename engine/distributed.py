@@ -28,7 +28,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.core.config import EngineConfig, RayConfig, SequenceConfig
+from engine.core.compute import default_decode_workers
+from engine.core.config import GPU_BACKENDS, EngineConfig, RayConfig, SequenceConfig
 from engine.core.errors import InvalidInputError, MissingDependencyError
 from engine.core.paths import env
 from engine.core.records import (
@@ -220,6 +221,27 @@ def read_records(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return records
 
 
+def actor_config(
+    config: EngineConfig, sequence: SequenceConfig, cpus: float, gpus: float = 0.0
+) -> EngineConfig:
+    """The config an actor with ``cpus`` CPUs (and ``gpus`` GPUs) reserved runs: unless given,
+    as many network calls at once as its CPUs (at least 1), as many videos decoded at once as
+    :func:`~engine.core.compute.default_decode_workers` gives for those CPUs and
+    ``sequence.sampling``, and ``ort-cuda`` for ``backend="auto"`` with GPUs. Sized by the
+    reservation, not by the node's cores: Ray does not pin an actor to its CPUs."""
+    cores = max(1, int(cpus))
+    if not config.intra_op_threads and not config.compute_workers:
+        config = config.replace(compute_workers=cores)
+    if gpus > 0 and config.backend == "auto":
+        config = config.replace(backend="ort-cuda")
+    if not config.decode_workers:
+        on_cpu = config.backend_name not in GPU_BACKENDS
+        config = config.replace(
+            decode_workers=default_decode_workers(sequence.sampling, cores, on_cpu=on_cpu)
+        )
+    return config
+
+
 def build_dataset(
     paths: Iterable[str | os.PathLike[str]],
     model_dir: str | os.PathLike[str],
@@ -236,7 +258,9 @@ def build_dataset(
     ``ray.init`` (it reads the cluster's CPUs to size ``cpus_per_worker`` when not given). An
     actor runs as many network calls at once, one ONNX Runtime thread each, as the CPUs reserved
     for it (at least 1; :mod:`engine.core.compute`) unless ``config.intra_op_threads`` or
-    ``config.compute_workers`` is set; with GPUs per actor and ``backend="auto"`` the actors
+    ``config.compute_workers`` is set, and decodes as many videos at once as
+    :func:`~engine.core.compute.default_decode_workers` gives for those CPUs unless
+    ``config.decode_workers`` is set; with GPUs per actor and ``backend="auto"`` the actors
     run ``ort-cuda``. ``layout.memory_per_worker`` (GB) reserves memory per actor in Ray's
     scheduler (an actor scoring 1080p videos peaks near 1.5 GiB), so a node is never given more
     actors than it can hold.
@@ -250,10 +274,7 @@ def build_dataset(
         cpus_per_worker = default_cpus_per_worker(
             ray.cluster_resources().get("CPU", 1.0), layout.num_workers
         )
-    if not config.intra_op_threads and not config.compute_workers:
-        config = config.replace(compute_workers=max(1, int(cpus_per_worker)))
-    if layout.gpus_per_worker > 0 and config.backend == "auto":
-        config = config.replace(backend="ort-cuda")
+    config = actor_config(config, sequence, cpus_per_worker, layout.gpus_per_worker)
     videos_per_batch = layout.videos_per_batch
     items = [{"video": str(p)} for p in paths]
     if not items:

@@ -123,6 +123,32 @@ def shared_pool(workers: int) -> ComputePool:
 CPU_POOL_BACKENDS = ("ort",)
 
 
+def default_decode_workers(sampling: str, cores: int, *, on_cpu: bool = True) -> int:
+    """Videos decoded at once by ``predict_many`` when ``--decode-workers`` is 0 (the default).
+
+    ``sampling``: ``"first"`` or ``"uniform"`` (``EngineConfig`` sampling modes); ``cores``: the
+    usable cores (>= 1); ``on_cpu``: whether the networks run on these cores too (a CPU
+    backend). On a GPU backend: 2. On CPU the decoders get the share of the cores that decoding
+    takes of a video's CPU time, so they keep the compute pool fed without competing with it:
+
+    - ``first``: one per two cores. Decoding the first N frames is ~40% of a 1080p video's CPU
+      at N=20 (131 of 579 ms in one thread, plus the overlap). Measured on 2 cores, 24 1080p
+      DFDC videos, 3 rounds (``benchmarks/results/throughput-decode-workers-2core-cpu.json``):
+      one decoding video 3.54 videos/s and 0.56 CPU s per video, two 3.17 and 0.62, peak RSS
+      1286 against 1441 MB, identical records (later runs: 0.59 against 0.59, 0.54 against
+      0.57, 0.72 against 0.77 s of CPU on an Intel host).
+    - ``uniform``: one per core. Seeking to N points spread over the video decodes from the
+      keyframe before each (~70% of the CPU); one decoding video on 2 cores starved the compute
+      pool: 1.17 against 1.57 videos/s, 3 rounds, same records
+      (``benchmarks/results/throughput-decode-workers-sampling-2core-cpu.json``, which also
+      repeats the ``first`` comparison: 3.17 against 3.11 videos/s, 0.59 against 0.64 s).
+    """
+    if not on_cpu:
+        return 2
+    cores = max(1, cores)
+    return cores if sampling == "uniform" else max(1, cores // 2)
+
+
 @dataclass(frozen=True)
 class ThreadBudget:
     """How the engine's threads share the cores (see the module docstring).
@@ -130,25 +156,20 @@ class ThreadBudget:
     ``threads``: ONNX Runtime threads per classifier call (0: ONNX Runtime's own default);
     ``detector_threads``: the same for SCRFD; ``workers``: network calls at once
     (:func:`shared_pool`); ``decode_workers``: videos decoded at once by ``predict_many`` (each
-    on ``EngineConfig.decode_threads`` FFmpeg threads). On a CPU backend the defaults are one
-    thread per call, one worker per usable core and one decoding video per two cores;
+    on ``EngineConfig.decode_threads`` FFmpeg threads; 0: by sampling mode, :meth:`decoding`);
+    ``cores``: the usable cores it was resolved for; ``on_cpu``: whether the networks run on
+    them. On a CPU backend the defaults are one thread per call and one worker per usable core;
     ``--threads`` T (or ``$DFE_ORT_THREADS``) gives ``cores // T`` workers;
     ``--compute-workers`` and ``--decode-workers`` set the counts. GPU backends keep one call
-    at a time and ONNX Runtime's own threads (their kernels do not run on these cores) and
-    decode two videos at once.
-
-    Why one decoding video per two cores on CPU: decoding is about 40% of a 1080p video's CPU
-    time at N=20 (decode 0.21 s of 0.54 s per video on 2 cores), so half the cores keep the
-    compute pool fed, and every decoding thread beyond that competes with the compute threads
-    for the cores. Measured on 2 cores, 24 1080p videos at N=20 (``benchmarks.throughput``,
-    ``benchmarks/results/throughput-decode-workers-2core-cpu.json``): one decoding video spent
-    fewer CPU seconds per video than two, for the same records, and kept less memory resident.
+    at a time and ONNX Runtime's own threads (their kernels do not run on these cores).
     """
 
     threads: int
     detector_threads: int
     workers: int
-    decode_workers: int = 2
+    decode_workers: int = 0
+    cores: int = 1
+    on_cpu: bool = True
 
     @classmethod
     def resolve(
@@ -164,18 +185,31 @@ class ThreadBudget:
         """The budget of ``backend`` (a canonical backend name) from the config's values
         (``EngineConfig.intra_op_threads``, ``detector_threads``, ``compute_workers``,
         ``decode_workers``; 0 or None: the default) on ``cores`` cores (default
-        :func:`usable_cores`)."""
+        :func:`usable_cores`). Raises :class:`InvalidInputError` for a negative count."""
+        from engine.core.config import GPU_BACKENDS
         from engine.core.onnx_session import default_threads
 
+        counts = {"compute_workers": compute_workers, "decode_workers": decode_workers}
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidInputError(f"{name} must be an integer >= 0, got {value!r}")
         threads = default_threads(intra_op_threads)
+        cores = cores or usable_cores()
+        on_cpu = backend not in GPU_BACKENDS
         if backend not in CPU_POOL_BACKENDS:
             det = threads if detector_threads is None else detector_threads
-            return cls(threads, det, compute_workers or 1, decode_workers or 2)
-        cores = cores or usable_cores()
+            return cls(threads, det, compute_workers or 1, decode_workers, cores, on_cpu)
         threads = threads or 1
         det = threads if detector_threads is None else detector_threads
         workers = compute_workers or max(1, cores // threads)
-        return cls(threads, det, workers, decode_workers or max(1, cores // 2))
+        return cls(threads, det, workers, decode_workers, cores, on_cpu)
+
+    def decoding(self, sampling: str = "first") -> int:
+        """Videos decoded at once by ``predict_many`` for ``sampling``: ``decode_workers`` when
+        set, else :func:`default_decode_workers`."""
+        return self.decode_workers or default_decode_workers(
+            sampling, self.cores, on_cpu=self.on_cpu
+        )
 
     def oversubscription(self, cores: int | None = None) -> str | None:
         """Why this budget (of a CPU backend) runs more compute threads at once than there are
@@ -196,11 +230,11 @@ class ThreadBudget:
             "(--compute-workers, --threads, --detector-threads; the defaults do)"
         )
 
-    def to_record(self) -> dict[str, int]:
-        """The budget as a JSON-able dict (benchmarks record it)."""
+    def to_record(self, sampling: str = "first") -> dict[str, int]:
+        """The budget as a JSON-able dict for ``sampling`` (benchmarks record it)."""
         return {
             "threads_per_call": self.threads,
             "detector_threads_per_call": self.detector_threads,
             "compute_workers": self.workers,
-            "decode_workers": self.decode_workers,
+            "decode_workers": self.decoding(sampling),
         }

@@ -372,8 +372,9 @@ class EngineConfig:
     decode_workers: int = field(
         default=0,
         metadata=option(
-            "videos decoded at once by predict_many (0: one per two usable cores on CPU, "
-            "measured; two on GPU backends; engine.core.compute)",
+            "videos decoded at once when scoring many (0: on CPU backends one per two usable "
+            "cores with --sampling first, one per core with uniform, where decoding is most of "
+            "the work; two on GPU backends)",
             minimum=0,
             maximum=MAX_THREADS,
         ),

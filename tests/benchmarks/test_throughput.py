@@ -15,7 +15,11 @@ def test_compare_records_gives_box_iou_and_p_fake_delta():
     c = compare_records(exact, fast)
     assert c["videos"] == 2 and c["min_box_iou"] == round(50 / 150, 5)
     assert c["mean_box_iou"] == round((1 + 50 / 150 + 1) / 3, 5)
-    assert c["max_abs_delta_p_fake"] == 0.05
+    assert c["max_abs_delta_p_fake"] == 0.05 and c["videos_on_other_frames"] == 0
+    # records of other frames (another sampling) are counted, never compared box by box
+    exact[0]["frame_indices"], fast[0]["frame_indices"] = [0, 1], [0, 40]
+    c = compare_records(exact, fast)
+    assert (c["videos"], c["videos_on_other_frames"], c["min_box_iou"]) == (1, 1, 1.0)
 
 
 def test_stage_times_per_video_and_per_frame():

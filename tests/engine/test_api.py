@@ -83,6 +83,7 @@ def test_predict_many_decodes_as_many_videos_at_once_as_the_budget_says(
     tiny_model, models_dir, monkeypatch
 ):
     import engine.api as api
+    from engine.core.compute import usable_cores
 
     seen: list[int] = []
 
@@ -91,13 +92,16 @@ def test_predict_many_decodes_as_many_videos_at_once_as_the_budget_says(
         return iter(())
 
     monkeypatch.setattr(api, "run_overlapped", capture)
-    from engine.core.compute import usable_cores
-
-    # the default (0): one decoding video per two usable cores on CPU, at least one
-    for asked, expected in [(0, max(1, usable_cores() // 2)), (3, 3)]:
-        eng = Engine.load(tiny_model, models_dir=models_dir, download=False, decode_workers=asked)
-        list(eng.predict_many([]))
-        assert seen[-1] == expected == eng.threads.to_record()["decode_workers"]
+    cores = usable_cores()
+    # the default (0): by sampling, one decoding video per two usable cores for the first N
+    # frames, one per core for uniform sampling (engine.core.compute.default_decode_workers)
+    auto = Engine.load(tiny_model, models_dir=models_dir, download=False)
+    list(auto.predict_many([]))
+    list(auto.predict_many([], sampling="uniform"))
+    assert seen == [max(1, cores // 2), cores]
+    told = Engine.load(tiny_model, models_dir=models_dir, download=False, decode_workers=3)
+    list(told.predict_many([], sampling="uniform"))
+    assert seen[-1] == 3 == told.threads.to_record("uniform")["decode_workers"]
 
 
 def test_engine_bad_inputs_raise_clear_errors(engine):

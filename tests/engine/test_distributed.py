@@ -48,6 +48,22 @@ def test_default_cpus_per_worker_leaves_a_cpu_for_the_read_stage():
     assert distributed.default_cpus_per_worker(64, 8) == 1.0
 
 
+def test_actors_are_sized_by_their_reserved_cpus_not_the_node():
+    base = EngineConfig(backend="ort")
+    one = distributed.actor_config(base, SequenceConfig(seq_len=20), cpus=1)
+    assert (one.compute_workers, one.decode_workers) == (1, 1)
+    four = distributed.actor_config(base, SequenceConfig(seq_len=20, sampling="uniform"), cpus=4)
+    assert (four.compute_workers, four.decode_workers) == (4, 4)
+    half = distributed.actor_config(base, SequenceConfig(seq_len=20), cpus=0.5)
+    assert (half.compute_workers, half.decode_workers) == (1, 1)
+    told = distributed.actor_config(
+        base.replace(compute_workers=3, decode_workers=5), SequenceConfig(seq_len=20), cpus=1
+    )
+    assert (told.compute_workers, told.decode_workers) == (3, 5)
+    gpu = distributed.actor_config(EngineConfig(), SequenceConfig(seq_len=20), cpus=8, gpus=1)
+    assert (gpu.backend, gpu.decode_workers) == ("ort-cuda", 2)
+
+
 def test_records_survive_storage_form():
     from engine.core.records import Prediction
 

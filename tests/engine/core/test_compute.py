@@ -7,7 +7,14 @@ import time
 
 import pytest
 
-from engine.core.compute import INLINE, ComputePool, ThreadBudget, shared_pool, usable_cores
+from engine.core.compute import (
+    INLINE,
+    ComputePool,
+    ThreadBudget,
+    default_decode_workers,
+    shared_pool,
+    usable_cores,
+)
 from engine.core.errors import InvalidInputError
 
 
@@ -101,15 +108,35 @@ def test_budget_reads_the_environment_and_leaves_gpu_backends_alone(monkeypatch)
     monkeypatch.delenv("DFE_ORT_THREADS")
     b = ThreadBudget.resolve("ort-cuda", cores=4)
     assert (b.threads, b.workers) == (0, 1)  # ONNX Runtime's own threads, one call at a time
-    assert b.decode_workers == 2
+    assert b.decoding() == 2
 
 
-@pytest.mark.parametrize(("cores", "decoding"), [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)])
-def test_cpu_decodes_one_video_per_two_cores_unless_told(monkeypatch, cores, decoding):
+@pytest.mark.parametrize(
+    ("cores", "first", "uniform"), [(1, 1, 1), (2, 1, 2), (3, 1, 3), (4, 2, 4), (16, 8, 16)]
+)
+def test_cpu_decoders_take_decodings_share_of_the_cores_unless_told(
+    monkeypatch, cores, first, uniform
+):
     monkeypatch.delenv("DFE_ORT_THREADS", raising=False)
-    assert ThreadBudget.resolve("ort", cores=cores).decode_workers == decoding
-    assert ThreadBudget.resolve("ort", decode_workers=3, cores=cores).decode_workers == 3
-    assert ThreadBudget.resolve("ort-cuda", decode_workers=5, cores=cores).decode_workers == 5
+    b = ThreadBudget.resolve("ort", cores=cores)
+    # the first N frames: one decoding video per two cores; uniform (seeks, ~70% of the CPU):
+    # one per core
+    assert (b.decoding("first"), b.decoding("uniform")) == (first, uniform)
+    assert b.to_record("uniform")["decode_workers"] == uniform
+    assert default_decode_workers("first", cores) == first
+    # the PyTorch backend on CPU runs on these cores too; a GPU backend decodes two at once
+    assert ThreadBudget.resolve("torch", cores=cores).decoding("uniform") == uniform
+    assert ThreadBudget.resolve("ort-cuda", cores=cores).decoding("first") == 2
+    # a count that was asked for is kept, whatever the sampling and backend
+    told = ThreadBudget.resolve("ort", decode_workers=3, cores=cores)
+    assert told.decoding("first") == told.decoding("uniform") == 3
+    assert ThreadBudget.resolve("ort-cuda", decode_workers=5, cores=cores).decoding() == 5
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
+def test_budget_refuses_a_bad_worker_count(value):
+    with pytest.raises(InvalidInputError, match="decode_workers must be an integer >= 0"):
+        ThreadBudget.resolve("ort", decode_workers=value, cores=2)
 
 
 @pytest.mark.parametrize("value", ["abc", "1.5", "-1"])
