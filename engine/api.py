@@ -360,10 +360,12 @@ class Engine:
         an error record and the job goes on."""
         pipeline, n = self._resolve(seq_len, sampling)
         cfg = self.config
-        decoding = self.threads.decoding(sampling)
+        decode_threads, decode_gate = self.threads.decode_plan(sampling)
         log.info(
-            "predict_many: %d video(s) decoded at once (%s sampling), %d network call(s) at once",
-            decoding,
+            "predict_many: %s video(s) decoded at once (%s sampling), %d network call(s) at once",
+            f"{decode_gate.limit} to {decode_threads}, by decoding's share of the CPU,"
+            if decode_gate
+            else decode_threads,
             sampling,
             self.threads.workers,
         )
@@ -382,7 +384,8 @@ class Engine:
         return run_overlapped(
             jobs,
             stages,
-            decode_workers=decoding,
+            decode_workers=decode_threads,
+            decode_gate=decode_gate,
             max_in_flight=cfg.max_in_flight,
             detect_frames=self.detector_batch,
             classify_frames=cfg.batch_size,

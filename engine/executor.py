@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -56,6 +56,37 @@ class Stages(Generic[J, R]):
     error_text: Callable[[BaseException], str]
 
 
+class DecodeGate(Protocol):
+    """Which decoding threads may decode (``engine.core.compute.DecodeShare`` is one)."""
+
+    def wait_turn(self, decoder: int) -> bool:
+        """Block decoding thread ``decoder`` (0-based) until it may take the next video (True),
+        or until the input is over while it had no turn (False: the thread ends)."""
+
+    def measure(self) -> AbstractContextManager[Any]:
+        """A context around one video's decoding (the gate may time it)."""
+
+    def close(self) -> None:
+        """The input is over: threads waiting for a turn end; those with one finish the
+        queued videos."""
+
+
+class _OpenGate:
+    """Every thread decodes (a fixed ``decode_workers``)."""
+
+    def wait_turn(self, decoder: int) -> bool:
+        return True
+
+    def measure(self) -> AbstractContextManager[Any]:
+        return nullcontext()
+
+    def close(self) -> None:
+        return None
+
+
+_OPEN_GATE = _OpenGate()
+
+
 def run_overlapped(
     jobs: Iterable[J],
     stages: Stages[J, R],
@@ -67,12 +98,15 @@ def run_overlapped(
     ordered: bool = True,
     detect_workers: int = 1,
     classify_workers: int = 1,
+    decode_gate: DecodeGate | None = None,
 ) -> Iterator[R]:
     """Run ``jobs`` through ``stages``; yield one result per job, in input order (``ordered``)
     or as they finish. The ``jobs`` iterable is consumed lazily (at most ``max_in_flight`` ahead
     of the results taken). ``detect_workers``/``classify_workers``: threads calling ``detect``/
-    ``classify`` at the same time (the stage callables must then be thread-safe). Raises
-    ``ValueError`` for a worker count below 1."""
+    ``classify`` at the same time (the stage callables must then be thread-safe).
+    ``decode_gate``: which of the ``decode_workers`` decoding threads may decode now, and what
+    each decode cost (:class:`DecodeGate`, e.g. :class:`engine.core.compute.DecodeShare`; by
+    default all of them). Raises ``ValueError`` for a worker count below 1."""
     for name, count in (
         ("decode_workers", decode_workers),
         ("detect_workers", detect_workers),
@@ -81,6 +115,8 @@ def run_overlapped(
         if count < 1:
             raise ValueError(f"{name} must be at least 1, got {count}")
     source = iter(jobs)
+    gate: DecodeGate = decode_gate or _OPEN_GATE
+    todo: queue.Queue = queue.Queue()  # bounded by ``slots``
     slots = threading.Semaphore(max_in_flight)
     stop = threading.Event()
     decoded: queue.Queue = queue.Queue(maxsize=max_in_flight)
@@ -102,22 +138,43 @@ def run_overlapped(
 
     def decode_one(job: J) -> None:
         try:
-            stages.decode(job)
+            with gate.measure():
+                stages.decode(job)
         except Exception as exc:  # recorded per job, never fatal for the run
             job.error = stages.error_text(exc)
         decoded.put(job)
 
+    def decoder(k: int) -> None:
+        """Decoding thread ``k``: decodes while the gate gives it a turn, so that with fewer
+        turns than threads the same threads do the work (fewer malloc arenas in use)."""
+        while gate.wait_turn(k):
+            job = todo.get()
+            if job is _SENTINEL:
+                return
+            decode_one(job)
+
     def feeder() -> None:
-        with ThreadPoolExecutor(decode_workers, thread_name_prefix="dfe-decode") as pool:
-            try:
-                for job in source:
-                    slots.acquire()
-                    if stop.is_set():
-                        break
-                    pool.submit(decode_one, job)
-            except Exception as exc:  # the input iterator itself failed
-                log.error("reading the list of inputs failed: %s", exc)
-                results.put(exc)
+        decoders = [
+            threading.Thread(target=decoder, args=(k,), name=f"dfe-decode-{k}", daemon=True)
+            for k in range(decode_workers)
+        ]
+        for t in decoders:
+            t.start()
+        try:
+            for job in source:
+                slots.acquire()
+                if stop.is_set():
+                    break
+                todo.put(job)
+        except Exception as exc:  # the input iterator itself failed
+            log.error("reading the list of inputs failed: %s", exc)
+            results.put(exc)
+        finally:
+            for _ in decoders:
+                todo.put(_SENTINEL)
+            gate.close()  # threads without a turn end; the others decode what is queued
+            for t in decoders:
+                t.join()
         decoded.put(_SENTINEL)
 
     def gather(q: queue.Queue, limit: int) -> tuple[list[J], bool]:

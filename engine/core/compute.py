@@ -25,15 +25,21 @@ of one engine never run more network calls at once than there are cores.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
 from engine.core.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -124,7 +130,9 @@ CPU_POOL_BACKENDS = ("ort",)
 
 
 def default_decode_workers(sampling: str, cores: int, *, on_cpu: bool = True) -> int:
-    """Videos decoded at once by ``predict_many`` when ``--decode-workers`` is 0 (the default).
+    """Videos decoded at once by ``predict_many`` when ``--decode-workers`` is 0 (the default):
+    on a GPU backend throughout, on CPU at the start (then :class:`DecodeShare` follows the
+    measured share; ``dfe score --ray`` actors keep it).
 
     ``sampling``: ``"first"`` or ``"uniform"`` (``EngineConfig`` sampling modes); ``cores``: the
     usable cores (>= 1); ``on_cpu``: whether the networks run on these cores too (a CPU
@@ -149,6 +157,102 @@ def default_decode_workers(sampling: str, cores: int, *, on_cpu: bool = True) ->
     return cores if sampling == "uniform" else max(1, cores // 2)
 
 
+class DecodeShare:
+    """Videos decoded at once, following the share of the process's CPU time that decoding takes.
+
+    ``predict_many`` on a CPU backend with ``--decode-workers 0`` runs ``maximum`` decoding
+    threads through this gate (:class:`engine.executor.DecodeGate`): threads 0 to
+    :attr:`limit` - 1 decode (:meth:`wait_turn`), ``start`` at first, then, once ``window``
+    videos are decoded, ``ceil(cores * share)`` clamped to 1..``maximum``, where ``share`` is
+    the decoders' CPU time (each decode's ``time.thread_time``: FFmpeg decodes on the calling
+    thread with ``--decode-threads 1``) over the process's (``time.process_time``) during the
+    last ``window`` decodes. Why: decoding a ``share`` of the work needs ``cores * share`` cores
+    to keep the compute pool fed, and every decoder beyond that competes with the compute
+    threads for the cores. Measured on 2 cores, ``dfe predict`` at N=20 (shares seen by this
+    gate; rates of 24 against 4 videos, 2-3 rounds): the first frames of 1080p clips 0.22-0.30
+    (one decoder), uniform sampling's seeks on the same clips 0.58-0.66 (two: 1.57 against 1.17
+    videos/s), the first frames of 4K clips 0.38-0.40 with one decoder (one: 2.95 against 2.52
+    videos/s, 1850 against 3720 MB peak RSS), 480p clips 0.06-0.24 (one). A job of mixed videos
+    follows its recent ones.
+
+    Thread-safe. ``clock`` and ``thread_clock`` (seconds) are injectable for tests. Raises
+    :class:`InvalidInputError` for counts below 1 or ``start`` above ``maximum``.
+    """
+
+    def __init__(
+        self,
+        cores: int,
+        start: int,
+        maximum: int,
+        *,
+        window: int = 8,
+        clock: Callable[[], float] = time.process_time,
+        thread_clock: Callable[[], float] = time.thread_time,
+    ) -> None:
+        if min(cores, start, maximum, window) < 1 or start > maximum:
+            raise InvalidInputError(
+                f"decode share needs cores, start, maximum, window >= 1 and start <= maximum, "
+                f"got {cores}, {start}, {maximum}, {window}"
+            )
+        self.cores, self.maximum, self.limit = cores, maximum, start
+        self._clock, self._thread_clock = clock, thread_clock
+        self._cond = threading.Condition()
+        self._closed = False
+        self._decode_cpu = 0.0
+        # (process CPU, decoders' CPU so far) after each decode, the last ``window`` + 1
+        self._marks: deque[tuple[float, float]] = deque([(clock(), 0.0)], maxlen=window + 1)
+        self.share: float | None = None
+
+    def wait_turn(self, decoder: int) -> bool:
+        """Block decoding thread ``decoder`` (0-based) while ``decoder >= limit`` (threads
+        ``0 .. limit-1`` decode, so the same threads keep doing the work): True when it may
+        take the next video, False when the input ended (:meth:`close`) while it waited."""
+        with self._cond:
+            while decoder >= self.limit:
+                if self._closed:
+                    return False
+                self._cond.wait()
+            return True
+
+    @contextmanager
+    def measure(self) -> Iterator[None]:
+        """Time one video's decoding on this thread's CPU clock and update :attr:`limit`."""
+        start = self._thread_clock()
+        try:
+            yield
+        finally:
+            spent = self._thread_clock() - start
+            with self._cond:
+                self._decode_cpu += spent
+                self._marks.append((self._clock(), self._decode_cpu))
+                self._update()
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """The input is over: threads waiting for a turn end (:meth:`wait_turn` gives False);
+        those with one decode what is queued."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _update(self) -> None:
+        if len(self._marks) < self._marks.maxlen:
+            return
+        (t0, d0), (t1, d1) = self._marks[0], self._marks[-1]
+        if t1 <= t0:
+            return
+        self.share = min(1.0, (d1 - d0) / (t1 - t0))
+        wanted = math.ceil(self.cores * self.share - 1e-9)
+        limit = max(1, min(self.maximum, wanted))
+        if limit != self.limit:
+            log.debug(
+                "decoding takes %.0f%% of the CPU: %d video(s) decoded at once",
+                100 * self.share,
+                limit,
+            )
+            self.limit = limit
+
+
 @dataclass(frozen=True)
 class ThreadBudget:
     """How the engine's threads share the cores (see the module docstring).
@@ -156,7 +260,7 @@ class ThreadBudget:
     ``threads``: ONNX Runtime threads per classifier call (0: ONNX Runtime's own default);
     ``detector_threads``: the same for SCRFD; ``workers``: network calls at once
     (:func:`shared_pool`); ``decode_workers``: videos decoded at once by ``predict_many`` (each
-    on ``EngineConfig.decode_threads`` FFmpeg threads; 0: by sampling mode, :meth:`decoding`);
+    on ``EngineConfig.decode_threads`` FFmpeg threads; 0: the default, :meth:`decode_plan`);
     ``cores``: the usable cores it was resolved for; ``on_cpu``: whether the networks run on
     them. On a CPU backend the defaults are one thread per call and one worker per usable core;
     ``--threads`` T (or ``$DFE_ORT_THREADS``) gives ``cores // T`` workers;
@@ -204,9 +308,18 @@ class ThreadBudget:
         workers = compute_workers or max(1, cores // threads)
         return cls(threads, det, workers, decode_workers, cores, on_cpu)
 
+    def decode_plan(self, sampling: str = "first") -> tuple[int, DecodeShare | None]:
+        """(decoding threads, gate) of ``predict_many`` for ``sampling``: a count that was
+        asked for, or a GPU backend's, is fixed (no gate); on a CPU backend by default one
+        thread per core behind a :class:`DecodeShare` gate that starts at
+        :func:`default_decode_workers` and follows decoding's share of the CPU."""
+        if self.decode_workers or not self.on_cpu:
+            return self.decoding(sampling), None
+        return self.cores, DecodeShare(self.cores, self.decoding(sampling), self.cores)
+
     def decoding(self, sampling: str = "first") -> int:
         """Videos decoded at once by ``predict_many`` for ``sampling``: ``decode_workers`` when
-        set, else :func:`default_decode_workers`."""
+        set, else :func:`default_decode_workers` (on CPU the start of :class:`DecodeShare`)."""
         return self.decode_workers or default_decode_workers(
             sampling, self.cores, on_cpu=self.on_cpu
         )
@@ -230,11 +343,13 @@ class ThreadBudget:
             "(--compute-workers, --threads, --detector-threads; the defaults do)"
         )
 
-    def to_record(self, sampling: str = "first") -> dict[str, int]:
-        """The budget as a JSON-able dict for ``sampling`` (benchmarks record it)."""
+    def to_record(self, sampling: str = "first") -> dict[str, int | bool]:
+        """The budget as a JSON-able dict for ``sampling`` (benchmarks record it);
+        ``decode_workers`` is the start value where ``decode_by_share`` (:class:`DecodeShare`)."""
         return {
             "threads_per_call": self.threads,
             "detector_threads_per_call": self.detector_threads,
             "compute_workers": self.workers,
             "decode_workers": self.decoding(sampling),
+            "decode_by_share": not self.decode_workers and self.on_cpu,
         }

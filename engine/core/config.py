@@ -372,9 +372,9 @@ class EngineConfig:
     decode_workers: int = field(
         default=0,
         metadata=option(
-            "videos decoded at once when scoring many (0: on CPU backends one per two usable "
-            "cores with --sampling first, one per core with uniform, where decoding is most of "
-            "the work; two on GPU backends)",
+            "videos decoded at once when scoring many (0: on CPU backends as many as "
+            "decoding's measured share of the CPU needs, starting at one per two usable cores, "
+            "or one per core with --sampling uniform; two on GPU backends)",
             minimum=0,
             maximum=MAX_THREADS,
         ),

@@ -83,25 +83,28 @@ def test_predict_many_decodes_as_many_videos_at_once_as_the_budget_says(
     tiny_model, models_dir, monkeypatch
 ):
     import engine.api as api
-    from engine.core.compute import usable_cores
+    from engine.core.compute import DecodeShare, usable_cores
 
-    seen: list[int] = []
+    seen: list[tuple[int, object]] = []
 
-    def capture(jobs, stages, *, decode_workers, **kwargs):
-        seen.append(decode_workers)
+    def capture(jobs, stages, *, decode_workers, decode_gate, **kwargs):
+        seen.append((decode_workers, decode_gate))
         return iter(())
 
     monkeypatch.setattr(api, "run_overlapped", capture)
     cores = usable_cores()
-    # the default (0): by sampling, one decoding video per two usable cores for the first N
-    # frames, one per core for uniform sampling (engine.core.compute.default_decode_workers)
+    # the default (0) on CPU: a thread per core behind a gate that follows decoding's share of
+    # the CPU, starting at one decoder per two cores for the first N frames, one per core for
+    # uniform sampling (engine.core.compute.default_decode_workers)
     auto = Engine.load(tiny_model, models_dir=models_dir, download=False)
-    list(auto.predict_many([]))
-    list(auto.predict_many([], sampling="uniform"))
-    assert seen == [max(1, cores // 2), cores]
+    for sampling, start in (("first", max(1, cores // 2)), ("uniform", cores)):
+        list(auto.predict_many([], sampling=sampling))
+        threads, gate = seen[-1]
+        assert threads == cores
+        assert isinstance(gate, DecodeShare) and gate.limit == start
     told = Engine.load(tiny_model, models_dir=models_dir, download=False, decode_workers=3)
     list(told.predict_many([], sampling="uniform"))
-    assert seen[-1] == 3 == told.threads.to_record("uniform")["decode_workers"]
+    assert seen[-1] == (3, None) and told.threads.to_record("uniform")["decode_workers"] == 3
 
 
 def test_engine_bad_inputs_raise_clear_errors(engine):

@@ -165,3 +165,31 @@ def test_several_workers_per_stage_keep_one_result_per_job_and_the_order(workers
 def test_worker_counts_below_one_are_refused():
     with pytest.raises(ValueError, match="classify_workers"):
         _run([Job(0)], _stages(), classify_workers=0)
+
+
+def test_a_decode_gate_picks_the_decoding_threads_and_sees_every_decode():
+    """Four decoding threads behind a gate that gives one of them turns: the same thread
+    decodes every video (failures too), never two at once, and every job gets one result."""
+    from engine.core.compute import DecodeShare
+
+    gate = DecodeShare(cores=4, start=1, maximum=4, window=100)
+    running, peak, names, lock = [0], [0], set(), threading.Lock()
+    base = _stages(fail_decode={2})
+
+    def decode(job):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            names.add(threading.current_thread().name)
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        base.decode(job)
+
+    stages = Stages(decode, base.detect, base.classify, base.finish, base.error_text)
+    out = _run([Job(i) for i in range(10)], stages, decode_workers=4, decode_gate=gate)
+    assert [r[0] for r in out] == list(range(10)) and out[2][1] == "cannot decode 2"
+    assert peak[0] == 1 and names == {"dfe-decode-0"} and gate.limit == 1
+    assert len(gate._marks) == 11  # the start, then one mark per decode
+    # an empty input ends too (the waiting threads are let through to see its end)
+    assert _run([], stages, decode_workers=4, decode_gate=DecodeShare(4, 1, 4)) == []

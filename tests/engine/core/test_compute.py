@@ -10,6 +10,7 @@ import pytest
 from engine.core.compute import (
     INLINE,
     ComputePool,
+    DecodeShare,
     ThreadBudget,
     default_decode_workers,
     shared_pool,
@@ -104,6 +105,7 @@ def test_budget_reads_the_environment_and_leaves_gpu_backends_alone(monkeypatch)
         "detector_threads_per_call": 2,
         "compute_workers": 2,
         "decode_workers": 2,
+        "decode_by_share": True,
     }
     monkeypatch.delenv("DFE_ORT_THREADS")
     b = ThreadBudget.resolve("ort-cuda", cores=4)
@@ -170,3 +172,69 @@ def test_a_budget_above_the_cores_says_so(monkeypatch, kwargs, busiest):
 def test_a_budget_within_the_cores_is_quiet(monkeypatch, kwargs):
     monkeypatch.delenv("DFE_ORT_THREADS", raising=False)
     assert ThreadBudget.resolve("ort", cores=2, **kwargs).oversubscription(cores=2) is None
+
+
+class _Clocks:
+    """Fake process and thread CPU clocks (seconds)."""
+
+    def __init__(self) -> None:
+        self.process = 0.0
+        self.thread = 0.0
+
+
+def _decode(gate, clocks, decode_s, other_s):
+    """One decode of ``decode_s`` CPU seconds while the rest of the process spends
+    ``other_s``."""
+    with gate.measure():
+        clocks.thread += decode_s
+        clocks.process += decode_s + other_s
+
+
+def _gate(clocks, **kw):
+    opts = dict(cores=2, start=1, maximum=2, window=4)
+    opts.update(kw)
+    return DecodeShare(clock=lambda: clocks.process, thread_clock=lambda: clocks.thread, **opts)
+
+
+def test_decoders_follow_decodings_share_of_the_cpu():
+    clocks = _Clocks()
+    gate = _gate(clocks)
+    for _ in range(3):  # fewer than a window: the start value holds
+        _decode(gate, clocks, 0.9, 0.1)
+    assert gate.limit == 1 and gate.share is None
+    _decode(gate, clocks, 0.9, 0.1)  # 90% of the CPU: two cores' worth of decoding
+    assert gate.limit == 2 and gate.share == pytest.approx(0.9)
+    for _ in range(4):  # the videos change: decoding is 25% of the CPU now
+        _decode(gate, clocks, 0.25, 0.75)
+    assert gate.limit == 1 and gate.share == pytest.approx(0.25)
+    for _ in range(4):  # exactly half of 2 cores: one decoder is enough
+        _decode(gate, clocks, 0.5, 0.5)
+    assert gate.limit == 1
+    big = _gate(clocks, cores=16, start=8, maximum=16, window=2)
+    for _ in range(2):
+        _decode(big, clocks, 0.3, 0.7)
+    assert big.limit == 5  # ceil(16 x 0.3)
+    for _ in range(2):
+        _decode(big, clocks, 0.0, 1.0)
+    assert big.limit == 1  # never below one
+
+
+def test_a_decode_gate_holds_threads_beyond_its_limit_until_closed():
+    gate = DecodeShare(cores=2, start=1, maximum=2)
+    assert gate.wait_turn(0)  # thread 0 has a turn
+    answer: list[bool] = []
+    t = threading.Thread(target=lambda: answer.append(gate.wait_turn(1)))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive() and not answer  # thread 1 waits while the limit is 1
+    gate.close()  # the end of input: the waiting thread ends, thread 0 still decodes
+    t.join(5)
+    assert answer == [False] and gate.wait_turn(0)
+
+
+@pytest.mark.parametrize("kw", [{"cores": 0}, {"start": 3}, {"window": 0}, {"start": 0}])
+def test_a_decode_gate_refuses_bad_counts(kw):
+    opts = dict(cores=2, start=1, maximum=2)
+    opts.update(kw)
+    with pytest.raises(InvalidInputError, match="decode share needs"):
+        DecodeShare(**opts)
