@@ -163,7 +163,8 @@ class DecodeShare:
     ``predict_many`` on a CPU backend with ``--decode-workers 0`` runs ``maximum`` decoding
     threads through this gate (:class:`engine.executor.DecodeGate`): threads 0 to
     :attr:`limit` - 1 decode (:meth:`wait_turn`), ``start`` at first, then, once ``window``
-    videos are decoded, ``ceil(cores * share)`` clamped to 1..``maximum``, where ``share`` is
+    videos are decoded, about ``ceil(cores * share)`` clamped to 1..``maximum`` (with the
+    hysteresis of ``RAISE_MARGIN``), where ``share`` is
     the decoders' CPU time (each decode's ``time.thread_time``: FFmpeg decodes on the calling
     thread with ``--decode-threads 1``) over the process's (``time.process_time``) during the
     last ``window`` decodes. Why: decoding a ``share`` of the work needs ``cores * share`` cores
@@ -178,6 +179,14 @@ class DecodeShare:
     Thread-safe. ``clock`` and ``thread_clock`` (seconds) are injectable for tests. Raises
     :class:`InvalidInputError` for counts below 1 or ``start`` above ``maximum``.
     """
+
+    #: A decoder is added only when decoding needs more than ``RAISE_MARGIN`` of a core beyond
+    #: the current decoders, and removed when the others suffice (hysteresis): a decoder more
+    #: costs CPU (contention, one more malloc arena). Measured on 2 cores: INT8 on the 4K clips
+    #: read shares of 0.45-0.52 and ran faster with one decoder (3.40 against 3.03 videos/s,
+    #: 1559 against 3367 MB), uniform sampling read 0.58-0.66 and ran faster with two: 2 x 0.55
+    #: lies between.
+    RAISE_MARGIN = 0.1
 
     def __init__(
         self,
@@ -242,8 +251,12 @@ class DecodeShare:
         if t1 <= t0:
             return
         self.share = min(1.0, (d1 - d0) / (t1 - t0))
-        wanted = math.ceil(self.cores * self.share - 1e-9)
-        limit = max(1, min(self.maximum, wanted))
+        need = self.cores * self.share  # cores' worth of decoding
+        limit = self.limit
+        if need > limit + self.RAISE_MARGIN:
+            limit = min(self.maximum, math.ceil(need - self.RAISE_MARGIN))
+        elif need <= limit - 1:
+            limit = max(1, math.ceil(need - 1e-9))
         if limit != self.limit:
             log.debug(
                 "decoding takes %.0f%% of the CPU: %d video(s) decoded at once",

@@ -210,6 +210,15 @@ def test_decoders_follow_decodings_share_of_the_cpu():
     for _ in range(4):  # exactly half of 2 cores: one decoder is enough
         _decode(gate, clocks, 0.5, 0.5)
     assert gate.limit == 1
+    for _ in range(4):  # a little more: within the margin, still one
+        _decode(gate, clocks, 0.54, 0.46)
+    assert gate.limit == 1
+    for _ in range(4):  # beyond the margin (1.12 cores' worth): two
+        _decode(gate, clocks, 0.56, 0.44)
+    assert gate.limit == 2
+    for _ in range(4):  # back under the margin but above one core's worth: two stay
+        _decode(gate, clocks, 0.52, 0.48)
+    assert gate.limit == 2
     big = _gate(clocks, cores=16, start=8, maximum=16, window=2)
     for _ in range(2):
         _decode(big, clocks, 0.3, 0.7)
