@@ -106,8 +106,10 @@ def run_overlapped(
     ``classify`` at the same time (the stage callables must then be thread-safe).
     ``decode_gate``: which of the ``decode_workers`` decoding threads may decode now, and what
     each decode cost (:class:`DecodeGate`, e.g. :class:`engine.core.compute.DecodeShare`; by
-    default all of them). Raises ``ValueError`` for a worker count below 1."""
+    default all of them). Raises ``ValueError`` for a worker count or ``max_in_flight`` below
+    1."""
     for name, count in (
+        ("max_in_flight", max_in_flight),
         ("decode_workers", decode_workers),
         ("detect_workers", detect_workers),
         ("classify_workers", classify_workers),
@@ -146,12 +148,21 @@ def run_overlapped(
 
     def decoder(k: int) -> None:
         """Decoding thread ``k``: decodes while the gate gives it a turn, so that with fewer
-        turns than threads the same threads do the work (fewer malloc arenas in use)."""
-        while gate.wait_turn(k):
-            job = todo.get()
-            if job is _SENTINEL:
-                return
-            decode_one(job)
+        turns than threads the same threads do the work (fewer malloc arenas in use). A bug
+        that escapes ``decode_one`` stops the run with that exception (the gate is closed, so
+        no thread waits for a turn that will not come)."""
+        try:
+            while gate.wait_turn(k):
+                job = todo.get()
+                if job is _SENTINEL:
+                    return
+                if not stop.is_set():  # after a stop, what is queued is dropped
+                    decode_one(job)
+        except BaseException as exc:
+            log.exception("decoding thread %d failed", k)
+            stop.set()
+            gate.close()
+            results.put(exc)
 
     def feeder() -> None:
         decoders = [

@@ -127,6 +127,8 @@ def shared_pool(workers: int) -> ComputePool:
 
 #: Backends whose network calls run on this process's CPU threads (the budget applies).
 CPU_POOL_BACKENDS = ("ort",)
+#: Backends whose detector and classifier run on an NVIDIA GPU (the others run on the cores).
+GPU_BACKENDS = ("ort-cuda", "ort-tensorrt", "tensorrt", "torch-cuda")
 
 
 def default_decode_workers(sampling: str, cores: int, *, on_cpu: bool = True) -> int:
@@ -172,9 +174,10 @@ class DecodeShare:
     threads for the cores. Measured on 2 cores, ``dfe predict`` at N=20 (shares seen by this
     gate; rates of 24 against 4 videos, 2-3 rounds): the first frames of 1080p clips 0.22-0.30
     (one decoder), uniform sampling's seeks on the same clips 0.58-0.66 (two: 1.57 against 1.17
-    videos/s), the first frames of 4K clips 0.38-0.40 with one decoder (one: 2.95 against 2.52
-    videos/s, 1850 against 3720 MB peak RSS), 480p clips 0.06-0.24 (one). A job of mixed videos
-    follows its recent ones.
+    videos/s), the first frames of 4K clips 0.38-0.40 with one decoder (the gate stayed at one:
+    2.30 videos/s and 1780 MB peak RSS, two decoders 2.10 and 3546 MB;
+    ``benchmarks/results/throughput-decode-share-4k-2core-cpu.json``), 480p clips 0.06-0.24
+    (one). A job of mixed videos follows its recent ones.
 
     Thread-safe. ``clock`` and ``thread_clock`` (seconds) are injectable for tests. Raises
     :class:`InvalidInputError` for counts below 1 or ``start`` above ``maximum``.
@@ -303,7 +306,6 @@ class ThreadBudget:
         (``EngineConfig.intra_op_threads``, ``detector_threads``, ``compute_workers``,
         ``decode_workers``; 0 or None: the default) on ``cores`` cores (default
         :func:`usable_cores`). Raises :class:`InvalidInputError` for a negative count."""
-        from engine.core.config import GPU_BACKENDS
         from engine.core.onnx_session import default_threads
 
         counts = {"compute_workers": compute_workers, "decode_workers": decode_workers}

@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.core.compute import ThreadBudget
+from engine.core.compute import GPU_BACKENDS, ThreadBudget
 from engine.core.errors import InvalidInputError
 from engine.core.onnx_session import MAX_THREADS
 
@@ -29,8 +29,6 @@ from engine.core.onnx_session import MAX_THREADS
 BACKEND_NAMES = ("auto", "tensorrt", "ort", "ort-cuda", "ort-tensorrt", "torch", "torch-cuda")
 BACKEND_ALIASES = {"onnxruntime": "ort", "cpu": "ort", "trt": "tensorrt"}
 AUTO_ORDER = ("tensorrt", "ort-cuda", "ort")
-#: Backends whose detector and classifier run on an NVIDIA GPU.
-GPU_BACKENDS = ("ort-cuda", "ort-tensorrt", "tensorrt", "torch-cuda")
 #: Numeric precisions of the classifier. Which backend runs which is each backend's own
 #: declaration (``engine.backends.PRECISION_BACKENDS``); asking for one a backend cannot run is
 #: an error, never a silent switch.

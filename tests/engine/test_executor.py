@@ -193,3 +193,35 @@ def test_a_decode_gate_picks_the_decoding_threads_and_sees_every_decode():
     assert len(gate._marks) == 11  # the start, then one mark per decode
     # an empty input ends too (the waiting threads are let through to see its end)
     assert _run([], stages, decode_workers=4, decode_gate=DecodeShare(4, 1, 4)) == []
+
+
+def test_a_bug_in_a_decoding_thread_stops_the_run_instead_of_hanging_it():
+    """``error_text`` itself raising while a decode fails: with a gate giving thread 0 the
+    only turn, its death must not leave the other threads waiting for turns forever."""
+    from engine.core.compute import DecodeShare
+
+    base = _stages(fail_decode={1})
+
+    def bad_text(exc):
+        raise RuntimeError("error_text is broken")
+
+    stages = Stages(base.decode, base.detect, base.classify, base.finish, bad_text)
+    result: list[BaseException] = []
+
+    def run():
+        try:
+            _run([Job(i) for i in range(20)], stages, decode_workers=2,
+                 decode_gate=DecodeShare(2, 1, 2), ordered=False)  # fmt: skip
+        except BaseException as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "the run hung"
+    assert result and "error_text is broken" in str(result[0])
+
+
+def test_max_in_flight_below_one_is_refused():
+    with pytest.raises(ValueError, match="max_in_flight"):
+        _run([Job(0)], _stages(), max_in_flight=0)
