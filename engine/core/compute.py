@@ -141,12 +141,13 @@ def default_decode_workers(sampling: str, cores: int, *, on_cpu: bool = True) ->
     backend). On a GPU backend: 2. On CPU the decoders get the share of the cores that decoding
     takes of a video's CPU time, so they keep the compute pool fed without competing with it:
 
-    - ``first``: one per two cores. Decoding the first N frames is ~40% of a 1080p video's CPU
-      at N=20 (131 of 579 ms in one thread, plus the overlap). Measured on 2 cores, 24 1080p
-      DFDC videos, 3 rounds (``benchmarks/results/throughput-decode-workers-2core-cpu.json``):
-      one decoding video 3.54 videos/s and 0.56 CPU s per video, two 3.17 and 0.62, peak RSS
-      1286 against 1441 MB, identical records (later runs: 0.59 against 0.59, 0.54 against
-      0.57, 0.72 against 0.77 s of CPU on an Intel host).
+    - ``first``: one per two cores. Decoding the first N frames is about a quarter of a 1080p
+      video's CPU at N=20 (131 of 579 ms in one thread; :class:`DecodeShare` reads 0.22-0.30).
+      Measured on 2 cores, 24 1080p DFDC videos, 3 rounds
+      (``benchmarks/results/throughput-decode-workers-2core-cpu.json``): one decoding video
+      3.54 videos/s and 0.56 CPU s per video, two 3.17 and 0.62, peak RSS 1286 against 1441 MB,
+      identical records (runs whose JSON was not kept: 0.59 against 0.59 and 0.54 against 0.57
+      s of CPU, and 0.72 against 0.77 on an Intel host).
     - ``uniform``: one per core. Seeking to N points spread over the video decodes from the
       keyframe before each (~70% of the CPU); one decoding video on 2 cores starved the compute
       pool: 1.17 against 1.57 videos/s, 3 rounds, same records
@@ -166,10 +167,10 @@ class DecodeShare:
     threads through this gate (:class:`engine.executor.DecodeGate`): threads 0 to
     :attr:`limit` - 1 decode (:meth:`wait_turn`), ``start`` at first, then, once ``window``
     videos are decoded, about ``ceil(cores * share)`` clamped to 1..``maximum`` (with the
-    hysteresis of ``RAISE_MARGIN``), where ``share`` is
-    the decoders' CPU time (each decode's ``time.thread_time``: FFmpeg decodes on the calling
-    thread with ``--decode-threads 1``) over the process's (``time.process_time``) during the
-    last ``window`` decodes. Why: decoding a ``share`` of the work needs ``cores * share`` cores
+    hysteresis of ``RAISE_MARGIN``), where ``share`` is the decoders' CPU time (each decode's
+    ``time.thread_time``: FFmpeg decodes on the calling thread with ``--decode-threads 1``)
+    over the process's (``time.process_time``) during the last ``window`` decodes. Why:
+    decoding a ``share`` of the work needs ``cores * share`` cores
     to keep the compute pool fed, and every decoder beyond that competes with the compute
     threads for the cores. Measured on 2 cores, ``dfe predict`` at N=20 (shares seen by this
     gate; rates of 24 against 4 videos, 2-3 rounds): the first frames of 1080p clips 0.22-0.30
@@ -185,10 +186,13 @@ class DecodeShare:
 
     #: A decoder is added only when decoding needs more than ``RAISE_MARGIN`` of a core beyond
     #: the current decoders, and removed when the others suffice (hysteresis): a decoder more
-    #: costs CPU (contention, one more malloc arena). Measured on 2 cores: INT8 on the 4K clips
-    #: read shares of 0.45-0.52 and ran faster with one decoder (3.40 against 3.03 videos/s,
-    #: 1559 against 3367 MB), uniform sampling read 0.58-0.66 and ran faster with two: 2 x 0.55
-    #: lies between.
+    #: costs CPU (contention, one more malloc arena). Measured on 2 cores (24 against 4
+    #: videos, 2 rounds, an ad-hoc driver of ``benchmarks.throughput.run_ours`` whose JSON was
+    #: not kept): INT8 on the 4K clips read shares of 0.45-0.52 and ran faster with one decoder
+    #: (3.40 against 3.03 videos/s, 1559 against 3367 MB); uniform sampling read 0.58-0.66 and
+    #: ran faster with two (committed JSON above): 2 x 0.55 lies between. With the margin, INT8
+    #: on 4K stays at one (2.62 videos/s, 1629 MB; ``--decode-workers 1``: 2.60, 1608 MB;
+    #: ``throughput-decode-share-4k-2core-cpu.json``).
     RAISE_MARGIN = 0.1
 
     def __init__(
