@@ -25,7 +25,12 @@ from onnx import TensorProto, numpy_helper
 
 from engine.api import Engine
 from engine.core.config import EngineConfig
-from engine.core.errors import ArtifactNotFoundError, InvalidInputError, MissingDependencyError
+from engine.core.errors import (
+    ArtifactNotFoundError,
+    BackendUnavailableError,
+    InvalidInputError,
+    MissingDependencyError,
+)
 from engine.core.sidecar import INT8_GRAPH, load_sidecar
 from engine.optimize.calibration import (
     CALIB_FRAMES_PER_VIDEO,
@@ -186,7 +191,8 @@ def test_precision_int8_without_built_graph_names_dfe_build(tiny_model, models_d
 
 def test_precision_fp16_without_tensorrt_names_the_gpu_extra(tiny_model, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT
-    with pytest.raises(MissingDependencyError, match=r"deepfake-engine\[gpu\]"):
+    # auto: no backend for fp16 runs here, and it says so (not only "install tensorrt")
+    with pytest.raises(BackendUnavailableError, match=r"fp16: it needs an NVIDIA GPU.*\[gpu\]"):
         Engine.load(tiny_model, precision="fp16")
     with pytest.raises(MissingDependencyError, match=r"deepfake-engine\[gpu\]"):
         Engine.load(tiny_model, backend="tensorrt", precision="fp16")
@@ -216,10 +222,11 @@ def test_build_int8_without_tensorrt_makes_only_the_qdq_graph(int8_model, monkey
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+    """``model`` on ONNX Runtime CPU with the engine's session options (on CPUs without VNNI
+    they keep uint8 x int8 products from saturating: engine.core.onnx_session)."""
+    from engine.core.onnx_session import create_session
 
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"x": x})[0]
+    return create_session(model.SerializeToString()).run(None, {"x": x})[0]
 
 
 def test_tensorrt_qdq_is_signed_symmetric_and_keeps_the_maths():
@@ -346,6 +353,7 @@ def test_cpu_runtime_loads_the_int8_graph_with_merged_groups_bit_identically(
     import onnxruntime as ort
 
     from engine.backends import get_factory
+    from engine.core.onnx_session import session_options
 
     spec = load_sidecar(int8_model)
     x = real_crops.videos[1].numpy()[:6]
@@ -354,7 +362,9 @@ def test_cpu_runtime_loads_the_int8_graph_with_merged_groups_bit_identically(
             "classifier", spec.onnx_files["int8"], spec=spec
         )
     assert "7 grouped convolutions merged" in caplog.text  # layer1's 3 and layer2's 4
-    plain = ort.InferenceSession(str(int8_model / INT8_FILE), providers=["CPUExecutionProvider"])
+    plain = ort.InferenceSession(  # the stored file with the engine's session options
+        str(int8_model / INT8_FILE), session_options(), providers=["CPUExecutionProvider"]
+    )
     names = [o.name for o in plain.get_outputs()]
     ref = plain.run(names, {"frames": x})
     got = backend.session.run(names, {"frames": x})
