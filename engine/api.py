@@ -82,11 +82,13 @@ def open_detector(
     *,
     factory: Any = None,
     model_dir: Path | None = None,
+    path: Path | None = None,
 ) -> Detector:
     """The face detector ``config`` describes (``detector``, ``models_dir``, ``download``,
     ``detector_input``, ``score_threshold``, ``detector_batch``), on the device of ``factory``
     (a backend factory; default: ``config``'s backend). A backend that has its own detector
     (GPU session, TensorRT engine) provides it; the others run SCRFD on ONNX Runtime CPU.
+    ``path``: the detector file already found for ``config.detector`` (default: found here).
     Raises :class:`~engine.core.errors.ArtifactNotFoundError` when the model file is missing
     and cannot be downloaded."""
     from preprocess.scrfd import SCRFDDetector
@@ -95,7 +97,8 @@ def open_detector(
     if factory is None:
         factory = get_factory(config.backend_name, precision="fp32")
     budget = config.thread_budget(factory.name)
-    path = find_model(config.detector, models_dir=config.models_dir, download=config.download)
+    if path is None:
+        path = find_model(config.detector, models_dir=config.models_dir, download=config.download)
     options: dict[str, Any] = {
         "input_size": config.detector_input,
         "input_shape": config.detector_input_shape,
@@ -151,9 +154,11 @@ class Engine:
             if note:
                 log.warning("%s", note)
         self.pool = shared_pool(self.threads.workers)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # detector() finds the detector file under it
         self._pipelines: dict[Path, VideoPipeline] = {}
         self._detector: Detector | None = None
+        self._detector_path: Path | None = None
+        self._provenance: dict[Path, dict[str, Any]] = {}
         if catalog.single:
             self.pipeline_for(catalog.specs[0])  # fail now, not on the first video
 
@@ -195,13 +200,73 @@ class Engine:
 
     def _make_detector(self) -> Detector:
         return open_detector(
-            self.config, factory=self._factory, model_dir=self.catalog.specs[0].directory
+            self.config,
+            factory=self._factory,
+            model_dir=self.catalog.specs[0].directory,
+            path=self.detector_file(),
         )
+
+    def detector_file(self) -> Path:
+        """The detector model file ``config.detector`` names (found, verified against the
+        known checksums, or downloaded once; :func:`weights.find_model`)."""
+        from weights import find_model
+
+        with self._lock:
+            if self._detector_path is None:
+                cfg = self.config
+                found = find_model(cfg.detector, models_dir=cfg.models_dir, download=cfg.download)
+                self._detector_path = Path(found).resolve()
+            return self._detector_path
+
+    def provenance(self, spec: ModelSpec) -> dict[str, Any]:
+        """The engine's part of a record's ``provenance`` for model ``spec``
+        (:mod:`engine.core.provenance`): versions, the model's and the detector's checksums,
+        and every score-changing option as it runs (``seq_len``/``sampling`` left None: the
+        call sets them). Computed once per model; the detector file is found here."""
+        from engine.core import provenance
+        from engine.core.hashing import file_sha256
+
+        pipeline = self.pipeline_for(spec)
+        with self._lock:
+            cached = self._provenance.get(spec.directory)
+        if cached is not None:
+            return cached
+        detector = self.detector_file()
+        base = {
+            "engine": provenance.engine_versions(),
+            "model": {
+                "path": str(spec.directory.resolve()),
+                "sidecar_sha256": spec.sidecar_sha256,
+                "spec_sha256": spec.spec_sha256,
+                "precision": self.config.precision,
+                **pipeline.graphs,
+                "checkpoint_sha256": spec.raw.get("checkpoint", {}).get("sha256"),
+            },
+            "detector": {
+                "name": self.config.detector,
+                "path": str(detector),
+                "sha256": file_sha256(detector),
+            },
+            "settings": provenance.settings(
+                self.config,
+                backend=self.backend,
+                crop_style=pipeline.policy.crop_style,
+                seq_len=None,
+                sampling=None,
+            ),
+        }
+        with self._lock:
+            return self._provenance.setdefault(spec.directory, base)
 
     def pipeline_for(self, spec: ModelSpec) -> VideoPipeline:
         """The stages of one model of the catalog (built once, then shared)."""
         with self._lock:
             if spec.directory not in self._pipelines:
+                graphs = (
+                    {"graph": "checkpoint", "graph_sha256": None, "head_sha256": None}
+                    if self.backend in ("torch", "torch-cuda")  # runs the checkpoint, which
+                    else spec.verify_graphs(self.config.precision)  # its backend verifies
+                )
                 classifier = self._factory(
                     "classifier", spec.classifier_for(self.config.precision), spec=spec
                 )
@@ -225,7 +290,10 @@ class Engine:
                     decode_backend=self.config.decode_backend,
                     decode_threads=self.config.decode_threads,
                     colour=self.config.colour,
+                    provenance=lambda spec=spec: self.provenance(spec),
+                    hash_inputs=self.config.hash_inputs,
                 )
+                self._pipelines[spec.directory].graphs = graphs
             return self._pipelines[spec.directory]
 
     def prepare(self, seq_len: int | None = None) -> None:
@@ -266,6 +334,13 @@ class Engine:
             "demo": any(s.demo for s in self.catalog.specs),
         }
 
+    def job_provenance(self, seq_len: int | None, sampling: str) -> dict[str, Any]:
+        """The provenance every record of a job over video files with ``seq_len`` and
+        ``sampling`` will carry, without its ``input`` (what ``--resume`` compares)."""
+        pipeline, n = self._resolve(seq_len, sampling)
+        prov = self.provenance(pipeline.spec)
+        return {**prov, "settings": {**prov["settings"], "seq_len": n, "sampling": sampling}}
+
     # ------------------------------------------------------------------ public API
 
     def _resolve(self, seq_len: int | None, sampling: str) -> tuple[VideoPipeline, int]:
@@ -287,10 +362,19 @@ class Engine:
         with ``crops=True``, a sequence of the caller's own BGR face crops (no detection; any
         size, resized to 112x112). For a path, the first ``seq_len`` frames (``sampling=
         "first"``, the original's choice) or ``seq_len`` frames spread over the video
-        (``"uniform"``) are used. Bad input raises; use :meth:`predict_many` for error records.
+        (``"uniform"``) are used; of a sequence of frames or crops, the first ``seq_len``
+        (``"first"``) or ``seq_len`` spread over them (``"uniform"``), all of them when
+        ``seq_len`` is None and fewer are given than the model's N. Bad input raises; use
+        :meth:`predict_many` for error records.
         """
         pipeline, n = self._resolve(seq_len, sampling)
-        job = job_for(0, source, crops=crops, size=pipeline.preprocessor.size)
+        job = _job(
+            source,
+            n if seq_len is not None else None,
+            sampling,
+            crops=crops,
+            size=pipeline.preprocessor.size,
+        )
         pred, _ = pipeline.run(job, n=n, sampling=sampling)
         return pred
 
@@ -316,7 +400,9 @@ class Engine:
                     f"{pipeline.spec.classifier_file} has no {name!r} output (outputs: "
                     f"{list(available)}); re-export the checkpoint with this version of dfe"
                 )
-        job = job_for(0, source, size=pipeline.preprocessor.size)
+        job = _job(
+            source, n if seq_len is not None else None, sampling, size=pipeline.preprocessor.size
+        )
         job.keep_frames = keep_frames
         if keep_frames and job.source is None:
             job.kept_frames = dict(zip(job.frame_indices, job.frames))
@@ -393,3 +479,24 @@ class Engine:
             detect_workers=cfg.stage_workers,
             classify_workers=cfg.stage_workers,
         )
+
+
+def _job(source: Any, n: int | None, sampling: str, *, crops: bool = False, size: int) -> VideoJob:
+    """:func:`engine.pipeline.job_for` of ``source``; of a sequence of frames or crops, only the
+    ``n`` that ``sampling`` picks (the first ``n``, or ``n`` spread evenly:
+    :func:`preprocess.sampling.sample_indices`), their positions kept as frame indices; all of
+    them when ``n`` is None or at least their number."""
+    if n is None or isinstance(source, (str, os.PathLike, np.ndarray)):
+        return job_for(0, source, crops=crops, size=size)
+    try:
+        frames = list(source)
+    except TypeError:
+        return job_for(0, source, crops=crops, size=size)  # it says what is wrong
+    from preprocess.sampling import sample_indices
+
+    picked = sample_indices(len(frames), n, sampling)
+    job = job_for(0, [frames[i] for i in picked] if frames else frames, crops=crops, size=size)
+    job.frame_indices = list(picked)
+    for seq in job.sequences:  # the caller's crops: one sequence
+        seq.frame_indices = list(picked)
+    return job

@@ -1,58 +1,210 @@
-"""Batch-job plumbing for ``dfe predict``: expand inputs, write records, resume.
+"""Batch-job plumbing of ``dfe predict`` and ``dfe score``: which inputs, where records go, and
+what ``--resume`` may count as done.
 
-Every input gets exactly one record: a path that does not exist or a glob that matches nothing
-becomes an error record too, so nothing is silently skipped. Records are flushed one by one, so
-an interrupted job loses nothing already scored, and ``--resume`` skips what the output holds.
+The guarantees (README, "Scoring at scale: what a job guarantees"):
+
+- **Every input is accounted for.** Directories are walked recursively, following symlinked
+  folders (each real folder once, so a link cycle ends); files found there whose extension is
+  not a video's (:data:`VIDEO_EXTENSIONS`) and hidden files are counted and listed as skipped,
+  not scored; a file given by name is always tried, and a missing path or an unmatched glob gets
+  an error record. The same file reached by two paths (a symlink, ``./x/../v.mp4``, an absolute
+  path) is scored once. The output never counts as an input.
+- **Results are never destroyed.** An existing non-empty output is refused unless ``--resume``
+  (add to it) or ``--overwrite`` (replace it: the new records go to a temporary file renamed
+  over the old one when the job ends, so an interrupted job leaves the old file as it was).
+  Records are appended one by one with ``os.write`` and are on disk when the next video starts;
+  a write that fails (disk full, quota, I/O error) is cut back to the last complete record and
+  ends the job with :class:`~engine.core.errors.OutputError`; a torn last line left by a killed
+  job is removed when the file is resumed.
+- **Resume means the same work.** A record counts as done only when it is ``ok``, its input is
+  the same file unchanged (:func:`engine.core.provenance.same_input`) and it was made by the same
+  model, detector and score-changing settings (:func:`engine.core.provenance.differences`); a
+  file holding ``ok`` records made otherwise is refused, naming what differs. Error records and
+  records of changed files are scored again and replaced, so a resumed file holds one record
+  per input.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import logging
-from collections.abc import Iterator
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from engine.core.errors import InvalidInputError
-from engine.core.records import RECORD_FIELDS, csv_row
+from engine.core.errors import InvalidInputError, OutputError
+from engine.core.provenance import differences, input_identity, same_input
+from engine.core.records import RECORD_FIELDS, csv_row, from_csv_row
 
 log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = (".jsonl", ".csv")
 _GLOB_CHARS = set("*?[")
+#: File extensions a directory walk scores (lower case). A file named explicitly is tried
+#: whatever its name; what cannot be decoded gets an error record.
+# fmt: off
+VIDEO_EXTENSIONS = frozenset((
+    ".3g2", ".3gp", ".asf", ".avi", ".dv", ".f4v", ".flv", ".gif", ".h264", ".h265", ".hevc",
+    ".m2t", ".m2ts", ".m2v", ".m4v", ".mj2", ".mjpeg", ".mk3d", ".mkv", ".mov", ".mp4", ".mpeg",
+    ".mpg", ".mts", ".mxf", ".nut", ".ogg", ".ogv", ".qt", ".rm", ".rmvb", ".ts", ".vob", ".webm",
+    ".wmv", ".y4m",
+))
+# fmt: on
+#: Free bytes below which an output's file system counts as full before the job starts.
+MIN_FREE_BYTES = 1 << 20
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+@dataclass
+class InputSet:
+    """What a list of input arguments resolves to.
+
+    ``paths``: what is scored, in order (files found or named, and missing paths or unmatched
+    globs, which get an error record); ``not_videos``: files a directory walk found whose
+    extension is not a video's, or hidden, skipped; ``duplicates``: paths naming a file already
+    in ``paths``; ``excluded``: files left out because they are the job's own output."""
+
+    paths: list[str] = field(default_factory=list)
+    not_videos: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def existing(self) -> int:
+        """How many of ``paths`` exist."""
+        return sum(os.path.exists(p) for p in self.paths)
+
+    def add(self, path: str) -> None:
+        real = os.path.realpath(path)
+        if real in self._seen:
+            self.duplicates.append(path)
+            return
+        self._seen.add(real)
+        self.paths.append(path)
+
+    def summary(self) -> str:
+        """One line on what was left out (empty when nothing was)."""
+        parts = []
+        if self.not_videos:
+            names = ", ".join(Path(p).name for p in self.not_videos[:5])
+            more = " ..." if len(self.not_videos) > 5 else ""
+            parts.append(
+                f"{len(self.not_videos)} file(s) not videos by name, skipped: {names}{more}"
+            )
+        if self.duplicates:
+            parts.append(f"{len(self.duplicates)} path(s) naming a file already listed, skipped")
+        if self.excluded:
+            parts.append(f"{len(self.excluded)} file(s) of the job's own output left out")
+        return "; ".join(parts)
+
+
+def is_video_name(path: str | os.PathLike[str]) -> bool:
+    """Whether a file name has one of :data:`VIDEO_EXTENSIONS` (case-insensitive)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def collect_inputs(
+    inputs: Iterable[str], *, exclude: Iterable[str | os.PathLike[str]] = ()
+) -> InputSet:
+    """Resolve input arguments (files, directories, globs) as the module docstring says.
+    ``exclude``: paths (files or folders) that are never inputs, such as the job's output."""
+    excluded = [os.path.realpath(e) for e in exclude]
+    result = InputSet()
+
+    def left_out(path: str) -> bool:
+        real = os.path.realpath(path)
+        return any(real == e or real.startswith(e + os.sep) for e in excluded)
+
+    def walk(root: str) -> None:
+        found: list[str] = []
+        seen_dirs: set[tuple[int, int]] = set()
+        for top, dirs, files in os.walk(root, followlinks=True):
+            st = os.stat(top)
+            if (st.st_dev, st.st_ino) in seen_dirs:  # a folder reached twice (a link cycle)
+                dirs[:] = []
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in files:
+                found.append(os.path.join(top, name))
+        if not found:
+            log.warning("directory %s holds no files", root)
+        for f in sorted(found):
+            if not os.path.isfile(f):
+                continue  # a dangling link or a socket: nothing to read
+            if left_out(f):
+                result.excluded.append(f)
+            elif Path(f).name.startswith(".") or not is_video_name(f):
+                result.not_videos.append(f)
+            else:
+                result.add(f)
+
+    for item in inputs:
+        item = str(item)
+        if os.path.isdir(item):
+            walk(item)
+        elif not os.path.exists(item) and _GLOB_CHARS & set(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                result.paths.append(item)  # recorded as "not found"
+            for m in matches:
+                if os.path.isdir(m):
+                    walk(m)
+                elif left_out(m):
+                    result.excluded.append(m)
+                else:
+                    result.add(m)
+        elif os.path.exists(item) and left_out(item):
+            result.excluded.append(item)
+        elif os.path.exists(item):
+            result.add(item)
+        else:
+            result.paths.append(item)  # recorded as "not found"
+    return result
 
 
 def expand_inputs(inputs: list[str]) -> Iterator[str]:
-    """Files as given; directories recursively (every regular, non-hidden file, sorted); globs
-    expanded (recursive ``**`` allowed). Unmatched patterns and missing paths are yielded as they
-    are, so the job records an error for them."""
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files = sorted(
-                f
-                for f in p.rglob("*")
-                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            )
-            if not files:
-                log.warning("directory %s holds no files", p)
-            yield from (str(f) for f in files)
-        elif not p.exists() and _GLOB_CHARS & set(item):
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                yield item  # recorded as "not found"
-            for m in matches:
-                if Path(m).is_dir():
-                    yield from expand_inputs([m])
-                else:
-                    yield m
-        else:
-            yield item
+    """The paths :func:`collect_inputs` scores (for commands that need only the list)."""
+    yield from collect_inputs(inputs).paths
+
+
+def require_videos(found: InputSet, inputs: Iterable[str]) -> None:
+    """Raise :class:`InvalidInputError` when the inputs name no file that exists (a typo, an
+    empty folder, a folder of other files): nothing would be scored."""
+    if found.existing:
+        return
+    named = ", ".join(map(str, inputs))
+    missing = [p for p in found.paths if not os.path.exists(p)]
+    why = (
+        [f"{', '.join(missing)} {'does' if len(missing) == 1 else 'do'} not exist"]
+        if missing
+        else []
+    )
+    if found.summary():
+        why.append(found.summary())
+    raise InvalidInputError(
+        f"no video found in {named}" + (f" ({'; '.join(why)})" if why else "") + ". Nothing was "
+        "scored or written. Check the paths; folders are searched, following symlinks, for "
+        f"files with a video extension ({', '.join(sorted(VIDEO_EXTENSIONS)[:8])} ...); name a "
+        "file explicitly to try it whatever its extension"
+    )
+
+
+# ------------------------------------------------------------------------------ outputs
 
 
 def output_format(path: Path | None) -> str:
+    """``.jsonl`` or ``.csv`` from ``path``'s suffix (JSONL for standard output); raises
+    :class:`InvalidInputError` for another suffix."""
     if path is None:
         return ".jsonl"
     suffix = path.suffix.lower()
@@ -64,73 +216,341 @@ def output_format(path: Path | None) -> str:
     return suffix
 
 
-def already_scored(path: Path) -> set[str]:
-    """Videos recorded in an existing output file (any status)."""
-    if not path.is_file():
-        return set()
-    done: set[str] = set()
-    if output_format(path) == ".csv":
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("video"):
-                    done.add(row["video"])
-        return done
-    with path.open() as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                done.add(json.loads(line)["video"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                log.warning("%s line %d is not a record (an interrupted write?); ignored", path, n)
-    return done
+def is_nonempty(path: Path) -> bool:
+    """Whether ``path`` exists and holds something (a file with bytes, a folder with entries)."""
+    if path.is_dir():
+        return any(path.iterdir())
+    return path.exists() and path.stat().st_size > 0
+
+
+def check_output(path: Path, *, resume: bool, overwrite: bool, kind: str = "file") -> None:
+    """Before anything is loaded or scored: refuse an output that a job would destroy or
+    cannot write. Raises :class:`InvalidInputError` when ``path`` holds results and neither
+    ``resume`` nor ``overwrite`` is given, or both are; :class:`OutputError` when its folder
+    cannot be created or written, or its file system is full."""
+    if resume and overwrite:
+        raise InvalidInputError("give --resume or --overwrite, not both")
+    if path.exists() and kind == "file" and not path.is_file():
+        raise InvalidInputError(f"--out {path} exists and is not a file")
+    if path.exists() and kind == "directory" and not path.is_dir():
+        raise InvalidInputError(f"--out {path} exists and is not a directory")
+    if is_nonempty(path) and not (resume or overwrite):
+        raise InvalidInputError(
+            f"--out {path} already holds results; nothing was written. Add --resume to score "
+            "only what is not in it yet, --overwrite to replace it (the old results stay until "
+            "the new job has finished), or choose another --out"
+        )
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--out {path}: cannot create its folder ({exc})") from exc
+    target = path if path.exists() else parent
+    if not os.access(target, os.W_OK) or not os.access(parent, os.W_OK):
+        raise OutputError(
+            f"--out {path}: {target} is not writable by this user; choose another --out or "
+            "fix its permissions"
+        )
+    free = shutil.disk_usage(parent).free
+    if free < MIN_FREE_BYTES:
+        raise OutputError(
+            f"--out {path}: the file system holding it is full ({free} bytes free); free some "
+            "space or choose another --out"
+        )
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 class RecordWriter:
-    """Writes one record per video to JSONL or CSV (or JSONL to a stream), flushing each.
+    """Writes one record per video to a JSONL or CSV file (or JSONL to a stream).
 
-    CSV has one column per field of the record schema (:data:`engine.core.records.RECORD_FIELDS`;
-    lists and dicts as JSON text), so no field is dropped."""
+    ``mode``: ``"append"`` adds to ``path`` (created if missing; a CSV header when it is
+    empty), ``"replace"`` writes to a hidden temporary file next to ``path`` that
+    :meth:`close` renames over it when the job succeeded (``commit=True``) and removes
+    otherwise. Each record is written with ``os.write`` (no buffer left in the process), so
+    what was written survives a killed job. A failed write is cut back to the last complete
+    record and raises :class:`~engine.core.errors.OutputError` saying how many are kept.
 
-    def __init__(self, path: Path | None, *, append: bool, stream: IO[str] | None = None) -> None:
+    CSV has one column per field of the record schema (:data:`RECORD_FIELDS`; lists and
+    dicts as JSON text), so no field is dropped."""
+
+    def __init__(
+        self, path: Path | None, *, mode: str = "append", stream: IO[str] | None = None
+    ) -> None:
+        if mode not in ("append", "replace"):
+            raise InvalidInputError(f"mode={mode!r}; supported values are append, replace")
         self.path = path
         self.format = output_format(path)
+        self.mode = mode
+        self.written = 0
+        self._stream = stream
+        self._fd: int | None = None
+        self._tmp: Path | None = None
         if path is None:
-            self._file = stream
-            self._own = False
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fresh = not (append and path.is_file() and path.stat().st_size > 0)
-            self._file = path.open("a" if append else "w", newline="")
-            self._own = True
-            if self.format == ".jsonl" and not fresh:
-                self._terminate_last_line(path)
-        self._csv = None
-        if self.format == ".csv":
-            self._csv = csv.DictWriter(self._file, fieldnames=RECORD_FIELDS)
-            if path is None or fresh:
-                self._csv.writeheader()
+            if self.format == ".csv":
+                raise InvalidInputError("CSV needs --out FILE.csv")
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = path
+        if mode == "replace":
+            self._tmp = target = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        if mode == "replace":
+            flags |= os.O_TRUNC
+        try:
+            self._fd = os.open(target, flags, 0o644)
+            self._good = os.fstat(self._fd).st_size
+            if self.format == ".csv" and self._good == 0:
+                self._write(_csv_text(list(RECORD_FIELDS)))
+        except OSError as exc:
+            self._abandon()
+            raise OutputError(f"cannot write --out {path}: {exc}") from exc
 
-    def _terminate_last_line(self, path: Path) -> None:
-        with path.open("rb") as f:
-            f.seek(-1, 2)
-            if f.read(1) != b"\n":
-                self._file.write("\n")
+    def _write(self, data: str) -> None:
+        assert self._fd is not None
+        try:
+            _write_all(self._fd, data.encode())
+        except OSError as exc:
+            try:  # no torn line: cut back to the last complete record
+                os.ftruncate(self._fd, self._good)
+            except OSError:
+                log.error("could not cut %s back to its last complete record", self.path)
+            kept = (
+                f"The {self.written} record(s) written before are complete in it"
+                if self.mode == "append"
+                else f"{self.path} was left as it was (--overwrite replaces it only when the "
+                "job has finished)"
+            )
+            raise OutputError(
+                f"writing --out {self.path} failed: {exc.strerror or exc} (errno {exc.errno}). "
+                f"{kept}. Free some space (or choose another --out) and run the same command "
+                "with --resume to score the rest"
+            ) from exc
+        self._good += len(data.encode())
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._csv is not None:
-            self._csv.writerow(csv_row(record))
+        """Write one record; raises :class:`OutputError` when it cannot be written whole."""
+        if self._fd is None:
+            assert self._stream is not None
+            self._stream.write(json.dumps(record) + "\n")
+            self._stream.flush()
+        elif self.format == ".csv":
+            row = csv_row(record)
+            self._write(_csv_text([row.get(k) for k in RECORD_FIELDS]))
         else:
-            self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+            self._write(json.dumps(record) + "\n")
+        self.written += 1
 
-    def close(self) -> None:
-        if self._own:
-            self._file.close()
+    def close(self, *, commit: bool = True) -> None:
+        """Close the file; in ``replace`` mode, rename the temporary file over ``path`` when
+        ``commit``, else remove it."""
+        if self._fd is None:
+            return
+        try:
+            if commit and self._tmp is not None:
+                os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+        if self._tmp is not None:
+            if commit:
+                os.replace(self._tmp, self.path)
+            else:
+                self._tmp.unlink(missing_ok=True)
+
+    def _abandon(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> RecordWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(commit=exc_type is None)
+
+
+def _csv_text(row: list[Any]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerow(row)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------ resume
+
+
+@dataclass
+class Entry:
+    """One record of an existing output: the decoded record and its text as stored."""
+
+    record: dict[str, Any]
+    text: str
+
+
+def read_output(path: Path) -> tuple[list[Entry], bool]:
+    """The records of an existing ``--out`` file, and whether its last line was torn (a job
+    killed while writing it; the torn line is not a record).
+
+    Raises :class:`InvalidInputError` for a line that is not a record in the middle of the
+    file, or a CSV whose columns are not this version's."""
+    if not path.is_file():
+        return [], False
+    data = path.read_bytes()
+    torn = bool(data) and not data.endswith(b"\n")
+    text = data.decode("utf-8", errors="replace")
+    entries: list[Entry] = []
+    if output_format(path) == ".csv":
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        if torn and rows:
+            rows.pop()
+        if not rows:
+            return [], torn
+        if tuple(rows[0]) != RECORD_FIELDS:
+            raise InvalidInputError(
+                f"{path} was written by another version of dfe (its columns are not this "
+                "version's); score into a new --out, or replace it with --overwrite"
+            )
+        for n, row in enumerate(rows[1:], 2):
+            if not any(row):
+                continue
+            try:
+                rec = from_csv_row(dict(zip(RECORD_FIELDS, row)))
+            except ValueError:
+                raise InvalidInputError(
+                    f"{path} row {n} is not a record; remove or fix it, or score into a new --out"
+                ) from None
+            entries.append(Entry(rec, _csv_text(row)))
+        return entries, torn
+    lines = text.split("\n")
+    if torn:
+        lines.pop()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or "video" not in rec or "status" not in rec:
+                raise ValueError("not a record")
+        except ValueError:
+            raise InvalidInputError(
+                f"{path} line {n} is not a record; remove or fix it, or score into a new --out"
+            ) from None
+        entries.append(Entry(rec, line + "\n"))
+    return entries, torn
+
+
+@dataclass
+class ResumePlan:
+    """What ``--resume`` does with an existing output: ``todo`` (the inputs to score, in
+    order), ``done`` (inputs whose records stand), ``keep`` (the records that stay, in their
+    order) and why the others are dropped: ``retried`` (error records scored again),
+    ``changed`` (inputs replaced or modified since), ``doubled`` (a second record of one
+    input), ``torn`` (a torn last line)."""
+
+    todo: list[str]
+    done: list[str]
+    keep: list[Entry]
+    retried: int = 0
+    changed: int = 0
+    doubled: int = 0
+    torn: bool = False
+
+    @property
+    def rewrite(self) -> bool:
+        """Whether the output must be rewritten (records dropped) before appending."""
+        return bool(self.retried or self.changed or self.doubled or self.torn)
+
+    def summary(self, out: Path | str) -> str:
+        parts = [f"{len(self.done)} input(s) already in {out} with these settings, skipped"]
+        if self.retried:
+            parts.append(f"{self.retried} error record(s) scored again")
+        if self.changed:
+            parts.append(f"{self.changed} input(s) changed since they were scored, scored again")
+        if self.doubled:
+            parts.append(f"{self.doubled} extra record(s) of one input removed")
+        if self.torn:
+            parts.append("a torn last line (an interrupted write) removed")
+        return "resume: " + "; ".join(parts)
+
+
+def plan_resume(
+    entries: list[Entry],
+    paths: list[str],
+    current: dict[str, Any],
+    *,
+    content: bool = False,
+    torn: bool = False,
+    out: Path | str = "the output",
+) -> ResumePlan:
+    """Decide what ``--resume`` scores, keeps and drops (see the module docstring).
+
+    ``entries``: the output's records; ``paths``: this job's inputs; ``current``: the
+    provenance this job's records will carry (its ``input`` left out); ``content``: compare
+    inputs by sha256 too (``--hash``). Raises :class:`InvalidInputError` naming the settings
+    that differ when an ``ok`` record was made otherwise, or has no provenance."""
+    for e in entries:
+        rec = e.record
+        if rec.get("status") != "ok":
+            continue
+        diff = differences(rec.get("provenance"), current)
+        if diff:
+            raise InvalidInputError(
+                f"--resume: {out} holds records made with other settings (first: "
+                f"{rec.get('video')}): " + "; ".join(diff) + ". Nothing was scored. Resume with "
+                "the settings of the file, or score into another --out (or replace it with "
+                "--overwrite)"
+            )
+    identity = {p: input_identity(p, content=content) for p in paths}
+    wanted = {ident["path"]: p for p, ident in identity.items()}
+    keep: list[Entry] = []
+    done: dict[str, str] = {}
+    plan = ResumePlan(todo=[], done=[], keep=keep, torn=torn)
+    for e in entries:
+        rec = e.record
+        rec_input = (rec.get("provenance") or {}).get("input") or {}
+        # records of older versions name their input only by the path given
+        real = rec_input.get("path") or os.path.realpath(str(rec.get("video", "")))
+        if real not in wanted:
+            keep.append(e)  # another job's input in the same file: left as it is
+            continue
+        path = wanted[real]
+        if rec.get("status") != "ok":
+            plan.retried += 1
+        elif not same_input(rec_input, identity[path]):
+            plan.changed += 1
+        elif real in done:
+            plan.doubled += 1
+        else:
+            done[real] = path
+            keep.append(e)
+    plan.done = list(done.values())
+    finished = set(done.values())
+    plan.todo = [p for p in paths if p not in finished]
+    return plan
+
+
+def rewrite_output(path: Path, entries: list[Entry]) -> None:
+    """Replace ``path`` by ``entries`` (their stored text, a CSV header first) atomically: a
+    temporary file next to it, synced, then renamed over it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.resume")
+    try:
+        with open(tmp, "w", newline="") as f:
+            if output_format(path) == ".csv":
+                f.write(_csv_text(list(RECORD_FIELDS)))
+            for e in entries:
+                f.write(e.text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(
+            f"--resume could not rewrite {path} ({exc}); it was left as it was"
+        ) from exc

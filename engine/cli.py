@@ -14,11 +14,19 @@ import sys
 from collections.abc import Sequence
 
 from engine.core.errors import EngineError
-from engine.options import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, format_error
+from engine.options import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_PORT_BUSY, format_error
 
 log = logging.getLogger("dfe")
 
-__all__ = ["COMMAND_MODULES", "EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "build_parser", "main"]
+__all__ = [
+    "COMMAND_MODULES",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_PORT_BUSY",
+    "build_parser",
+    "main",
+]
 
 # Subcommands in the order `dfe --help` lists them: "engine.commands.<name>".
 COMMAND_MODULES: list[str] = [
@@ -33,6 +41,7 @@ COMMAND_MODULES: list[str] = [
     "engine.commands.serve",
     "engine.commands.score",
     "engine.commands.eval",
+    "engine.commands.reproduce",
     "engine.commands.build",
 ]
 
@@ -54,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``dfe`` with ``argv``; returns the exit code (0 ok, 2 error, 3 some inputs failed)."""
+    """Run ``dfe`` with ``argv``; returns the exit code (0 ok, 2 error, 3 some inputs failed,
+    4 ``dfe serve``'s port is busy). An :class:`EngineError` with an ``exit_code`` attribute
+    exits with that code, any other with 2."""
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -64,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_error(exc), file=sys.stderr)
         if args.verbose:
             log.debug("traceback", exc_info=True)
-        return EXIT_ERROR
+        return int(getattr(exc, "exit_code", EXIT_ERROR))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.batch import ResumePlan
 from engine.core.compute import default_decode_workers
 from engine.core.config import GPU_BACKENDS, EngineConfig, RayConfig, SequenceConfig
 from engine.core.errors import InvalidInputError, MissingDependencyError
@@ -167,11 +168,23 @@ class VideoScorer:
         self._finish(batch_key)
         return records_table(records)
 
+    def _error(self, path: str, message: str) -> dict[str, Any]:
+        """An error record made here (not by the pipeline), with the provenance it would have
+        had, so that ``--resume`` knows its input and retries it."""
+        from engine.core.provenance import input_identity
+
+        try:
+            prov = self.engine.job_provenance(self.seq_len, self.sampling)
+            prov = {**prov, "input": input_identity(path)}
+        except Exception:  # the record must still be written
+            prov = {"input": input_identity(path)}
+        return error_record(path, message, provenance=prov)
+
     def _score_one(self, path: str) -> dict[str, Any]:
         crashes = self._start("video:" + path)
         if crashes >= MAX_CRASHES:
             log.error("%s killed its worker %d times; recorded as an error", path, crashes)
-            return error_record(
+            return self._error(
                 path,
                 f"WorkerCrashed: scoring this video killed the worker process {crashes} times "
                 "(a crash in decoding or inference, or out of memory); it was not tried again. "
@@ -182,7 +195,7 @@ class VideoScorer:
             (pred,) = self.engine.predict_many([path], seq_len=self.seq_len, sampling=self.sampling)
             record = pred.to_record()
         except Exception as one:
-            record = error_record(path, f"{type(one).__name__}: {one}")
+            record = self._error(path, f"{type(one).__name__}: {one}")
         self._finish("video:" + path)
         return record
 
@@ -197,28 +210,107 @@ def output_format(out: str | os.PathLike[str]) -> str:
     return suffix
 
 
-def read_records(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The records of a Ray job's output directory (``*.parquet`` or ``*.jsonl``), decoded to
-    the ``dfe predict`` form. Empty when it does not exist yet. Needs pyarrow, not Ray."""
+def record_files(out: str | os.PathLike[str]) -> list[Path]:
+    """The record files of an output directory, sorted (hidden and temporary files are not
+    records: a file is renamed into place only once it is complete)."""
     out = Path(out)
     if not out.is_dir():
         return []
-    records: list[dict[str, Any]] = []
-    if output_format(out) == ".parquet":
+    suffixes = (".parquet",) if output_format(out) == ".parquet" else (".json", ".jsonl")
+    return sorted(p for p in out.iterdir() if p.suffix in suffixes and not p.name.startswith("."))
+
+
+def read_file_records(path: Path) -> list[dict[str, Any]]:
+    """The records of one file of an output directory, decoded. Raises ``OSError`` or
+    ``ValueError`` (pyarrow's errors included) for a file that cannot be read whole (a file a
+    killed job left half written)."""
+    if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        for f in sorted(out.glob("*.parquet")):
-            records.extend(decode_record(r) for r in pq.read_table(f).to_pylist())
-    else:
-        for f in sorted(p for p in out.iterdir() if p.suffix in (".json", ".jsonl")):
-            for n, line in enumerate(f.read_text().splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(decode_record(json.loads(line)))
-                except (json.JSONDecodeError, TypeError):
-                    log.warning("%s line %d is not a record; ignored", f, n)
-    return records
+        return [decode_record(r) for r in pq.read_table(path).to_pylist()]
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        raise ValueError(f"{path} ends in a torn line")
+    return [decode_record(json.loads(line)) for line in text.splitlines() if line.strip()]
+
+
+def read_dataset(
+    out: str | os.PathLike[str],
+) -> tuple[list[dict[str, Any]], list[Path], list[Path]]:
+    """(records, the files they came from, the files that could not be read) of an output
+    directory. Needs pyarrow for Parquet, not Ray."""
+    records: list[dict[str, Any]] = []
+    files: list[Path] = []
+    unreadable: list[Path] = []
+    for f in record_files(out):
+        try:
+            records.extend(read_file_records(f))
+            files.append(f)
+        except Exception as exc:  # pyarrow raises its own types for a torn file
+            log.warning("%s cannot be read (%s): its videos count as not scored", f, exc)
+            unreadable.append(f)
+    return records, files, unreadable
+
+
+def read_records(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a scoring job's output directory (``*.parquet`` or ``*.jsonl``), decoded
+    to the ``dfe predict`` form. Empty when it does not exist yet; a file that cannot be read
+    (left half written by a killed job) is skipped with a warning. Needs pyarrow, not Ray."""
+    return read_dataset(out)[0]
+
+
+def write_records_file(out: Path, name: str, records: Sequence[dict[str, Any]]) -> Path:
+    """Write ``records`` as one file ``name`` + the directory's suffix (``.parquet`` or
+    ``.json``) in ``out``: a hidden temporary file first, synced, renamed into place, so a
+    reader never sees a half-written file."""
+    suffix = ".parquet" if output_format(out) == ".parquet" else ".json"
+    final = out / f"{name}{suffix}"
+    tmp = out / f".{name}{suffix}.tmp"
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(records_table(records), tmp)
+        else:
+            with tmp.open("w") as f:
+                for r in records:
+                    f.write(json.dumps(encode_record(r)) + "\n")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        from engine.core.errors import OutputError
+
+        raise OutputError(
+            f"writing {final} failed: {exc.strerror or exc}. The files already in {out} are "
+            "complete; free some space (or choose another --out) and run the same command with "
+            "--resume to score the rest"
+        ) from exc
+    return final
+
+
+def resume_dataset(
+    out: Path, paths: list[str], current: dict[str, Any], *, content: bool = False
+) -> ResumePlan:
+    """:func:`engine.batch.plan_resume` for an output directory, carried out: when records
+    must go (error records retried, changed inputs, a second record of one input, unreadable
+    files), the records that stay are written to one new file and the old files removed, so
+    the directory holds one record per input once the job ends. Killed in between, the next
+    resume finds each kept record twice and keeps one."""
+
+    from engine.batch import Entry, plan_resume
+
+    records, files, unreadable = read_dataset(out)
+    plan = plan_resume([Entry(r, "") for r in records], paths, current, content=content, out=out)
+    plan.torn = bool(unreadable)
+    if plan.rewrite:
+        kept = [e.record for e in plan.keep]
+        if kept:
+            write_records_file(out, f"resumed_{uuid.uuid4().hex}", kept)
+        for f in [*files, *unreadable]:
+            f.unlink(missing_ok=True)
+    return plan
 
 
 def actor_config(
@@ -317,13 +409,27 @@ def score(
     layout: RayConfig | None = None,
 ) -> tuple[int, int]:
     """Score ``paths`` on the connected Ray cluster and write records to ``out`` (a directory
-    named ``*.parquet`` or ``*.jsonl``). With ``resume`` (the default) videos already recorded
-    there are skipped and new files are added next to the old ones. Returns (scored, skipped).
-    """
+    named ``*.parquet`` or ``*.jsonl``). With ``resume`` (the default) the rules of
+    :func:`resume_dataset` apply: videos recorded there as scored, unchanged, with the same
+    model and settings are skipped, error records and changed files are scored again and their
+    records replaced, and records made with other settings raise
+    :class:`~engine.core.errors.InvalidInputError` (nothing scored); new files are added next
+    to the old ones. Returns (scored, skipped)."""
     fmt = output_format(out)
     paths = [str(p) for p in paths]
-    done = {r["video"] for r in read_records(out)} if resume else set()
-    todo = [p for p in paths if p not in done]
+    config = config or EngineConfig()
+    sequence = sequence or SequenceConfig()
+    todo = paths
+    if resume and record_files(out):
+        from engine.api import Engine
+
+        layout_ = layout or RayConfig()
+        cpus = layout_.cpus_per_worker or 1.0
+        engine = Engine.load(
+            model_dir, config=actor_config(config, sequence, cpus, layout_.gpus_per_worker)
+        )
+        current = engine.job_provenance(sequence.seq_len, sequence.sampling)
+        todo = resume_dataset(Path(out), paths, current, content=config.hash_inputs).todo
     if not todo:
         return 0, len(paths)
     before = set(_LEDGERS)

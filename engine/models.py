@@ -2,8 +2,9 @@
 
 Like the original, which picked ``model_<acc>_acc_<N>_frames_<data>.pt`` by the sequence length N,
 ``--model DIR`` may hold one exported model (``DIR/classifier.json``) or several
-(``DIR/*/classifier.json``); then the one trained for the requested N is used (highest accuracy
-first when several are, compared as numbers, not as strings as the original did).
+(``DIR/*/classifier.json``); then the one trained for the requested N is used. Two models for the
+same N are an error naming both (the original picked one by comparing accuracies as strings):
+the user picks one with ``--model``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,14 @@ class ModelCatalog:
                 f"lengths: {self.seq_lens()}. Pass one of them with --seq-len, or export a "
                 f"checkpoint for N = {seq_len} into a subdirectory."
             )
-        return max(matches, key=lambda s: s.raw.get("checkpoint", {}).get("accuracy") or 0.0)
+        if len(matches) > 1:
+            raise InvalidInputError(
+                f"{self.root} holds {len(matches)} models for N = {seq_len}: "
+                + ", ".join(str(s.directory) for s in matches)
+                + ". Which one scores must not depend on folder names: pass the one you want "
+                "with --model, or move the others out of this folder"
+            )
+        return matches[0]
 
 
 def load_catalog(model: str | Path) -> ModelCatalog:

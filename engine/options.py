@@ -28,6 +28,7 @@ from engine.core.config import (
 EXIT_OK = 0
 EXIT_ERROR = 2  # a user-facing error: bad input, missing file or dependency
 EXIT_PARTIAL = 3  # a batch job finished, but some inputs failed (recorded)
+EXIT_PORT_BUSY = 4  # dfe serve: --port is taken on --host (engine.core.errors.PortBusyError)
 
 C = TypeVar("C")
 

@@ -78,6 +78,8 @@ class VideoJob:
     faces: list[list[Face]] | None = None
     detector_input: DetectorInput | None = None
     colour: dict[str, Any] | None = None  # the source's colour and what was converted
+    # the input file's identity when it was read (engine.core.provenance.input_identity)
+    input: dict[str, Any] | None = None
     tracks: list[Track] = field(default_factory=list)
     people: int = 0  # tracks present in enough frames to be scored
     sequences: list[ScoredSequence] = field(default_factory=list)
@@ -237,6 +239,8 @@ class VideoPipeline:
         decode_backend: str = "auto",
         decode_threads: int = 0,
         colour: str = "bt709",
+        provenance: Callable[[], dict[str, Any]] | None = None,
+        hash_inputs: bool = False,
     ) -> None:
         if faces not in FACES_MODES:
             raise InvalidInputError(
@@ -255,6 +259,8 @@ class VideoPipeline:
         self.decode_backend = decode_backend
         self.decode_threads = decode_threads
         self.colour = colour
+        self._provenance = provenance
+        self.hash_inputs = hash_inputs
         self.notes = self._notes()
 
     def _notes(self) -> list[str]:
@@ -306,9 +312,11 @@ class VideoPipeline:
 
     def decode(self, job: VideoJob, n: int, sampling: str) -> None:
         """Read ``n`` frames of ``job.source`` chosen by ``sampling``."""
+        from engine.core.provenance import input_identity
         from preprocess.video import read_video
 
         t = time.perf_counter()
+        job.input = input_identity(job.source, content=self.hash_inputs)
         clip = read_video(
             job.source,
             n,
@@ -529,7 +537,7 @@ class VideoPipeline:
             "sampling": sampling if job.source is not None else None,
             "backend": self.backend,
             "precision": self.precision,
-            "model": str(self.spec.directory),
+            "model": str(self.spec.directory.resolve()),
             "reduce": self.spec.reduce,
             "crop_style": self.policy.crop_style if job.detect else None,
             "faces_mode": self.faces if job.detect else None,
@@ -538,6 +546,7 @@ class VideoPipeline:
             "detector_input": job.detector_input.to_record() if job.detector_input else None,
             "colour": job.colour,
             "timings": timings,
+            "provenance": self.provenance(job, n=n, sampling=sampling),
         }
         warnings = [*job.warnings, *self.notes]
         if job.error is not None or not logits:
@@ -564,6 +573,20 @@ class VideoPipeline:
             warnings=warnings,
             **common,
         )
+
+    def provenance(
+        self, job: VideoJob, *, n: int | None, sampling: str | None
+    ) -> dict[str, Any] | None:
+        """The record's ``provenance`` (:mod:`engine.core.provenance`): the engine's part
+        (model, detector, settings), this job's ``seq_len`` and ``sampling``, and its input's
+        identity. None when the pipeline was built without one (a test's bare pipeline)."""
+        if self._provenance is None:
+            return None
+        prov = self._provenance()
+        settings = dict(prov["settings"], seq_len=n)
+        settings["sampling"] = sampling if job.source is not None else None
+        detector = prov["detector"] if job.detect else None  # None: the caller's own crops
+        return {**prov, "detector": detector, "settings": settings, "input": job.input}
 
     def _int8_frames_warning(self, frames: int) -> list[str]:
         """INT8's agreement bound holds per video at the N it was measured at; a video scored

@@ -28,7 +28,7 @@ from engine.core.errors import InvalidInputError, ParityError
 from engine.core.hashing import sha256_file
 from engine.core.onnx_session import create_session
 from engine.core.reduce import LABELS, score_video
-from engine.core.sidecar import SIDECAR_NAME, InputSpec, write_sidecar
+from engine.core.sidecar import SIDECAR_NAME, InputSpec, remove_derived_files, write_sidecar
 from export.checkpoint import LoadedCheckpoint, build_model, load_checkpoint, training_record
 from preprocess.crop import INPUT_SIZE, normalize
 from preprocess.dlib_map import check_crop_style
@@ -294,6 +294,8 @@ def export_checkpoint(
             head_tmp.replace(head)
         elif (outdir / HEAD_FILE).exists():
             (outdir / HEAD_FILE).unlink()  # stale head from an earlier sequence-variant export
+        for stale in remove_derived_files(outdir):  # made from the graphs just replaced
+            log.info("removed %s (made from the graphs this export replaced)", stale)
     graphs: dict[str, Any] = {
         "classifier": {
             "file": classifier.name,

@@ -31,6 +31,8 @@ _REGISTRY: dict[str, str] = {
 # Which backends run which precision. fp16: TensorRT engines compiled from the fp32 graph (native
 # or through ONNX Runtime's TensorRT provider) and PyTorch on CUDA; bf16: PyTorch; int8:
 # the Q/DQ graph of `dfe build --precision int8`, on TensorRT or ONNX Runtime CPU.
+#: Backends that run on the CPU alone.
+CPU_BACKENDS = ("ort", "torch")
 PRECISION_BACKENDS: dict[str, tuple[str, ...]] = {
     "fp32": tuple(_REGISTRY),
     "fp16": ("tensorrt", "ort-tensorrt", "torch-cuda"),
@@ -65,15 +67,30 @@ def get_factory(name: str, *, precision: str = "fp32", **options: object) -> Bac
                 f"no backend of --backend auto runs {precision}; backends for {precision}: "
                 f"{', '.join(allowed)} (pass one with --backend)"
             )
-        if len(candidates) == 1:
-            return make(candidates[0])  # its own error (e.g. the extra to install) if it fails
         reasons = []
         for candidate in candidates:
             try:
                 return make(candidate)
             except EngineError as exc:  # unavailable here: try the next one, say why later
+                if len(candidates) == 1 and precision == "fp32":
+                    raise  # its own error (e.g. the extra to install)
                 reasons.append(f"{candidate}: {exc}")
-        raise BackendUnavailableError("no backend can run here: " + "; ".join(reasons))
+        if precision == "fp32":
+            raise BackendUnavailableError("no backend can run here: " + "; ".join(reasons))
+        on_cpu = [c for c in allowed if c in CPU_BACKENDS]
+        where = (
+            f"--backend auto tried {', '.join(candidates)}, which cannot run here; it also "
+            f"runs on {', '.join(on_cpu)} (pass it with --backend)"
+            if on_cpu
+            else f"it needs an NVIDIA GPU: its backends ({', '.join(allowed)}) cannot run on "
+            "this machine"
+        )
+        raise BackendUnavailableError(
+            f"--precision {precision}: {where}. Why: "
+            + "; ".join(reasons)
+            + ". Without a GPU, use --precision fp32, or int8 after dfe build MODEL "
+            "--precision int8"
+        )
     if name not in _REGISTRY:
         raise InvalidInputError(
             f"unknown backend {name!r}; supported values are {', '.join(BACKEND_NAMES)}"

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         sampling="first",
         out=args.out / "predictions.jsonl",
         resume=False,
+        overwrite=True,  # the demo's own folder: a second `make demo` replaces its records
         progress=False,
     )
     print_summary(tally, seconds)

@@ -24,10 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="score videos: REAL/FAKE with confidence, one record per input",
-        description="Score videos (files, directories searched recursively, or globs). Each "
-        "input gets one record (status ok or error). Exit code 0 when every input was scored, "
+        description="Score videos (files, directories searched recursively, following "
+        "symlinks, or globs). Each video gets one record (status ok or error); files in folders "
+        "whose names are not videos' are listed as skipped. An existing --out is never "
+        "destroyed: it is refused unless --resume (score what it lacks) or --overwrite "
+        "(replace it when the job has finished). Exit code 0 when every input was scored, "
         f"{EXIT_PARTIAL} when some failed (they are recorded and the job carries on); 2 when "
-        "the model or detector cannot be loaded (nothing is scored).",
+        "nothing can be scored (no video, the model or detector cannot be loaded, --out would "
+        "be destroyed or cannot be written).",
     )
     p.add_argument("inputs", nargs="+", help="video files, directories or glob patterns")
     p.add_argument(
@@ -43,7 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="skip inputs already recorded in --out and append to it",
+        help="add to --out: skip inputs it records as scored, unchanged, with these settings "
+        "(refused when it holds records made with other settings); error records and changed "
+        "files are scored again and their records replaced",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out when the job has finished (until then it stays as it was)",
     )
     p.add_argument(
         "--unordered",
@@ -71,6 +82,10 @@ class PredictTally:
     count: int = 0
     ok: int = 0
     frames: int = 0
+    done_before: int = 0  # --resume: inputs already in the output, not scored again
+    not_videos: int = 0  # files in folders skipped: not videos by name, or hidden
+    duplicates: int = 0  # paths naming a file already listed
+    skipped_note: str = ""
     low_coverage: int = 0
     low_coverage_names: list[str] = field(default_factory=list)
     first: list[dict] = field(default_factory=list)
@@ -91,6 +106,11 @@ class PredictTally:
     def failed(self) -> int:
         return self.count - self.ok
 
+    @property
+    def skipped(self) -> int:
+        """Inputs not scored by this job: already done, not videos, or duplicates."""
+        return self.done_before + self.not_videos + self.duplicates
+
     @classmethod
     def of(cls, records: list[dict]) -> PredictTally:
         """The tally of ``records``."""
@@ -108,40 +128,75 @@ def run_predict(
     sampling: str,
     out: Path | None,
     resume: bool,
+    overwrite: bool = False,
     ordered: bool = True,
     progress: bool = True,
 ) -> tuple[PredictTally, float]:
     """Score ``inputs`` (paths, directories, globs) with ``engine`` and write one record per
-    input to ``out`` (JSONL or CSV; JSONL on stdout when None). Records are written as they come
-    and not kept (see :class:`PredictTally`). Returns (tally, seconds)."""
+    video to ``out`` (JSONL or CSV; JSONL on stdout when None), with the guarantees of
+    :mod:`engine.batch`: ``resume`` adds to ``out`` what it lacks, ``overwrite`` replaces it
+    when the job has finished; an existing ``out`` is refused otherwise. Records are written as
+    they come and not kept (see :class:`PredictTally`). Returns (tally, seconds).
+
+    Raises :class:`~engine.core.errors.InvalidInputError` when the inputs hold no video, when
+    ``out`` would be destroyed or holds records made with other settings, and
+    :class:`~engine.core.errors.OutputError` when it cannot be written (the complete records
+    stay in it)."""
     from tqdm import tqdm
 
-    from engine.batch import RecordWriter, already_scored, expand_inputs
+    from engine.batch import (
+        RecordWriter,
+        check_output,
+        collect_inputs,
+        plan_resume,
+        read_output,
+        require_videos,
+        rewrite_output,
+    )
     from engine.core.errors import InvalidInputError
 
-    if resume and out is None:
-        raise InvalidInputError("--resume needs --out FILE (the file to resume)")
-    paths = list(expand_inputs(inputs))
-    if resume:
-        done = already_scored(out)
-        skipped = [p for p in paths if p in done]
-        paths = [p for p in paths if p not in done]
-        if skipped:
-            print(f"resume: {len(skipped)} input(s) already in {out}, skipped", file=sys.stderr)
-    tally = PredictTally()
+    if (resume or overwrite) and out is None:
+        raise InvalidInputError("--resume and --overwrite need --out FILE")
+    if out is not None:
+        check_output(out, resume=resume, overwrite=overwrite)
+    found = collect_inputs(inputs, exclude=[out] if out is not None else [])
+    require_videos(found, inputs)
+    tally = PredictTally(not_videos=len(found.not_videos), duplicates=len(found.duplicates))
+    tally.skipped_note = found.summary()
+    paths = found.paths
+    if resume and out is not None and out.is_file():
+        entries, torn = read_output(out)
+        plan = plan_resume(
+            entries,
+            paths,
+            engine.job_provenance(seq_len, sampling),
+            content=engine.config.hash_inputs,
+            torn=torn,
+            out=out,
+        )
+        if plan.rewrite:
+            rewrite_output(out, plan.keep)
+        paths = plan.todo
+        tally.done_before = len(plan.done)
+        print(plan.summary(out), file=sys.stderr)
     t0 = time.perf_counter()
     bar = tqdm(
         total=len(paths), unit="video", disable=not progress, file=sys.stderr, dynamic_ncols=True
     )
-    with RecordWriter(out, append=resume, stream=sys.stdout) as writer:
-        for pred in engine.predict_many(paths, seq_len=seq_len, sampling=sampling, ordered=ordered):
-            rec = pred.to_record()
-            writer.write(rec)
-            tally.add(rec)
-            bar.update(1)
-            if progress:
-                elapsed = max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(frames_s=f"{tally.frames / elapsed:.1f}", failed=tally.failed)
+    mode = "replace" if overwrite else "append"
+    with RecordWriter(out, mode=mode, stream=sys.stdout) as writer:
+        preds = engine.predict_many(paths, seq_len=seq_len, sampling=sampling, ordered=ordered)
+        try:
+            for pred in preds:
+                rec = pred.to_record()
+                writer.write(rec)
+                tally.add(rec)
+                bar.update(1)
+                if progress:
+                    elapsed = max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(frames_s=f"{tally.frames / elapsed:.1f}", failed=tally.failed)
+        finally:
+            preds.close()  # stop the pipeline's threads now if the job ends early
     bar.close()
     return tally, time.perf_counter() - t0
 
@@ -190,9 +245,19 @@ def print_summary(tally: PredictTally, seconds: float, *, table: bool = True) ->
             + (" ..." if tally.low_coverage > len(tally.low_coverage_names) else ""),
             file=out,
         )
+    if tally.skipped_note:
+        print(tally.skipped_note, file=out)
     secs = max(seconds, 1e-9)
+    skipped = []
+    if tally.done_before:
+        skipped.append(f"{tally.done_before} already done")
+    if tally.not_videos:
+        skipped.append(f"{tally.not_videos} not videos")
+    if tally.duplicates:
+        skipped.append(f"{tally.duplicates} duplicates")
+    why = f" ({', '.join(skipped)})" if skipped else ""
     print(
-        f"{tally.ok}/{tally.count} scored, {tally.failed} failed; "
+        f"{tally.ok}/{tally.count} scored, {tally.failed} errors, {tally.skipped} skipped{why}; "
         f"{tally.count / secs:.2f} videos/s, {tally.frames / secs:.1f} frames/s "
         f"({seconds:.1f} s)",
         file=out,
@@ -201,9 +266,16 @@ def print_summary(tally: PredictTally, seconds: float, *, table: bool = True) ->
 
 def run(args: argparse.Namespace) -> int:
     from engine.api import Engine
+    from engine.batch import check_output
+    from engine.core.errors import InvalidInputError
 
     sequence = sequence_config(args)
-    engine = Engine.load(args.model, config=engine_config(args))
+    config = engine_config(args)
+    if (args.resume or args.overwrite) and args.out is None:
+        raise InvalidInputError("--resume and --overwrite need --out FILE")
+    if args.out is not None:  # before anything loads: a job that would destroy it never starts
+        check_output(args.out, resume=args.resume, overwrite=args.overwrite)
+    engine = Engine.load(args.model, config=config)
     engine.prepare(sequence.seq_len)
     tally, seconds = run_predict(
         engine,
@@ -212,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
         sampling=sequence.sampling,
         out=args.out,
         resume=args.resume,
+        overwrite=args.overwrite,
         ordered=not args.unordered,
         progress=not args.no_progress,
     )

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import logging
+import math
 import os
+import socket
 import sys
+import textwrap
 from pathlib import Path
 
 from engine.options import add_engine_options, engine_config
+from engine.server.jobs import MAX_RESULTS_MB, RETENTION_HOURS
 
 log = logging.getLogger(__name__)
 
@@ -20,16 +25,28 @@ def default_data_dir() -> Path:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    about = (
+        "Serve an upload page and a JSON API (/api/v1, docs at /docs) on one loaded model. "
+        "Binds to 127.0.0.1 unless --host says otherwise; put a TLS proxy in front for anything "
+        "but local use.",
+        "Finished jobs are deleted --retention-hours after they finished, and the oldest "
+        "finished first while results and uploads exceed --max-results-mb; DELETE "
+        "/api/v1/jobs/{id} deletes one (a queued job is cancelled; a running one: 409).",
+    )
     p = sub.add_parser(
         "serve",
         help="web upload page and JSON API (needs the `serve` extra)",
-        description="Serve an upload page and a JSON API (/api/v1, docs at /docs) on one loaded "
-        "model. Binds to 127.0.0.1 unless --host says otherwise; put a TLS proxy in front for "
-        "anything but local use.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="\n\n".join(textwrap.fill(t, 79, break_on_hyphens=False) for t in about)
+        + "\n\nexit codes:\n"
+        "  0  ok (the server was stopped)\n"
+        "  2  error: a bad option, an unknown --host, a model or detector that cannot load\n"
+        "  3  some inputs failed (batch commands only; not used by serve)\n"
+        "  4  --port is already in use on --host (checked before the models load)",
     )
     p.add_argument("--model", required=True, type=Path, help="exported model directory")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port, 1-65535 (default 8000)")
     p.add_argument(
         "--data",
         type=Path,
@@ -39,20 +56,98 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=float, default=100.0, help="upload limit (MB)")
     p.add_argument("--queue", type=int, default=64, help="jobs queued or running at most (429)")
     p.add_argument("--workers", type=int, default=1, help="jobs processed at once")
+    p.add_argument(
+        "--retention-hours",
+        type=float,
+        default=RETENTION_HOURS,
+        help=f"delete finished jobs this long after they finished; 0 keeps them "
+        f"(default {RETENTION_HOURS:g} = 7 days)",
+    )
+    p.add_argument(
+        "--max-results-mb",
+        type=float,
+        default=MAX_RESULTS_MB,
+        help="disk budget of results and uploads: past it the oldest finished jobs are "
+        f"deleted; 0: no limit (default {MAX_RESULTS_MB:g})",
+    )
     add_engine_options(p)
     p.set_defaults(func=_cmd_serve)
 
 
+def validate_options(args: argparse.Namespace) -> None:
+    """Refuse out-of-range or non-finite numbers, naming the flag (InvalidInputError)."""
+    from engine.core.errors import InvalidInputError
+
+    if not 1 <= args.port <= 65535:
+        raise InvalidInputError(f"--port must be from 1 to 65535, got {args.port}")
+    checks = (
+        ("--queue", args.queue, 1, ">= 1"),
+        ("--workers", args.workers, 1, ">= 1"),
+        ("--max-upload-mb", args.max_upload_mb, None, "> 0"),
+        ("--retention-hours", args.retention_hours, 0, ">= 0 (0 keeps finished jobs)"),
+        ("--max-results-mb", args.max_results_mb, 0, ">= 0 (0: no limit)"),
+    )
+    for flag, value, low, bound in checks:
+        ok = math.isfinite(value) and (value > 0 if low is None else value >= low)
+        if not ok:
+            raise InvalidInputError(f"{flag} must be a finite number {bound}, got {value}")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind (and close) a socket on each address ``host`` resolves to, as uvicorn will (asyncio
+    ``create_server``: SO_REUSEADDR, IPv6 sockets IPv6 only). Raises PortBusyError when
+    another process has the port, InvalidInputError when ``host`` does not resolve or is not
+    an address of this machine, or binding is refused."""
+    from engine.core.errors import InvalidInputError, PortBusyError
+
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InvalidInputError(f"--host {host!r} cannot be resolved to an address: {exc}") from exc
+    held: list[socket.socket] = []
+    try:
+        for family, type_, proto, _canon, address in dict.fromkeys(infos):
+            sock = socket.socket(family, type_, proto)
+            held.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                where = f"--port {port} on {host}"
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortBusyError(
+                        f"{where} is already in use (EADDRINUSE: another process has it); "
+                        "choose another port with --port"
+                    ) from exc
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    raise InvalidInputError(
+                        f"--host {host} is not an address of this machine ({exc.strerror}); "
+                        "use 127.0.0.1, 0.0.0.0 or one of its addresses"
+                    ) from exc
+                if exc.errno == errno.EACCES:
+                    raise InvalidInputError(
+                        f"cannot bind {where}: permission denied (ports below 1024 need "
+                        "privileges); choose another port with --port"
+                    ) from exc
+                raise InvalidInputError(f"cannot bind {where}: {exc.strerror or exc}") from exc
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
+    validate_options(args)  # before anything loads
     from engine.api import Engine
     from engine.core.deps import require
-    from engine.core.errors import InvalidInputError
 
     uvicorn = require("uvicorn", purpose="dfe serve")
     from engine.server.app import create_app
 
-    if args.queue < 1 or args.workers < 1 or args.max_upload_mb <= 0:
-        raise InvalidInputError("--queue and --workers must be >= 1 and --max-upload-mb > 0")
+    check_port_free(args.host, args.port)  # a busy port fails now, not after the models load
     try:
         public = not ipaddress.ip_address(args.host).is_loopback
     except ValueError:
@@ -67,7 +162,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_queue=args.queue,
         workers=args.workers,
+        retention_hours=args.retention_hours,
+        max_results_bytes=int(args.max_results_mb * 2**20),
     )
+    check_port_free(args.host, args.port)  # again: loading took a while
+    server_log = logging.getLogger("engine.server")
+    if server_log.getEffectiveLevel() > logging.INFO:
+        server_log.setLevel(logging.INFO)  # what the janitor deletes is always logged
     print(f"dfe serve: http://{args.host}:{args.port}/ (API docs /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
     return 0

@@ -13,6 +13,7 @@ the code that implements them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 import types
 import typing
@@ -115,11 +116,16 @@ def option(
     maximum: float | None = None,
     metavar: str | None = None,
     cli: bool = True,
+    score: bool | None = None,
 ) -> dict[str, Any]:
     """Metadata of a config field: its help text, its ``--flag`` (default: the field name with
-    dashes), allowed values, bounds, and whether the CLI offers it."""
+    dashes), allowed values, bounds, whether the CLI offers it, and whether its value can change
+    a score (``score``: such fields go into every record's provenance and must match for
+    ``--resume`` to count a record as done; :class:`EngineConfig` and :class:`SequenceConfig`
+    fields must say, a test checks it)."""
     return {
         "help": help,
+        "score": score,
         "flag": flag,
         "choices": choices,
         "minimum": minimum,
@@ -152,16 +158,28 @@ def flag_of(f: dataclasses.Field) -> str:
 def validate(config: Any) -> None:
     """Check every field of a config dataclass against its type and :func:`option` metadata.
 
-    Raises :class:`InvalidInputError` naming the field, the value, the supported values and,
-    for a field the command line offers, its flag."""
+    Raises :class:`InvalidInputError` naming the option, the value and the supported values.
+    A field the command line offers is named by its flag first (``--margin must be a finite
+    number, got nan (EngineConfig.margin)``), so the message reads right in a terminal and in
+    Python."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         try:
             _validate_field(f, getattr(config, f.name), hints[f.name])
         except InvalidInputError as exc:
             if f.metadata.get("cli", True) and f.metadata.get("help"):
-                raise InvalidInputError(f"{exc} (command line: {flag_of(f)})") from None
+                text = str(exc)
+                if text.startswith(f.name):
+                    text = flag_of(f) + text[len(f.name) :]
+                raise InvalidInputError(f"{text} ({type(config).__name__}.{f.name})") from None
             raise
+
+
+def score_fields(cls: type) -> tuple[str, ...]:
+    """The fields of config class ``cls`` whose value can change a score (their ``option``
+    metadata says ``score=True``): what a record's provenance carries and ``--resume``
+    compares."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("score"))
 
 
 def _validate_field(f: dataclasses.Field, value: Any, hint: Any) -> None:
@@ -181,6 +199,8 @@ def _validate_field(f: dataclasses.Field, value: Any, hint: Any) -> None:
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidInputError(f"{f.name} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise InvalidInputError(f"{f.name} must be a finite number, got {value!r}")
     elif kind is bool and not isinstance(value, bool):
         raise InvalidInputError(f"{f.name} must be True or False, got {value!r}")
     elif kind is str and not isinstance(value, str):
@@ -234,6 +254,7 @@ class EngineConfig:
             "inference backend (auto: the best one that can run here; a backend named "
             "explicitly that cannot run is an error, never a silent fallback)",
             choices=(*BACKEND_NAMES, *BACKEND_ALIASES),
+            score=True,
         ),
     )
     precision: str = field(
@@ -243,17 +264,22 @@ class EngineConfig:
             "int8`: ONNX Runtime CPU or TensorRT); fp16 (TensorRT, torch-cuda); bf16 "
             "(torch-cuda). A backend that cannot run it is an error",
             choices=PRECISIONS,
+            score=True,
         ),
     )
     batch_size: int = field(
         default=DEFAULT_CLASSIFIER_BATCH,
         metadata=option(
-            "classifier frames per batch (frames of several videos share one)", minimum=1
+            "classifier frames per batch (frames of several videos share one)",
+            minimum=1,
+            score=False,
         ),
     )
     detector: str = field(
         default=DEFAULT_DETECTOR,
-        metadata=option("SCRFD model: a known name (det_500m, det_2.5g, det_10g) or an .onnx path"),
+        metadata=option(
+            "SCRFD model: a known name (det_500m, det_2.5g, det_10g) or an .onnx path", score=True
+        ),
     )
     models_dir: str | None = field(
         default=None,
@@ -261,11 +287,12 @@ class EngineConfig:
             "models directory (default: $DFE_MODELS or ~/.cache/deepfake-engine/models)",
             flag="--models",
             metavar="DIR",
+            score=False,
         ),
     )
     download: bool = field(
         default=True,
-        metadata=option("never download detector files", flag="--no-download"),
+        metadata=option("never download detector files", flag="--no-download", score=False),
     )
     detector_batch: int | None = field(
         default=None,
@@ -273,6 +300,7 @@ class EngineConfig:
             f"frames per detector run (default: {GPU_DETECTOR_BATCH} on GPU backends, "
             f"{CPU_DETECTOR_BATCH} on CPU, where batching SCRFD does not pay)",
             minimum=1,
+            score=False,
         ),
     )
     detector_input: int = field(
@@ -281,6 +309,7 @@ class EngineConfig:
             "detector input (letterbox) size in pixels, a multiple of 32",
             flag="--input-size",
             minimum=32,
+            score=True,
         ),
     )
     detect_every: int = field(
@@ -289,6 +318,7 @@ class EngineConfig:
             "fast mode: detect faces on every K-th sampled frame (and the last) and follow the "
             "face tracks in between; 1 (default) is exact mode, every frame detected",
             minimum=1,
+            score=True,
         ),
     )
     detector_input_shape: str = field(
@@ -297,6 +327,7 @@ class EngineConfig:
             "detector input shaped like the frame (aspect kept, e.g. 640x384 for 16:9: the same "
             "faces, a third less work) or square (InsightFace's 640x640)",
             choices=DETECTOR_INPUT_SHAPES,
+            score=True,
         ),
     )
     size_probe: bool = field(
@@ -306,11 +337,12 @@ class EngineConfig:
             "faces); by default a cheap probe per video chooses the input, keeping the default "
             "when its faces are of a size it detects well",
             flag="--no-size-probe",
+            score=True,
         ),
     )
     score_threshold: float = field(
         default=DEFAULT_SCORE_THRESHOLD,
-        metadata=option("detector score threshold, 0-1", minimum=0.0),
+        metadata=option("detector score threshold, 0-1", minimum=0.0, score=True),
     )
     faces: str = field(
         default="main",
@@ -320,6 +352,7 @@ class EngineConfig:
             "own; the video's p_fake is the most-fake person's), per-frame (the --face rule in "
             "each frame, as the original)",
             choices=FACES_MODES,
+            score=True,
         ),
     )
     face: str = field(
@@ -327,6 +360,7 @@ class EngineConfig:
         metadata=option(
             "per-frame mode: which face of a frame to crop, highest score or largest",
             choices=FACE_RULES,
+            score=True,
         ),
     )
     margin: float = field(
@@ -334,6 +368,7 @@ class EngineConfig:
         metadata=option(
             "crop margin, a fraction of the face box on each side (the original: 0)",
             minimum=0.0,
+            score=True,
         ),
     )
     no_face: str = field(
@@ -341,6 +376,7 @@ class EngineConfig:
         metadata=option(
             "a frame without a face: classify the whole frame (the original) or drop it",
             choices=NO_FACE_RULES,
+            score=True,
         ),
     )
     crop_style: str | None = field(
@@ -350,12 +386,15 @@ class EngineConfig:
             "detector draws (what the original's published checkpoints were trained on; no "
             "dlib needed); default: the model's, recorded at export",
             choices=CROP_STYLES,
+            score=True,
         ),
     )
     decode_backend: str = field(
         default="auto",
         metadata=option(
-            "video decoder: PyAV first, OpenCV as fallback, or one", choices=DECODE_BACKENDS
+            "video decoder: PyAV first, OpenCV as fallback, or one",
+            choices=DECODE_BACKENDS,
+            score=True,
         ),
     )
     colour: str = field(
@@ -365,6 +404,7 @@ class EngineConfig:
             "SDR as a player shows it, what the model was trained on (recorded); keep leaves "
             "the pixels as decoded",
             choices=COLOUR_MODES,
+            score=True,
         ),
     )
     decode_workers: int = field(
@@ -375,6 +415,7 @@ class EngineConfig:
             "or one per core with --sampling uniform; two on GPU backends)",
             minimum=0,
             maximum=MAX_THREADS,
+            score=False,
         ),
     )
     decode_threads: int = field(
@@ -384,6 +425,7 @@ class EngineConfig:
             "most efficient when several videos are decoded at once (engine.core.compute)",
             minimum=0,
             maximum=MAX_THREADS,
+            score=False,
         ),
     )
     stage_workers: int = field(
@@ -392,11 +434,14 @@ class EngineConfig:
             "batches of videos detected and classified at once by predict_many (each stage)",
             minimum=1,
             maximum=MAX_THREADS,
+            score=False,
         ),
     )
     max_in_flight: int = field(
         default=8,
-        metadata=option("videos between decoding and result at once (bounds memory)", minimum=1),
+        metadata=option(
+            "videos between decoding and result at once (bounds memory)", minimum=1, score=False
+        ),
     )
     intra_op_threads: int = field(
         default=0,
@@ -406,6 +451,7 @@ class EngineConfig:
             flag="--threads",
             minimum=0,
             maximum=MAX_THREADS,
+            score=False,
         ),
     )
     detector_threads: int | None = field(
@@ -414,6 +460,7 @@ class EngineConfig:
             "ONNX Runtime threads per SCRFD call (default: --threads)",
             minimum=0,
             maximum=MAX_THREADS,
+            score=False,
         ),
     )
     compute_workers: int = field(
@@ -423,6 +470,7 @@ class EngineConfig:
             "call each (0: one per usable core, divided by --threads; engine.core.compute)",
             minimum=0,
             maximum=MAX_THREADS,
+            score=False,
         ),
     )
     checkpoint: str | None = field(
@@ -430,6 +478,16 @@ class EngineConfig:
         metadata=option(
             "training checkpoint for the torch backends (default: the one recorded at export)",
             metavar="PT",
+            score=True,
+        ),
+    )
+    hash_inputs: bool = field(
+        default=False,
+        metadata=option(
+            "add each input's sha256 to its record's provenance, and compare content, not only "
+            "path, size and modification time, when --resume decides what is already done",
+            flag="--hash",
+            score=False,
         ),
     )
 
@@ -437,12 +495,13 @@ class EngineConfig:
         validate(self)
         if self.score_threshold > 1:
             raise InvalidInputError(
-                f"score_threshold must be in [0, 1], got {self.score_threshold}"
+                f"--score-threshold must be in [0, 1], got {self.score_threshold} "
+                "(EngineConfig.score_threshold)"
             )
         if self.detector_input % 32:
             raise InvalidInputError(
-                f"detector_input must be a multiple of 32 (SCRFD's largest stride), got "
-                f"{self.detector_input}"
+                f"--input-size must be a multiple of 32 (SCRFD's largest stride), got "
+                f"{self.detector_input} (EngineConfig.detector_input)"
             )
 
     @property
@@ -482,6 +541,7 @@ class SequenceConfig:
         metadata=option(
             f"frames per video (default: the N the model was trained for, else {DEFAULT_SEQ_LEN})",
             minimum=1,
+            score=True,
         ),
     )
     sampling: str = field(
@@ -489,6 +549,7 @@ class SequenceConfig:
         metadata=option(
             "first N frames (the original) or N spread over the whole video",
             choices=SAMPLING_MODES,
+            score=True,
         ),
     )
 

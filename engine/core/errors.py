@@ -42,3 +42,15 @@ class BackendUnavailableError(EngineError, RuntimeError):
 
 class ParityError(EngineError, RuntimeError):
     """An exported graph does not reproduce the reference model within tolerance."""
+
+
+class PortBusyError(EngineError, OSError):
+    """The address and port a server was asked to listen on are taken by another process.
+    The CLI exits with :attr:`exit_code` (``engine.options.EXIT_PORT_BUSY``) for it."""
+
+    exit_code = 4
+
+
+class OutputError(EngineError, OSError):
+    """An output (a results file or folder) cannot be written: not writable, a full disk, an
+    I/O error. The message names the file, what was kept and how to go on."""

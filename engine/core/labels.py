@@ -49,4 +49,25 @@ def read_labels(
             pairs.append((str(video if video.is_absolute() else base / video), label))
     if not pairs:
         raise InvalidInputError(f"{path} holds no 'file,label' rows")
+    check_consistent(pairs, source=str(path))
     return pairs
+
+
+def check_consistent(pairs: list[tuple[str, str]], *, source: str = "labels") -> None:
+    """Raise :class:`InvalidInputError` when one video (compared by real path: a symlink or
+    ``./x/../v.mp4`` is the same file) is listed with both labels; a file listed twice with
+    one label is fine (its duplicates are merged by the callers)."""
+    seen: dict[str, tuple[str, str]] = {}
+    clashes = []
+    for video, label in pairs:
+        real = os.path.realpath(video)
+        first = seen.setdefault(real, (video, label))
+        if first[1] != label:
+            clashes.append(f"{video} ({label}; also listed as {first[0]}, {first[1]})")
+    if clashes:
+        more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
+        raise InvalidInputError(
+            f"{source} lists {len(clashes)} video(s) with both labels: "
+            + "; ".join(clashes[:3])
+            + f"{more}. A metric over contradictory labels means nothing: fix the labels file"
+        )

@@ -62,6 +62,10 @@ class Prediction:
     precision: str | None = None
     model: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # how the record was made, so that it can be defended and reproduced: engine version, the
+    # model's and the detector's checksums, every score-changing option, the input's identity
+    # (engine.core.provenance); None only for records of older versions
+    provenance: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -136,6 +140,28 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
         k: json.dumps(record.get(k)) if isinstance(record.get(k), (list, dict)) else record.get(k)
         for k in RECORD_FIELDS
     }
+
+
+def from_csv_row(row: dict[str, str]) -> dict[str, Any]:
+    """Inverse of :func:`csv_row`: a record from one CSV row of strings, each field back to its
+    type (empty text is None; lists and dicts from their JSON text)."""
+    out: dict[str, Any] = {}
+    for key in RECORD_FIELDS:
+        text = row.get(key)
+        kind = _KINDS[key]
+        if text is None or text == "":
+            out[key] = None
+        elif kind == "json" or kind.startswith("list"):
+            out[key] = json.loads(text)
+        elif kind == "int":
+            out[key] = int(text)
+        elif kind == "float":
+            out[key] = float(text)
+        elif kind == "bool":
+            out[key] = text == "True"
+        else:
+            out[key] = text
+    return out
 
 
 def error_record(video: str, error: str, **fields: Any) -> dict[str, Any]:

@@ -22,6 +22,13 @@ SCHEMA_VERSION = 1
 SIDECAR_NAME = "classifier.json"
 # graphs[...] key of the INT8 Q/DQ classifier written by `dfe build --precision int8`
 INT8_GRAPH = "classifier_int8"
+#: The INT8 graph's file and its error report (``.json``/``.md``) next to the model.
+INT8_FILE = "classifier.int8.onnx"
+INT8_REPORT_STEM = "classifier.int8.report"
+#: What is made from a model folder's graphs after export (the INT8 graph and its reports,
+#: TensorRT engines in ``engines/``): a new export into the folder removes them, since they
+#: no longer belong to its graphs.
+DERIVED_FILES = (INT8_FILE, f"{INT8_REPORT_STEM}.json", f"{INT8_REPORT_STEM}.md", "engines")
 CHANNEL_ORDERS = ("BGR", "RGB")
 RESIZE_METHODS = ("pil-bilinear",)
 
@@ -130,10 +137,96 @@ class ModelSpec:
             )
         return path
 
+    def graph_key(self, precision: str) -> str:
+        """The sidecar's ``graphs`` entry of the classifier graph ``precision`` runs (fp16 and
+        bf16 run the fp32 graph)."""
+        return INT8_GRAPH if precision == "int8" else "classifier"
+
+    def verify_graphs(self, precision: str) -> dict[str, Any]:
+        """Check that the graph files ``precision`` runs (the classifier graph, and the head of
+        the sequence variant) are the ones the sidecar records: their sha256 against the
+        sidecar's. Returns what a record's provenance names: ``{"graph", "graph_sha256",
+        "head_sha256"}``. Hashes a file once per file identity
+        (:func:`engine.core.hashing.file_sha256`).
+
+        Raises :class:`ModelFormatError` naming the file and the fix when a digest differs or
+        the sidecar records none (the file was changed or damaged after export), and
+        :class:`ArtifactNotFoundError` when the graph is missing."""
+        from engine.core.hashing import file_sha256
+
+        key = self.graph_key(precision)
+        path = self.classifier_for(precision)
+        fix = (
+            f"rebuild it with: dfe build {self.directory} --precision int8"
+            if key == INT8_GRAPH
+            else f"export the checkpoint again: dfe export CHECKPOINT -o {self.directory}"
+        )
+        out: dict[str, Any] = {"graph": path.name, "graph_sha256": None, "head_sha256": None}
+        graphs = self.raw.get("graphs", {})
+        for slot, name, file in (
+            ("graph_sha256", key, path),
+            ("head_sha256", "head", self.head_file),
+        ):
+            if file is None:
+                continue
+            expected = graphs.get(name, {}).get("sha256")
+            actual = file_sha256(file)
+            if expected != actual:
+                recorded = f"records {expected}" if expected else "records no sha256 for it"
+                raise ModelFormatError(
+                    f"{file} is not the graph its sidecar {self.directory / SIDECAR_NAME} "
+                    f"describes (sha256 {actual}; the sidecar {recorded}): it was changed or "
+                    f"damaged after it was made, and its scores could not be trusted. Replace "
+                    f"the model folder, or {fix}"
+                )
+            out[slot] = actual
+        return out
+
+    @property
+    def sidecar_sha256(self) -> str:
+        """sha256 of the sidecar file as it is now."""
+        from engine.core.hashing import file_sha256
+
+        return file_sha256(self.directory / SIDECAR_NAME)
+
+    @property
+    def spec_sha256(self) -> str:
+        """sha256 of the sidecar sections that change a score besides the graphs (model
+        variant, reduction, input description, labels, preprocessing policy, calibration),
+        as canonical JSON: a record made with this model keeps it, so a sidecar edited by
+        hand since is noticed, while building another precision (which adds a graph to the
+        sidecar) is not a change."""
+        import hashlib
+
+        sections = {
+            k: self.raw.get(k)
+            for k in ("model", "reduce", "input", "labels", "preprocessing", "calibration")
+        }
+        text = json.dumps(sections, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     @property
     def crop_style(self) -> str | None:
         """The crop style recorded at export (``scrfd`` or ``dlib``), None in older sidecars."""
         return self.raw.get("preprocessing", {}).get("crop_style")
+
+
+def remove_derived_files(directory: Path) -> list[Path]:
+    """Remove :data:`DERIVED_FILES` from a model folder (what was made from graphs that are
+    being replaced); returns what was removed."""
+    import shutil
+
+    removed = []
+    for name in DERIVED_FILES:
+        path = Path(directory) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    return removed
 
 
 def write_sidecar(path: Path, data: dict[str, Any]) -> None:

@@ -51,7 +51,15 @@ from engine.core.hashing import sha256_file
 from engine.core.onnx_session import create_session
 from engine.core.qdq_rewrite import cpu_qdq_model
 from engine.core.reduce import score_video
-from engine.core.sidecar import INT8_GRAPH, SIDECAR_NAME, ModelSpec, load_sidecar, write_sidecar
+from engine.core.sidecar import (
+    INT8_FILE,
+    INT8_GRAPH,
+    INT8_REPORT_STEM,
+    SIDECAR_NAME,
+    ModelSpec,
+    load_sidecar,
+    write_sidecar,
+)
 from engine.optimize.calibration import (
     CALIBRATION_FRAMES,
     EVALUATION_FRAMES,
@@ -82,8 +90,7 @@ from engine.optimize.int8_search import (  # re-exported: the CLI and tests impo
 
 log = logging.getLogger(__name__)
 
-INT8_FILE = "classifier.int8.onnx"
-REPORT_STEM = "classifier.int8.report"  # + .json / .md, next to the model
+REPORT_STEM = INT8_REPORT_STEM  # + .json / .md, next to the model
 CALIB_BATCH = 8
 CALIB_CHUNK = 4  # batches per calibration read (bounds memory)
 # The agreement bound of issue 5: |delta p_fake| <= 0.03 for every video, and the same label

@@ -3,12 +3,15 @@
 Limits: the request body is counted while it streams in (413 past the limit, before the rest
 is read; a larger Content-Length is refused at once), the queue is checked before the body is
 read (429), the type is decided by decoding the saved file (415 with the decoder's reason), and
-files get generated names in the private data directory. No debug mode, no secret.
+files get generated names in the private data directory. No debug mode, no secret. What is
+stored stays bounded: a janitor deletes finished jobs past the retention time and, over the
+disk budget, the oldest finished jobs first; ``DELETE /api/v1/jobs/{id}`` deletes one.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 import threading
@@ -19,9 +22,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.core.deps import require
-from engine.core.errors import EngineError
+from engine.core.errors import EngineError, InvalidInputError
 from engine.server import pages
-from engine.server.jobs import ID_PATTERN, JobRunner, JobStore, QueueFullError, new_id
+from engine.server.jobs import (
+    FINISHED,
+    ID_PATTERN,
+    JANITOR_INTERVAL_S,
+    MAX_RESULTS_MB,
+    RETENTION_HOURS,
+    Janitor,
+    JobRunner,
+    JobStore,
+    QueueFullError,
+    new_id,
+)
 
 require("fastapi", purpose="dfe serve")
 require("multipart", purpose="dfe serve (multipart uploads)")
@@ -33,6 +47,7 @@ from fastapi.responses import (  # noqa: E402
     HTMLResponse,
     JSONResponse,
     RedirectResponse,
+    Response,
 )
 from starlette.datastructures import UploadFile  # noqa: E402
 
@@ -100,20 +115,39 @@ def create_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_queue: int = 64,
     workers: int = 1,
+    retention_hours: float = RETENTION_HOURS,
+    max_results_bytes: int = int(MAX_RESULTS_MB * 2**20),
+    janitor_interval: float = JANITOR_INTERVAL_S,
 ) -> FastAPI:
-    """The app; the runner's threads start and stop with the app's lifespan. ``workers=0``
-    accepts jobs without running them (for tests of the queue)."""
+    """The app; the runner's and the janitor's threads start and stop with the app's lifespan.
+    ``workers=0`` accepts jobs without running them (for tests of the queue). Finished jobs
+    are deleted ``retention_hours`` after they finished (0: kept), and the oldest finished
+    first while results and uploads exceed ``max_results_bytes`` (0: no limit); the janitor
+    runs at start, every ``janitor_interval`` seconds and after each finished job."""
+    _check_number("retention_hours", retention_hours)
+    _check_number("max_results_bytes", max_results_bytes)
+    _check_number("janitor_interval", janitor_interval, positive=True)
     store = JobStore(Path(data_dir))
-    runner = JobRunner(engine, store, max_queue=max_queue, workers=workers)
+    janitor = Janitor(
+        store,
+        retention_s=retention_hours * 3600,
+        max_bytes=int(max_results_bytes),
+        interval=janitor_interval,
+    )
+    runner = JobRunner(
+        engine, store, max_queue=max_queue, workers=workers, on_finished=janitor.poke
+    )
     readiness = Readiness(engine)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         readiness.start()  # the classifier and the detector load in the background
         runner.start()
+        await run_in_threadpool(janitor.start)  # sweeps once now, then in its own thread
         try:
             yield
         finally:
+            janitor.stop()
             runner.stop()
             store.close()
 
@@ -125,6 +159,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.store, app.state.runner, app.state.engine = store, runner, engine
+    app.state.janitor = janitor
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -212,6 +247,35 @@ def create_app(
     @app.get("/api/v1/jobs/{job_id}", summary="Poll a job; `result` is the dfe predict record")
     def get_job(job_id: str = _JOB_ID) -> dict[str, Any]:
         return _job_json(job_id)
+
+    @app.delete(
+        "/api/v1/jobs/{job_id}",
+        status_code=204,
+        response_class=Response,
+        summary="Delete a finished job and its files, or cancel a queued one (409 while it runs)",
+        responses={
+            404: {"description": "no such job"},
+            409: {"description": "the job is running; retry when it has finished"},
+        },
+    )
+    def delete_job(job_id: str = _JOB_ID) -> Response:
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        if job.status in FINISHED:
+            if not store.delete(job_id, FINISHED):
+                raise HTTPException(404, f"no job {job_id}")  # deleted meanwhile
+            log.info("deleted job %s (%s) on request", job_id, job.status)
+        elif job.status == "queued" and runner.cancel(job_id):
+            store.delete(job_id, ("queued",))
+            log.info("cancelled and deleted queued job %s on request", job_id)
+        else:  # running, or taken by a worker that is starting it
+            raise HTTPException(
+                409,
+                f"job {job_id} is running and cannot be deleted now; retry the DELETE when it "
+                "has finished (status done or error)",
+            )
+        return Response(status_code=204)
 
     @app.get(
         "/api/v1/health",
@@ -324,6 +388,12 @@ class Readiness:
             self.state = "error"
         else:
             self.state, self.reason = "ok", ""
+
+
+def _check_number(name: str, value: float, *, positive: bool = False) -> None:
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise InvalidInputError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
 def _file_urls(files: dict[str, Any], base: str) -> dict[str, Any]:

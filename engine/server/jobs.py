@@ -4,7 +4,11 @@ Everything lives in one private data directory (mode 0700): ``jobs.sqlite3``, ``
 (deleted once the job ran) and ``results/<id>/`` (the images of the result page). File names are
 generated (uuid4 hex), never taken from the client. On start, jobs left ``queued`` or ``running``
 by a stopped server are queued again when their upload is still there, else marked ``error``
-with a reason: a job is never forgotten.
+with a reason: a job is never forgotten by a restart.
+
+What is stored stays bounded: a :class:`Janitor` deletes finished jobs (``done`` or ``error``)
+older than the retention time, then, while ``results/`` and ``uploads/`` together exceed the
+disk budget, the oldest finished jobs first. Queued and running jobs are never deleted by it.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import json
 import logging
 import os
 import queue
+import re
+import shutil
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATUSES = ("queued", "running", "done", "error")
+FINISHED = ("done", "error")
 ID_PATTERN = r"^[0-9a-f]{32}$"
+_ID = re.compile(ID_PATTERN)
+
+RETENTION_HOURS = 168.0  # finished jobs are kept 7 days (0: forever)
+MAX_RESULTS_MB = 2048.0  # results/ + uploads/ at most (0: no limit)
+JANITOR_INTERVAL_S = 60.0
+ORPHAN_UPLOAD_AGE_S = 3600.0  # an upload without a job row (a crash while accepting it)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -128,6 +142,35 @@ class JobStore:
         r[9] = json.loads(r[9]) if r[9] else None
         return Job(*r)
 
+    def delete(self, job_id: str, statuses: tuple[str, ...] = FINISHED) -> bool:
+        """Delete the job's row if its status is one of ``statuses`` (atomically), then its
+        upload and results directory. True when this call deleted the row."""
+        marks = ", ".join("?" * len(statuses))
+        with self._lock:
+            cur = self._db.execute(
+                f"DELETE FROM jobs WHERE id = ? AND status IN ({marks})", (job_id, *statuses)
+            )
+            deleted = cur.rowcount > 0
+        if deleted:
+            self.remove_files(job_id)
+        return deleted
+
+    def remove_files(self, job_id: str) -> None:
+        self.upload_path(job_id).unlink(missing_ok=True)
+        shutil.rmtree(self.result_dir(job_id), ignore_errors=True)
+
+    def finished_jobs(self, before: float | None = None) -> list[tuple[str, float]]:
+        """``(id, finished)`` of the finished jobs (finished before ``before``), oldest first."""
+        sql = "SELECT id, COALESCE(finished, created) FROM jobs WHERE status IN ('done', 'error')"
+        args: tuple = ()
+        if before is not None:
+            sql += " AND COALESCE(finished, created) < ?"
+            args = (before,)
+        return self._exec(sql + " ORDER BY COALESCE(finished, created), created", args)
+
+    def ids(self) -> set[str]:
+        return {r[0] for r in self._exec("SELECT id FROM jobs")}
+
     def unfinished(self) -> list[tuple[str, str]]:
         return self._exec(
             "SELECT id, status FROM jobs WHERE status IN ('queued', 'running') ORDER BY created"
@@ -147,16 +190,24 @@ class JobRunner:
     and not finished (queued or running); :meth:`reserve` refuses beyond it."""
 
     def __init__(
-        self, engine: Engine, store: JobStore, *, max_queue: int = 64, workers: int = 1
+        self,
+        engine: Engine,
+        store: JobStore,
+        *,
+        max_queue: int = 64,
+        workers: int = 1,
+        on_finished: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.max_queue = max_queue
         self.workers = workers
+        self.on_finished = on_finished  # called with the id after each job a worker ran
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
         self._active = 0
         self._order: list[str] = []  # queued ids, oldest first (for the queue position)
+        self._cancelled: set[str] = set()  # cancelled ids still in self._queue
         self._threads: list[threading.Thread] = []
 
     # -------------------------------------------------------------- admission
@@ -179,6 +230,17 @@ class JobRunner:
         with self._lock:
             self._order.append(job_id)
         self._queue.put(job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Take a queued job out of the queue and release its slot. False when no worker can
+        be kept from it: a worker has already taken it (it is starting or running)."""
+        with self._lock:
+            if job_id not in self._order:
+                return False
+            self._order.remove(job_id)
+            self._cancelled.add(job_id)  # the worker that meets it in the queue skips it
+            self._active -= 1
+        return True
 
     def position(self, job_id: str) -> int | None:
         with self._lock:
@@ -230,6 +292,9 @@ class JobRunner:
             if job_id is None:
                 return
             with self._lock:
+                if job_id in self._cancelled:  # deleted while queued; its slot is released
+                    self._cancelled.discard(job_id)
+                    continue
                 if job_id in self._order:
                     self._order.remove(job_id)
             try:
@@ -241,6 +306,11 @@ class JobRunner:
                 )
             finally:
                 self.release()
+            if self.on_finished is not None:
+                try:
+                    self.on_finished(job_id)
+                except Exception:
+                    log.exception("after job %s", job_id)
 
     def _run(self, job_id: str) -> None:
         from engine.explain import explain, write_explanation
@@ -273,8 +343,202 @@ class JobRunner:
         else:
             record = expl.prediction.to_record()
             record["video"] = job.filename  # never the private path
+            prov = record.get("provenance")
+            if prov and prov.get("input"):  # the upload is identified by its content
+                from engine.core.hashing import sha256_file
+
+                prov["input"] = {
+                    "path": None,
+                    "name": job.filename,
+                    "size": prov["input"].get("size"),
+                    "mtime_ns": None,
+                    "sha256": sha256_file(upload),
+                }
             self.store.update(
                 job_id, status="done", stage=None, finished=time.time(), result=record, files=files
             )
         finally:
             upload.unlink(missing_ok=True)
+
+
+class Janitor:
+    """Keeps a :class:`JobStore` bounded. :meth:`sweep` deletes finished jobs (``done`` or
+    ``error``) that finished more than ``retention_s`` ago (0: never), then, while the bytes
+    under ``results/`` and ``uploads/`` exceed ``max_bytes`` (0: no limit), the finished jobs
+    that finished first; queued and running jobs are never deleted. It also removes result
+    directories left without a job row and uploads without one older than an hour (a crash
+    between two steps). :meth:`start` sweeps once, then a daemon thread sweeps every
+    ``interval`` seconds and after each :meth:`poke` (one per finished job)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        retention_s: float = RETENTION_HOURS * 3600,
+        max_bytes: int = int(MAX_RESULTS_MB * 2**20),
+        interval: float = JANITOR_INTERVAL_S,
+    ) -> None:
+        self.store = store
+        self.retention_s = retention_s
+        self.max_bytes = max_bytes
+        self.interval = interval
+        self._sweep_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._sizes: dict[str, int] = {}  # bytes of finished jobs' result directories
+        self._warned_over = False
+
+    # -------------------------------------------------------------- life cycle
+
+    def start(self) -> None:
+        self._safe_sweep()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="dfe-janitor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def poke(self, _job_id: str | None = None) -> None:
+        """Sweep soon (the thread wakes up); called after each finished job."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stopping:
+                return
+            self._safe_sweep()
+
+    def _safe_sweep(self) -> None:
+        try:
+            self.sweep()
+        except Exception:  # a failed sweep must not stop the server or the next sweep
+            log.exception("the janitor could not clean the data directory")
+
+    # -------------------------------------------------------------- sweeping
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """One pass; returns the ids of the jobs deleted, in order."""
+        now = time.time() if now is None else now
+        deleted: list[str] = []
+        with self._sweep_lock:
+            if self.retention_s > 0:
+                hours = self.retention_s / 3600
+                for job_id, finished in self.store.finished_jobs(before=now - self.retention_s):
+                    if self.store.delete(job_id):
+                        deleted.append(job_id)
+                        log.info(
+                            "deleted job %s: finished %.1f h ago, past the retention of %g h",
+                            job_id,
+                            (now - finished) / 3600,
+                            hours,
+                        )
+            self._remove_orphans(now)
+            if self.max_bytes > 0:
+                deleted += self._enforce_budget()
+        return deleted
+
+    def usage(self) -> int:
+        """Bytes under ``results/`` and ``uploads/`` now."""
+        with self._sweep_lock:
+            sizes, uploads = self._measure({job_id for job_id, _ in self.store.finished_jobs()})
+        return sum(sizes.values()) + uploads
+
+    def _enforce_budget(self) -> list[str]:
+        finished = self.store.finished_jobs()
+        sizes, uploads = self._measure({job_id for job_id, _ in finished})
+        total = sum(sizes.values()) + uploads
+        deleted: list[str] = []
+        budget_mb = self.max_bytes / 2**20
+        for job_id, _finished in finished:
+            if total <= self.max_bytes:
+                break
+            size = sizes.get(job_id, 0)
+            if self.store.delete(job_id):
+                deleted.append(job_id)
+                log.info(
+                    "deleted job %s (%.1f MB): the results took %.1f MB, over the budget of "
+                    "%g MB; oldest finished jobs go first",
+                    job_id,
+                    size / 2**20,
+                    total / 2**20,
+                    budget_mb,
+                )
+            total -= size  # gone either way (a DELETE request may have been first)
+            self._sizes.pop(job_id, None)
+        if total > self.max_bytes:
+            if not self._warned_over:
+                log.warning(
+                    "the data directory holds %.1f MB, over the budget of %g MB, in jobs that "
+                    "are queued or running (never deleted); it shrinks once they finish",
+                    total / 2**20,
+                    budget_mb,
+                )
+            self._warned_over = True
+        else:
+            self._warned_over = False
+        return deleted
+
+    def _measure(self, finished: set[str]) -> tuple[dict[str, int], int]:
+        """Bytes of each directory under ``results/`` (cached for finished jobs, whose
+        results no longer change) and of ``uploads/`` in all."""
+        sizes: dict[str, int] = {}
+        for entry in _scandir(self.store.results):
+            name = entry.name
+            if name in self._sizes:
+                sizes[name] = self._sizes[name]
+                continue
+            size = _tree_bytes(entry)
+            sizes[name] = size
+            if name in finished:
+                self._sizes[name] = size
+        for stale in set(self._sizes) - set(sizes):
+            del self._sizes[stale]
+        uploads = sum(_tree_bytes(entry) for entry in _scandir(self.store.uploads))
+        return sizes, uploads
+
+    def _remove_orphans(self, now: float) -> None:
+        # list the files before reading the rows: a row is created before its results exist
+        results = [e.name for e in _scandir(self.store.results) if _ID.match(e.name)]
+        uploads = [e for e in _scandir(self.store.uploads) if _ID.match(e.name)]
+        known = self.store.ids()
+        for name in results:
+            if name not in known:
+                shutil.rmtree(self.store.result_dir(name), ignore_errors=True)
+                self._sizes.pop(name, None)
+                log.info("removed the results directory of job %s, which has no record", name)
+        for entry in uploads:
+            if entry.name in known:
+                continue
+            try:
+                age = now - entry.stat(follow_symlinks=False).st_mtime
+            except OSError:
+                continue
+            if age > ORPHAN_UPLOAD_AGE_S:
+                Path(entry.path).unlink(missing_ok=True)
+                log.info("removed upload %s, which has no job record", entry.name)
+
+
+def _scandir(path: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+
+
+def _tree_bytes(entry: os.DirEntry) -> int:
+    """Bytes of the files under ``entry`` (symbolic links are not followed)."""
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            return sum(_tree_bytes(e) for e in _scandir(Path(entry.path)))
+        return entry.stat(follow_symlinks=False).st_size
+    except OSError:  # deleted meanwhile
+        return 0

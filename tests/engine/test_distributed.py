@@ -11,6 +11,7 @@ import pytest
 
 from engine import distributed
 from engine.core.config import EngineConfig, RayConfig, SequenceConfig
+from engine.core.errors import InvalidInputError
 from tests.engine.test_evaluation import run_command, write_shared_labels
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
@@ -123,11 +124,11 @@ def test_ray_bad_files_become_error_records(ray_cluster, tiny_model, shared_dir,
     paths = [*sorted(str(p) for p in d.iterdir()), str(d / "absent.mp4")]
     out = tmp_path / "scores.jsonl"
     distributed.score(paths[:2], tiny_model, out, config=config, sequence=seq(SEQ_LEN))
-    # the rerun scores only the rest, appending to the same directory
+    # the rerun scores the rest and retries notes.mp4's error record, in the same directory
     scored, skipped = distributed.score(
         paths, tiny_model, out, config=config, sequence=seq(SEQ_LEN)
     )
-    assert (scored, skipped) == (len(paths) - 2, 2)
+    assert (scored, skipped) == (len(paths) - 1, 1)
     recs = {Path(r["video"]).name: r for r in distributed.read_records(out)}
     assert len(distributed.read_records(out)) == len(paths) == len(recs)
     assert recs["good.mp4"]["status"] == "ok" and recs["good.mp4"]["faces"] == SEQ_LEN
@@ -197,8 +198,17 @@ def test_dfe_score_cli_local_then_ray_resumes(ray_cluster, tiny_model, shared_di
     common += ["--backend", "ort", "--models", str(shared_dir / "models"), "--no-download"]
     first_two = [str(p) for p in sorted(d.iterdir())[:2]]
     assert run_command("engine.commands.score", ["score", *first_two, *common]) == 0
-    assert run_command("engine.commands.score", ["score", str(d), "--ray", *common]) == 0
-    assert "1 scored, 2 already in" in capsys.readouterr().err
+    # an existing OUT is refused without --resume; with other settings too (on Ray as well)
+    with pytest.raises(InvalidInputError, match="already holds results"):
+        run_command("engine.commands.score", ["score", str(d), "--ray", *common])
+    other = [*common, "--seq-len", "5"]
+    with pytest.raises(InvalidInputError, match="--seq-len: 4 in the record, 5 now"):
+        run_command("engine.commands.score", ["score", str(d), "--ray", "--resume", *other])
+    assert len(distributed.read_records(out)) == 2
+    assert (
+        run_command("engine.commands.score", ["score", str(d), "--ray", "--resume", *common]) == 0
+    )
+    assert "1/1 scored, 0 errors, 2 skipped (2 already in" in capsys.readouterr().err
     records = distributed.read_records(out)
     assert sorted(Path(r["video"]).name for r in records) == sorted(names)
     assert all(r["status"] == "ok" and r["frames"] == 4 for r in records)

@@ -93,7 +93,7 @@ def test_predict_dir_with_bad_files_records_every_file(predict, shared_dir, tmp_
     assert recs["faceless.mp4"]["faces"] == 0 and recs["faceless.mp4"]["frames"] == 10
     t = recs["truncated.mp4"]
     assert t["status"] == "error" or t["warnings"], t
-    assert "4/6 scored, 2 failed" in proc.stderr
+    assert "4/6 scored, 2 errors, 0 skipped" in proc.stderr
 
 
 def test_predict_resume_skips_recorded_videos(predict, shared_dir, tmp_path):
@@ -216,9 +216,9 @@ def test_predict_summary_counts_without_a_table_past_the_table_rows(capsys):
     err = capsys.readouterr().err
     assert "00000.mp4" in err and "ERROR  broken" in err  # the table
     assert "1 video(s) scored mostly on whole frames" in err and "00002.mp4" in err
-    assert "2/3 scored, 1 failed; 1.50 videos/s" in err
+    assert "2/3 scored, 1 errors, 0 skipped; 1.50 videos/s" in err
 
     big = PredictTally.of([_record(i) for i in range(TABLE_ROWS + 1)])
     print_summary(big, 1.0)
     err = capsys.readouterr().err
-    assert "00000.mp4" not in err and f"{TABLE_ROWS + 1}/{TABLE_ROWS + 1} scored, 0 failed" in err
+    assert "00000.mp4" not in err and f"{TABLE_ROWS + 1}/{TABLE_ROWS + 1} scored, 0 errors" in err

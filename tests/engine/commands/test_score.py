@@ -14,8 +14,8 @@ def test_score_local_writes_bounded_files_as_it_goes(monkeypatch, tiny_model, mo
     monkeypatch.setattr(score, "LOCAL_CHUNK", 2)
     d = tmp_path / "in"
     d.mkdir()
-    video = shared_dir / "videos" / "pair480p_real.mp4"
-    for i in range(4):
+    videos = sorted((shared_dir / "videos").glob("*.mp4"))[:4]  # four different files
+    for i, video in enumerate(videos):
         (d / f"{i}.mp4").symlink_to(video)
     (d / "4.mp4").write_text("not a video\n")
     out = tmp_path / "scores.jsonl"

@@ -74,23 +74,27 @@ def test_engine_commands_offer_every_engine_option(command):
     [
         ({"backend": "magic"}, "supported values are auto, tensorrt"),
         ({"precision": "fp8"}, "supported values are fp32, fp16, bf16, int8"),
-        ({"batch_size": 0}, "batch_size must be >= 1"),
-        ({"batch_size": True}, "batch_size must be an integer"),
+        ({"batch_size": 0}, "--batch-size must be >= 1"),
+        ({"batch_size": True}, "--batch-size must be an integer"),
         ({"detector_input": 650}, "multiple of 32"),
-        ({"score_threshold": 1.5}, r"score_threshold must be in \[0, 1\]"),
-        ({"margin": -0.1}, "margin must be >= 0"),
+        ({"score_threshold": 1.5}, r"--score-threshold must be in \[0, 1\]"),
+        ({"margin": -0.1}, r"--margin must be >= 0.*\(EngineConfig.margin\)"),
+        # not finite: refused up front (NaN passed every bound and failed each video later)
+        ({"margin": float("nan")}, "--margin must be a finite number, got nan"),
+        ({"score_threshold": float("inf")}, "--score-threshold must be a finite number"),
+        ({"margin": float("-inf")}, "--margin must be a finite number"),
         ({"crop_style": "hog"}, "supported values are scrfd, dlib"),
         ({"face": "center"}, "supported values are score, largest"),
-        ({"detector_batch": 0}, "detector_batch must be >= 1"),
+        ({"detector_batch": 0}, "--detector-batch must be >= 1"),
         # thread options: bounded above (a typo must not start 100000 threads), flag named
         (
             {"intra_op_threads": -1},
-            r"intra_op_threads must be >= 0, got -1 \(command line: --threads\)",
+            r"--threads must be >= 0, got -1 \(EngineConfig.intra_op_threads\)",
         ),
-        ({"intra_op_threads": 100000}, r"must be <= 256, got 100000 \(command line: --threads\)"),
-        ({"compute_workers": 1000}, r"must be <= 256.*--compute-workers"),
-        ({"detector_threads": 300}, r"must be <= 256.*--detector-threads"),
-        ({"decode_threads": 257}, r"must be <= 256.*--decode-threads"),
+        ({"intra_op_threads": 100000}, r"--threads must be <= 256, got 100000"),
+        ({"compute_workers": 1000}, r"--compute-workers must be <= 256"),
+        ({"detector_threads": 300}, r"--detector-threads must be <= 256"),
+        ({"decode_threads": 257}, r"--decode-threads must be <= 256"),
     ],
 )
 def test_engine_config_rejects_bad_values_naming_the_supported_ones(kwargs, match):
@@ -99,11 +103,11 @@ def test_engine_config_rejects_bad_values_naming_the_supported_ones(kwargs, matc
 
 
 def test_sequence_and_ray_configs_validate():
-    with pytest.raises(InvalidInputError, match="seq_len must be >= 1"):
+    with pytest.raises(InvalidInputError, match="--seq-len must be >= 1"):
         SequenceConfig(seq_len=0)
     with pytest.raises(InvalidInputError, match="sampling='random'"):
         SequenceConfig(sampling="random")
-    with pytest.raises(InvalidInputError, match="cpus_per_worker must be > 0"):
+    with pytest.raises(InvalidInputError, match="--cpus-per-worker must be > 0"):
         RayConfig(cpus_per_worker=0)
     validate(RayConfig(cpus_per_worker=0.5, gpus_per_worker=0.5))
 
@@ -167,3 +171,22 @@ def test_train_config_defaults_are_the_originals_and_validation_share():
     assert TrainConfig(val="v.csv").validation_share == 0.0
     assert TrainConfig(val_fraction=0.0).validation_share == 0.0
     assert TrainConfig(seq_len=4, clip_frames=10).frames_per_video == 10
+
+
+def test_every_engine_and_sequence_option_says_whether_it_changes_a_score():
+    """Provenance and --resume are derived from the ``score`` metadata: a new option that does
+    not say is a test failure, not a field silently left out of every record."""
+    import dataclasses
+
+    from engine.core.config import SequenceConfig, score_fields
+
+    for cls in (EngineConfig, SequenceConfig):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("score") in (True, False), f"{cls.__name__}.{f.name}"
+    assert {"margin", "score_threshold", "detector", "faces", "crop_style", "backend"} <= set(
+        score_fields(EngineConfig)
+    )
+    assert not {"intra_op_threads", "batch_size", "decode_workers", "hash_inputs"} & set(
+        score_fields(EngineConfig)
+    )
+    assert score_fields(SequenceConfig) == ("seq_len", "sampling")

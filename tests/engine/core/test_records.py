@@ -48,7 +48,7 @@ def test_record_fields_are_the_prediction_fields_in_order():
 
 def test_csv_writes_every_field(tmp_path):
     out = tmp_path / "r.csv"
-    with RecordWriter(out, append=False) as w:
+    with RecordWriter(out, mode="append") as w:
         w.write(RECORD)
         w.write(error_record("bad.mp4", "not a video"))
     rows = list(csv.DictReader(out.open()))
@@ -60,7 +60,7 @@ def test_csv_writes_every_field(tmp_path):
 
 def test_jsonl_writes_the_record_as_it_is(tmp_path):
     out = tmp_path / "r.jsonl"
-    with RecordWriter(out, append=False) as w:
+    with RecordWriter(out, mode="append") as w:
         w.write(RECORD)
     assert json.loads(out.read_text()) == RECORD
 
@@ -71,6 +71,13 @@ def test_arrow_schema_covers_every_field_and_round_trips():
 
     schema = arrow_schema()
     assert schema.names == list(RECORD_FIELDS)
-    assert set(JSON_COLUMNS) == {"boxes", "timings", "tracks", "detector_input", "colour"}
+    assert set(JSON_COLUMNS) == {
+        "boxes",
+        "timings",
+        "tracks",
+        "detector_input",
+        "colour",
+        "provenance",
+    }
     table = pa.Table.from_pylist([encode_json_columns(RECORD)], schema)
     assert decode_json_columns(table.to_pylist()[0]) == RECORD

@@ -37,6 +37,15 @@ def test_jobs_upload_poll_result_matches_predict_record(make_client, shared_dir,
     assert abs(rec["p_fake"] - direct["p_fake"]) < 1e-5
     assert rec["frame_indices"] == direct["frame_indices"] and rec["boxes"] == direct["boxes"]
     assert {"decode", "detect", "classify", "explain", "total"} <= set(rec["timings"])
+    # how it was made, as in a dfe predict record; the upload named by its content only
+    assert rec["provenance"]["settings"] == direct["provenance"]["settings"]
+    assert rec["provenance"]["model"] == direct["provenance"]["model"]
+    from engine.core.hashing import sha256_file
+
+    video = shared_dir / "videos" / VIDEO
+    assert rec["provenance"]["input"] == {"path": None, "name": VIDEO, "mtime_ns": None,
+                                          "size": video.stat().st_size,
+                                          "sha256": sha256_file(video)}  # fmt: skip
     for url in [job["files"]["scores"], *job["files"]["overlays"], *job["files"]["crops"]]:
         got = client.get(url)
         assert got.status_code == 200 and got.content[:4] == b"\x89PNG"
