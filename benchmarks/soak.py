@@ -70,8 +70,10 @@ SLOPE_BOUND_MB = 50.0
 
 def make_inputs(videos: list[Path], directory: Path, entries: int, bad: int) -> list[str]:
     """``entries`` files in ``directory``: ``bad`` broken ones (zero-byte, text, truncated
-    copies of the first video, in turn) spread evenly through the sorted order, the rest
-    symlinks cycling over ``videos``. Returns the sorted paths."""
+    copies of the first video, in turn) spread evenly through the sorted order, the rest hard
+    links (copies across file systems) cycling over ``videos``: distinct inputs, where symlinks
+    to one file would be one input (``engine.batch`` scores a real path once). Returns the
+    sorted paths."""
     if not videos:
         raise ValueError("no videos to link")
     if not 0 <= bad <= entries:
@@ -93,7 +95,11 @@ def make_inputs(videos: list[Path], directory: Path, entries: int, bad: int) -> 
         else:
             src = videos[k % len(videos)]
             k += 1
-            (directory / f"{i:06d}_{src.name}").symlink_to(src.resolve())
+            dst = directory / f"{i:06d}_{src.name}"
+            try:
+                os.link(src.resolve(), dst)
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(src, dst)
     return sorted(str(p) for p in directory.iterdir())
 
 

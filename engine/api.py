@@ -292,6 +292,8 @@ class Engine:
                     colour=self.config.colour,
                     provenance=lambda spec=spec: self.provenance(spec),
                     hash_inputs=self.config.hash_inputs,
+                    detector_input_shape=self.config.detector_input_shape,
+                    deinterlace=self.config.deinterlace,
                 )
                 self._pipelines[spec.directory].graphs = graphs
             return self._pipelines[spec.directory]

@@ -26,13 +26,16 @@ The guarantees (README, "Scoring at scale: what a job guarantees"):
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import glob
 import io
 import json
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +44,7 @@ from typing import IO, Any
 from engine.core.errors import InvalidInputError, OutputError
 from engine.core.provenance import differences, input_identity, same_input
 from engine.core.records import RECORD_FIELDS, csv_row, from_csv_row
+from preprocess.video import is_animated_image
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +57,13 @@ VIDEO_EXTENSIONS = frozenset((
     ".3g2", ".3gp", ".asf", ".avi", ".dv", ".f4v", ".flv", ".gif", ".h264", ".h265", ".hevc",
     ".m2t", ".m2ts", ".m2v", ".m4v", ".mj2", ".mjpeg", ".mk3d", ".mkv", ".mov", ".mp4", ".mpeg",
     ".mpg", ".mts", ".mxf", ".nut", ".ogg", ".ogv", ".qt", ".rm", ".rmvb", ".ts", ".vob", ".webm",
-    ".wmv", ".y4m",
+    ".wmv", ".y4m", ".apng",
 ))
 # fmt: on
+#: Image extensions a walk scores only when the file is an animation (animated WebP and PNG:
+#: ``preprocess.video.is_animated_image``, which reads only the headers); still ones are
+#: skipped as still images.
+ANIMATION_EXTENSIONS = frozenset((".webp", ".png"))
 #: Free bytes below which an output's file system counts as full before the job starts.
 MIN_FREE_BYTES = 1 << 20
 
@@ -68,15 +76,23 @@ class InputSet:
     """What a list of input arguments resolves to.
 
     ``paths``: what is scored, in order (files found or named, and missing paths or unmatched
-    globs, which get an error record); ``not_videos``: files a directory walk found whose
-    extension is not a video's, or hidden, skipped; ``duplicates``: paths naming a file already
-    in ``paths``; ``excluded``: files left out because they are the job's own output."""
+    globs, which get an error record); ``skipped``: what a directory walk found and did not
+    score, by reason (:data:`SKIP_REASONS`); ``duplicates``: paths naming a file already in
+    ``paths``; ``excluded``: files left out because they are the job's own output."""
 
     paths: list[str] = field(default_factory=list)
-    not_videos: list[str] = field(default_factory=list)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
     duplicates: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def not_videos(self) -> list[str]:
+        """Every path a directory walk skipped, whatever the reason."""
+        return [p for paths in self.skipped.values() for p in paths]
+
+    def skip(self, reason: str, path: str) -> None:
+        self.skipped.setdefault(reason, []).append(path)
 
     @property
     def existing(self) -> int:
@@ -94,12 +110,10 @@ class InputSet:
     def summary(self) -> str:
         """One line on what was left out (empty when nothing was)."""
         parts = []
-        if self.not_videos:
-            names = ", ".join(Path(p).name for p in self.not_videos[:5])
-            more = " ..." if len(self.not_videos) > 5 else ""
-            parts.append(
-                f"{len(self.not_videos)} file(s) not videos by name, skipped: {names}{more}"
-            )
+        for reason, paths in self.skipped.items():
+            names = ", ".join(Path(p).name for p in paths[:5])
+            more = " ..." if len(paths) > 5 else ""
+            parts.append(f"{len(paths)} skipped ({reason}): {names}{more}")
         if self.duplicates:
             parts.append(f"{len(self.duplicates)} path(s) naming a file already listed, skipped")
         if self.excluded:
@@ -121,8 +135,16 @@ def collect_inputs(
     result = InputSet()
 
     def left_out(path: str) -> bool:
+        """The output itself, what is inside it, and its hidden companions next to it (its
+        lock, a replacement being written)."""
         real = os.path.realpath(path)
-        return any(real == e or real.startswith(e + os.sep) for e in excluded)
+        head, name = os.path.split(real)
+        return any(
+            real == e
+            or real.startswith(e + os.sep)
+            or (head == os.path.dirname(e) and name.startswith(f".{os.path.basename(e)}."))
+            for e in excluded
+        )
 
     def walk(root: str) -> None:
         found: list[str] = []
@@ -133,18 +155,33 @@ def collect_inputs(
                 dirs[:] = []
                 continue
             seen_dirs.add((st.st_dev, st.st_ino))
+            for d in sorted(dirs):
+                path = os.path.join(top, d)
+                if d.startswith(".") and not left_out(path):
+                    result.skip("a hidden folder, not searched", path)
+                elif not os.path.isdir(path):  # os.walk lists a dangling folder link here
+                    found.append(path)
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in files:
                 found.append(os.path.join(top, name))
         if not found:
             log.warning("directory %s holds no files", root)
         for f in sorted(found):
-            if not os.path.isfile(f):
-                continue  # a dangling link or a socket: nothing to read
             if left_out(f):
                 result.excluded.append(f)
-            elif Path(f).name.startswith(".") or not is_video_name(f):
-                result.not_videos.append(f)
+            elif os.path.islink(f) and not os.path.exists(f):
+                result.skip("a link to nothing", f)
+            elif not os.path.isfile(f):
+                result.skip("not a regular file", f)
+            elif Path(f).name.startswith("."):
+                result.skip("hidden", f)
+            elif Path(f).suffix.lower() in ANIMATION_EXTENSIONS:
+                if is_animated_image(f):
+                    result.add(f)
+                else:
+                    result.skip("a still image", f)
+            elif not is_video_name(f):
+                result.skip("not a video by name", f)
             else:
                 result.add(f)
 
@@ -223,17 +260,31 @@ def is_nonempty(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
 
+def resolve_output(path: Path) -> Path:
+    """The file (or folder) an output path names: a symlink's target, so a job writes where
+    the link points and never replaces the link by a file of its own."""
+    return Path(os.path.realpath(path))
+
+
 def check_output(path: Path, *, resume: bool, overwrite: bool, kind: str = "file") -> None:
     """Before anything is loaded or scored: refuse an output that a job would destroy or
-    cannot write. Raises :class:`InvalidInputError` when ``path`` holds results and neither
-    ``resume`` nor ``overwrite`` is given, or both are; :class:`OutputError` when its folder
-    cannot be created or written, or its file system is full."""
+    cannot write. ``path`` is the resolved output (:func:`resolve_output`). Raises
+    :class:`InvalidInputError` when ``path`` holds results and neither ``resume`` nor
+    ``overwrite`` is given, or both are, or it is of the wrong kind; :class:`OutputError` when
+    it cannot be created or written, or its file system is full."""
     if resume and overwrite:
         raise InvalidInputError("give --resume or --overwrite, not both")
     if path.exists() and kind == "file" and not path.is_file():
-        raise InvalidInputError(f"--out {path} exists and is not a file")
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise InvalidInputError(
+            f"--out {path} is {what}; give a file name ending in "
+            f"{' or '.join(OUTPUT_FORMATS)}"
+            + (f", e.g. {path / 'results.jsonl'}" if path.is_dir() else "")
+        )
     if path.exists() and kind == "directory" and not path.is_dir():
-        raise InvalidInputError(f"--out {path} exists and is not a directory")
+        raise InvalidInputError(
+            f"--out {path} is a file; dfe score writes a folder named *.parquet or *.jsonl"
+        )
     if is_nonempty(path) and not (resume or overwrite):
         raise InvalidInputError(
             f"--out {path} already holds results; nothing was written. Add --resume to score "
@@ -241,22 +292,103 @@ def check_output(path: Path, *, resume: bool, overwrite: bool, kind: str = "file
             "the new job has finished), or choose another --out"
         )
     parent = path.parent
+    blocker = next((p for p in [parent, *parent.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputError(f"--out {path}: {blocker} is a file, not a folder")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"--out {path}: cannot create its folder ({exc})") from exc
-    target = path if path.exists() else parent
-    if not os.access(target, os.W_OK) or not os.access(parent, os.W_OK):
         raise OutputError(
-            f"--out {path}: {target} is not writable by this user; choose another --out or "
-            "fix its permissions"
-        )
-    free = shutil.disk_usage(parent).free
-    if free < MIN_FREE_BYTES:
+            f"--out {path}: cannot create its folder {parent} ({exc.strerror or exc})"
+        ) from exc
+    probe = path if kind == "file" else parent / f".{path.name}.{os.getpid()}.probe"
+    existed = probe.exists()
+    try:  # the one real test: open it for writing, as the job will
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.close(fd)
+    except OSError as exc:
         raise OutputError(
-            f"--out {path}: the file system holding it is full ({free} bytes free); free some "
-            "space or choose another --out"
+            f"--out {path} cannot be written: {exc.strerror or exc} (errno {exc.errno}); choose "
+            "another --out" + (" or fix its permissions" if exc.errno == errno.EACCES else "")
+        ) from exc
+    finally:
+        if not existed and probe.exists() and probe.stat().st_size == 0:
+            probe.unlink()
+    usage = shutil.disk_usage(parent)
+    if usage.total and usage.free < MIN_FREE_BYTES:
+        raise OutputError(
+            f"--out {path}: the file system holding it is full ({usage.free} bytes free); free "
+            "some space or choose another --out"
         )
+
+
+class OutputLock:
+    """An exclusive lock on an output for the length of a job (``fcntl.flock`` on a hidden
+    ``.NAME.lock`` file next to it), so that two jobs never write one output at once: the
+    second is refused, naming the first's process id. Also removes temporary files that jobs
+    killed before they could clean up left next to the output (their process is gone)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = path.with_name(f".{path.name}.lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise InvalidInputError(
+                f"--out {self.path} is being written by another dfe job (process {holder}); "
+                "wait for it to finish, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        self._remove_stale()
+        return self
+
+    def _remove_stale(self) -> None:
+        """Temporary files of this output whose process is gone (killed jobs)."""
+        for tmp in self.path.parent.glob(f".{self.path.name}.*"):
+            parts = tmp.name[len(self.path.name) + 2 :].split(".")
+            if not parts or not parts[0].isdigit() or parts[0] == str(os.getpid()):
+                continue
+            try:
+                os.kill(int(parts[0]), 0)
+                continue  # its job still runs
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            log.info("removing %s, left by a job that was killed", tmp)
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            self.lock.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+
+def copy_permissions(src: Path, dst: Path) -> None:
+    """Give ``dst`` the mode (and, where allowed, the owner and group) of ``src``, so that a
+    rewritten output keeps what its owner set."""
+    try:
+        st = os.stat(src)
+    except OSError:
+        return
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    with contextlib.suppress(OSError):
+        os.chown(dst, st.st_uid, st.st_gid)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -320,16 +452,20 @@ class RecordWriter:
                 os.ftruncate(self._fd, self._good)
             except OSError:
                 log.error("could not cut %s back to its last complete record", self.path)
-            kept = (
-                f"The {self.written} record(s) written before are complete in it"
-                if self.mode == "append"
-                else f"{self.path} was left as it was (--overwrite replaces it only when the "
-                "job has finished)"
-            )
+            if self.mode == "append":
+                kept = (
+                    f"Every complete record is kept in it ({self.written} written by this job); "
+                    "free some space (or choose another --out) and run the same command with "
+                    "--resume to score the rest"
+                )
+            else:
+                kept = (
+                    f"{self.path} was left as it was (--overwrite replaces it only when the "
+                    "job has finished); free some space and run the same command again"
+                )
             raise OutputError(
                 f"writing --out {self.path} failed: {exc.strerror or exc} (errno {exc.errno}). "
-                f"{kept}. Free some space (or choose another --out) and run the same command "
-                "with --resume to score the rest"
+                f"{kept}"
             ) from exc
         self._good += len(data.encode())
 
@@ -359,6 +495,7 @@ class RecordWriter:
             self._fd = None
         if self._tmp is not None:
             if commit:
+                copy_permissions(self.path, self._tmp)
                 os.replace(self._tmp, self.path)
             else:
                 self._tmp.unlink(missing_ok=True)
@@ -461,11 +598,12 @@ class ResumePlan:
     changed: int = 0
     doubled: int = 0
     torn: bool = False
+    unreadable: int = 0  # files of an output folder that could not be read (killed writes)
 
     @property
     def rewrite(self) -> bool:
         """Whether the output must be rewritten (records dropped) before appending."""
-        return bool(self.retried or self.changed or self.doubled or self.torn)
+        return bool(self.retried or self.changed or self.doubled or self.torn or self.unreadable)
 
     def summary(self, out: Path | str) -> str:
         parts = [f"{len(self.done)} input(s) already in {out} with these settings, skipped"]
@@ -477,6 +615,11 @@ class ResumePlan:
             parts.append(f"{self.doubled} extra record(s) of one input removed")
         if self.torn:
             parts.append("a torn last line (an interrupted write) removed")
+        if self.unreadable:
+            parts.append(
+                f"{self.unreadable} damaged file(s) (half written by a killed job) rewritten: "
+                "their complete records kept, the rest scored again"
+            )
         return "resume: " + "; ".join(parts)
 
 
@@ -509,6 +652,7 @@ def plan_resume(
             )
     identity = {p: input_identity(p, content=content) for p in paths}
     wanted = {ident["path"]: p for p, ident in identity.items()}
+    given = set(paths)
     keep: list[Entry] = []
     done: dict[str, str] = {}
     plan = ResumePlan(todo=[], done=[], keep=keep, torn=torn)
@@ -517,13 +661,19 @@ def plan_resume(
         rec_input = (rec.get("provenance") or {}).get("input") or {}
         # records of older versions name their input only by the path given
         real = rec_input.get("path") or os.path.realpath(str(rec.get("video", "")))
-        if real not in wanted:
+        if real in wanted:
+            path = wanted[real]
+        elif rec.get("video") in given:  # the path now names another file (a new symlink)
+            path = rec["video"]
+            real = identity[path]["path"]
+        else:
             keep.append(e)  # another job's input in the same file: left as it is
             continue
-        path = wanted[real]
-        if rec.get("status") != "ok":
+        if rec.get("status") != "ok" or not _plausible(rec):
             plan.retried += 1
-        elif not same_input(rec_input, identity[path]):
+        elif not same_input(rec_input, identity[path]) or (
+            content and not rec_input.get("sha256")  # --hash: content unknown, not the same
+        ):
             plan.changed += 1
         elif real in done:
             plan.doubled += 1
@@ -534,6 +684,12 @@ def plan_resume(
     finished = set(done.values())
     plan.todo = [p for p in paths if p not in finished]
     return plan
+
+
+def _plausible(record: dict[str, Any]) -> bool:
+    """Whether an ``ok`` record has a probability (a hand-edited or damaged one may not)."""
+    p = record.get("p_fake")
+    return isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0
 
 
 def rewrite_output(path: Path, entries: list[Entry]) -> None:
@@ -548,6 +704,7 @@ def rewrite_output(path: Path, entries: list[Entry]) -> None:
                 f.write(e.text)
             f.flush()
             os.fsync(f.fileno())
+        copy_permissions(path, tmp)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -41,6 +41,7 @@ COMMAND_MODULES: list[str] = [
     "engine.commands.serve",
     "engine.commands.score",
     "engine.commands.eval",
+    "engine.commands.calibrate",
     "engine.commands.reproduce",
     "engine.commands.build",
 ]

@@ -220,36 +220,65 @@ def record_files(out: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in out.iterdir() if p.suffix in suffixes and not p.name.startswith("."))
 
 
-def read_file_records(path: Path) -> list[dict[str, Any]]:
-    """The records of one file of an output directory, decoded. Raises ``OSError`` or
-    ``ValueError`` (pyarrow's errors included) for a file that cannot be read whole (a file a
-    killed job left half written)."""
+def check_record_folder(out: str | os.PathLike[str]) -> None:
+    """Refuse an output folder that holds anything but record files (and the hidden files
+    scoring jobs make next to them): ``--resume`` and ``--overwrite`` rewrite and replace the
+    folder, which must never take a user's other files with it."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    records = set(record_files(out))
+    others = sorted(
+        p.name for p in out.iterdir() if p not in records and not p.name.startswith(".")
+    )
+    if others:
+        more = " ..." if len(others) > 5 else ""
+        raise InvalidInputError(
+            f"--out {out} holds files that are not scoring records ({', '.join(others[:5])}"
+            f"{more}); dfe score rewrites and replaces its folder, so it must be its own: "
+            "choose another --out"
+        )
+
+
+def read_file_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The records of one file of an output directory, decoded, and whether it was damaged
+    (a JSON Lines file whose last line is torn: its complete lines are returned). Raises
+    ``OSError`` or ``ValueError`` (pyarrow's errors included) for a file that cannot be read
+    at all (a Parquet file a killed writer left without its footer)."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return [decode_record(r) for r in pq.read_table(path).to_pylist()]
+        return [decode_record(r) for r in pq.read_table(path).to_pylist()], False
     text = path.read_text()
-    if text and not text.endswith("\n"):
-        raise ValueError(f"{path} ends in a torn line")
-    return [decode_record(json.loads(line)) for line in text.splitlines() if line.strip()]
+    lines = text.split("\n")
+    torn = bool(text) and not text.endswith("\n")
+    if torn:
+        lines.pop()
+    return [decode_record(json.loads(line)) for line in lines if line.strip()], torn
 
 
 def read_dataset(
     out: str | os.PathLike[str],
 ) -> tuple[list[dict[str, Any]], list[Path], list[Path]]:
-    """(records, the files they came from, the files that could not be read) of an output
-    directory. Needs pyarrow for Parquet, not Ray."""
+    """(records, the files they came from, the damaged files) of an output directory: a file
+    that cannot be read at all gives no record (its videos count as not scored); a JSON Lines
+    file with a torn last line gives its complete records and is listed as damaged too. Needs
+    pyarrow for Parquet, not Ray."""
     records: list[dict[str, Any]] = []
     files: list[Path] = []
-    unreadable: list[Path] = []
+    damaged: list[Path] = []
     for f in record_files(out):
         try:
-            records.extend(read_file_records(f))
-            files.append(f)
+            got, torn = read_file_records(f)
         except Exception as exc:  # pyarrow raises its own types for a torn file
             log.warning("%s cannot be read (%s): its videos count as not scored", f, exc)
-            unreadable.append(f)
-    return records, files, unreadable
+            damaged.append(f)
+            continue
+        records.extend(got)
+        files.append(f)
+        if torn:
+            damaged.append(f)
+    return records, files, damaged
 
 
 def read_records(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -301,14 +330,14 @@ def resume_dataset(
 
     from engine.batch import Entry, plan_resume
 
-    records, files, unreadable = read_dataset(out)
+    records, files, damaged = read_dataset(out)
     plan = plan_resume([Entry(r, "") for r in records], paths, current, content=content, out=out)
-    plan.torn = bool(unreadable)
+    plan.unreadable = len(damaged)
     if plan.rewrite:
         kept = [e.record for e in plan.keep]
         if kept:
             write_records_file(out, f"resumed_{uuid.uuid4().hex}", kept)
-        for f in [*files, *unreadable]:
+        for f in {*files, *damaged}:
             f.unlink(missing_ok=True)
     return plan
 

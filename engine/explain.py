@@ -40,6 +40,15 @@ DEFAULT_WEIGHTS_FILE = "linear1.npy"
 TILE = 192  # contact-sheet tile and per-frame overlay size, pixels
 FAKE_BGR = (40, 40, 220)
 REAL_BGR = (60, 160, 40)
+UNCERTAIN_BGR = (0, 130, 220)
+NO_FACE_BGR = (110, 110, 110)
+#: The colour of each verdict's headline (engine.core.verdict.VERDICTS).
+VERDICT_BGR = {
+    "FAKE": FAKE_BGR,
+    "REAL": REAL_BGR,
+    "UNCERTAIN": UNCERTAIN_BGR,
+    "NO_FACE": NO_FACE_BGR,
+}
 INK = (40, 40, 40)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -177,13 +186,17 @@ def score_plot(
     video_p_fake: float | None = None,
     width: int = 900,
     height: int = 260,
+    title: tuple[str, tuple[int, int, int]] | None = None,
+    bar_color: tuple[int, int, int] | None = None,
 ) -> np.ndarray:
-    """Bar chart of per-frame p_fake (red above 0.5, green below), the 0.5 line dashed and the
-    video's p_fake as a blue line."""
+    """Bar chart of per-frame p_fake (red above 0.5, green below, or all ``bar_color``), the 0.5
+    line dashed and the video's p_fake as a blue line; ``title`` (text, colour) replaces
+    "p_fake per frame"."""
     img = np.full((height, width, 3), 255, np.uint8)
     left, right, top, bottom = 56, 16, 34, 40
     pw, ph = width - left - right, height - top - bottom
-    _text(img, "p_fake per frame", (left, 22), 0.6, INK, 1)
+    text, color = title or ("p_fake per frame", INK)
+    _text(img, text, (left, 22), 0.6, color, 1)
     cv2.rectangle(img, (left, top), (left + pw, top + ph), (180, 180, 180), 1)
     for v in (0.0, 0.5, 1.0):
         y = top + round((1 - v) * ph)
@@ -198,7 +211,8 @@ def score_plot(
     for k, (p, idx) in enumerate(zip(p_fake, indices)):
         x = left + round(k * slot + (slot - bar) / 2)
         y = top + round((1 - float(p)) * ph)
-        cv2.rectangle(img, (x, y), (x + bar - 1, top + ph), _p_color(float(p)), -1)
+        color = bar_color or _p_color(float(p))
+        cv2.rectangle(img, (x, y), (x + bar - 1, top + ph), color, -1)
         if k % label_every == 0:
             _text(img, str(idx), (x, top + ph + 16), 0.4, INK)
     _text(img, "frame index", (left + pw // 2 - 40, height - 6), 0.45, INK)
@@ -209,20 +223,85 @@ def score_plot(
     return img
 
 
-def _tile(overlay: np.ndarray, idx: int, p: float, face: bool) -> np.ndarray:
+def _plot_style(pred: Prediction) -> dict[str, Any]:
+    """How the score plot shows the video's verdict: in its title; without a face, the scores
+    of whole frames in gray and no video p_fake (they are not a verdict)."""
+    verdict = pred.verdict or pred.label
+    if verdict == "NO_FACE":
+        title = ("p_fake of whole frames - NO FACE: not a verdict", NO_FACE_BGR)
+        return {"video_p_fake": None, "title": title, "bar_color": NO_FACE_BGR}
+    title = (f"p_fake per frame - verdict {verdict}", VERDICT_BGR.get(str(verdict), INK))
+    return {"video_p_fake": pred.p_fake, "title": title, "bar_color": None}
+
+
+def _tile(
+    overlay: np.ndarray, idx: int, p: float, face: bool, color: tuple[int, int, int] | None = None
+) -> np.ndarray:
     cap = 34
     tile = np.full((TILE + cap, TILE, 3), 255, np.uint8)
     tile[:TILE] = overlay
-    cv2.rectangle(tile, (0, TILE), (TILE - 1, TILE + cap - 1), _p_color(p), -1)
+    cv2.rectangle(tile, (0, TILE), (TILE - 1, TILE + cap - 1), color or _p_color(p), -1)
     _text(tile, f"#{idx}  p_fake {p:.2f}", (6, TILE + 23), 0.55, (255, 255, 255), 1)
     if not face:
         _text(tile, "no face", (6, 20), 0.55, (255, 255, 255), 2)
     return tile
 
 
+def _ascii(text: str) -> str:
+    """OpenCV's Hershey fonts draw ASCII only."""
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def _wrap(text: str, width: int, scale: float) -> list[str]:
+    """``text`` cut at spaces into lines that fit ``width`` pixels in :data:`FONT`."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        trial = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(trial, FONT, scale, 1)[0][0] <= width:
+            lines[-1] = trial
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def _percent(x: float) -> str:
+    """A probability as a percentage that never claims the certainty it rounds to."""
+    return ">99.9%" if x >= 0.9995 else "<0.1%" if x < 0.0005 else f"{x * 100:.1f}%"
+
+
+def verdict_headline(pred: Prediction) -> tuple[str, str, tuple[int, int, int]]:
+    """What the contact sheet says first: the verdict (``FAKE 87.3%`` with the calibrated
+    p_fake, ``REAL 88.0%`` with its complement, ``UNCERTAIN``, ``NO FACE``: no probability is a
+    verdict), the line under it (the main reason in words for UNCERTAIN and NO_FACE; the rule
+    for FAKE and REAL) and the colour."""
+    from engine.core.verdict import reason_text
+
+    verdict = pred.verdict or ("NO_FACE" if not pred.faces else pred.label or "UNCERTAIN")
+    p = pred.p_fake_calibrated if pred.p_fake_calibrated is not None else pred.p_fake
+    cal = pred.calibration or {}
+    kind = "calibrated" if cal.get("status") == "calibrated" else "uncalibrated"
+    color = VERDICT_BGR.get(verdict, INK)
+    if verdict == "FAKE" and p is not None:
+        head = f"FAKE  {_percent(p)}"
+        line = f"manipulated: {kind} p_fake {p:.3f} >= {cal.get('fake_at', 0.6):.2f}"
+    elif verdict == "REAL" and p is not None:
+        head = f"REAL  {_percent(1 - p)}"
+        line = f"authentic: {kind} p_fake {p:.3f} < {cal.get('real_below', 0.4):.2f}"
+    else:
+        head = "NO FACE" if verdict == "NO_FACE" else verdict
+        main = pred.reasons[0] if pred.reasons else None
+        if verdict == "NO_FACE":
+            line = reason_text(main or "NO_FACE_DETECTED")
+        else:
+            line = f"cannot tell: {reason_text(main)}" if main else "cannot tell"
+        if len(pred.reasons) > 1:
+            line += "; also " + "; ".join(reason_text(code) for code in pred.reasons[1:])
+    return head, _ascii(line), color
+
+
 def contact_sheet(expl: Explanation, overlays: list[np.ndarray], *, cols: int = 5) -> np.ndarray:
-    """Header (label, confidence), a grid of overlays captioned with frame index and p_fake,
-    and the score plot underneath."""
+    """Header (the verdict and its main reason, :func:`verdict_headline`), a grid of overlays
+    captioned with frame index and p_fake, and the score plot underneath."""
     pred = expl.prediction
     n = len(overlays)
     cols = max(1, min(cols, n))
@@ -231,31 +310,33 @@ def contact_sheet(expl: Explanation, overlays: list[np.ndarray], *, cols: int = 
     tile_h = TILE + 34
     grid_w = cols * TILE + (cols + 1) * gap
     width = max(grid_w, 700)
-    plot = score_plot(
-        pred.frame_p_fake, pred.frame_indices, video_p_fake=pred.p_fake, width=width, height=240
+    style = _plot_style(pred)
+    plot = score_plot(pred.frame_p_fake, pred.frame_indices, width=width, height=240, **style)
+    head, line, color = verdict_headline(pred)
+    name = _ascii(Path(pred.video).name)
+    score = "" if pred.verdict == "NO_FACE" else f"   p_fake {pred.p_fake:.3f}"
+    cls = "FAKE" if expl.predicted_class == 0 else "REAL"
+    note = (
+        "no face: whole frames, heatmaps say nothing of a face"
+        if pred.verdict == "NO_FACE"
+        else f"heatmap: evidence for {cls} (red = most)"
     )
-    header = 96
+    lines = [(t, 0.55, color) for t in _wrap(line, width - 2 * gap, 0.55)]
+    lines += [(f"{name}{score}   frames {pred.frames}   faces {pred.faces}", 0.5, INK)]
+    lines += [(note, 0.45, INK)]
+    header = 48 + 22 * len(lines) + 8
     height = header + rows * (tile_h + gap) + gap + plot.shape[0]
     sheet = np.full((height, width, 3), 255, np.uint8)
-    color = FAKE_BGR if pred.label == "FAKE" else REAL_BGR
-    _text(sheet, f"{pred.label}  {pred.confidence:.1f}%", (gap, 40), 1.2, color, 3)
-    name = Path(pred.video).name
-    _text(
-        sheet,
-        f"{name}   p_fake {pred.p_fake:.3f}   frames {pred.frames}   faces {pred.faces}",
-        (gap, 68),
-        0.5,
-        INK,
-    )
-    cls = "FAKE" if expl.predicted_class == 0 else "REAL"
-    _text(sheet, f"heatmap: evidence for {cls} (red = most)", (gap, 88), 0.45, INK)
+    _text(sheet, head, (gap, 40), 1.2, color, 3)
+    for k, (text, scale, ink) in enumerate(lines):
+        _text(sheet, text, (gap, 66 + 22 * k), scale, ink)
     for k, ov in enumerate(overlays):
         r, c = divmod(k, cols)
         x = gap + c * (TILE + gap)
         y = header + gap + r * (tile_h + gap)
         face = pred.boxes[k] is not None if k < len(pred.boxes) else True
         sheet[y : y + tile_h, x : x + TILE] = _tile(
-            ov, pred.frame_indices[k], pred.frame_p_fake[k], face
+            ov, pred.frame_indices[k], pred.frame_p_fake[k], face, style["bar_color"]
         )
     sheet[height - plot.shape[0] :, : plot.shape[1]] = plot
     return sheet
@@ -284,7 +365,7 @@ def write_explanation(expl: Explanation, outdir: str | os.PathLike[str]) -> dict
             files["frames"].append(name)
     cv2.imwrite(
         str(out / "scores.png"),
-        score_plot(pred.frame_p_fake, pred.frame_indices, video_p_fake=pred.p_fake),
+        score_plot(pred.frame_p_fake, pred.frame_indices, **_plot_style(pred)),
     )
     cv2.imwrite(str(out / "contact_sheet.png"), contact_sheet(expl, overlays))
     files["scores"] = "scores.png"

@@ -30,6 +30,7 @@ benchmarks can time each step alone.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -40,13 +41,15 @@ import numpy as np
 
 from engine.core.allocator import release_free_memory
 from engine.core.classifier import ClassifierOutput, ClassifierRunner
-from engine.core.config import FACES_MODES, EngineConfig
+from engine.core.config import DEFAULT_DETECTOR_INPUT_SHAPE, FACES_MODES, EngineConfig
 from engine.core.errors import EngineError, InvalidInputError
 from engine.core.records import Prediction
-from engine.core.reduce import VideoScore, score_video
+from engine.core.reduce import VideoScore, fake_index, score_video
 from engine.core.sidecar import INT8_GRAPH, ModelSpec
+from engine.core.verdict import Verdict, combine, decide, logit_margin, reason_text
 from preprocess.crop import Box, Preprocessor, resize_pil
 from preprocess.faces import FacePolicy
+from preprocess.quality import Quality
 
 if TYPE_CHECKING:
     from preprocess.detector_input import DetectorInput
@@ -78,8 +81,12 @@ class VideoJob:
     faces: list[list[Face]] | None = None
     detector_input: DetectorInput | None = None
     colour: dict[str, Any] | None = None  # the source's colour and what was converted
+    # what else the decoder did and saw: deinterlacing, the frames' sizes (decode_record)
+    decode: dict[str, Any] | None = None
     # the input file's identity when it was read (engine.core.provenance.input_identity)
     input: dict[str, Any] | None = None
+    # what the decoder said of the source: share of frames flagged interlaced, bits per pixel
+    source_quality: dict[str, float | None] = field(default_factory=dict)
     tracks: list[Track] = field(default_factory=list)
     people: int = 0  # tracks present in enough frames to be scored
     sequences: list[ScoredSequence] = field(default_factory=list)
@@ -130,6 +137,29 @@ def colour_record(conversion: Any) -> dict[str, Any]:
         "conversion": conversion.kind,
         "filters": conversion.filters,
         "assumed": list(conversion.assumed),
+    }
+
+
+def decode_record(clip: Any) -> dict[str, Any]:
+    """The record's ``decode`` of a :class:`preprocess.video.VideoClip`: ``backend`` (pyav,
+    opencv, pillow), ``deinterlace`` (the filter that ran, ``"bwdif"``, or None),
+    ``deinterlace_filter`` (its full FFmpeg spec), ``field_order`` (the stream's: ``tff``,
+    ``bff``, ``progressive``, ``unknown``), ``deinterlaced_frames`` (frames read that were
+    deinterlaced), ``interlaced_frames`` (frames read still interlaced: woven fields),
+    ``frame_sizes`` (the ``[width, height]`` of the frames read, in order of appearance: more
+    than one when the video changes size) and ``size_changes`` (``[frame index, width,
+    height]`` where each size starts among the frames read). The decoder-specific fields are
+    None where the decoder does not report them (OpenCV)."""
+    spec = clip.deinterlace
+    return {
+        "backend": clip.backend,
+        "deinterlace": spec.partition("=")[0] if spec else None,
+        "deinterlace_filter": spec,
+        "field_order": clip.info.field_order,
+        "deinterlaced_frames": clip.deinterlaced,
+        "interlaced_frames": clip.interlaced_frames,
+        "frame_sizes": [list(size) for size in dict.fromkeys(clip.frame_sizes)],
+        "size_changes": [[i, w, h] for i, (w, h) in clip.size_changes],
     }
 
 
@@ -195,10 +225,14 @@ def job_for(index: int, source: Any, *, crops: bool = False, size: int = 112) ->
 
 @dataclass(frozen=True)
 class SequenceResult:
-    """One scored sequence: its frames and boxes, per-frame and overall scores."""
+    """One scored sequence: its frames and boxes, per-frame and overall scores, the calibrated
+    p_fake, the quality of its evidence and its verdict (:mod:`engine.core.verdict`)."""
 
     sequence: ScoredSequence
     score: VideoScore
+    p_fake_calibrated: float
+    quality: Quality
+    verdict: Verdict
 
     def to_record(self) -> dict[str, Any]:
         """The record's ``tracks`` entry of this sequence."""
@@ -212,6 +246,10 @@ class SequenceResult:
             "label": self.score.label,
             "confidence": self.score.confidence,
             "face_coverage": round(seq.coverage, 6),
+            "verdict": self.verdict.verdict,
+            "reasons": list(self.verdict.reasons),
+            "p_fake_calibrated": self.p_fake_calibrated,
+            "quality": self.quality.to_record(),
         }
 
 
@@ -241,6 +279,8 @@ class VideoPipeline:
         colour: str = "bt709",
         provenance: Callable[[], dict[str, Any]] | None = None,
         hash_inputs: bool = False,
+        detector_input_shape: str = DEFAULT_DETECTOR_INPUT_SHAPE,
+        deinterlace: str = "auto",
     ) -> None:
         if faces not in FACES_MODES:
             raise InvalidInputError(
@@ -261,6 +301,8 @@ class VideoPipeline:
         self.colour = colour
         self._provenance = provenance
         self.hash_inputs = hash_inputs
+        self.detector_input_shape = detector_input_shape
+        self.deinterlace = deinterlace
         self.notes = self._notes()
 
     def _notes(self) -> list[str]:
@@ -275,6 +317,12 @@ class VideoPipeline:
             notes.append(
                 f"fast mode: faces were detected on every {self.detect_every}th sampled frame "
                 "and followed along their tracks in between (--detect-every 1 for exact mode)"
+            )
+        if self.detector_input_shape == "frame":
+            notes.append(
+                "fast mode: the detector input was shaped like the frame, so a face box near "
+                "the picture's lower edge can differ from exact mode's by a pixel "
+                "(--detector-input-shape square for exact mode)"
             )
         if self.precision == "int8":
             record = self.spec.raw.get("graphs", {}).get(INT8_GRAPH, {})
@@ -324,10 +372,22 @@ class VideoPipeline:
             backend=self.decode_backend,
             threads=self.decode_threads,
             colour=self.colour,
+            deinterlace=self.deinterlace,
         )
         job.frames, job.frame_indices = clip.frames, clip.indices
+        # ``interlaced``: the share of the frames read that came from interlaced video, woven
+        # or deinterlaced (a deinterlaced frame interpolates half its lines: not what the
+        # model was trained on either); ``deinterlaced``: whether bwdif ran
+        seen = clip.frames_seen
+        interlaced = (clip.interlaced_frames or 0) + (clip.deinterlaced or 0)
+        job.source_quality = {
+            "interlaced": min(interlaced / seen, 1.0) if seen else None,
+            "deinterlaced": bool(clip.deinterlaced),
+            "bits_per_pixel": clip.info.bits_per_pixel,
+        }
         if clip.colour is not None:
             job.colour = colour_record(clip.colour)
+        job.decode = decode_record(clip)
         job.warnings.extend(clip.warnings)
         job.timings["decode"] = time.perf_counter() - t
 
@@ -394,8 +454,9 @@ class VideoPipeline:
         from preprocess.tracking import fill_between_detections, track_faces
 
         detected = [job.frame_indices[p] for p in picks]
-        tracks = track_faces(list(zip(detected, job.faces)))
-        job.faces = fill_between_detections(tracks, job.frame_indices)
+        sizes = [f.shape for f in job.frames]  # each frame's own size (a video may change it)
+        tracks = track_faces(list(zip(detected, job.faces)), frame_sizes=[sizes[p] for p in picks])
+        job.faces = fill_between_detections(tracks, job.frame_indices, frame_sizes=sizes)
 
     def track(self, job: VideoJob) -> None:
         """Link the faces of the sampled frames into face tracks, one per person."""
@@ -406,7 +467,9 @@ class VideoPipeline:
         from preprocess.tracking import track_faces, tracks_to_score
 
         t = time.perf_counter()
-        job.tracks = track_faces(list(zip(job.frame_indices, job.faces)))
+        # each frame's own size: faces are linked where they are on screen across a size change
+        sizes = [f.shape for f in job.frames] if len(job.frames) == len(job.faces) else None
+        job.tracks = track_faces(list(zip(job.frame_indices, job.faces)), frame_sizes=sizes)
         job.people = len(tracks_to_score(job.tracks, len(job.frame_indices)))
         job.timings["track"] = time.perf_counter() - t
 
@@ -507,17 +570,44 @@ class VideoPipeline:
         return per_job
 
     def results(self, job: VideoJob, logits: Sequence[np.ndarray]) -> list[SequenceResult]:
-        """Each sequence's score (reduction and labels of the model's sidecar)."""
-        return [
-            SequenceResult(q, score_video(z, self.spec.reduce, self.spec.labels))
-            for q, z in zip(job.sequences, logits)
-        ]
+        """Each sequence's score (reduction and labels of the model's sidecar), calibrated
+        p_fake (the sidecar's calibration), quality (:func:`preprocess.quality.measure`) and
+        verdict (:func:`engine.core.verdict.decide`)."""
+        from preprocess.quality import measure
+
+        calibration = self.spec.calibration
+        fake = fake_index(self.spec.labels)
+        out = []
+        for q, z in zip(job.sequences, logits):
+            score = score_video(z, self.spec.reduce, self.spec.labels)
+            p_cal = calibration.p_fake(logit_margin(score.logits, fake))
+            quality = measure(
+                q.crops,
+                q.boxes if job.detect else [(0, 0, 1, 1)] * len(q.crops),
+                input_size=self.preprocessor.size,
+                interlaced=job.source_quality.get("interlaced"),
+                deinterlaced=job.source_quality.get("deinterlaced"),
+                bits_per_pixel=job.source_quality.get("bits_per_pixel"),
+            )
+            if not job.detect:  # the caller's own crops: faces, of a size not known here
+                quality = dataclasses.replace(quality, face_px=None, upscale=None)
+            verdict = decide(
+                p_cal,
+                found=q.found,
+                calibration=calibration,
+                quality_reasons=quality.reasons(),
+                untrained=bool(self.spec.demo),
+            )
+            out.append(SequenceResult(q, score, p_cal, quality, verdict))
+        return out
 
     @staticmethod
     def deciding(results: Sequence[SequenceResult]) -> int:
-        """The position of the sequence that decides the video: the most-fake person (a video
-        is fake if anyone in it is); with one sequence, that one."""
-        return max(range(len(results)), key=lambda i: (results[i].score.p_fake, -i))
+        """The position of the sequence that decides the video: a video is FAKE if anyone in
+        it is, else UNCERTAIN if anyone is, else REAL (:func:`engine.core.verdict.combine`);
+        among people of that verdict, the most fake; with one sequence, that one."""
+        order = sorted(range(len(results)), key=lambda i: (-results[i].score.p_fake, i))
+        return order[combine([results[i].verdict for i in order])]
 
     def finish(
         self,
@@ -545,6 +635,7 @@ class VideoPipeline:
             "people": job.people,
             "detector_input": job.detector_input.to_record() if job.detector_input else None,
             "colour": job.colour,
+            "decode": job.decode,
             "timings": timings,
             "provenance": self.provenance(job, n=n, sampling=sampling),
         }
@@ -558,11 +649,23 @@ class VideoPipeline:
         seq, score = best.sequence, best.score
         warnings += self._basis_warnings(job, best)
         warnings += self._int8_frames_warning(len(seq.positions))
+        warnings += self._calibration_warning(n, sampling if job.source is not None else None)
+        warnings += [
+            f"{code}: {reason_text(code)}"
+            for code in best.verdict.reasons
+            if code not in ("NO_FACE_DETECTED", "UNTRAINED_MODEL", "SCORE_IN_UNCERTAIN_BAND")
+        ]
         return Prediction(
             status="ok",
+            verdict=best.verdict.verdict,
+            reasons=list(best.verdict.reasons),
             label=score.label,
             confidence=score.confidence,
             p_fake=score.p_fake,
+            p_fake_calibrated=best.p_fake_calibrated,
+            logits=score.logits,
+            quality=best.quality.to_record(),
+            calibration=self.spec.calibration.to_record(),
             frames=len(seq.positions),
             faces=seq.found,
             frame_p_fake=score.frame_p_fake,
@@ -587,6 +690,24 @@ class VideoPipeline:
         settings["sampling"] = sampling if job.source is not None else None
         detector = prov["detector"] if job.detect else None  # None: the caller's own crops
         return {**prov, "detector": detector, "settings": settings, "input": job.input}
+
+    def _calibration_warning(self, n: int | None, sampling: str | None) -> list[str]:
+        """The calibration holds for the settings it was fitted with: say when this run's
+        frames per video or sampling differ."""
+        fitted = self.spec.calibration.fitted_on.get("settings") or {}
+        differ = [
+            f"{key} {fitted[key]} there, {now} here"
+            for key, now in (("seq_len", n), ("sampling", sampling))
+            if key in fitted and now is not None and fitted[key] != now
+        ]
+        if not differ:
+            return []
+        return [
+            "the model's calibration was fitted with other settings ("
+            + "; ".join(differ)
+            + "): its probabilities and thresholds may not hold here (dfe calibrate again "
+            "with these settings)"
+        ]
 
     def _int8_frames_warning(self, frames: int) -> list[str]:
         """INT8's agreement bound holds per video at the N it was measured at; a video scored
@@ -624,22 +745,25 @@ class VideoPipeline:
         seq = best.sequence
         whole = sum(b is None for b in seq.boxes)
         if whole == len(seq.boxes):
+            frames = "the frame" if whole == 1 else f"any of the {whole} frames"
             out.append(
-                f"no face was found in any of the {whole} frames used: the score is of whole "
-                "frames, not of a face"
+                f"no face was found in {frames} used: the score is of whole frames, not of a "
+                "face, and the verdict is NO_FACE"
             )
         elif whole:
             out.append(
-                f"{whole} of {len(seq.boxes)} frames had no face of the scored person and were "
-                "classified whole (no_face=full_frame)"
+                f"{whole} of {len(seq.boxes)} frames had no face of the scored person and "
+                f"{'was' if whole == 1 else 'were'} classified whole (no_face=full_frame)"
             )
         scored = {q.track for q in job.sequences}
         others = job.people - len([t for t in scored if t is not None])
         if self.faces == "main" and others > 0:
-            out.append(
-                f"{others} other person(s) in the video were not scored (--faces all scores "
-                "everyone)"
+            who = (
+                "1 other person in the video was"
+                if others == 1
+                else (f"{others} other people in the video were")
             )
+            out.append(f"{who} not scored (--faces all scores everyone)")
         if self.faces == "per-frame" and job.people > 1:
             out.append(
                 f"{job.people} people are in the video and the per-frame rule may switch between "

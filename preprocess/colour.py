@@ -40,6 +40,10 @@ What is converted (``colour="bt709"``, the default):
 ``colour="keep"`` skips every conversion (raw pixels: YUV -> BGR with the stream's matrix only)
 and says so in the warning.
 
+Interlaced video: :class:`Deinterlacer` runs FFmpeg's ``bwdif`` (``mode=send_frame``, one frame
+per frame) on the frames flagged interlaced, before the colour conversion, as a player
+deinterlaces (``deinterlace="auto"``; ``"off"`` keeps the woven fields).
+
 Unspecified fields of a stream that needs conversion are assumed and listed in
 :attr:`ColourConversion.assumed`: HDR primaries -> ``bt2020`` (BT.2100), matrix -> ``bt2020nc``
 for BT.2020 primaries else ``bt709``, transfer -> ``bt709`` (the BT.2020 SDR curve is the same),
@@ -48,6 +52,7 @@ range -> ``tv`` (``pc`` for the ``yuvj`` formats).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -55,21 +60,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.core.config import COLOUR_MODES as CONFIG_COLOUR_MODES
+from engine.core.config import DEINTERLACE_MODES as CONFIG_DEINTERLACE_MODES
 from engine.core.errors import InvalidInputError, InvalidVideoError
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "COLOUR_MODES",
+    "DEINTERLACE_MODES",
     "ColourConversion",
     "ColourDescription",
+    "DeinterlaceGapError",
+    "Deinterlacer",
     "FrameConverter",
     "check_colour",
+    "check_deinterlace",
     "describe_frame",
+    "field_order_name",
     "plan_conversion",
 ]
 
 COLOUR_MODES = CONFIG_COLOUR_MODES  # defined once, in engine.core.config
+DEINTERLACE_MODES = CONFIG_DEINTERLACE_MODES
 
 # FFmpeg's names (libavutil/pixdesc.c, av_color_*_name; what ffprobe prints) for the values of
 # AVColorPrimaries, AVColorTransferCharacteristic, AVColorSpace and AVColorRange.
@@ -449,9 +461,13 @@ class FrameConverter:
         self._plan: ColourConversion | None = None
         self._graph: Any = None
         self._graph_key: tuple[str, str] | None = None
+        self.seen = 0  # frames converted
+        self.interlaced = 0  # of which still flagged interlaced (woven fields: not deinterlaced)
 
     def __call__(self, frame: Any) -> Any:
         """``frame`` itself when nothing is to convert, else FFmpeg's 8-bit BT.709 frame."""
+        self.seen += 1
+        self.interlaced += bool(getattr(frame, "interlaced_frame", False))
         key = (
             frame.format.name,
             frame.width,
@@ -542,3 +558,251 @@ class FrameConverter:
                 f"{change.source.summary()}; those frames were handled as {change.kind!r}"
             )
         return out
+
+
+# --------------------------------------------------------------------------- deinterlacing
+
+#: FFmpeg's AVFieldOrder values (``tt``, ``bb``, ``tb``, ``bt`` as ffprobe prints them), named
+#: by the field shown first, as bwdif's ``parity`` names it: ``tff`` or ``bff``. The first
+#: letter is the first field, as FFmpeg's own decoders read a container's field order (rawvideo,
+#: v210: ``tt`` and ``tb`` are top field first) and as its CLI writes it (``tb`` for top field
+#: first frames of every codec but MJPEG), although libavcodec's comment has ``tb`` as "bottom
+#: displayed first".
+_FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tff", 3: "bff", 4: "tff", 5: "bff"}
+#: Codecs whose FFmpeg decoder flags each interlaced picture itself (from the bitstream, or
+#: from the container's field order for raw formats): their frames' flags are trusted, so a
+#: stream interlaced only in part has only its interlaced part deinterlaced. Other codecs
+#: (lossless intermediates such as HuffYUV or Ut Video) carry no such flag: they are
+#: deinterlaced when the container's field order says the stream is interlaced.
+_FLAGGING_CODECS = frozenset(
+    {
+        "h264",
+        "hevc",
+        "mpeg1video",
+        "mpeg2video",
+        "mpeg4",
+        "h263",
+        "vc1",
+        "wmv3",
+        "prores",
+        "dvvideo",
+        "dnxhd",
+        "ffv1",
+        "mjpeg",
+        "rawvideo",
+        "v210",
+        "cfhd",
+        "vp8",
+        "vp9",
+        "av1",
+    }
+)
+#: bwdif as a player runs it: one frame out per frame in (``send_frame``), the field order read
+#: from each frame's own flag (``parity=auto``), only the frames flagged interlaced
+#: (``deint=interlaced``; the others pass through untouched).
+BWDIF_FLAGGED = "bwdif=mode=send_frame:parity=auto:deint=interlaced"
+
+
+def check_deinterlace(mode: str) -> str:
+    """Return ``mode`` if it is one of :data:`DEINTERLACE_MODES`, else raise InvalidInputError."""
+    if mode not in DEINTERLACE_MODES:
+        raise InvalidInputError(
+            f"deinterlace={mode!r} is not supported; supported values are "
+            f"{', '.join(repr(m) for m in DEINTERLACE_MODES)} ('auto': interlaced video is "
+            "deinterlaced with FFmpeg's bwdif as a player does; 'off': woven fields kept)"
+        )
+    return mode
+
+
+def field_order_name(value: int | None) -> str:
+    """``tff``, ``bff``, ``progressive`` or ``unknown`` for an FFmpeg AVFieldOrder value."""
+    return _FIELD_ORDERS.get(int(value or 0), "unknown")
+
+
+class DeinterlaceGapError(Exception):
+    """A frame to deinterlace lacks a neighbour it needs (the previous or next frame was not
+    decoded in the same run): the caller decodes sequentially instead."""
+
+
+class Deinterlacer:
+    """FFmpeg's ``bwdif`` on a stream's frames, as a player deinterlaces (see :meth:`feed`).
+
+    ``mode`` ``"off"`` passes every frame on as decoded. With ``"auto"``, a frame flagged
+    interlaced (woven fields) goes through ``bwdif`` in ``send_frame`` mode: one frame out per
+    frame in, so frame indices and counts do not change; each missing line is interpolated from
+    its field's neighbours in space and in the previous and next frames (the filter reads three
+    frames). A stream whose codec carries no per-frame flag (see ``_FLAGGING_CODECS``) but whose
+    container's field order is ``tff``/``bff`` is deinterlaced whole, in that order.
+
+    Only the frames to return (targets) are filtered: a target is pushed with the frame before
+    it, and is done once the frame after it has been pushed (or the stream ended: bwdif then
+    repeats the last frame, as over a whole stream). The result is exactly what one ``bwdif``
+    over the whole stream gives for that frame, because bwdif reads no other frames; a size or
+    pixel-format change restarts the filter, as FFmpeg's CLI reconfigures it there.
+
+    One per decoding session; not thread-safe.
+    """
+
+    def __init__(
+        self,
+        av: Any,
+        mode: str = "auto",
+        path: str = "",
+        *,
+        field_order: int | None = None,
+        codec: str = "",
+    ) -> None:
+        self.av = av
+        self.mode = check_deinterlace(mode)
+        self.path = path
+        self.field_order = field_order_name(field_order)  # the stream's declared order
+        interlaced_stream = self.field_order in ("tff", "bff")
+        self._stream_spec = (
+            f"bwdif=mode=send_frame:parity={self.field_order}:deint=all"
+            if interlaced_stream and codec not in _FLAGGING_CODECS
+            else None
+        )
+        #: whether targets need their neighbours decoded (the stream says it is interlaced)
+        self.expects_fields = self.mode == "auto" and interlaced_stream
+        self.deinterlaced = 0  # targets deinterlaced
+        self.filters: str | None = None  # the bwdif filter that ran (None: none ran)
+        self._last: tuple[int, Any] | None = None  # the last frame fed
+        self._graph: Any = None
+        self._geometry: tuple[int, int, str] | None = None
+        self._queue: list[tuple[int, bool]] = []  # pushed frames awaiting output: (index, target)
+        self._pending = 0  # targets in the queue
+
+    def spec(self, frame: Any) -> str | None:
+        """The bwdif filter ``frame`` goes through, or None when it is passed on as decoded."""
+        if self.mode == "off":
+            return None
+        if self._stream_spec is not None:
+            return self._stream_spec
+        return BWDIF_FLAGGED if frame.interlaced_frame else None
+
+    def feed(self, index: int, frame: Any, target: bool) -> list[tuple[int, Any]]:
+        """Frame ``index`` (presentation order) of the current run; ``target``: it is to be
+        returned. Returns the targets now ready, ``(index, frame)`` in index order: a
+        progressive target at once (the decoded frame itself), an interlaced one once its next
+        frame was fed. Raises :class:`DeinterlaceGapError` when a target's neighbour is missing
+        from the run."""
+        if self.mode == "off":
+            return [(index, frame)] if target else []
+        spec = self.spec(frame) if target else None
+        prev, self._last = self._last, (index, frame)
+        adjacent = prev is not None and prev[0] == index - 1
+        ready: list[tuple[int, Any]] = []
+        pushed = False
+        if self._graph is not None:  # open while a target waits for its next frame
+            if not adjacent:
+                if self._pending:
+                    raise DeinterlaceGapError(f"frame {self._queue[-1][0] + 1} was not decoded")
+                self._close()
+            elif self._geometry != _geometry(frame):
+                ready += self._drain()  # a size change ends the filter's run (as FFmpeg's CLI)
+            else:
+                ready += self._push(index, frame, spec is not None)
+                pushed = True
+            if self._graph is not None and not self._pending:
+                self._close()
+        if spec is not None and not pushed:
+            if index > 0 and not adjacent:
+                raise DeinterlaceGapError(f"frame {index - 1} before frame {index} not decoded")
+            self._open(frame, spec)
+            if adjacent and _geometry(prev[1]) == self._geometry:  # type: ignore[index]
+                self._push(prev[0], prev[1], False)  # type: ignore[index]
+            ready += self._push(index, frame, True)
+            if not self._pending:
+                self._close()
+        if target and spec is None:
+            ready.append((index, frame))
+        return ready
+
+    def finish(self) -> list[tuple[int, Any]]:
+        """The end of the stream: the targets still waiting for a next frame (bwdif takes the
+        last frame as its own next, as at the end of a whole stream)."""
+        ready = self._drain() if self._graph is not None else []
+        self._last = None
+        return ready
+
+    def reset(self) -> None:
+        """A new run (after a seek): no frame before it is adjacent. Raises
+        :class:`DeinterlaceGapError` when a target still waits for its next frame."""
+        if self._pending:
+            raise DeinterlaceGapError("a seek left a frame to deinterlace without its next frame")
+        self._close()
+        self._last = None
+
+    def close(self) -> None:
+        self._close()
+        self._last = None
+
+    # ----- the filter graph
+
+    def _open(self, frame: Any, spec: str) -> None:
+        av = self.av
+        graph = av.filter.Graph()
+        try:
+            src = graph.add("buffer", FrameConverter._buffer_args(frame))
+            name, _, args = spec.partition("=")
+            node = graph.add(name, args)
+            sink = graph.add("buffersink")
+            src.link_to(node)
+            node.link_to(sink)
+            graph.configure()
+        except av.error.FFmpegError as exc:
+            raise InvalidVideoError(
+                f"'{self.path}': FFmpeg cannot deinterlace this video's "
+                f"{frame.format.name} frames with {spec!r} ({exc}); pass deinterlace='off' to "
+                "read them with their fields woven"
+            ) from exc
+        self._graph, self._geometry, self._queue, self._pending = graph, _geometry(frame), [], 0
+        self.filters = self.filters or spec
+
+    def _push(self, index: int, frame: Any, target: bool) -> list[tuple[int, Any]]:
+        try:
+            self._graph.vpush(frame)
+        except self.av.error.FFmpegError as exc:
+            self._close()
+            raise InvalidVideoError(
+                f"'{self.path}': FFmpeg could not deinterlace frame {index} ({exc}); pass "
+                "deinterlace='off' to read the frames with their fields woven"
+            ) from exc
+        self._queue.append((index, target))
+        self._pending += target
+        return self._pull()
+
+    def _pull(self) -> list[tuple[int, Any]]:
+        ready = []
+        av = self.av
+        while self._queue:
+            try:
+                out = self._graph.vpull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                break
+            index, target = self._queue.pop(0)
+            if target:
+                self._pending -= 1
+                self.deinterlaced += 1
+                ready.append((index, out))
+        return ready
+
+    def _drain(self) -> list[tuple[int, Any]]:
+        ready: list[tuple[int, Any]] = []
+        if self._pending:
+            with contextlib.suppress(self.av.error.FFmpegError):
+                self._graph.vpush(None)  # end of stream: bwdif repeats the last frame
+            ready = self._pull()
+        if self._pending:
+            raise InvalidVideoError(
+                f"'{self.path}': FFmpeg's bwdif returned fewer frames than it was given"
+            )
+        self._close()
+        return ready
+
+    def _close(self) -> None:
+        self._graph, self._geometry, self._queue, self._pending = None, None, [], 0
+
+
+def _geometry(frame: Any) -> tuple[int, int, str]:
+    return frame.width, frame.height, frame.format.name

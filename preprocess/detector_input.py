@@ -42,6 +42,13 @@ faces the detector found in them at its default input (which the engine computes
    ``s0`` gets the default input itself. Every chosen input runs on every sampled frame; with
    more than one, each frame's faces are merged by NMS (the detector's threshold) across inputs.
 
+**A video that changes size** (WebRTC recordings, screen captures; see
+:attr:`preprocess.video.VideoClip.size_changes`): the frames are grouped by size and the rule
+runs on each group on its own (its blind bands, looks, budget and inputs are those of that
+frame size, since a letterbox target is tied to one); the choice records one part per size
+(:attr:`DetectorInput.parts`, ``frame_sizes`` in the record), and each frame is detected at
+the input(s) chosen for its size. A video of one size gives exactly the choice it always did.
+
 Cost: nothing where the default has no blind band (854x480, 1280x720 16:9); otherwise the looks,
 by the pixel budget ~6% of the default detection of the sampled frames (measured 6.3% at N=20 on
 the 1080p clips), but never less than one frame per band, so more for short samples (N < 13 on
@@ -61,6 +68,7 @@ their size at the input. A larger single input has none of these problems.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -145,6 +153,13 @@ class DetectorInput:
     ``default`` is True when ``sizes`` is just the detector's own input, whose results are
     those of :meth:`SCRFDDetector.detect`. ``face_sizes`` is the smallest and largest face
     found (frame pixels, ``sqrt(w * h)``), None when none was.
+
+    ``frame_size`` is the ``(width, height)`` of the frames the choice is for. For a video that
+    changes size, ``parts`` holds one choice per frame size (in order of first appearance, each
+    with its ``frame_size`` and ``frames``, the number of sampled frames of that size); the
+    whole's ``sizes`` are all the parts' inputs (``scales``: each one's at the first part that
+    uses it), ``default`` is True when every part is, ``looks`` are all the parts' looks and
+    ``face_sizes`` spans them.
     """
 
     sizes: tuple[tuple[int, int], ...]
@@ -153,10 +168,24 @@ class DetectorInput:
     reason: str
     looks: tuple[Look, ...] = ()
     face_sizes: tuple[float, float] | None = None
+    frame_size: tuple[int, int] | None = None
+    frames: int = 0
+    parts: tuple[DetectorInput, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         """JSON-ready: ``{"sizes": [[w, h], ...], "scales", "default", "reason", "looks",
-        "face_sizes"}``."""
+        "face_sizes"}``, and for a video that changes size ``"frame_sizes"``: one entry per
+        frame size, ``{"frame_size": [w, h], "frames", "sizes", "scales", "default",
+        "reason", "looks", "face_sizes"}``."""
+        out = self._record()
+        if self.parts:
+            out["frame_sizes"] = [
+                {"frame_size": list(p.frame_size or ()), "frames": p.frames, **p._record()}
+                for p in self.parts
+            ]
+        return out
+
+    def _record(self) -> dict[str, Any]:
         return {
             "sizes": [list(s) for s in self.sizes],
             "scales": [round(s, 5) for s in self.scales],
@@ -244,18 +273,22 @@ def _sizes_text(sizes: Iterable[tuple[int, int]]) -> str:
     return ", ".join(f"{w}x{h}" for w, h in dict.fromkeys(sizes))
 
 
-def _check_frames(frames: Sequence[np.ndarray]) -> tuple[int, int]:
+def _check_frames(frames: Sequence[np.ndarray]) -> dict[tuple[int, int], list[int]]:
+    """The positions of the frames of each ``(height, width)``, in order of first appearance
+    (one entry for a video of one size); raises for no frames or frames that are not HxWx3."""
     if not frames:
         raise InvalidInputError("no frames: pass the sampled frames of one video")
-    shapes = {tuple(np.shape(f)) for f in frames}
-    if len(shapes) != 1:
-        raise InvalidInputError(
-            f"the frames of one video must share one shape, got {sorted(shapes)}"
-        )
-    shape = next(iter(shapes))
-    if len(shape) != 3 or shape[2] != 3:
-        raise InvalidInputError(f"expected HxWx3 BGR frames, got shape {shape}")
-    return int(shape[0]), int(shape[1])
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, f in enumerate(frames):
+        shape = tuple(np.shape(f))
+        if len(shape) != 3 or shape[2] != 3:
+            raise InvalidInputError(f"expected HxWx3 BGR frames, got shape {shape} (frame {i})")
+        groups.setdefault((int(shape[0]), int(shape[1])), []).append(i)
+    return groups
+
+
+def _sizes_of(groups: dict[tuple[int, int], list[int]]) -> str:
+    return ", ".join(f"{w}x{h} ({len(p)} frames)" for (h, w), p in groups.items())
 
 
 def _look_frames(default_faces: Sequence[Sequence[Face]], count: int) -> list[int]:
@@ -323,10 +356,13 @@ def choose_detector_input(
     only detector runs are the looks (see :class:`Look`), so the cost is bounded by
     ``LOOK_BUDGET`` of the default detection (at least one frame per blind band).
 
-    Raises :class:`InvalidInputError` when there are no frames, frames of several shapes, or
+    Frames of several sizes (a video that changes size) are grouped by size and each group
+    gets its own choice (:attr:`DetectorInput.parts`; see the module docstring).
+
+    Raises :class:`InvalidInputError` when there are no frames, frames that are not HxWx3, or
     ``default_faces`` / ``frame_indices`` of another length.
     """
-    frame_hw = _check_frames(frames)
+    groups = _check_frames(frames)
     if len(default_faces) != len(frames):
         raise InvalidInputError(
             f"{len(frames)} frames but {len(default_faces)} lists of default faces"
@@ -334,6 +370,56 @@ def choose_detector_input(
     indices = list(range(len(frames))) if frame_indices is None else list(frame_indices)
     if len(indices) != len(frames):
         raise InvalidInputError(f"{len(frames)} frames but {len(indices)} frame indices")
+    parts = [
+        _choose_one(
+            detector,
+            hw,
+            [frames[p] for p in positions],
+            [default_faces[p] for p in positions],
+            [indices[p] for p in positions],
+        )
+        for hw, positions in groups.items()
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return _combine(parts, groups)
+
+
+def _combine(parts: list[DetectorInput], groups: dict[tuple[int, int], list[int]]) -> DetectorInput:
+    """One choice for a video that changes size, from one choice per frame size."""
+    sizes: list[tuple[int, int]] = []
+    scales: list[float] = []
+    for part in parts:
+        for size, scale in zip(part.sizes, part.scales):
+            if size not in sizes:
+                sizes.append(size)
+                scales.append(scale)
+    spans = [p.face_sizes for p in parts if p.face_sizes is not None]
+    reason = f"the video changes size ({_sizes_of(groups)}), inputs chosen per size: " + "; ".join(
+        f"{p.frame_size[0]}x{p.frame_size[1]}: {p.reason}"  # type: ignore[index]
+        for p in parts
+    )
+    return DetectorInput(
+        sizes=tuple(sizes),
+        scales=tuple(scales),
+        default=all(p.default for p in parts),
+        reason=reason,
+        looks=tuple(look for p in parts for look in p.looks),
+        face_sizes=(min(a for a, _ in spans), max(b for _, b in spans)) if spans else None,
+        frames=sum(p.frames for p in parts),
+        parts=tuple(parts),
+    )
+
+
+def _choose_one(
+    detector: SCRFDDetector,
+    frame_hw: tuple[int, int],
+    frames: Sequence[np.ndarray],
+    default_faces: Sequence[Sequence[Face]],
+    indices: Sequence[int],
+) -> DetectorInput:
+    """The rule on frames of one size ``(height, width)``."""
+    frame_size = (frame_hw[1], frame_hw[0])
     default_size = tuple(detector.input_for(frame_hw))
     d2 = default_size[0] * default_size[1]
     s0 = letterbox_scale(frame_hw, default_size)
@@ -367,7 +453,9 @@ def choose_detector_input(
         if any(not RELIABLE_MIN <= _size(f.box) * s0 <= RELIABLE_MAX for f in faces)
     )
     need_outside = min(2, len(frames))
-    default = DetectorInput((default_size,), (s0,), True, "", tuple(looks), face_sizes)
+    default = DetectorInput(
+        (default_size,), (s0,), True, "", tuple(looks), face_sizes, frame_size, len(frames)
+    )
 
     if not new_sizes and outside < need_outside:
         if not default_sizes:
@@ -384,9 +472,7 @@ def choose_detector_input(
             )
             if looks:
                 reason += ", and no other face at " + _sizes_text(look.size for look in looks)
-        return DetectorInput(
-            default.sizes, default.scales, True, reason, default.looks, default.face_sizes
-        )
+        return dataclasses.replace(default, reason=reason)
 
     sizes: list[tuple[int, int]] = []
     parts = []
@@ -421,6 +507,8 @@ def choose_detector_input(
         reason=reason,
         looks=tuple(looks),
         face_sizes=face_sizes,
+        frame_size=frame_size,
+        frames=len(frames),
     )
 
 
@@ -441,9 +529,45 @@ def detect_with_input(
     ``default_faces`` when given), so a default choice gives exactly today's faces; other sizes
     are letterboxed here and run through :meth:`SCRFDDetector.detect_prepared`, in batches of
     at most as many pixels as ``batch_size`` default inputs. With several sizes, each frame's
-    faces are merged by :func:`merge_faces`.
+    faces are merged by :func:`merge_faces`. For a video that changes size, each frame is
+    detected at the inputs of the part of ``choice`` for its size.
     """
-    _check_frames(frames)
+    groups = _check_frames(frames)
+    if default_faces is not None and len(default_faces) != len(frames):
+        raise InvalidInputError(
+            f"{len(frames)} frames but {len(default_faces)} lists of default faces"
+        )
+    parts = choice.parts or (choice,)
+    if len(groups) > 1 or choice.parts:
+        by_size = {p.frame_size: p for p in parts}
+        out: list[list[Face]] = [[] for _ in frames]
+        for (h, w), positions in groups.items():
+            part = by_size.get((w, h))
+            if part is None:
+                raise InvalidInputError(
+                    f"no detector input was chosen for frames of {w}x{h} (the choice is for "
+                    f"{', '.join(f'{s[0]}x{s[1]}' for s in by_size if s)}): choose it with "
+                    "these frames"
+                )
+            found = _detect_one_size(
+                detector,
+                [frames[p] for p in positions],
+                part,
+                None if default_faces is None else [default_faces[p] for p in positions],
+            )
+            for p, faces in zip(positions, found):
+                out[p] = faces
+        return out
+    return _detect_one_size(detector, frames, choice, default_faces)
+
+
+def _detect_one_size(
+    detector: SCRFDDetector,
+    frames: Sequence[np.ndarray],
+    choice: DetectorInput,
+    default_faces: Sequence[Sequence[Face]] | None,
+) -> list[list[Face]]:
+    """:func:`detect_with_input` on frames of one size."""
     default_size = tuple(detector.input_for(frames[0].shape[:2]))
     d2 = default_size[0] * default_size[1]
     results: list[list[list[Face]]] = []

@@ -225,12 +225,24 @@ def detect_video(
     """``{"video", "frames": [{"index", "faces": [{"box", "score", "kps"}]}], ...}``: every face
     of the chosen frames, highest score first; faces also carry ``crop_box`` when the policy's
     crop style is ``dlib`` or it has a margin. ``detector_input`` is the input chosen for the
-    video (:func:`detect_frames`; None when not chosen)."""
+    video (:func:`detect_frames`; None when not chosen). Boxes are in each frame's own pixels;
+    ``width``/``height`` are the first frame's, and for a video that changes size each frame
+    also has its ``width`` and ``height`` and ``size_changes`` lists ``[index, width, height]``
+    where each size starts."""
     policy = policy or FacePolicy()
     clip = read_video(path, frames, sampling=sampling)
     detections, chosen = detect_frames(detector, clip.frames, clip.indices, size_probe=size_probe)
     info = clip.info
-    return {
+    sized = clip.changes_size
+
+    def frame_record(idx: int, frame: np.ndarray, faces: Sequence[Face]) -> dict[str, Any]:
+        rec: dict[str, Any] = {"index": idx}
+        if sized:
+            rec["width"], rec["height"] = int(frame.shape[1]), int(frame.shape[0])
+        rec["faces"] = [face_record(f, policy=policy, frame_shape=frame.shape) for f in faces]
+        return rec
+
+    out = {
         "video": str(path),
         "width": info.width,
         "height": info.height,
@@ -242,14 +254,14 @@ def detect_video(
         "crop_style": policy.crop_style,
         "detector_input": chosen,
         "frames": [
-            {
-                "index": idx,
-                "faces": [face_record(f, policy=policy, frame_shape=frame.shape) for f in faces],
-            }
+            frame_record(idx, frame, faces)
             for idx, frame, faces in zip(clip.indices, clip.frames, detections)
         ],
         "warnings": list(clip.warnings),
     }
+    if sized:
+        out["size_changes"] = [[i, w, h] for i, (w, h) in clip.size_changes]
+    return out
 
 
 @dataclass(frozen=True)

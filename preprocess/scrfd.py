@@ -27,6 +27,7 @@ from engine.core.compute import INLINE, ComputePool
 from engine.core.config import (
     CPU_DETECTOR_BATCH,
     DEFAULT_DETECTOR_INPUT,
+    DEFAULT_DETECTOR_INPUT_SHAPE,
     DEFAULT_NMS_THRESHOLD,
     DEFAULT_SCORE_THRESHOLD,
     DETECTOR_INPUT_SHAPES,
@@ -181,7 +182,7 @@ class DetectorConfig:
     providers: tuple[str | tuple[str, dict[str, object]], ...] = ("CPUExecutionProvider",)
     intra_op_threads: int = 0
     max_faces: int | None = None
-    input_shape: str = "frame"
+    input_shape: str = DEFAULT_DETECTOR_INPUT_SHAPE
 
     def __post_init__(self) -> None:
         if self.input_shape not in INPUT_SHAPES:
@@ -226,7 +227,7 @@ class DetectorConfig:
 
 
 def input_shape_for(
-    frame_hw: Sequence[int], size: int, shape: str = "frame", stride: int = 32
+    frame_hw: Sequence[int], size: int, shape: str = DEFAULT_DETECTOR_INPUT_SHAPE, stride: int = 32
 ) -> tuple[int, int]:
     """The letterbox target ``(width, height)`` for a frame of ``frame_hw`` (height, width).
 
@@ -237,7 +238,8 @@ def input_shape_for(
     the same pixels at the network input; what changes is how much zero padding the network
     runs over (a third of a 640x640 input for a 16:9 frame). Boxes agree with the square
     input's up to floating point noise near the padding (measured on the first 100 frames of the
-    six test clips: max 0.015 px; see ``tests/preprocess/test_scrfd.py``).
+    six test clips: max 0.015 px), which rounding to whole pixels can turn into a one-pixel
+    difference (frames 38 and 52 of dfdc_like_fake): ``square`` is exact mode's input.
     """
     if shape == "square":
         return size, size
@@ -632,7 +634,7 @@ class SCRFDDetector(BatchedSCRFD):
         providers: Sequence[str | tuple[str, dict[str, object]]] = ("CPUExecutionProvider",),
         intra_op_threads: int = 0,
         max_faces: int | None = None,
-        input_shape: str = "frame",
+        input_shape: str = DEFAULT_DETECTOR_INPUT_SHAPE,
         session: object | None = None,
         pool: ComputePool = INLINE,
     ) -> None:

@@ -34,6 +34,15 @@ The rule (deterministic: the same detections always give the same tracks):
 * Track ids are ``0, 1, ...`` in order of first appearance (first frame, then the centre's x,
   left to right).
 
+**A video that changes size** (``frame_sizes``): boxes are compared where they are *on
+screen*, as a player shows each frame fitted into one window. Each frame's boxes are mapped
+into the first frame's size: scaled by ``min(W / w, H / h)`` (a ``w x h`` frame fitted into
+the first frame's ``W x H``, aspect kept) and centred (the bars a player adds when the aspect
+changes). A same-aspect change (1280x720 to 640x360) is then exact: a face that keeps its place
+on screen keeps its place and size, and stays one track; frames of the first frame's size are
+not mapped at all, so a video of one size gives exactly the tracks it always did. Positions and
+sizes are only compared there: the tracks' faces stay in each frame's own pixels.
+
 A spurious detection in one frame becomes a track of one frame; :func:`main_track` and
 :func:`tracks_to_score` leave such tracks out. Keypoints are not used for linking: between two
 sampled frames they move with the head's pose more than with the person, and the box already
@@ -182,19 +191,106 @@ def _centre(box: Sequence[float]) -> tuple[float, float]:
     return (float(box[0]) + float(box[2])) / 2.0, (float(box[1]) + float(box[3])) / 2.0
 
 
+Box4 = tuple[float, float, float, float]
+
+
+class _Screen:
+    """Each sampled frame's boxes where they are on screen: mapped into the first frame's size
+    (fitted, aspect kept, centred; see the module docstring). Frames of the first frame's size,
+    and all frames when no sizes are given, are not mapped."""
+
+    def __init__(self, frame_sizes: dict[int, tuple[int, int]] | None) -> None:
+        self.maps: dict[int, tuple[float, float, float]] = {}  # index -> scale, dx, dy
+        self.sizes = dict(frame_sizes or {})  # index -> (height, width)
+        if not frame_sizes:
+            return
+        ref_h, ref_w = next(iter(frame_sizes.values()))
+        for index, (h, w) in frame_sizes.items():
+            if (h, w) != (ref_h, ref_w):
+                k = min(ref_w / w, ref_h / h)
+                self.maps[index] = (k, (ref_w - w * k) / 2.0, (ref_h - h * k) / 2.0)
+
+    def box(self, index: int, box: Sequence[float]) -> Box4:
+        """``box`` of frame ``index`` on screen."""
+        m = self.maps.get(index)
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if m is None:
+            return x1, y1, x2, y2
+        k, dx, dy = m
+        return x1 * k + dx, y1 * k + dy, x2 * k + dx, y2 * k + dy
+
+    def point(self, index: int, x: float, y: float, *, back: bool = False) -> tuple[float, float]:
+        m = self.maps.get(index)
+        if m is None:
+            return x, y
+        k, dx, dy = m
+        return ((x - dx) / k, (y - dy) / k) if back else (x * k + dx, y * k + dy)
+
+    def face(self, index: int, face: Face, *, back: bool = False) -> Face:
+        """``face`` of frame ``index`` on screen (or, ``back``, a face on screen in frame
+        ``index``'s pixels)."""
+        if index not in self.maps:
+            return face
+        from preprocess.scrfd import Face
+
+        (x1, y1), (x2, y2) = (
+            self.point(index, face.box[0], face.box[1], back=back),
+            self.point(index, face.box[2], face.box[3], back=back),
+        )
+        kps = None
+        if face.kps is not None:
+            kps = tuple(self.point(index, float(x), float(y), back=back) for x, y in face.kps)
+        return Face(box=(x1, y1, x2, y2), score=face.score, kps=kps)
+
+    def off_frame(self, index: int, box: Sequence[float]) -> bool:
+        """Whether less than half of ``box`` (frame ``index``'s pixels) is inside that frame,
+        for a frame that is mapped (of another size than the first)."""
+        if index not in self.maps:
+            return False
+        h, w = self.sizes[index]
+        x1, y1, x2, y2 = (float(v) for v in box)
+        area = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
+        inside = max(min(x2, w) - max(x1, 0.0), 0.0) * max(min(y2, h) - max(y1, 0.0), 0.0)
+        return inside < 0.5 * area
+
+
+def _check_sizes(
+    frame_sizes: Sequence[Sequence[int]] | None, indices: Sequence[int]
+) -> dict[int, tuple[int, int]] | None:
+    """``{frame index: (height, width)}`` from one ``(height, width, ...)`` per frame."""
+    if frame_sizes is None:
+        return None
+    sizes = list(frame_sizes)
+    if len(sizes) != len(indices):
+        raise InvalidInputError(f"{len(indices)} frames but {len(sizes)} frame sizes")
+    out: dict[int, tuple[int, int]] = {}
+    for index, size in zip(indices, sizes):
+        try:
+            h, w = int(size[0]), int(size[1])
+        except (TypeError, ValueError, IndexError):
+            raise InvalidInputError(
+                f"frame {index}: expected a (height, width) frame size, got {size!r}"
+            ) from None
+        if h <= 0 or w <= 0:
+            raise InvalidInputError(f"frame {index}: frame size must be positive, got {size!r}")
+        out[int(index)] = (h, w)
+    return out
+
+
 @dataclass
 class _State:
-    """A track while it is being built."""
+    """A track while it is being built (``boxes``: its faces' boxes on screen)."""
 
     key: int  # creation order, for deterministic ties
     indices: list[int]
     faces: list[Face]
+    boxes: list[Box4]
     missed: int = 0  # sampled frames missed since the last observation
 
     def last(self) -> tuple[int, float, float, float]:
         """frame index, centre x, centre y, log size of the last observation."""
-        cx, cy = _centre(self.faces[-1].box)
-        return self.indices[-1], cx, cy, math.log(face_size(self.faces[-1].box))
+        cx, cy = _centre(self.boxes[-1])
+        return self.indices[-1], cx, cy, math.log(face_size(self.boxes[-1]))
 
     def predict(self, frame_index: int, config: TrackerConfig) -> tuple[float, float, float]:
         """Predicted centre x, y and log size at ``frame_index`` (constant velocity per frame
@@ -203,8 +299,8 @@ class _State:
         if len(self.faces) < 2:
             return x1, y1, l1
         f0 = self.indices[-2]
-        cx0, cy0 = _centre(self.faces[-2].box)
-        l0 = math.log(face_size(self.faces[-2].box))
+        cx0, cy0 = _centre(self.boxes[-2])
+        l0 = math.log(face_size(self.boxes[-2]))
         dt = (frame_index - f1) / (f1 - f0)
         dx, dy, dl = (x1 - cx0) * dt, (y1 - cy0) * dt, (l1 - l0) * dt
         limit = config.max_prediction * math.exp(l1)
@@ -249,10 +345,11 @@ def _check_input(detections: Sequence[FrameFaces]) -> list[tuple[int, list[Face]
     return frames
 
 
-def _cost(state: _State, face: Face, frame_index: int, config: TrackerConfig) -> float | None:
-    """The cost of continuing ``state`` with ``face``, or None outside the gates."""
-    cx, cy = _centre(face.box)
-    log_size = math.log(face_size(face.box))
+def _cost(state: _State, box: Box4, frame_index: int, config: TrackerConfig) -> float | None:
+    """The cost of continuing ``state`` with a face at ``box`` (on screen), or None outside
+    the gates."""
+    cx, cy = _centre(box)
+    log_size = math.log(face_size(box))
     active = state.missed <= config.max_missed
     if active:
         px, py, pl = state.predict(frame_index, config)
@@ -274,7 +371,10 @@ def _cost(state: _State, face: Face, frame_index: int, config: TrackerConfig) ->
 
 
 def track_faces(
-    detections: Sequence[FrameFaces], config: TrackerConfig | None = None
+    detections: Sequence[FrameFaces],
+    config: TrackerConfig | None = None,
+    *,
+    frame_sizes: Sequence[Sequence[int]] | None = None,
 ) -> list[Track]:
     """Link the faces of a video's sampled frames into tracks (the rule: module docstring).
 
@@ -282,24 +382,29 @@ def track_faces(
     frame indices, frames without a face included with an empty list) with its faces, e.g.
     ``list(zip(clip.indices, detector.detect(clip.frames)))``. Faces need a ``box`` (x1, y1, x2,
     y2, frame pixels); their order within a frame does not change the result except in exact
-    cost ties.
+    cost ties. ``frame_sizes``: each sampled frame's ``(height, width, ...)`` (e.g. ``[f.shape
+    for f in clip.frames]``), for a video that changes size: faces are then compared where they
+    are on screen (module docstring). Without it every frame is taken to be of one size.
 
     Returns the tracks ordered by id (first appearance). Raises :class:`InvalidInputError` for
-    frame indices that are not strictly increasing ints >= 0 or faces without a finite box.
+    frame indices that are not strictly increasing ints >= 0, faces without a finite box, or
+    ``frame_sizes`` of another length.
     """
     require("scipy", purpose="linking faces into tracks (scipy.optimize.linear_sum_assignment)")
     from scipy.optimize import linear_sum_assignment
 
     config = config or TrackerConfig()
     frames = _check_input(detections)
+    screen = _Screen(_check_sizes(frame_sizes, [index for index, _ in frames]))
     states: list[_State] = []
     for frame_index, faces in frames:
+        boxes = [screen.box(frame_index, face.box) for face in faces]
         matched: dict[int, int] = {}  # face position -> state position
         if states and faces:
             cost = np.full((len(states), len(faces)), _FORBIDDEN)
             for i, state in enumerate(states):
-                for j, face in enumerate(faces):
-                    c = _cost(state, face, frame_index, config)
+                for j, box in enumerate(boxes):
+                    c = _cost(state, box, frame_index, config)
                     if c is not None:
                         cost[i, j] = c
             rows, cols = linear_sum_assignment(cost)
@@ -313,11 +418,14 @@ def track_faces(
                 state = states[matched[j]]
                 state.indices.append(frame_index)
                 state.faces.append(face)
+                state.boxes.append(boxes[j])
                 state.missed = 0
             else:
-                states.append(_State(key=len(states), indices=[frame_index], faces=[face]))
+                states.append(
+                    _State(key=len(states), indices=[frame_index], faces=[face], boxes=[boxes[j]])
+                )
 
-    order = sorted(states, key=lambda s: (s.indices[0], _centre(s.faces[0].box)[0], s.key))
+    order = sorted(states, key=lambda s: (s.indices[0], _centre(s.boxes[0])[0], s.key))
     return [
         Track(track_id=k, frame_indices=tuple(s.indices), faces=tuple(s.faces))
         for k, s in enumerate(order)
@@ -382,7 +490,11 @@ def _lerp_face(a: Face, b: Face, t: float) -> Face:
 
 
 def fill_between_detections(
-    tracks: Sequence[Track], frame_indices: Sequence[int], *, max_gap: int | None = None
+    tracks: Sequence[Track],
+    frame_indices: Sequence[int],
+    *,
+    max_gap: int | None = None,
+    frame_sizes: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Face]]:
     """Faces for every frame of ``frame_indices`` from ``tracks`` linked on a subset of them
     (``--detect-every K``: the detector ran on every K-th sampled frame).
@@ -392,10 +504,15 @@ def fill_between_detections(
     of the two), so the track is followed between detections; a frame before a track's first
     or after its last detection gets none of it. ``max_gap`` (frame indices) bounds the span a
     track is followed over without a detection (None: no bound). Faces of a frame are ordered
-    by score, highest first, as the detector orders them.
+    by score, highest first, as the detector orders them. ``frame_sizes`` (one ``(height,
+    width, ...)`` per frame of ``frame_indices``): for a video that changes size, faces are
+    interpolated where they are on screen and put back in each frame's own pixels (see
+    :func:`track_faces`); a face that lands mostly outside a frame of another shape (a portrait
+    frame between two landscape ones) is not given to it.
     """
     out: list[list[Face]] = [[] for _ in frame_indices]
     position = {idx: k for k, idx in enumerate(frame_indices)}
+    screen = _Screen(_check_sizes(frame_sizes, list(frame_indices)))
     for track in tracks:
         for idx, face in zip(track.frame_indices, track.faces):
             if idx in position:
@@ -404,9 +521,12 @@ def fill_between_detections(
         for (a, b), (fa, fb) in zip(pairs, zip(track.faces, track.faces[1:])):
             if max_gap is not None and b - a > max_gap:
                 continue
+            sa, sb = screen.face(a, fa), screen.face(b, fb)
             for idx in frame_indices:
                 if a < idx < b and idx in position:
-                    out[position[idx]].append(_lerp_face(fa, fb, (idx - a) / (b - a)))
+                    face = screen.face(idx, _lerp_face(sa, sb, (idx - a) / (b - a)), back=True)
+                    if not screen.off_frame(idx, face.box):  # off a frame of another shape
+                        out[position[idx]].append(face)
     for faces in out:
         faces.sort(key=lambda f: -f.score)
     return out

@@ -46,6 +46,25 @@ right angle. Mirroring in a display matrix is ignored, as OpenCV ignores it.
 
 Colour with OpenCV: OpenCV does not report a stream's colour description and cannot convert
 it, so its frames are always as decoded (``VideoInfo.colour`` and ``VideoClip.colour`` are None).
+
+Size changes: a video whose pictures change size mid-stream (WebRTC recordings, screen
+captures; any number of changes, up or down, of aspect too, from the first frame on) gives each
+frame at its own size, as a player shows it, with a warning naming the sizes and
+``VideoClip.size_changes``; ``VideoInfo.width``/``height`` are the first frame's. OpenCV's
+FFmpeg backend scales every frame to the first one's size and cannot tell.
+
+Interlacing (``deinterlace="auto"``, the default; see :class:`preprocess.colour.Deinterlacer`):
+frames the decoder flags interlaced (woven fields, e.g. 576i/480i broadcast, MPEG-2 or H.264
+PAFF/MBAFF; both field orders, each frame's own flag), and the frames of a stream whose codec
+flags none but whose container declares a field order, go through FFmpeg's ``bwdif`` in
+``send_frame`` mode (one frame per frame: indices and counts do not change). bwdif reads the
+previous and next frames too, so those are decoded with each target (``uniform`` seeks to the
+keyframe before the previous frame and never skips them); the frames are exactly those of one
+``bwdif`` over the whole stream. Progressive frames, and every frame with ``"off"``, are
+untouched. OpenCV cannot deinterlace.
+
+Animated WebP and APNG are read with Pillow (see :class:`_PillowBackend`); a still image
+(JPEG, PNG, WebP of one frame) is refused with an error that says so.
 """
 
 from __future__ import annotations
@@ -70,10 +89,14 @@ from engine.core.errors import (
 )
 from preprocess.colour import (
     COLOUR_MODES,
+    DEINTERLACE_MODES,
     ColourConversion,
     ColourDescription,
+    DeinterlaceGapError,
+    Deinterlacer,
     FrameConverter,
     check_colour,
+    check_deinterlace,
     describe_frame,
 )
 from preprocess.sampling import (
@@ -89,16 +112,19 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BACKENDS",
     "COLOUR_MODES",
+    "DEINTERLACE_MODES",
     "SAMPLING_MODES",
     "VideoClip",
     "VideoInfo",
+    "is_animated_image",
     "iter_frames",
     "probe_video",
     "read_video",
     "sample_indices",
 ]
 
-BACKENDS = ("auto", "pyav", "opencv")
+# "pillow" reads animated WebP and APNG (chosen by "auto" for those files; see _PillowBackend).
+BACKENDS = ("auto", "pyav", "opencv", "pillow")
 
 # Corrupt flags this many packets (or fewer) before a timestamp restart belong to the join.
 _JOIN_SLACK = 4
@@ -131,6 +157,10 @@ class VideoInfo:
     edit-list cut, the edit's), else (no header duration, a truncated file, restarting
     timestamps) the span of the presented frames, summed over the segments.
     ``colour``: the source's colour description (from the first decoded frame; None with OpenCV).
+    ``width``/``height`` are the first frame's: a video that changes size mid-stream gives each
+    frame at its own size (see :attr:`VideoClip.size_changes`).
+    ``field_order``: the stream's declared field order (``tff``, ``bff``, ``progressive`` or
+    ``unknown``; None with OpenCV and Pillow); each frame also carries its own flag.
     """
 
     path: str
@@ -144,6 +174,16 @@ class VideoInfo:
     container: str  # FFmpeg demuxer name with PyAV, "unknown" with OpenCV
     colour: ColourDescription | None = None
     frame_count_source: str = "index"  # "index" (demuxed), "decode" (counted), "none"
+    video_bytes: int | None = None  # bytes of the video stream's packets (None with OpenCV)
+    field_order: str | None = None
+
+    @property
+    def bits_per_pixel(self) -> float | None:
+        """Compressed bits per pixel of the video stream (its packets' bytes x 8 over width x
+        height x frames): how hard it was compressed. None when unknown (OpenCV)."""
+        if not self.video_bytes or not self.frame_count or not self.width or not self.height:
+            return None
+        return self.video_bytes * 8 / (self.width * self.height * self.frame_count)
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,6 +193,16 @@ class VideoClip:
     ``colour`` says what was done to the colours (see :class:`preprocess.colour.ColourConversion`;
     None with OpenCV); when something was converted or kept unconverted, its sentence is also in
     ``warnings``.
+
+    Frames are each at their own size: a video that changes size mid-stream (WebRTC recordings,
+    screen captures) gives each frame as decoded, upright, never rescaled to another frame's
+    size (``frame_sizes``, ``size_changes``, and a warning naming the sizes).
+
+    Interlaced video (``deinterlace="auto"``, the default) is deinterlaced as a player does it:
+    FFmpeg's ``bwdif``, one frame per frame (``deinterlace`` names the filter that ran,
+    ``deinterlaced`` counts the frames returned deinterlaced). ``interlaced_frames`` counts the
+    frames returned that were flagged interlaced and are still interlaced (woven fields: 0 after
+    deinterlacing, the flagged frames with ``deinterlace="off"``), out of ``frames_seen``.
     """
 
     info: VideoInfo
@@ -163,6 +213,32 @@ class VideoClip:
     # Cost: video packets sent to the decoder (PyAV) or grab() calls (OpenCV), all passes.
     frames_decoded: int = 0
     colour: ColourConversion | None = None
+    # frames returned still interlaced (flagged interlaced by the decoder and not deinterlaced:
+    # woven fields) out of those converted (``frames_seen``); None with OpenCV, which does not say
+    interlaced_frames: int | None = None
+    frames_seen: int | None = None
+    # frames returned deinterlaced, and the filter that did it (None: none was); None/None with
+    # OpenCV (which cannot) and Pillow (animated images are progressive)
+    deinterlaced: int | None = None
+    deinterlace: str | None = None
+    # presentation time in seconds of each frame returned, where the container gives one
+    times: tuple[float | None, ...] | None = None
+
+    @property
+    def frame_sizes(self) -> list[tuple[int, int]]:
+        """``(width, height)`` of each frame returned."""
+        return [(int(f.shape[1]), int(f.shape[0])) for f in self.frames]
+
+    @property
+    def size_changes(self) -> list[tuple[int, tuple[int, int]]]:
+        """``(frame index, (width, height))`` where a size starts among the frames returned:
+        the first frame's, then one entry per change (a single entry: one size throughout)."""
+        return _size_runs(self.indices, self.frames)[1]
+
+    @property
+    def changes_size(self) -> bool:
+        """Whether the frames returned are not all of one size."""
+        return len(self.size_changes) > 1
 
 
 # --------------------------------------------------------------------------- public functions
@@ -188,6 +264,7 @@ def read_video(
     backend: str = "auto",
     threads: int = 0,
     colour: str = "bt709",
+    deinterlace: str = "auto",
 ) -> VideoClip:
     """Read ``n`` frames of a video chosen by ``sampling`` (``"first"`` or ``"uniform"``).
 
@@ -195,17 +272,21 @@ def read_video(
     ``VideoClip.warnings``. ``threads`` is the decoder's thread count (0: FFmpeg's choice).
     ``colour``: ``"bt709"`` (default) converts wide-gamut and HDR video to 8-bit BT.709 SDR
     with FFmpeg's filters; ``"keep"`` returns the pixels as decoded (see
-    :mod:`preprocess.colour`). What was done is in ``VideoClip.colour`` and ``warnings``.
+    :mod:`preprocess.colour`). ``deinterlace``: ``"auto"`` (default) deinterlaces interlaced
+    video with FFmpeg's ``bwdif`` as a player does, one frame per frame; ``"off"`` keeps the
+    woven fields. What was done is in ``VideoClip.colour``, ``VideoClip.deinterlace`` and
+    ``warnings``. Animated WebP and APNG are read with Pillow (``backend="auto"``).
     Raises ``InvalidInputError`` for a bad option, ``ArtifactNotFoundError`` for a missing file
     and ``InvalidVideoError`` for what is not a readable video.
     """
     n = check_count(n, name="n", what="frames to read")
     check_sampling(sampling)
     check_colour(colour)
+    check_deinterlace(deinterlace)
     threads = _check_threads(threads)
     name = _check_backend(backend)
     file = _check_file(path)
-    return _dispatch(name, file, lambda b: b.read(file, n, sampling, threads, colour))
+    return _dispatch(name, file, lambda b: b.read(file, n, sampling, threads, colour, deinterlace))
 
 
 def iter_frames(
@@ -214,19 +295,21 @@ def iter_frames(
     backend: str = "auto",
     threads: int = 0,
     colour: str = "bt709",
+    deinterlace: str = "auto",
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(index, frame)`` for every frame, in presentation order, BGR.
 
     The file is opened at once, so a bad file raises here rather than on the first ``next()``.
     A packet that fails to decode is skipped (as ffmpeg's CLI does); such problems, and any
-    colour conversion (``colour`` as in :func:`read_video`), are logged as warnings once the
-    iteration ends.
+    colour conversion or deinterlacing (``colour`` and ``deinterlace`` as in
+    :func:`read_video`), are logged as warnings once the iteration ends.
     """
     check_colour(colour)
+    check_deinterlace(deinterlace)
     threads = _check_threads(threads)
     name = _check_backend(backend)
     file = _check_file(path)
-    return _dispatch(name, file, lambda b: b.iter(file, threads, colour))
+    return _dispatch(name, file, lambda b: b.iter(file, threads, colour, deinterlace))
 
 
 # --------------------------------------------------------------------------- validation
@@ -269,11 +352,37 @@ def _check_file(path: str | os.PathLike[str]) -> str:
             "fully written or copied: re-create or re-download it"
         )
     kind, still = _sniff(p, size)
-    if still:
+    if still and not is_animated_image(p):
+        one = " (a still image: one frame)" if kind in ("a WebP image", "a PNG image") else ""
         raise InvalidVideoError(
-            f"'{p}' is {kind}, not a video; pass a video file (mp4, webm, avi, mkv, gif, ...)"
+            f"'{p}' is {kind}{one}, not a video; pass a video file (mp4, webm, avi, mkv, gif, "
+            "animated WebP or PNG, ...)"
         )
     return str(p)
+
+
+def is_animated_image(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` declares an animation: a WebP whose VP8X header has the animation flag,
+    or a PNG with an acTL chunk before its image data (APNG). Read from the headers only; the
+    Pillow backend then decodes it, or says why it cannot."""
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(21)
+            if head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X":
+                return len(head) > 20 and bool(head[20] & 0x02)
+            if not head.startswith(b"\x89PNG\r\n\x1a\n"):
+                return False
+            f.seek(8)
+            for _ in range(64):  # acTL must come before the first IDAT
+                chunk = f.read(8)
+                if len(chunk) < 8 or chunk[4:8] in (b"IDAT", b"IEND"):
+                    return False
+                if chunk[4:8] == b"acTL":
+                    return True
+                f.seek(int.from_bytes(chunk[:4], "big") + 4, os.SEEK_CUR)
+    except OSError:
+        return False
+    return False
 
 
 def _sniff(p: Path, size: int) -> tuple[str, bool]:
@@ -403,6 +512,7 @@ class _StreamIndex:
     codec: str
     container: str
     warnings: tuple[str, ...]
+    video_bytes: int = 0  # bytes of the video packets
 
     @property
     def count(self) -> int:
@@ -445,6 +555,8 @@ class _PyAVSession:
         self.decode_failures = 0  # packets the decoder rejected
         self.frames_out = 0
         self.colour = FrameConverter(av, "keep")  # what bgr() does to colours; see _session
+        self.deinterlacer = Deinterlacer(av, "off")  # what take() does to fields; see _session
+        self.times: dict[int, float | None] = {}  # presentation time of each frame taken
         self.reformatter: Any = None  # swscale context of bgr(), made on first use
         self.source_colour: ColourDescription | None = None
         # Packets kept from the demux pass, decoded instead of demuxing again (see replay).
@@ -484,6 +596,7 @@ class _PyAVSession:
     def close(self) -> None:
         if self.more is not None:
             self.more.close()
+        self.deinterlacer.close()
         self.colour.close()
         self.container.close()
 
@@ -555,11 +668,26 @@ class _PyAVSession:
         yield from self.decode(None)
 
     def seek_to_keyframe(self, pts: int) -> Iterator[Any]:
+        self.deinterlacer.reset()  # a new run: the frames before it are not its neighbours
         try:
             self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
         except self.av.error.FFmpegError as exc:
             raise _SeekFailedError(f"seek to pts {pts} failed: {exc}") from exc
         return self.packets()
+
+    def take(self, index: int, frame: Any, target: bool) -> list[tuple[int, np.ndarray]]:
+        """Frame ``index`` (presentation order) decoded in the current run; ``target``: it is to
+        be returned. Returns the targets now ready as upright BGR ``(index, image)``, in index
+        order: at once, or for a frame to deinterlace once its next frame was taken (see
+        :class:`preprocess.colour.Deinterlacer`; raises its ``DeinterlaceGapError`` when a
+        neighbour is missing from the run). :meth:`take_end` at the end of the stream."""
+        if target:
+            self.times[index] = frame.time
+        return [(i, self.bgr(f)) for i, f in self.deinterlacer.feed(index, frame, target)]
+
+    def take_end(self) -> list[tuple[int, np.ndarray]]:
+        """The end of the stream: the targets still waiting for their next frame."""
+        return [(i, self.bgr(f)) for i, f in self.deinterlacer.finish()]
 
     def bgr(self, frame: Any) -> np.ndarray:
         """The frame as upright BGR uint8, its colours converted as the session's mode says."""
@@ -592,7 +720,25 @@ class _PyAVSession:
         out = list(self.errors)
         if self.error_count > len(self.errors):
             out.append(f"... and {self.error_count - len(self.errors)} more decode problems")
-        return out + self.colour.warnings()
+        return out + self.colour.warnings() + self.field_warnings()
+
+    def field_warnings(self) -> list[str]:
+        """What was done to interlaced frames: deinterlaced, or kept woven (``"off"``)."""
+        d, seen = self.deinterlacer, self.colour.seen
+        order = d.field_order if d.field_order in ("tff", "bff") else "read from each frame"
+        if d.deinterlaced:
+            return [
+                f"interlaced video (field order {order}): {d.deinterlaced} of the {seen} "
+                f"frames read were deinterlaced by FFmpeg's bwdif, one frame per frame, as a "
+                "player shows them; pass deinterlace='off' to keep the woven fields"
+            ]
+        if self.colour.interlaced:
+            why = "deinterlace='off'" if d.mode == "off" else "deinterlacing was not possible"
+            return [
+                f"{self.colour.interlaced} of the {seen} frames read are interlaced (woven "
+                f"fields) and were kept so ({why}): their moving edges are combed"
+            ]
+        return []
 
     def no_frame_error(self) -> InvalidVideoError:
         why = "; ".join(self.errors) or "the video stream holds no decodable frame"
@@ -608,9 +754,15 @@ class _PyAVBackend:
     def __init__(self) -> None:
         self.av = _import("av", "av")
 
-    def _session(self, path: str, threads: int = 0, colour: str = "keep") -> _PyAVSession:
+    def _session(
+        self, path: str, threads: int = 0, colour: str = "keep", deinterlace: str = "off"
+    ) -> _PyAVSession:
         s = _PyAVSession(self.av, path, threads)
         s.colour = FrameConverter(self.av, colour, path)
+        ctx = s.stream.codec_context
+        s.deinterlacer = Deinterlacer(
+            self.av, deinterlace, path, field_order=ctx.field_order, codec=ctx.name
+        )
         return s
 
     # ----- demux index
@@ -632,9 +784,11 @@ class _PyAVBackend:
         disposable: set[int] = set()
         discard: set[int] = set()
         corrupt: list[int] = []
+        video_bytes = 0
         nal_length = _h264_nal_length_size(stream)
         for packet in s.packets():
             i = len(pts)
+            video_bytes += packet.size
             if packet.is_keyframe:
                 keyframes.append(i)
             elif nal_length is not None and _h264_is_disposable(bytes(packet), nal_length):
@@ -711,6 +865,7 @@ class _PyAVBackend:
             codec=stream.codec_context.name,
             container=fmt,
             warnings=tuple(warnings),
+            video_bytes=video_bytes,
         )
         return index, kept
 
@@ -734,6 +889,8 @@ class _PyAVBackend:
             container=index.container,
             colour=s.source_colour,
             frame_count_source="index" if count is None else "decode",
+            video_bytes=index.video_bytes or None,
+            field_order=s.deinterlacer.field_order,
         )
 
     # ----- public operations
@@ -747,12 +904,20 @@ class _PyAVBackend:
                 return self._info(path, index, s, s.bgr(frame))
             raise s.no_frame_error()
 
-    def read(self, path: str, n: int, sampling: str, threads: int, colour: str) -> VideoClip:
+    def read(
+        self,
+        path: str,
+        n: int,
+        sampling: str,
+        threads: int,
+        colour: str,
+        deinterlace: str = "auto",
+    ) -> VideoClip:
         if sampling == "first":
             # One open: the first frames are decoded from the packets the demux pass kept
             # (the same packets in the same order, so the same pixels), not demuxed again
             # (unless the decoder needs more than were kept: see _PyAVSession._after_kept).
-            s = self._session(path, threads, colour)
+            s = self._session(path, threads, colour, deinterlace)
             try:
                 index, kept = self._scan(s, keep=n + _REPLAY_SLACK)
             except BaseException:
@@ -760,12 +925,12 @@ class _PyAVBackend:
                 raise
             if s.error_count:  # a demux error: decode from a fresh open, as before
                 s.close()
-                s = self._session(path, threads, colour)
+                s = self._session(path, threads, colour, deinterlace)
             else:
                 s.replay(kept, whole=len(kept) == len(index.pts))
         else:
             index = self.index(path)
-            s = self._session(path, threads, colour)
+            s = self._session(path, threads, colour, deinterlace)
         warnings = list(index.warnings)
         targets = sample_indices(index.count, n, sampling)
         decoded: int | None = None  # frames a full decode gave, when one was needed
@@ -778,7 +943,7 @@ class _PyAVBackend:
             nonlocal sent
             sent += s.sent
             s.close()
-            return self._session(path, 1 if one_thread else threads, colour)
+            return self._session(path, 1 if one_thread else threads, colour, deinterlace)
 
         try:
             if sampling == "first" or not targets:
@@ -794,7 +959,7 @@ class _PyAVBackend:
                 else:
                     try:
                         picked = self._pick_by_seeking(s, index, targets)
-                    except _SeekFailedError as exc:
+                    except (_SeekFailedError, DeinterlaceGapError) as exc:
                         logger.debug("%s: seeking failed (%s); decoding sequentially", path, exc)
                     failed = s.decode_failures > 0
                     if failed:
@@ -832,6 +997,7 @@ class _PyAVBackend:
                 f"asked for {n} frames ({sampling}) but the video gives {len(frames)}"
                 + (f" of its {count}" if count != len(frames) else "")
             )
+        warnings += _size_warnings(indices, frames)
         return VideoClip(
             info=self._info(path, index, s, frames[0], decoded),
             frames=frames,
@@ -840,17 +1006,25 @@ class _PyAVBackend:
             warnings=tuple(warnings),
             frames_decoded=sent,
             colour=s.colour.conversion,
+            interlaced_frames=s.colour.interlaced,
+            frames_seen=s.colour.seen,
+            deinterlaced=s.deinterlacer.deinterlaced,
+            deinterlace=s.deinterlacer.filters if s.deinterlacer.deinterlaced else None,
+            times=tuple(s.times.get(i) for i in indices),
         )
 
-    def iter(self, path: str, threads: int, colour: str) -> Iterator[tuple[int, np.ndarray]]:
-        return self._iter(self._session(path, threads, colour))
+    def iter(
+        self, path: str, threads: int, colour: str, deinterlace: str = "auto"
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        return self._iter(self._session(path, threads, colour, deinterlace))
 
     @staticmethod
     def _iter(s: _PyAVSession) -> Iterator[tuple[int, np.ndarray]]:
         with s:
             i = -1
             for i, frame in enumerate(s.frames()):
-                yield i, s.bgr(frame)
+                yield from s.take(i, frame, True)
+            yield from s.take_end()
             if i < 0:
                 raise s.no_frame_error()
             for warning in s.warnings():
@@ -870,20 +1044,32 @@ class _PyAVBackend:
         count = 0
         for i, frame in enumerate(s.frames()):
             count = i + 1
-            if i in wanted:
-                picked[i] = s.bgr(frame)
-            if i >= last and not to_end:
+            picked.update(s.take(i, frame, i in wanted))
+            if i >= last and last in picked and not to_end:
                 break
+        else:  # the stream ended: a frame to deinterlace may still wait for its next frame
+            picked.update(s.take_end())
         return (picked, count) if to_end else picked
 
     @staticmethod
     def _pick_by_seeking(
         s: _PyAVSession, index: _StreamIndex, targets: list[int]
     ) -> dict[int, np.ndarray]:
-        """Seek to the keyframe before each far target and decode forward to it (see module doc)."""
+        """Seek to the keyframe before each far target and decode forward to it (see module doc).
+
+        In a stream whose field order says it is interlaced (``deinterlace="auto"``), each
+        target's previous and next frames are decoded in the same run as the target, as bwdif
+        reads them (see :class:`preprocess.colour.Deinterlacer`); elsewhere a frame flagged
+        interlaced without them makes the caller decode sequentially (DeinterlaceGapError)."""
         pts_sorted = index.shown_pts()  # all ints: seek_unsafe is None
         position = {p: i for i, p in enumerate(index.pts)}
-        wanted = {pts_sorted[t]: t for t in targets}
+        shown = {p: k for k, p in enumerate(pts_sorted)}  # pts -> presentation index
+        wanted = set(targets)
+        fields = s.deinterlacer.expects_fields
+        needed = wanted
+        if fields:
+            needed = {k for t in targets for k in (t - 1, t, t + 1) if 0 <= k < len(pts_sorted)}
+        needed_pts = {pts_sorted[k] for k in needed}
         picked: dict[int, np.ndarray] = {}
         # The run being decoded (None: decoder drained). The file starts with a keyframe whose
         # pts is the smallest (checked by _seek_unsafe), so the first run needs no seek.
@@ -894,7 +1080,8 @@ class _PyAVBackend:
             if target in picked:
                 continue
             target_pts = pts_sorted[target]
-            key = _start_keyframe(index, position[target_pts], target_pts)
+            first_pts = pts_sorted[target - 1] if fields and target > 0 else target_pts
+            key = _start_keyframe(index, position[first_pts], first_pts)
             if packets is None or key - current > _SEEK_MARGIN:
                 packets, start_pos = _PyAVBackend._seek(s, index, position, key)
                 current = start_pos - 1
@@ -907,17 +1094,22 @@ class _PyAVBackend:
                     current = position.get(packet.pts, -2)
                     if current < 0:
                         raise _SeekFailedError(f"packet with unknown pts {packet.pts}")
-                    if current in index.disposable and packet.pts not in wanted:
+                    if current in index.disposable and packet.pts not in needed_pts:
                         continue  # no other picture needs it: skipping it changes no pixel
                     frames = s.decode(packet)
                 for frame in frames:
                     pts = frame.pts
-                    if pts in wanted and pts >= start_pts and position[pts] >= start_pos:
-                        picked.setdefault(wanted[pts], s.bgr(frame))
-                    if pts is None or (pts > target_pts and target not in picked):
+                    if pts is None:
+                        raise _SeekFailedError(f"decoder gave a frame without pts at {target}")
+                    k = shown.get(pts)
+                    if k is not None and pts >= start_pts and position[pts] >= start_pos:
+                        picked.update(s.take(k, frame, k in wanted and k not in picked))
+                    if pts > target_pts and target not in picked:
                         raise _SeekFailedError(f"decoder skipped frame {target} (got pts {pts})")
-                if packets is None and target not in picked:
-                    raise _SeekFailedError(f"frame {target} not decoded before the end")
+                if packets is None:
+                    picked.update(s.take_end())  # the last frame: its own next frame
+                    if target not in picked:
+                        raise _SeekFailedError(f"frame {target} not decoded before the end")
         return picked
 
     @staticmethod
@@ -1094,6 +1286,37 @@ def _shown_duration(
     return total if found else None
 
 
+def _size_runs(
+    indices: list[int], frames: list[np.ndarray]
+) -> tuple[list[tuple[tuple[int, int], int, int]], list[tuple[int, tuple[int, int]]]]:
+    """Runs of one frame size among the frames read: ``((width, height), first index, last
+    index)``, and where each run starts: ``(first index, (width, height))``."""
+    runs: list[tuple[tuple[int, int], int, int]] = []
+    for i, frame in zip(indices, frames):
+        size = (int(frame.shape[1]), int(frame.shape[0]))
+        if runs and runs[-1][0] == size:
+            runs[-1] = (size, runs[-1][1], i)
+        else:
+            runs.append((size, i, i))
+    return runs, [(a, size) for size, a, _ in runs]
+
+
+def _size_warnings(indices: list[int], frames: list[np.ndarray]) -> list[str]:
+    """A warning naming the sizes when the frames read are not all of one size."""
+    runs, _ = _size_runs(indices, frames)
+    if len(runs) < 2:
+        return []
+    parts = ", ".join(
+        f"{w}x{h} (frame{f' {a}' if a == b else f's {a}-{b}'})" for (w, h), a, b in runs
+    )
+    sizes = len({size for size, _, _ in runs})
+    return [
+        f"the video changes size {len(runs) - 1} time(s) among the frames read ({sizes} sizes: "
+        f"{parts}); each frame is used at its own size, as a player shows it, and its face "
+        "boxes are in its own pixels"
+    ]
+
+
 def _count_note(listed: int, decoded: int) -> str:
     if decoded < listed:
         return (
@@ -1196,8 +1419,19 @@ class _OpenCVBackend:
         finally:
             cap.release()
 
-    def read(self, path: str, n: int, sampling: str, threads: int, colour: str) -> VideoClip:
+    def read(
+        self,
+        path: str,
+        n: int,
+        sampling: str,
+        threads: int,
+        colour: str,
+        deinterlace: str = "auto",
+    ) -> VideoClip:
         # OpenCV neither reports nor converts colour: its frames are as decoded (colour=None).
+        # Nor does it say which frames are interlaced, or deinterlace them (deinterlace=None).
+        # A video that changes size mid-stream comes out of OpenCV's FFmpeg backend scaled to
+        # the first frame's size.
         warnings: list[str] = []
         grabs = 0
         if sampling == "uniform":
@@ -1229,6 +1463,7 @@ class _OpenCVBackend:
             frames = [picked[i] for i in indices]
             if len(frames) < n:
                 warnings.append(f"asked for {n} frames ({sampling}) but got {len(frames)}")
+            warnings += _size_warnings(indices, frames)
             return VideoClip(
                 info=self._info(path, cap, count, frames[0]),
                 frames=frames,
@@ -1240,7 +1475,9 @@ class _OpenCVBackend:
         finally:
             cap.release()
 
-    def iter(self, path: str, threads: int, colour: str) -> Iterator[tuple[int, np.ndarray]]:
+    def iter(
+        self, path: str, threads: int, colour: str, deinterlace: str = "auto"
+    ) -> Iterator[tuple[int, np.ndarray]]:
         return self._iter(path, self._open(path, threads))
 
     def _iter(self, path: str, cap: Any) -> Iterator[tuple[int, np.ndarray]]:
@@ -1263,16 +1500,297 @@ class _OpenCVBackend:
         )
 
 
-_BACKEND_CLASSES: dict[str, type[_PyAVBackend] | type[_OpenCVBackend]] = {
+def _webp_frame_durations(path: str) -> list[int] | None:
+    """Each animation frame's duration (ms) from an animated WebP's ANMF chunks, without
+    decoding; None when the file does not parse as RIFF/WEBP."""
+    out: list[int] = []
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+            return None
+        end = 8 + int.from_bytes(head[4:8], "little")
+        pos = 12
+        while pos + 8 <= end:
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                break
+            size = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"ANMF":
+                body = f.read(16)
+                if len(body) < 16:
+                    break
+                out.append(int.from_bytes(body[12:15], "little"))
+            pos += 8 + size + (size & 1)
+    return out
+
+
+def _apng_frame_durations(path: str) -> list[float] | None:
+    """Each animation frame's duration (ms) from an APNG's fcTL chunks (``delay_num /
+    delay_den`` seconds, a zero denominator meaning 100, as the APNG specification says),
+    without decoding; None when the file does not parse as PNG."""
+    out: list[float] = []
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                break
+            size = int.from_bytes(chunk[:4], "big")
+            kind = chunk[4:8]
+            if kind == b"fcTL":
+                body = f.read(size)
+                if len(body) < 26:
+                    break
+                num, den = int.from_bytes(body[20:22], "big"), int.from_bytes(body[22:24], "big")
+                out.append(1000.0 * num / (den or 100))
+                f.seek(4, os.SEEK_CUR)
+            else:
+                if kind == b"IEND":
+                    break
+                f.seek(size + 4, os.SEEK_CUR)
+    return out
+
+
+class _PillowBackend:
+    """Animated WebP and APNG, decoded by Pillow.
+
+    FFmpeg before 9.0 decodes no frame of an animated WebP, and its APNG decoder drops
+    transparency rather than composite it; Pillow (libwebp's animation decoder for WebP, its own
+    APNG reader) decodes both, applying each frame's disposal and blending to the canvas.
+
+    - Frames: each animation frame once, in order (an APNG's default image that is not part
+      of the animation, shown only by viewers without APNG support, is skipped), the whole
+      canvas, HxWx3 uint8 BGR. Transparent pixels are composited on **black** (a video
+      player's background), ``round(colour * alpha / 255)``, with a warning.
+    - Timing: the durations in the file (WebP ANMF chunks, APNG fcTL delays), read without
+      decoding: frame ``k`` is presented at the sum of the durations before it
+      (``VideoClip.times``), ``VideoInfo.duration_s`` is their sum and ``VideoInfo.fps`` the
+      frames over it (None when the durations are all zero).
+    - ``first`` and ``uniform`` sampling by frame index, as for GIF through FFmpeg; frames are
+      decoded in order (an animation decodes from its start) up to the last target.
+    - Orientation: an EXIF orientation of 90, 180 or 270 degrees is applied (``rotation``).
+    - Colour: as decoded (an embedded ICC profile is not applied; ``colour`` is None), and
+      no interlacing (``deinterlaced`` is None).
+    """
+
+    name = "pillow"
+
+    def __init__(self) -> None:
+        self.image_module = _import("PIL.Image", "pillow")
+
+    def _open(self, path: str) -> tuple[Any, list[int], list[float]]:
+        """The opened image, the Pillow frame numbers of the animation's frames, and each
+        one's duration in ms."""
+        try:
+            im = self.image_module.open(path)
+        except Exception as exc:  # Pillow raises several kinds for what it cannot read
+            raise _CannotOpenError(
+                f"'{path}' cannot be read as an animation by Pillow ({exc}); {_describe(path)}. "
+                f"{_BAD_FILE_HINT}"
+            ) from exc
+        count = int(getattr(im, "n_frames", 1))
+        if im.format not in ("WEBP", "PNG") or count < 2:
+            im.close()
+            raise InvalidVideoError(
+                f"'{path}' holds a single picture ({_describe(path)}): a still image, not a "
+                "video; pass a video file (mp4, webm, avi, mkv, gif, animated WebP or PNG, ...)"
+            )
+        first = 1 if getattr(im, "default_image", False) else 0
+        numbers = list(range(first, count))
+        try:
+            parsed = (
+                _webp_frame_durations(path) if im.format == "WEBP" else _apng_frame_durations(path)
+            )
+        except OSError:
+            parsed = None
+        if parsed is None or len(parsed) != len(numbers):
+            logger.debug("%s: frame durations not parsed (%s)", path, parsed)
+            parsed = [0.0] * len(numbers)
+        return im, numbers, [float(d) for d in parsed]
+
+    @staticmethod
+    def _rotation(im: Any) -> int:
+        try:
+            orientation = im.getexif().get(0x0112)
+        except Exception:  # a broken EXIF block: no rotation
+            return 0
+        return {3: 180, 6: 90, 8: 270}.get(orientation, 0)
+
+    def _info(self, path: str, im: Any, durations: list[float], rotation: int) -> VideoInfo:
+        total = sum(durations) / 1000.0
+        w, h = im.size
+        if rotation in (90, 270):
+            w, h = h, w
+        fmt = "webp" if im.format == "WEBP" else "apng"
+        return VideoInfo(
+            path=path,
+            width=int(w),
+            height=int(h),
+            fps=len(durations) / total if total > 0 else None,
+            frame_count=len(durations),
+            duration_s=total if total > 0 else None,
+            rotation=rotation,
+            codec=fmt,
+            container=fmt,
+            frame_count_source="index",
+        )
+
+    @staticmethod
+    def _bgr(im: Any, rotation: int) -> tuple[np.ndarray, bool]:
+        """The current frame as upright BGR uint8, and whether it had transparent pixels."""
+        mode = im.mode
+        transparent = False
+        if mode.startswith("I") or mode == "F":  # 16-bit (or wider) gray: the high byte
+            gray = np.asarray(im).astype(np.float64)
+            scale = 257.0 if mode.startswith("I;16") or gray.max(initial=0) > 255 else 1.0
+            gray = np.clip(np.floor(gray / scale + 0.5), 0, 255).astype(np.uint8)
+            rgb = np.repeat(gray[..., None], 3, axis=2)
+        elif "A" in mode or "a" in mode or "transparency" in im.info:
+            rgba = np.asarray(im.convert("RGBA"))
+            alpha = rgba[..., 3:4].astype(np.uint32)
+            transparent = bool((alpha < 255).any())
+            rgb = ((rgba[..., :3].astype(np.uint32) * alpha + 127) // 255).astype(np.uint8)
+        else:
+            rgb = np.asarray(im.convert("RGB"))
+        return _upright(np.ascontiguousarray(rgb[..., ::-1]), rotation), transparent
+
+    def _decode(
+        self, path: str, im: Any, numbers: list[int], wanted: set[int], last: int
+    ) -> Iterator[tuple[int, np.ndarray | None, bool]]:
+        """``(index, image or None, transparent)`` for frames 0..last in order (an image for
+        the wanted ones); a frame Pillow cannot decode ends the run (raised as _DecodeStop)."""
+        rotation = self._rotation(im)
+        for k, number in enumerate(numbers[: last + 1]):
+            try:
+                im.seek(number)
+                im.load()
+            except (EOFError, OSError, ValueError, SyntaxError) as exc:
+                raise _DecodeStopError(k, str(exc)) from exc
+            if k in wanted:
+                image, transparent = self._bgr(im, rotation)
+                yield k, image, transparent
+            else:
+                yield k, None, False
+
+    def probe(self, path: str) -> VideoInfo:
+        im, _, durations = self._open(path)
+        with im:
+            return self._info(path, im, durations, self._rotation(im))
+
+    def read(
+        self,
+        path: str,
+        n: int,
+        sampling: str,
+        threads: int,
+        colour: str,
+        deinterlace: str = "auto",
+    ) -> VideoClip:
+        im, numbers, durations = self._open(path)
+        warnings: list[str] = []
+        with im:
+            count = len(numbers)
+            targets = sample_indices(count, n, sampling)
+            picked: dict[int, np.ndarray] = {}
+            transparent = 0
+            decoded = 0
+            if targets:
+                try:
+                    for k, image, alpha in self._decode(
+                        path, im, numbers, set(targets), max(targets)
+                    ):
+                        decoded += 1
+                        if image is not None:
+                            picked[k] = image
+                            transparent += alpha
+                except _DecodeStopError as stop:
+                    warnings.append(
+                        f"frame {stop.index} of {count} could not be decoded by Pillow "
+                        f"({stop.reason}): the file is probably truncated or corrupt"
+                    )
+            if not picked:
+                raise InvalidVideoError(
+                    f"'{path}': no frame of the animation could be decoded; {_describe(path)}. "
+                    "The file is probably truncated or corrupt: re-create or re-download it"
+                )
+            info = self._info(path, im, durations, self._rotation(im))
+        indices = sorted(picked)
+        frames = [picked[i] for i in indices]
+        if len(frames) < n:
+            warnings.append(
+                f"asked for {n} frames ({sampling}) but the animation gives {len(frames)}"
+                + (f" of its {count}" if count != len(frames) else "")
+            )
+        if transparent:
+            warnings.append(
+                f"{transparent} of the {len(frames)} frames read have transparent pixels: they "
+                "were composited on black"
+            )
+        warnings += _size_warnings(indices, frames)
+        starts = list(itertools.accumulate([0.0, *durations]))
+        return VideoClip(
+            info=info,
+            frames=frames,
+            indices=indices,
+            backend=self.name,
+            warnings=tuple(warnings),
+            frames_decoded=decoded,
+            times=tuple(starts[i] / 1000.0 for i in indices),
+        )
+
+    def iter(
+        self, path: str, threads: int, colour: str, deinterlace: str = "auto"
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        im, numbers, _ = self._open(path)
+        return self._iter(path, im, numbers)
+
+    def _iter(self, path: str, im: Any, numbers: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        with im:
+            wanted = set(range(len(numbers)))
+            transparent = 0
+            try:
+                for k, image, alpha in self._decode(path, im, numbers, wanted, len(numbers) - 1):
+                    transparent += alpha
+                    yield k, image  # type: ignore[misc]
+            except _DecodeStopError as stop:
+                if stop.index == 0:
+                    raise InvalidVideoError(
+                        f"'{path}': no frame of the animation could be decoded ({stop.reason})"
+                    ) from None
+                logger.warning(
+                    "%s: frame %d could not be decoded (%s)", path, stop.index, stop.reason
+                )
+            if transparent:
+                logger.warning(
+                    "%s: %d frames have transparent pixels: composited on black", path, transparent
+                )
+
+
+class _DecodeStopError(Exception):
+    """Internal: Pillow could not decode animation frame ``index``."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"frame {index}: {reason}")
+        self.index = index
+        self.reason = reason
+
+
+_BACKEND_CLASSES: dict[str, type[_PyAVBackend] | type[_OpenCVBackend] | type[_PillowBackend]] = {
     "pyav": _PyAVBackend,
     "opencv": _OpenCVBackend,
+    "pillow": _PillowBackend,
 }
 
 
 def _dispatch(backend: str, path: str, op: Any) -> Any:
-    """Run ``op(backend_instance)``; with "auto", PyAV then OpenCV when PyAV can't open the file."""
+    """Run ``op(backend_instance)``; with "auto", Pillow for an animated WebP or APNG, else PyAV
+    then OpenCV when PyAV can't open the file."""
     if backend != "auto":
         return op(_BACKEND_CLASSES[backend]())
+    if is_animated_image(path):
+        return op(_PillowBackend())
     try:
         pyav = _PyAVBackend()
     except MissingDependencyError as exc:

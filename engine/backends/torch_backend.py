@@ -85,6 +85,11 @@ def find_checkpoint(spec: Any, explicit: str | Path | None = None) -> Path:
     from engine.core.hashing import sha256_file
 
     info = spec.raw.get("checkpoint", {})
+    if explicit and not Path(explicit).is_file():  # a typo must not fall back to another file
+        raise ArtifactNotFoundError(
+            f"--checkpoint {explicit}: no such file; give the checkpoint {spec.directory} was "
+            f"exported from ({info.get('file')!r}), or leave --checkpoint out to use it"
+        )
     candidates = [Path(explicit)] if explicit else []
     candidates += [spec.directory / info.get("file", ""), Path(info.get("path", ""))]
     for c in candidates:

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.core.config import DEFAULT_DETECTOR_INPUT_SHAPE
 from engine.core.deps import require
 from engine.core.errors import (
     ArtifactNotFoundError,
@@ -307,7 +308,7 @@ class TorchSCRFDDetector(BatchedSCRFD):
         nms_threshold: float = 0.4,
         batch_size: int = 16,
         max_faces: int | None = None,
-        input_shape: str = "frame",
+        input_shape: str = DEFAULT_DETECTOR_INPUT_SHAPE,
         device: str = "cpu",
         channels_last: bool = False,
     ) -> None:

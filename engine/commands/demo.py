@@ -62,5 +62,8 @@ def run(args: argparse.Namespace) -> int:
         progress=False,
     )
     print_summary(tally, seconds)
-    print(f"records: {args.out / 'predictions.jsonl'}  (labels of an untrained model mean nothing)")
+    print(
+        f"records: {args.out / 'predictions.jsonl'}  (an untrained model: every verdict is "
+        "UNCERTAIN, reason UNTRAINED_MODEL)"
+    )
     return EXIT_OK if tally.failed == 0 else EXIT_PARTIAL

@@ -1,5 +1,7 @@
-"""``dfe eval``: score a labelled set (``file,label``) and report the original's confusion matrix,
-accuracy, precision/recall per class and ROC AUC, per sequence length, with plots and a JSON."""
+"""``dfe eval``: score a labelled set (``file,label``) and report, per sequence length, the
+verdicts' coverage, the original's confusion matrix, accuracy and precision/recall per class of
+the decided videos, ROC AUC and the calibration (ECE, Brier, reliability) of p_fake_calibrated,
+with plots and a JSON; marked when the model is untrained or uncalibrated."""
 
 from __future__ import annotations
 
@@ -25,11 +27,15 @@ from engine.options import (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="evaluate a model on a labelled set: confusion matrix, accuracy, ROC AUC",
+        help="evaluate a model on a labelled set: coverage, confusion matrix, accuracy, ROC AUC, "
+        "calibration",
         description="Score the videos of LABELS.csv (`file,label`, REAL/FAKE, header optional, "
         "like the original's Gobal_metadata.csv) for each --seq-len and write to OUTDIR: "
-        "metrics.json (everything), eval_N<n>.png (confusion matrix and ROC) and "
-        "predictions_N<n>.jsonl. Unreadable videos are counted and listed as errors.",
+        "metrics.json (everything), eval_N<n>.png (confusion matrix, ROC and reliability "
+        "diagram) and predictions_N<n>.jsonl. Accuracy, the confusion matrix and "
+        "precision/recall cover the videos with a decided verdict (FAKE or REAL); UNCERTAIN and "
+        "NO_FACE are counted as coverage. ROC AUC, ECE and Brier cover every scored video with "
+        "a face, by p_fake_calibrated. Unreadable videos are counted and listed as errors.",
     )
     p.add_argument("labels", type=Path, help="CSV of file,label")
     p.add_argument("--model", required=True, type=Path, help="exported model directory")
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine.load(args.model, config=config)
     for n in args.seq_len:  # every model and the detector load before the first video
         engine.prepare(n)
+    untrained = bool(engine.describe()["demo"])  # the sidecar's demo flag
     if args.ray:
         engine = None
         init_ray(ray_config(args).address)
@@ -85,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         "model": str(args.model),
         "sampling": args.sampling,
         "ray": args.ray,
+        "untrained": untrained,
+        "calibrated": None,
         "results": [],
     }
     any_errors = False
@@ -97,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         with (args.out_dir / f"predictions_{tag}.jsonl").open("w") as f:
             for r in records:
                 f.write(json.dumps(r) + "\n")
-        metrics = evaluation.evaluate(labels, records)
+        metrics = evaluation.evaluate(labels, records, untrained=untrained)
         metrics.update(seq_len=used, seconds=round(seconds, 3))
         if not args.no_plots:
             png = evaluation.plot(
@@ -108,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
         any_errors |= bool(metrics["n_errors"] or metrics["missing"])
         print(evaluation.format_report(metrics, seq_len=used))
         print(f"({seconds:.1f} s)\n")
+    # the whole run's marks: untrained if any result is; calibrated only if every one says so
+    report["untrained"] = untrained or any(r["untrained"] for r in report["results"])
+    flags = [r["calibrated"] for r in report["results"] if r["calibrated"] is not None]
+    report["calibrated"] = all(flags) if flags else None
     out = args.out_dir / "metrics.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"metrics: {out}", file=sys.stderr)

@@ -36,9 +36,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     expl = explain(engine, args.video, seq_len=sequence.seq_len, sampling=sequence.sampling)
     files = write_explanation(expl, args.out)
     pred = expl.prediction
+    from engine.core.verdict import reason_text
+
+    why = f" ({reason_text(pred.reasons[0])})" if pred.reasons else ""
     print(
-        f"{args.video}: {pred.label} {pred.confidence:.1f}% (p_fake {pred.p_fake:.3f}, "
-        f"{pred.frames} frames, {pred.faces} with a face) -> {args.out / files['contact_sheet']}",
+        f"{args.video}: {pred.verdict}{why}; p_fake {pred.p_fake_calibrated:.3f} "
+        f"({pred.calibration['status'] if pred.calibration else 'uncalibrated'}), "
+        f"{pred.frames} frames, {pred.faces} with a face -> "
+        f"{args.out / files['contact_sheet']}",
         file=sys.stderr,
     )
     return 0

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.evaluation import LOW_COVERAGE
+from engine.core.verdict import DEFAULT_FAKE_AT, DEFAULT_REAL_BELOW, REASONS, VERDICTS, reason_text
+from engine.evaluation import CALIBRATE_HINT, LOW_COVERAGE, is_untrained
 from engine.options import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -23,7 +25,8 @@ from engine.options import (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
-        help="score videos: REAL/FAKE with confidence, one record per input",
+        help="score videos: a verdict (FAKE, REAL, UNCERTAIN, NO_FACE) with reasons, the "
+        "calibrated p_fake and how it was made, one record per input",
         description="Score videos (files, directories searched recursively, following "
         "symlinks, or globs). Each video gets one record (status ok or error); files in folders "
         "whose names are not videos' are listed as skipped. An existing --out is never "
@@ -74,8 +77,9 @@ LOW_COVERAGE_NAMES = 10
 
 @dataclass
 class PredictTally:
-    """What ``dfe predict``'s summary needs, in memory that does not grow with the job: counts,
-    frames, the first :data:`TABLE_ROWS` records (for the table) and the names of the first
+    """What ``dfe predict``'s summary needs, in memory that does not grow with the job: counts
+    (records, verdicts, records of an untrained or uncalibrated model), frames, the first
+    :data:`TABLE_ROWS` records (for the table) and the names of the first
     :data:`LOW_COVERAGE_NAMES` videos scored mostly on whole frames. Every record is in the
     output file; a job of any length keeps at most :data:`TABLE_ROWS` of them here."""
 
@@ -89,6 +93,10 @@ class PredictTally:
     low_coverage: int = 0
     low_coverage_names: list[str] = field(default_factory=list)
     first: list[dict] = field(default_factory=list)
+    verdicts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VERDICTS, 0))
+    untrained: int = 0  # records made by the untrained demo model
+    uncalibrated: int = 0  # scored records of a model without calibration
+    band: tuple[float, float] | None = None  # (real_below, fake_at) of the first of those
 
     def add(self, record: dict) -> None:
         """Count one record (the ``dfe predict`` record of a video)."""
@@ -97,6 +105,17 @@ class PredictTally:
         self.frames += record["frames"]
         if len(self.first) < TABLE_ROWS:
             self.first.append(record)
+        if record.get("verdict") in self.verdicts:
+            self.verdicts[record["verdict"]] += 1
+        self.untrained += is_untrained(record)
+        if is_uncalibrated(record):
+            self.uncalibrated += 1
+            if self.band is None:
+                cal = record["calibration"]
+                self.band = (
+                    float(cal.get("real_below", DEFAULT_REAL_BELOW)),
+                    float(cal.get("fake_at", DEFAULT_FAKE_AT)),
+                )
         if is_low_coverage(record):
             self.low_coverage += 1
             if len(self.low_coverage_names) < LOW_COVERAGE_NAMES:
@@ -142,23 +161,48 @@ def run_predict(
     ``out`` would be destroyed or holds records made with other settings, and
     :class:`~engine.core.errors.OutputError` when it cannot be written (the complete records
     stay in it)."""
+    import contextlib
+
+    from engine.batch import OutputLock, check_output, resolve_output
+    from engine.core.errors import InvalidInputError
+
+    if (resume or overwrite) and out is None:
+        raise InvalidInputError("--resume and --overwrite need --out FILE")
+    with contextlib.ExitStack() as stack:
+        if out is not None:
+            out = resolve_output(out)  # a symlink's target: the link stays a link
+            check_output(out, resume=resume, overwrite=overwrite)
+            stack.enter_context(OutputLock(out))  # one job per output at a time
+        return _run_locked(
+            engine, inputs, seq_len=seq_len, sampling=sampling, out=out, resume=resume,
+            overwrite=overwrite, ordered=ordered, progress=progress,
+        )  # fmt: skip
+
+
+def _run_locked(
+    engine: Any,
+    inputs: list[str],
+    *,
+    seq_len: int | None,
+    sampling: str,
+    out: Path | None,
+    resume: bool,
+    overwrite: bool,
+    ordered: bool,
+    progress: bool,
+) -> tuple[PredictTally, float]:
+    """:func:`run_predict`'s job, with ``out`` resolved, checked and locked."""
     from tqdm import tqdm
 
     from engine.batch import (
         RecordWriter,
-        check_output,
         collect_inputs,
         plan_resume,
         read_output,
         require_videos,
         rewrite_output,
     )
-    from engine.core.errors import InvalidInputError
 
-    if (resume or overwrite) and out is None:
-        raise InvalidInputError("--resume and --overwrite need --out FILE")
-    if out is not None:
-        check_output(out, resume=resume, overwrite=overwrite)
     found = collect_inputs(inputs, exclude=[out] if out is not None else [])
     require_videos(found, inputs)
     tally = PredictTally(not_videos=len(found.not_videos), duplicates=len(found.duplicates))
@@ -211,32 +255,100 @@ def is_low_coverage(record: dict) -> bool:
     )
 
 
-def print_summary(tally: PredictTally, seconds: float, *, table: bool = True) -> None:
-    """A table of the records (to stderr; only when the job had at most :data:`TABLE_ROWS`),
-    the videos scored mostly on whole frames, and the job's rates."""
-    records = tally.first
-    out = sys.stderr
-    if table and records and tally.count <= TABLE_ROWS:
-        width = min(max(len(Path(r["video"]).name) for r in records), 48)
+def is_uncalibrated(record: dict) -> bool:
+    """A scored record judged with a model never calibrated (plain softmax, default band)."""
+    return (
+        record.get("status") == "ok"
+        and (record.get("calibration") or {}).get("status") == "uncalibrated"
+    )
+
+
+#: The reason column shows the reason's words (shortened) when at least this wide (the longest
+#: code's width), else its code.
+MIN_REASON_WORDS = max(map(len, REASONS))
+
+
+def _columns() -> int | None:
+    """The width of the terminal the table is printed to (``COLUMNS`` first); None when it is
+    not a terminal (a log file: no limit)."""
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # not a terminal, or no file descriptor
+        return None
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 3, 0)] + "..."
+
+
+def print_table(records: list[dict], out: Any = None) -> None:
+    """The table of ``records``: video, verdict, calibrated p_fake (``*``: an uncalibrated
+    model's plain softmax), frames, faces, people, the number of warnings, the main reason in
+    words (shortened to the terminal; its code when there is no room), seconds."""
+    out = out or sys.stderr
+    width = min(max(len(Path(r["video"]).name) for r in records), 40)
+    head = (
+        f"{'video':{width}s}  {'verdict':9s}  {'p_fake':>7s}   {'frames':>6s}  {'faces':>5s}  "
+        f"{'people':>6s}  {'warnings':>8s}  "
+    )
+    reasons = [(r.get("reasons") or [None])[0] if r["status"] == "ok" else None for r in records]
+    texts = [reason_text(c) if c else "-" for c in reasons]
+    columns = _columns()
+    room = None if columns is None else columns - len(head) - len("  seconds")
+    if room is None or room >= MIN_REASON_WORDS:
+        shown = [_shorten(t, room) if room is not None else t for t in texts]
+    else:  # no room for words: the codes, in full
+        shown = [c or "-" for c in reasons]
+    rwidth = max(len("reason"), *(len(t) for t in shown))
+    print(f"{head}{'reason':{rwidth}s}  {'seconds':>7s}", file=out)
+    for r, reason in zip(records, shown, strict=True):
+        name = Path(r["video"]).name[:width]
+        if r["status"] != "ok":
+            print(f"{name:{width}s}  ERROR  {(r.get('error') or '')[:80]}", file=out)
+            continue
+        p = r.get("p_fake_calibrated")
+        p = r.get("p_fake") if p is None else p
+        if r.get("verdict") == "NO_FACE":  # no face: its probability is not about a face
+            p = None
+        p_text = "      -" if p is None else f"{p:7.4f}"
+        mark = "*" if is_uncalibrated(r) and p is not None else " "
+        seconds = (r.get("timings") or {}).get("total")
         print(
-            f"{'video':{width}s}  {'label':5s}  {'conf%':>6s}  {'p_fake':>7s}  "
-            f"{'frames':>6s}  {'faces':>5s}  {'cover':>5s}  {'people':>6s}  {'sec':>6s}",
+            f"{name:{width}s}  {r.get('verdict') or '-':9s}  {p_text}{mark}  "
+            f"{r['frames']:6d}  {r.get('faces', 0):5d}  {r.get('people', 0):6d}  "
+            f"{len(r.get('warnings') or []):8d}  {reason:{rwidth}s}  "
+            + ("      -" if seconds is None else f"{seconds:7.2f}"),
             file=out,
         )
-        for r in records:
-            name = Path(r["video"]).name[:width]
-            if r["status"] == "ok":
-                cover = r.get("face_coverage")
-                cover_text = "  -  " if cover is None else f"{cover:5.2f}"
-                flag = "  <- few faces" if cover is not None and cover < LOW_COVERAGE else ""
-                print(
-                    f"{name:{width}s}  {r['label']:5s}  {r['confidence']:6.1f}  "
-                    f"{r['p_fake']:7.4f}  {r['frames']:6d}  {r['faces']:5d}  {cover_text}  "
-                    f"{r.get('people', 0):6d}  {r['timings']['total']:6.2f}{flag}",
-                    file=out,
-                )
-            else:
-                print(f"{name:{width}s}  ERROR  {r['error'][:80]}", file=out)
+
+
+def print_summary(tally: PredictTally, seconds: float, *, table: bool = True) -> None:
+    """A table of the records (to stderr; only when the job had at most :data:`TABLE_ROWS`),
+    the marks of an untrained or uncalibrated model, the videos scored mostly on whole frames,
+    and the job's counts (verdicts too) and rates."""
+    records = tally.first
+    out = sys.stderr
+    shown = table and bool(records) and tally.count <= TABLE_ROWS
+    if shown:
+        print_table(records, out)
+    if tally.untrained:
+        print(
+            "UNTRAINED model: the records were made by the untrained demo model; its verdicts "
+            "and scores mean nothing (export a trained checkpoint with dfe export)",
+            file=out,
+        )
+    if tally.uncalibrated:
+        real_below, fake_at = tally.band or (DEFAULT_REAL_BELOW, DEFAULT_FAKE_AT)
+        print(
+            ("* " if shown else "")
+            + "uncalibrated model: p_fake is the plain softmax and the verdicts use the default "
+            f"band [{real_below:.2f}, {fake_at:.2f}) (REAL below it, FAKE from {fake_at:.2f}); "
+            f"calibrate with: {CALIBRATE_HINT}",
+            file=out,
+        )
     if tally.low_coverage:
         print(
             f"{tally.low_coverage} video(s) scored mostly on whole frames (face_coverage < "
@@ -252,21 +364,23 @@ def print_summary(tally: PredictTally, seconds: float, *, table: bool = True) ->
     if tally.done_before:
         skipped.append(f"{tally.done_before} already done")
     if tally.not_videos:
-        skipped.append(f"{tally.not_videos} not videos")
+        skipped.append(f"{tally.not_videos} in folders, not scored")
     if tally.duplicates:
         skipped.append(f"{tally.duplicates} duplicates")
     why = f" ({', '.join(skipped)})" if skipped else ""
+    verdicts = ", ".join(f"{tally.verdicts[v]} {v}" for v in VERDICTS)
     print(
-        f"{tally.ok}/{tally.count} scored, {tally.failed} errors, {tally.skipped} skipped{why}; "
+        f"{tally.ok}/{tally.count} scored, {tally.failed} error{'' if tally.failed == 1 else 's'}, "
+        f"{tally.skipped} skipped{why}; "
         f"{tally.count / secs:.2f} videos/s, {tally.frames / secs:.1f} frames/s "
-        f"({seconds:.1f} s)",
+        f"({seconds:.1f} s); verdicts: {verdicts}",
         file=out,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from engine.api import Engine
-    from engine.batch import check_output
+    from engine.batch import check_output, resolve_output
     from engine.core.errors import InvalidInputError
 
     sequence = sequence_config(args)
@@ -274,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.resume or args.overwrite) and args.out is None:
         raise InvalidInputError("--resume and --overwrite need --out FILE")
     if args.out is not None:  # before anything loads: a job that would destroy it never starts
-        check_output(args.out, resume=args.resume, overwrite=args.overwrite)
+        check_output(resolve_output(args.out), resume=args.resume, overwrite=args.overwrite)
     engine = Engine.load(args.model, config=config)
     engine.prepare(sequence.seq_len)
     tally, seconds = run_predict(

@@ -75,17 +75,28 @@ class Check:
 
 def read_any(path: Path) -> list[dict[str, Any]]:
     """The records of a ``dfe predict`` file or a ``dfe score`` folder."""
+    from engine import distributed
+    from engine.batch import OUTPUT_FORMATS, read_output
     from engine.core.errors import InvalidInputError
 
+    kinds = "a dfe predict .jsonl or .csv file, or a dfe score folder (*.parquet, *.jsonl)"
     if path.is_dir():
-        from engine import distributed
-
-        return distributed.read_records(path)
+        if path.suffix.lower() not in distributed.OUTPUT_FORMATS:
+            raise InvalidInputError(f"{path} is not a folder of records; give {kinds}")
+        records, _files, damaged = distributed.read_dataset(path)
+        if damaged:
+            log.warning("%s: %d damaged file(s) (killed writes); their torn parts are left out",
+                        path, len(damaged))  # fmt: skip
+        return records
     if not path.is_file():
-        raise InvalidInputError(f"{path}: no such file or folder of records")
-    from engine.batch import read_output
-
-    return [e.record for e in read_output(path)[0]]
+        raise InvalidInputError(f"{path}: no such file or folder; give {kinds}")
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise InvalidInputError(f"{path} is not a file of records; give {kinds}")
+    entries, torn = read_output(path)
+    if torn:
+        print(f"note: the last line of {path} is torn (an interrupted write); it is not a "
+              "record and was left out", file=sys.stderr)  # fmt: skip
+    return [e.record for e in entries]
 
 
 def changed(prov: dict[str, Any]) -> str:
@@ -105,7 +116,7 @@ def changed(prov: dict[str, Any]) -> str:
                 if now[key] != model.get(key):
                     return f"the model's {key.replace('_sha256', '')} is not the recorded one"
         if spec.spec_sha256 != model.get("spec_sha256"):
-            return "the model's sidecar (preprocessing, labels or reduction) changed"
+            return "the model's sidecar (preprocessing, labels, reduction or calibration) changed"
     except EngineError as exc:
         return f"the model cannot be checked: {exc}"
     detector = prov.get("detector")
@@ -152,10 +163,9 @@ def reproduce(records: list[dict[str, Any]]) -> list[Check]:
         prov = rec.get("provenance")
         if rec.get("status") != "ok":
             checks[i] = Check(rec.get("video", "?"), "skipped", reason="error record")
-        elif not prov or not prov.get("settings") or not prov.get("model"):
-            checks[i] = Check(
-                rec.get("video", "?"), "unverifiable", rec.get("p_fake"), reason="no provenance"
-            )
+        elif why := _incomplete(rec):
+            p = rec.get("p_fake") if _is_number(rec.get("p_fake")) else None
+            checks[i] = Check(str(rec.get("video", "?")), "unverifiable", p, reason=why)
         elif why := changed(prov):
             checks[i] = Check(rec["video"], "changed", rec.get("p_fake"), reason=why)
         else:
@@ -173,9 +183,61 @@ def reproduce(records: list[dict[str, Any]]) -> list[Check]:
             rec = records[i]
             if not pred.ok:
                 checks[i] = Check(rec["video"], "differs", rec["p_fake"], reason=pred.error or "")
+            elif why := _other_fields_differ(rec, pred.to_record()):
+                checks[i] = Check(rec["video"], "differs", rec["p_fake"], pred.p_fake, why)
             else:
                 checks[i] = Check(rec["video"], "scored", rec["p_fake"], pred.p_fake)
     return [c for c in checks if c is not None]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _incomplete(record: dict[str, Any]) -> str:
+    """Why a record cannot be reproduced from its own fields ("" when it can): no provenance,
+    a setting missing or unknown, a probability that is not a number."""
+    from engine.core.config import EngineConfig, score_fields
+
+    prov = record.get("provenance")
+    if not isinstance(prov, dict) or not prov.get("model") or not prov.get("settings"):
+        return "no provenance"
+    if not isinstance((prov.get("input") or {}).get("path"), str):
+        return "the provenance names no input file"
+    settings = prov["settings"]
+    wanted = {*score_fields(EngineConfig), "seq_len", "sampling"}
+    missing = sorted(wanted - set(settings))
+    unknown = sorted(set(settings) - wanted)
+    if missing:
+        return f"provenance incomplete: no {', '.join(missing)}"
+    if unknown:
+        return f"provenance names settings this version does not know: {', '.join(unknown)}"
+    if not _is_number(record.get("p_fake")):
+        return f"p_fake is not a number ({record.get('p_fake')!r})"
+    return ""
+
+
+#: Record fields compared besides p_fake: what a reader of the record acts on.
+SAME_FIELDS = ("verdict", "label", "frames", "faces", "seq_len", "frame_indices", "boxes")
+
+
+def _other_fields_differ(recorded: dict[str, Any], now: dict[str, Any]) -> str:
+    """Which of the record's other fields the new score does not give again ("" when none):
+    :data:`SAME_FIELDS` exactly, ``confidence`` and ``frame_p_fake`` within 1e-4."""
+    for key in SAME_FIELDS:
+        if key in recorded and recorded[key] != now.get(key):
+            return f"{key}: {recorded[key]!r} in the record, {now.get(key)!r} now"
+    conf = recorded.get("confidence")
+    if conf is not None and (not _is_number(conf) or abs(conf - now["confidence"]) > 1e-4):
+        return f"confidence: {conf!r} in the record, {now['confidence']:.4f} now"
+    frames = recorded.get("frame_p_fake")
+    if frames is not None:
+        if not isinstance(frames, list) or len(frames) != len(now["frame_p_fake"]):
+            return "frame_p_fake: not the frames scored now"
+        worst = max((abs(a - b) for a, b in zip(frames, now["frame_p_fake"])), default=0.0)
+        if worst > 1e-4:
+            return f"frame_p_fake: up to {worst:.2e} from the recorded ones"
+    return ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -184,8 +246,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.tolerance >= 0:
         raise InvalidInputError(f"--tolerance must be a number >= 0, got {args.tolerance}")
     records = read_any(args.records)
-    if not records:
-        raise InvalidInputError(f"{args.records} holds no records")
+    if not any(r.get("status") == "ok" for r in records):
+        raise InvalidInputError(
+            f"{args.records} holds no ok record to reproduce ({len(records)} record(s), all errors)"
+        )
     checks = reproduce(records)
     for c in checks:
         if c.result == "scored":

@@ -31,11 +31,20 @@ log = logging.getLogger(__name__)
 
 def init_ray(address: str | None) -> None:
     """Join (or start) the Ray cluster at ``address``."""
+    from engine.core.errors import BackendUnavailableError
     from engine.distributed import require_ray
 
     ray = require_ray()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError ...
+            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+            raise BackendUnavailableError(
+                f"could not connect to {where}: {type(exc).__name__}: {exc}. Check --address "
+                "(HOST:PORT of `ray start --head`, or auto with a cluster running here), or "
+                "leave --address out to start a local cluster"
+            ) from exc
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
 
 
@@ -102,13 +111,23 @@ def _score_locally(engine: Any, paths: list[str], out: Path, sequence: SequenceC
 
 def run(args: argparse.Namespace) -> int:
     from engine import distributed
-    from engine.batch import check_output, collect_inputs, require_videos
+    from engine.batch import OutputLock, check_output, resolve_output
+
+    out: Path = resolve_output(args.out)  # a symlink's target: the link stays a link
+    distributed.output_format(out)
+    check_output(out, resume=args.resume, overwrite=args.overwrite, kind="directory")
+    distributed.check_record_folder(out)
+    with OutputLock(out):  # one job per output at a time
+        return _run_locked(args, out)
+
+
+def _run_locked(args: argparse.Namespace, out: Path) -> int:
+    """:func:`run`'s job, with OUT resolved, checked and locked."""
+    from engine import distributed
+    from engine.batch import collect_inputs, require_videos
 
     config, sequence = engine_config(args), sequence_config(args)
     layout: RayConfig = ray_config(args)
-    out: Path = args.out
-    distributed.output_format(out)
-    check_output(out, resume=args.resume, overwrite=args.overwrite, kind="directory")
     found = collect_inputs(args.inputs, exclude=[out])
     require_videos(found, args.inputs)
     paths = found.paths
@@ -130,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         print(plan.summary(out), file=sys.stderr)
     target = out
     if args.overwrite:  # a sibling folder, swapped in when the job has finished
-        target = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
+        target = out.with_name(f".{out.name}.{os.getpid()}.partial{out.suffix}")
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
     try:
@@ -181,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
 def _swap_in(new: Path, out: Path) -> None:
     """Replace the folder ``out`` by ``new``: ``out`` is renamed aside, ``new`` renamed to it,
     then the old one removed (a crash in between leaves both, complete, side by side)."""
-    old = out.with_name(f".{out.stem}.{os.getpid()}.replaced{out.suffix}")
+    old = out.with_name(f".{out.name}.{os.getpid()}.replaced{out.suffix}")
     if out.exists():
         os.replace(out, old)
     os.replace(new, out)

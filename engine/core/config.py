@@ -53,13 +53,22 @@ CROP_STYLES = ("scrfd", "dlib")
 #: Per-video reduction of per-frame logits: mean (the original's training code) or last frame
 #: (the original web app).
 REDUCE_MODES = ("mean", "last")
-#: The detector's input: shaped like the frame (aspect kept, sides multiples of 32) or square.
-DETECTOR_INPUT_SHAPES = ("frame", "square")
+#: The detector's input: square (InsightFace's letterbox: exact mode, the default) or shaped
+#: like the frame (aspect kept, sides multiples of 32: fast mode).
+DETECTOR_INPUT_SHAPES = ("square", "frame")
+#: Exact mode's detector input. The frame-shaped one runs a third less padding for 16:9 video
+#: but its padding below the picture is shorter, so the network's outputs near the picture's
+#: lower edge differ slightly and a rounded box can move by a pixel (issue 33: frames 38 and 52
+#: of dfdc_like_fake at N=60); only the square input gives InsightFace's boxes on every frame.
+DEFAULT_DETECTOR_INPUT_SHAPE = "square"
 #: Video decoders: PyAV (FFmpeg) first and OpenCV as the fallback, or one of them.
 DECODE_BACKENDS = ("auto", "pyav", "opencv")
 #: Colour of decoded frames: converted to 8-bit BT.709 SDR as a player shows them (what the
 #: model was trained on), or kept as decoded.
 COLOUR_MODES = ("bt709", "keep")
+#: Interlaced video: deinterlaced as a player does (FFmpeg's bwdif, one frame per frame), or its
+#: woven fields kept as decoded.
+DEINTERLACE_MODES = ("auto", "off")
 #: Model variants: the published architecture (frames are the LSTM's batch) or the corrected
 #: one (``batch_first=True``, a real recurrence over a video's frames).
 VARIANTS = ("original", "sequence")
@@ -309,6 +318,7 @@ class EngineConfig:
             "detector input (letterbox) size in pixels, a multiple of 32",
             flag="--input-size",
             minimum=32,
+            maximum=4096,
             score=True,
         ),
     )
@@ -322,10 +332,11 @@ class EngineConfig:
         ),
     )
     detector_input_shape: str = field(
-        default="frame",
+        default=DEFAULT_DETECTOR_INPUT_SHAPE,
         metadata=option(
-            "detector input shaped like the frame (aspect kept, e.g. 640x384 for 16:9: the same "
-            "faces, a third less work) or square (InsightFace's 640x640)",
+            "detector input: square (InsightFace's 640x640 letterbox; exact mode, its boxes on "
+            "every frame) or frame (fast mode: shaped like the frame, e.g. 640x384 for 16:9, a "
+            "third less detector work; a box near the picture's lower edge can move by a pixel)",
             choices=DETECTOR_INPUT_SHAPES,
             score=True,
         ),
@@ -368,6 +379,7 @@ class EngineConfig:
         metadata=option(
             "crop margin, a fraction of the face box on each side (the original: 0)",
             minimum=0.0,
+            maximum=10.0,
             score=True,
         ),
     )
@@ -404,6 +416,16 @@ class EngineConfig:
             "SDR as a player shows it, what the model was trained on (recorded); keep leaves "
             "the pixels as decoded",
             choices=COLOUR_MODES,
+            score=True,
+        ),
+    )
+    deinterlace: str = field(
+        default="auto",
+        metadata=option(
+            "interlaced video: auto deinterlaces the frames flagged interlaced (and streams "
+            "whose field order says so) with FFmpeg's bwdif as a player does, one frame per "
+            "frame (recorded); off keeps the woven fields as decoded",
+            choices=DEINTERLACE_MODES,
             score=True,
         ),
     )

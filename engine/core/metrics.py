@@ -96,3 +96,56 @@ def roc_auc(y_true: Sequence[str], p_fake: Sequence[float]) -> float | None:
         i = j
     n_pos, n_neg = len(fake), len(real)
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+#: Equal-width probability bins of the expected calibration error and reliability diagram.
+CALIBRATION_BINS = 10
+
+
+def reliability(
+    y_true: Sequence[str], p_fake: Sequence[float], bins: int = CALIBRATION_BINS
+) -> list[dict[str, Any]]:
+    """The reliability table: for each of ``bins`` equal-width bins of ``p_fake`` ([0, 0.1),
+    ..., [0.9, 1.0]), the videos in it, their mean p_fake and the share truly FAKE (None
+    where a bin is empty). The diagram plots ``fake_share`` against ``mean_p_fake``."""
+    rows: list[dict[str, Any]] = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = [
+            (t, p)
+            for t, p in zip(y_true, p_fake, strict=True)
+            if lo <= p < hi or (b == bins - 1 and p == 1.0)
+        ]
+        rows.append(
+            {
+                "low": lo,
+                "high": hi,
+                "videos": len(inside),
+                "mean_p_fake": ratio(sum(p for _, p in inside), len(inside)),
+                "fake_share": ratio(sum(t == "FAKE" for t, _ in inside), len(inside)),
+            }
+        )
+    return rows
+
+
+def expected_calibration_error(
+    y_true: Sequence[str], p_fake: Sequence[float], bins: int = CALIBRATION_BINS
+) -> float | None:
+    """ECE (Guo et al., 2017, eq. 3, with FAKE as the event): the mean over videos of
+    |share truly FAKE - mean p_fake| of their :func:`reliability` bin. None for no video."""
+    n = len(p_fake)
+    if not n:
+        return None
+    return sum(
+        r["videos"] / n * abs(r["fake_share"] - r["mean_p_fake"])
+        for r in reliability(y_true, p_fake, bins)
+        if r["videos"]
+    )
+
+
+def brier_score(y_true: Sequence[str], p_fake: Sequence[float]) -> float | None:
+    """Mean squared difference between ``p_fake`` and the truth (1 for FAKE, 0 for REAL);
+    Brier (1950). None for no video."""
+    if not p_fake:
+        return None
+    return sum((p - (t == "FAKE")) ** 2 for t, p in zip(y_true, p_fake, strict=True)) / len(p_fake)

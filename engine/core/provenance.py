@@ -39,7 +39,7 @@ from engine.core.config import EngineConfig, SequenceConfig, flag_of, score_fiel
 MODEL_KEYS = {
     "graph_sha256": "classifier graph (sha256)",
     "head_sha256": "sequence head graph (sha256)",
-    "spec_sha256": "model sidecar's preprocessing, labels or reduction",
+    "spec_sha256": "model sidecar's preprocessing, labels, reduction or calibration",
     "checkpoint_sha256": "checkpoint (sha256)",
     "precision": "--precision",
 }
@@ -126,8 +126,11 @@ def _flags() -> dict[str, str]:
 
 
 def flag_for(setting: str) -> str:
-    """The command-line flag of a ``settings`` key (``margin`` -> ``--margin``)."""
-    return _flags().get(setting, setting)
+    """How a ``settings`` key is named to a user: its command-line flag (``margin`` ->
+    ``--margin``), with the field's name for a flag that turns it off (``size_probe
+    (--no-size-probe)``), whose values would read backwards under the flag alone."""
+    flag = _flags().get(setting, setting)
+    return f"{setting} ({flag})" if flag.startswith("--no-") else flag
 
 
 def differences(recorded: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:

@@ -30,9 +30,16 @@ class Prediction:
     video: str
     status: str  # "ok" or "error"
     error: str | None = None
-    label: str | None = None  # "REAL" or "FAKE"
+    # FAKE, REAL, UNCERTAIN or NO_FACE (engine.core.verdict), and why, most important first
+    # (reason codes: engine.core.verdict.REASONS); None for an error record
+    verdict: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    label: str | None = None  # "REAL" or "FAKE": the original's argmax, kept for compatibility
     confidence: float | None = None  # 0-100, the winning class's probability, as the original
-    p_fake: float | None = None
+    p_fake: float | None = None  # the plain softmax of the video's logits
+    # p_fake after the model's calibration (temperature scaling; equal to p_fake uncalibrated)
+    p_fake_calibrated: float | None = None
+    logits: list[float] = field(default_factory=list)  # the video's (reduced) logits
     frames: int = 0  # frames used
     faces: int = 0  # frames in which the scored person's face was found
     frame_p_fake: list[float] = field(default_factory=list)
@@ -45,15 +52,26 @@ class Prediction:
     detect_every: int | None = None
     people: int = 0  # face tracks in the video present in enough frames to be scored
     # each scored person: {"track", "frames", "frame_indices", "boxes", "p_fake", "label",
-    # "confidence", "face_coverage"}; the record's own fields are those of the deciding one
+    # "confidence", "face_coverage", "verdict", "reasons", "p_fake_calibrated", "quality"}; the
+    # record's own fields are those of the deciding one
     tracks: list[dict[str, Any]] = field(default_factory=list)
     # fraction of the frames used that had the scored person's face (0: all whole frames)
     face_coverage: float | None = None
+    # the deciding person's evidence: face size, sharpness, exposure, colour, interlacing,
+    # compression, face frames (preprocess.quality.Quality)
+    quality: dict[str, Any] | None = None
+    # the calibration and operating point the verdict was read with (status "calibrated" or
+    # "uncalibrated", temperature, fake_at, real_below, operating point, fitted on)
+    calibration: dict[str, Any] | None = None
     detector_input: dict[str, Any] | None = None  # the detector input chosen, and why
     # the source's colour description and what was converted: {"source": {"primaries",
     # "transfer", "matrix", "range", "bit_depth", "pix_fmt"}, "conversion": "none" | "gamut" |
     # "tone-map" | "transfer" | "kept", "filters", "assumed"}; None when not described (OpenCV)
     colour: dict[str, Any] | None = None
+    # what else the decoder did and saw: {"backend", "deinterlace" ("bwdif" or None),
+    # "deinterlace_filter", "field_order", "deinterlaced_frames", "interlaced_frames",
+    # "frame_sizes" (more than one when the video changes size), "size_changes"}
+    decode: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     seq_len: int | None = None
     sampling: str | None = None

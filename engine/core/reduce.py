@@ -77,6 +77,7 @@ class VideoScore:
     label: str  # "FAKE" or "REAL"
     confidence: float  # the winning class's probability x 100
     frame_p_fake: list[float]  # per frame (or per step), 0-1
+    logits: list[float]  # the video's (reduced) logits, class index order
 
 
 def score_video(
@@ -92,4 +93,5 @@ def score_video(
         label=label,
         confidence=confidence,
         frame_p_fake=[float(p) for p in frame_probs[:, fake]],
+        logits=[float(z) for z in reduce_logits(frame_logits, reduce)],
     )

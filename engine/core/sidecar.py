@@ -16,6 +16,7 @@ from typing import Any
 from engine.core.config import PRECISIONS, REDUCE_MODES, VARIANTS
 from engine.core.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
 from engine.core.reduce import LABELS
+from engine.core.verdict import Calibration
 
 SCHEMA = "deepfake-engine/classifier"
 SCHEMA_VERSION = 1
@@ -206,6 +207,12 @@ class ModelSpec:
         return hashlib.sha256(text.encode()).hexdigest()
 
     @property
+    def calibration(self) -> Calibration:
+        """The model's calibration and operating point (``dfe calibrate``), or the default of
+        an uncalibrated model (:class:`engine.core.verdict.Calibration`)."""
+        return Calibration.from_sidecar(self.raw.get("calibration"))
+
+    @property
     def crop_style(self) -> str | None:
         """The crop style recorded at export (``scrfd`` or ``dlib``), None in older sidecars."""
         return self.raw.get("preprocessing", {}).get("crop_style")
@@ -230,8 +237,14 @@ def remove_derived_files(directory: Path) -> list[Path]:
 
 
 def write_sidecar(path: Path, data: dict[str, Any]) -> None:
+    """Write a sidecar (the schema and its version first) atomically: a temporary file next to
+    it, renamed over it, so a reader never sees half of one."""
+    import os
+
     data = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **data}
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
 
 
 def load_sidecar(model_dir: str | Path) -> ModelSpec:

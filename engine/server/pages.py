@@ -7,14 +7,39 @@ step, nothing loaded from elsewhere. Every value from a job is escaped.
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from typing import Any
+
+from engine.core.verdict import REASONS, reason_text
+from preprocess.quality import (
+    GRAYSCALE_BELOW,
+    INTERLACED_SHARE,
+    MAX_EXPOSURE,
+    MIN_BITS_PER_PIXEL,
+    MIN_EXPOSURE,
+    MIN_FACE_COVERAGE,
+    MIN_FACE_PX,
+    MIN_SHARPNESS,
+)
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;
 color:#222}
 h1{font-size:1.5em}.muted{color:#666}.box{border:1px solid #ddd;border-radius:8px;padding:16px;
-margin:16px 0}.verdict{font-size:2.4em;font-weight:700}.FAKE{color:#c22}.REAL{color:#282}
+margin:16px 0}
+.badge{display:inline-block;border:2px solid;border-radius:10px;padding:10px 18px;margin:4px 0}
+.badge .words{font-size:2.4em;font-weight:700}.badge .amount{font-size:2.4em;margin-left:.4em}
+.badge .caption{font-size:1em;margin-top:2px}.badge.small{padding:4px 10px}
+.badge.small .words,.badge.small .amount{font-size:1.3em}.badge.small .caption{font-size:.85em}
+.badge.FAKE{color:#b01c1c;background:#fdecec;border-color:#c22}
+.badge.REAL{color:#1d6b1d;background:#eaf6e6;border-color:#282}
+.badge.UNCERTAIN{color:#8a5300;background:#fff4e0;border-color:#e0a030}
+.badge.NO_FACE{color:#444;background:#eee;border-color:#888}
+.verdict-box.FAKE{border-color:#c22}.verdict-box.REAL{border-color:#282}
+.verdict-box.UNCERTAIN{border-color:#e0a030}.verdict-box.NO_FACE{border-color:#888}
+.decider{font-size:.8em;font-weight:400;color:#666;margin-left:.5em}
+#quality th,#quality td{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;text-align:center;
 font-size:.8em}.frames img{width:240px}.crops img{width:112px;height:112px}
 .heatmaps img{width:160px;height:160px}table{border-collapse:collapse}td,th{padding:4px 10px;
@@ -53,7 +78,7 @@ def upload_page(
 <h1>deepfake-engine</h1>
 {banner}
 <p class=muted>Upload a video; the model reads its first N frames, finds the face in each and
-says REAL or FAKE.</p>
+says whether it looks manipulated or authentic, or that it cannot tell (and why).</p>
 <form class=box id=upload action="/upload" method=post enctype="multipart/form-data">
   <p><label>Video <input type=file name=video id=video accept="video/*" required></label>
   <span class=muted>(up to {max_bytes / 2**20:.0f} MB)</span></p>
@@ -134,95 +159,450 @@ def _figures(
     return f"<div class='grid {cls}' id='{ident or cls}'>{items}</div>"
 
 
-def _coverage_warning(rec: dict[str, Any]) -> str:
-    """The result's basis in plain words, when it is weak."""
-    coverage = rec.get("face_coverage")
-    if rec["faces"] == 0:
-        return (
-            "<div class='box warn' id=no_face><b>No face was found in any of the frames "
-            "analysed.</b> The model looked at the whole pictures instead, as the original "
-            "did, so this verdict says nothing reliable about a face.</div>"
-        )
-    if coverage is not None and coverage < 0.5:
-        return (
-            f"<div class='box warn' id=coverage><b>A face was found in only {rec['faces']} of "
-            f"{rec['frames']} frames.</b> The rest were judged as whole pictures, so this "
-            "verdict rests mostly on them and is not reliable.</div>"
-        )
-    if rec["faces"] < rec["frames"]:
-        return (
-            f"<div class='box warn' id=coverage>A face was found in {rec['faces']} of "
-            f"{rec['frames']} frames; the others were judged as whole pictures.</div>"
-        )
-    return ""
+# ---------------------------------------------------------------------- words
 
 
-def _people(rec: dict[str, Any], files: dict[str, Any]) -> str:
-    """One panel per scored person: their face crops and their p_fake."""
-    people = files.get("people") or []
-    if not people:
-        return ""
-    total = rec.get("people", len(people))
-    intro = (
-        f"<p class=muted>{total} people were found in the video; "
-        + (
-            "each was scored on their own, and the video's verdict is the most-fake person's."
-            if len(people) > 1
-            else "the verdict is about the person seen in the most frames."
-        )
-        + "</p>"
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``1 frame``, ``2 frames``, ``0 frames``; ``many`` for irregular plurals (people)."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _found(n: int) -> str:
+    """``1 person was found``, ``2 people were found``."""
+    return f"{plural(n, 'person', 'people')} {'was' if n == 1 else 'were'} found"
+
+
+def _percent(x: float) -> str:
+    """A probability as a percentage that never claims certainty it rounds to."""
+    if x >= 0.9995:
+        return ">99.9%"
+    if x < 0.0005:
+        return "<0.1%"
+    return f"{x * 100:.1f}%"
+
+
+def _threshold(x: float) -> str:
+    """A threshold as a percentage, to the tenth when it has one (60%, 82.3%)."""
+    return f"{x * 100:.1f}".removesuffix(".0") + "%"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+#: The badge's words per verdict (engine.core.verdict.VERDICTS).
+VERDICT_WORDS = {
+    "FAKE": "Manipulated",
+    "REAL": "Authentic",
+    "UNCERTAIN": "Cannot tell",
+    "NO_FACE": "No face to judge",
+}
+
+#: The quality measure behind each quality reason: (measure, record key, the model's range).
+_QUALITY_ROWS: dict[str, tuple[str, str, str]] = {
+    "FACE_TOO_SMALL": ("face height", "face_px", f"at least {MIN_FACE_PX:g} px"),
+    "FACE_TOO_BLURRY": (
+        "sharpness (variance of the Laplacian)",
+        "sharpness",
+        f"at least {MIN_SHARPNESS:g}",
+    ),
+    "FACE_TOO_DARK": (
+        "exposure (mean luma, 0-255)",
+        "exposure",
+        f"{MIN_EXPOSURE:g} to {MAX_EXPOSURE:g}",
+    ),
+    "FACE_OVEREXPOSED": (
+        "exposure (mean luma, 0-255)",
+        "exposure",
+        f"{MIN_EXPOSURE:g} to {MAX_EXPOSURE:g}",
+    ),
+    "GRAYSCALE_SOURCE": ("colourfulness (0-255)", "colourfulness", f"at least {GRAYSCALE_BELOW:g}"),
+    "INTERLACED_SOURCE": (
+        "frames flagged interlaced",
+        "interlaced",
+        f"under {INTERLACED_SHARE:.0%}",
+    ),
+    "HEAVY_COMPRESSION": (
+        "compressed bits per pixel",
+        "bits_per_pixel",
+        f"at least {MIN_BITS_PER_PIXEL:g}",
+    ),
+    "FEW_FACE_FRAMES": (
+        "frames with the face",
+        "face_coverage",
+        f"at least {MIN_FACE_COVERAGE:.0%}",
+    ),
+}
+
+# Engine warnings the page says in its own words (the verdict's reasons, the face coverage, the
+# people not scored), so that they are not shown twice.
+_RESTATED = re.compile(
+    r"^(?:(?:" + "|".join(REASONS) + r"): |no face was found in (?:any of|the frame) |"
+    r"\d+ of \d+ frames had no face |(?:1 other person|\d+ other people) in the video w)"
+)
+
+
+def _verdict_of(rec: dict[str, Any]) -> str:
+    """The record's verdict (records made before verdicts: NO_FACE without a face, else the
+    label)."""
+    verdict = rec.get("verdict")
+    if verdict in VERDICT_WORDS:
+        return verdict
+    if not rec.get("faces"):
+        return "NO_FACE"
+    return rec.get("label") if rec.get("label") in ("FAKE", "REAL") else "UNCERTAIN"
+
+
+def _person_verdict(person: dict[str, Any], video_verdict: str) -> str:
+    """A scored person's verdict (the video's when their record has none)."""
+    verdict = person.get("verdict")
+    return verdict if verdict in VERDICT_WORDS else video_verdict
+
+
+def _p_calibrated(rec: dict[str, Any]) -> float | None:
+    p = rec.get("p_fake_calibrated")
+    return rec.get("p_fake") if p is None else p
+
+
+def _calibrated(rec: dict[str, Any]) -> bool:
+    return (rec.get("calibration") or {}).get("status") == "calibrated"
+
+
+def _badge(
+    verdict: str,
+    p_fake: float | None,
+    reasons: list[str],
+    *,
+    calibrated: bool,
+    ident: str,
+    small: bool = False,
+) -> str:
+    """The verdict badge: its words, the probability of what it says (FAKE, REAL) or the main
+    reason (UNCERTAIN, NO_FACE); ``data-verdict`` holds the verdict code."""
+    kind = "calibrated probability" if calibrated else "model's probability (not calibrated)"
+    amount, caption = "", ""
+    if verdict == "FAKE" and p_fake is not None:
+        amount, caption = _percent(p_fake), f"{kind} that it is manipulated"
+    elif verdict == "REAL" and p_fake is not None:
+        amount, caption = _percent(1.0 - p_fake), f"{kind} that it is authentic"
+    elif reasons:
+        caption = _sentence(reason_text(reasons[0]))
+    amount_html = f" <span class=amount id={ident}_p>{escape(amount)}</span>" if amount else ""
+    return (
+        f"<div class='badge {verdict}{' small' if small else ''}' id={ident} "
+        f"data-verdict={verdict}><span class=words id={ident}_words>"
+        f"{escape(VERDICT_WORDS[verdict])}</span>{amount_html}"
+        f"<div class=caption id={ident}_caption>{escape(caption)}</div></div>"
     )
+
+
+def _reasons_list(reasons: list[str], ident: str) -> str:
+    items = "".join(
+        f"<li data-reason='{escape(code)}'>{escape(_sentence(reason_text(code)))}</li>"
+        for code in reasons
+    )
+    return f"<ul class=reasons id={ident}>{items}</ul>"
+
+
+def _quality_value(key: str, quality: dict[str, Any], rec: dict[str, Any]) -> str:
+    value = quality.get(key)
+    if value is None:
+        return "not measured"
+    if key == "face_px":
+        return f"{value:.0f} px"
+    if key == "interlaced":
+        return f"{value:.0%}"
+    if key == "bits_per_pixel":
+        return f"{value:.3f}"
+    if key == "face_coverage":
+        used = rec.get("frames") or 0
+        return f"{quality.get('face_frames', 0)} of {plural(used, 'frame')} ({value:.0%})"
+    return f"{value:.1f}"
+
+
+def _quality_table(reasons: list[str], quality: dict[str, Any] | None, rec: dict[str, Any]) -> str:
+    """The quality measures outside the model's range (those the reasons name)."""
+    rows = []
+    for code in reasons:
+        if code not in _QUALITY_ROWS:
+            continue
+        measure, key, limit = _QUALITY_ROWS[code]
+        rows.append(
+            f"<tr data-reason='{escape(code)}'><th>{escape(measure)}</th>"
+            f"<td>{escape(_quality_value(key, quality or {}, rec))}</td>"
+            f"<td>{escape(limit)}</td></tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        "<h3>Quality outside the model's range</h3><table id=quality>"
+        "<tr><th>measure</th><th>this video</th><th>the model's range</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def _model_note(rec: dict[str, Any], *, demo: bool) -> str:
+    """What the model can promise: untrained (demo) or uncalibrated, said plainly."""
+    notes = []
+    if demo or "UNTRAINED_MODEL" in (rec.get("reasons") or []):
+        notes.append(
+            "<p id=untrained><b>Untrained model.</b> This server runs the untrained demo model: "
+            "its scores mean nothing. Export a trained checkpoint (dfe export) and serve that "
+            "for real verdicts.</p>"
+        )
+    cal = rec.get("calibration") or {}
+    if not _calibrated(rec):
+        real_below, fake_at = cal.get("real_below", 0.4), cal.get("fake_at", 0.6)
+        notes.append(
+            "<p id=uncalibrated><b>Uncalibrated model.</b> Its probabilities are the plain "
+            "softmax, not fitted to how often such scores are right, and the thresholds are the "
+            f"defaults (authentic below {_threshold(real_below)}, manipulated from "
+            f"{_threshold(fake_at)}). "
+            "Calibrate it on labelled videos (dfe calibrate) before trusting the percentages."
+            "</p>"
+        )
+    if notes:
+        return "<div class='box warn' id=model_note>" + "".join(notes) + "</div>"
+    fitted = cal.get("fitted_on") or {}
+    on = f", fitted on {fitted['videos']} videos" if fitted.get("videos") else ""
+    return (
+        f"<p class=muted id=model_note>Calibrated model (temperature {cal.get('temperature', 1):g}"
+        f"{on}): manipulated from {_threshold(cal.get('fake_at', 0))}, authentic below "
+        f"{_threshold(cal.get('real_below', 0))}, cannot tell in between.</p>"
+    )
+
+
+def _basis(rec: dict[str, Any], verdict: str) -> str:
+    """Why a FAKE or REAL verdict was given: the score against its threshold."""
+    p, cal = _p_calibrated(rec), rec.get("calibration") or {}
+    if p is None:
+        return ""
+    if verdict == "FAKE":
+        rule = f"at or above the threshold for manipulated ({_threshold(cal.get('fake_at', 0.6))})"
+    elif verdict == "REAL":
+        rule = f"below the threshold for authentic ({_threshold(cal.get('real_below', 0.4))})"
+    else:
+        return ""
+    return (
+        f"<p id=basis>The face evidence is within the model's range, and the probability that "
+        f"the video is manipulated, {_percent(p)}, is {rule}.</p>"
+    )
+
+
+def _coverage_note(rec: dict[str, Any], verdict: str, reasons: list[str]) -> str:
+    """Frames judged whole because the face was missing in them (when the reasons do not say
+    so already)."""
+    faces, frames = rec.get("faces") or 0, rec.get("frames") or 0
+    if verdict == "NO_FACE" or "FEW_FACE_FRAMES" in reasons or not 0 < faces < frames:
+        return ""
+    missing = frames - faces
+    return (
+        f"<p id=coverage>The face was found in {faces} of {plural(frames, 'frame')}; "
+        f"{'that frame was' if missing == 1 else f'the other {missing} were'} judged as a whole "
+        "picture.</p>"
+    )
+
+
+def _why(rec: dict[str, Any], verdict: str) -> str:
+    """The reasons in words, the quality measures outside range and the warnings."""
+    reasons = list(rec.get("reasons") or [])
+    parts = ["<h2>Why</h2>"]
+    if reasons:
+        parts.append(_reasons_list(reasons, "reasons"))
+    parts.append(_basis(rec, verdict))
+    parts.append(_coverage_note(rec, verdict, reasons))
+    parts.append(_quality_table(reasons, rec.get("quality"), rec))
+    warnings = [w for w in rec.get("warnings") or [] if not _RESTATED.match(w)]
+    if warnings:
+        items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
+        parts.append(f"<h3>Warnings</h3><ul id=warnings>{items}</ul>")
+    return "<div class=box id=why>" + "".join(parts) + "</div>"
+
+
+# ---------------------------------------------------------------------- people
+
+
+def _persons(rec: dict[str, Any], files: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every scored person: their files (crops) merged with their record (``tracks``: verdict,
+    reasons, calibrated p_fake). A person without a track record (a single sequence) takes the
+    record's own verdict."""
+    tracks = {t.get("track"): t for t in rec.get("tracks") or []}
+    people = list(files.get("people") or [])
+    if not people:  # no files: the record's tracks alone
+        people = [{**t, "crops": []} for t in tracks.values()]
+    out = []
+    for person in people:
+        track = tracks.get(person.get("track"))
+        if track is None and len(people) == 1:
+            track = rec
+        merged = dict(person)
+        if track is not None:
+            for key in ("verdict", "reasons", "p_fake_calibrated"):
+                merged[key] = track.get(key)
+            merged.setdefault("frame_indices", track.get("frame_indices"))
+        out.append(merged)
+    return out
+
+
+def deciding_person(rec: dict[str, Any], persons: list[dict[str, Any]]) -> int | None:
+    """The position of the person who decided the video's verdict: the one whose values are the
+    record's own (same frames and p_fake; else the closest p_fake)."""
+    if not persons or rec.get("p_fake") is None:
+        return None
+    for k, person in enumerate(persons):
+        if person.get("frame_indices") == rec.get("frame_indices") and (
+            abs(person.get("p_fake", -1.0) - rec["p_fake"]) < 1e-9
+        ):
+            return k
+    return min(range(len(persons)), key=lambda k: abs(persons[k].get("p_fake", 9) - rec["p_fake"]))
+
+
+def _people(
+    rec: dict[str, Any], persons: list[dict[str, Any]], decider: int | None, verdict: str
+) -> str:
+    """One panel per scored person (their verdict badge and face crops); none without a face."""
+    total = rec.get("people") or 0
+    if verdict == "NO_FACE" or total == 0 or not persons:
+        return ""
+    scored = len(persons)
+    if scored == 1 and total == 1:
+        intro = f"{_found(1)} in the video; the verdict is about them."
+    elif scored == 1:
+        intro = (
+            f"{_found(total)} in the video; only the person seen in the most frames was scored, "
+            "and the verdict is about them."
+        )
+    else:
+        words = VERDICT_WORDS
+        intro = (
+            f"{_found(total)} in the video and {plural(scored, 'person', 'people')} "
+            f"{'was' if scored == 1 else 'were'} scored, each on their own. A video is "
+            f"{words['FAKE']} if anyone in it is, else {words['UNCERTAIN']} if anyone's is, else "
+            f"{words['REAL']}"
+            + (f": person {decider + 1} decided this one." if decider is not None else ".")
+        )
     panels = []
-    for k, person in enumerate(people):
-        label = person["label"]
-        captions = [
-            f"#{i} p_fake {p:.2f}" for i, p in zip(person["frame_indices"], person["frame_p_fake"])
-        ]
+    for k, person in enumerate(persons):
+        indices = person.get("frame_indices") or []
+        captions = [f"#{i} p_fake {p:.2f}" for i, p in zip(indices, person.get("frame_p_fake", []))]
+        person_verdict = _verdict_of(person) if person.get("verdict") in VERDICT_WORDS else verdict
+        badge = _badge(
+            person_verdict,
+            _p_calibrated(person),
+            list(person.get("reasons") or []),
+            calibrated=_calibrated(rec),
+            ident=f"person_{k}_verdict",
+            small=True,
+        )
+        decided = " <span class=decider>decided the verdict</span>" if k == decider else ""
+        extra = ""
+        if person_verdict == "UNCERTAIN" and len(person.get("reasons") or []) > 1:
+            extra = _reasons_list(list(person["reasons"]), f"person_{k}_reasons")
+        p = person.get("p_fake")
         panels.append(
-            f"<div class=box id=person_{k}><b>Person {k + 1}</b> "
-            f"<span class='{label}'>{label}</span> · p_fake {person['p_fake']:.3f} · "
-            f"{len(person['frame_indices'])} frames"
-            + _figures(person["crops"], captions, "crops", "crop", ident=f"person_{k}_crops")
+            f"<div class='box person' id=person_{k} data-verdict={person_verdict}>"
+            f"<h3>Person {k + 1}{decided}</h3>{badge}"
+            f"<p class=muted>{'' if p is None else f'p_fake {p:.3f} · '}"
+            f"{plural(len(indices), 'frame')}</p>{extra}"
+            + _figures(
+                person.get("crops") or [], captions, "crops", "crop", ident=f"person_{k}_crops"
+            )
             + "</div>"
         )
-    return "<h2>People</h2>" + intro + "".join(panels)
+    return "<h2>People</h2>" + f"<p class=muted id=people_intro>{intro}</p>" + "".join(panels)
+
+
+# ---------------------------------------------------------------------- the result
 
 
 def _result(job: dict[str, Any], *, demo: bool = False) -> str:
     rec, files = job["result"], job["files"] or {}
-    label = rec["label"]
-    indices, p_fake = rec["frame_indices"], rec["frame_p_fake"]
-    captions = [f"#{i} p_fake {p:.2f}" for i, p in zip(indices, p_fake)]
-    warn = (DEMO_BANNER if demo else "") + _coverage_warning(rec)
-    others = [w for w in rec.get("warnings", []) if "not scored" in w]
-    if others:
-        warn += (
-            "<div class='box warn' id=others>Other people in the video were not scored; upload "
-            "with every person scored (API: the server's --faces all) to check them too.</div>"
+    verdict = _verdict_of(rec)
+    reasons = list(rec.get("reasons") or [])
+    if verdict == "NO_FACE" and not reasons:
+        reasons = ["NO_FACE_DETECTED"]
+    p_cal = _p_calibrated(rec)
+    persons = _persons(rec, files)
+    decider = deciding_person(rec, persons) if len(persons) > 1 else None
+    badge = _badge(verdict, p_cal, reasons, calibrated=_calibrated(rec), ident="verdict")
+    decided = ""
+    if decider is not None:
+        decided = (
+            f"<p id=decided_by>Decided by person {decider + 1} of {len(persons)}: "
+            f"{VERDICT_WORDS[_person_verdict(persons[decider], verdict)].lower()}.</p>"
         )
+    if len(reasons) > 1 and verdict == "UNCERTAIN":
+        decided += (
+            "<p id=other_reasons>Also: "
+            + "; ".join(escape(reason_text(code)) for code in reasons[1:])
+            + ".</p>"
+        )
+    frames, faces = rec.get("frames") or 0, rec.get("faces") or 0
+    score = (
+        ""
+        if verdict == "NO_FACE" or rec.get("p_fake") is None
+        else (
+            f"p_fake {rec['p_fake']:.4f}"
+            + (f" (calibrated {p_cal:.4f})" if _calibrated(rec) and p_cal is not None else "")
+            + " · "
+        )
+    )
+    details = (
+        f"<p class=muted id=details>{score}{plural(frames, 'frame')} analysed · face found in "
+        f"{faces} of them · reduce {escape(str(rec.get('reduce')))} · backend "
+        f"{escape(str(rec.get('backend')))}</p>"
+    )
+    others = int(rec.get("people") or 0) - len(persons)
+    other_box = ""
+    if verdict != "NO_FACE" and others > 0 and persons:
+        other_box = (
+            f"<div class='box warn' id=others>{plural(others, 'other person', 'other people')} "
+            f"in the video {'was' if others == 1 else 'were'} not scored; upload with every "
+            "person scored (the server's --faces all) to check them too.</div>"
+        )
+    indices, p_fake = rec.get("frame_indices") or [], rec.get("frame_p_fake") or []
+    captions = [f"#{i} p_fake {p:.2f}" for i, p in zip(indices, p_fake)]
+    frame_captions = [
+        f"frame {i}" + ("" if k < len(rec.get("boxes") or []) and rec["boxes"][k] else " (no face)")
+        for k, i in enumerate(indices)
+    ]
+    if verdict == "NO_FACE":  # whole frames: no score, heatmap or crop says anything of a face
+        evidence = (
+            "<h2>Frames analysed</h2><p class=muted>No face was found in any of them, so "
+            "nothing was judged.</p>"
+            + _figures(files.get("frames", []), frame_captions, "frames", "frame")
+        )
+    else:
+        label = escape(str(rec.get("label")))
+        whose = "" if decider is None else f" of person {decider + 1}, who decided the verdict"
+        evidence = f"""
+<h2>Per-frame p_fake{whose}</h2>
+<img id=chart src='{escape(files.get("scores", ""))}' alt='per-frame p_fake chart'>
+<h2>Heatmaps{whose}</h2>
+<p class=muted>The last conv feature map weighted by the final layer's row for the class the
+model leaned to ({label}; red: most weight), over each face crop.</p>
+{_figures(files.get("overlays", []), captions, "heatmaps", "heatmap")}
+<h2>Face crops{whose} (112x112, as the model saw them)</h2>
+{_figures(files.get("crops", []), captions, "crops", "crop")}
+<h2>Frames used, with face boxes{whose}</h2>
+{_figures(files.get("frames", []), frame_captions, "frames", "frame")}"""
     timings = "".join(
         f"<tr><th>{escape(k)}</th><td>{v * 1000:.0f} ms</td></tr>"
         for k, v in rec.get("timings", {}).items()
     )
     body = f"""
 <h1>{escape(job["filename"])}</h1>
-{warn}
-<div class=box><span class="verdict {label}" id=label>{label}</span>
-<span class=verdict id=confidence>{rec["confidence"]:.1f}%</span>
-<p class=muted>p_fake {rec["p_fake"]:.4f} · {rec["frames"]} frames · faces in {rec["faces"]} ·
-reduce {escape(str(rec.get("reduce")))} · backend {escape(str(rec.get("backend")))}</p></div>
-{_people(rec, files)}
-<h2>Per-frame p_fake</h2>
-<img id=chart src='{escape(files.get("scores", ""))}' alt='per-frame p_fake chart'>
-<h2>Heatmaps</h2>
-<p class=muted>The last conv feature map weighted by the final layer's row for {label}
-(red: most weight), over each face crop.</p>
-{_figures(files.get("overlays", []), captions, "heatmaps", "heatmap")}
-<h2>Face crops (112x112, as the model saw them)</h2>
-{_figures(files.get("crops", []), captions, "crops", "crop")}
-<h2>Frames used, with face boxes</h2>
-{_figures(files.get("frames", []), [f"frame {i}" for i in indices], "frames", "frame")}
+<div class='box verdict-box {verdict}' id=verdict_box>{badge}{decided}{details}</div>
+{_model_note(rec, demo=demo)}
+{other_box}
+{_why(rec, verdict)}
+{_people(rec, persons, decider, verdict)}
+{evidence}
 <h2>Timings</h2><table id=timings>{timings}</table>
 <p><a href='{escape(files.get("contact_sheet", ""))}'>contact sheet</a> ·
 <a href='/api/v1/jobs/{job["id"]}'>JSON</a> · <a href='/'>upload another video</a></p>"""
-    return _page(f"{label} {rec['confidence']:.1f}%", body)
+    amount = ""
+    if verdict in ("FAKE", "REAL") and p_cal is not None:
+        amount = " " + _percent(p_cal if verdict == "FAKE" else 1.0 - p_cal)
+    return _page(f"{VERDICT_WORDS[verdict]}{amount} · {job['filename']}", body)

@@ -67,7 +67,9 @@ def test_soak_inputs_and_record_check(tmp_path, video_paths):
     sizes = sorted(Path(p).stat().st_size for p in broken)
     assert sizes[0] == 0 and Path(broken[1]).read_bytes() != b""
     links = [Path(p) for p in paths if p not in broken]
-    assert all(p.is_symlink() and p.resolve() in {v.resolve() for v in video_paths} for p in links)
+    # distinct files (hard links) of the videos: one real path each, so each is scored
+    sources = {(v.stat().st_dev, v.stat().st_ino) for v in video_paths}
+    assert all(not p.is_symlink() and (p.stat().st_dev, p.stat().st_ino) in sources for p in links)
     ok = check_records(paths, list(reversed(paths)))
     assert ok["one_record_each"] and ok["records"] == 20
     bad = check_records(paths, [*paths[1:], paths[2], "/elsewhere.mp4"])

@@ -183,7 +183,11 @@ def test_eval_with_ray(ray_cluster, tiny_model, shared_dir, tmp_path):
     )  # fmt: skip
     assert rc == 0
     (result,) = json.loads((out / "metrics.json").read_text())["results"]
-    assert result["scored"] == 6 and [sum(row) for row in result["confusion_matrix"]] == [4, 2]
+    assert result["scored"] == 6 and sum(result["verdicts"].values()) == 6
+    # the confusion matrix holds the decided videos (FAKE or REAL) only; every scored video is
+    # counted by its true class and verdict
+    assert [sum(c.values()) for c in result["verdicts_by_class"].values()] == [4, 2]
+    assert sum(map(sum, result["confusion_matrix"])) == result["decided"]
 
 
 def test_dfe_score_cli_local_then_ray_resumes(ray_cluster, tiny_model, shared_dir, tmp_path,

@@ -69,7 +69,7 @@ def test_main_follows_one_person_and_says_another_was_not_scored(videos, tiny_mo
     assert pred.people == 2 and pred.faces_mode == "main"
     assert len({_side(b) for b in pred.boxes}) == 1  # never jumps between the two people
     assert pred.faces >= 22 and len(pred.tracks) == 1
-    assert any("1 other person(s)" in w for w in pred.warnings)
+    assert any("1 other person in the video was not scored" in w for w in pred.warnings)
 
 
 def test_all_scores_each_person_on_their_own(videos, tiny_model, models_dir):

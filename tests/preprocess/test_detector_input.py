@@ -85,7 +85,9 @@ class SimulatedDetector:
     for det_500m; counts the pixels of every extra (non-default) run."""
 
     def __init__(self, truth: list[list[tuple[float, float, float]]], input_size: int = 640):
-        self.config = DetectorConfig(input_size=input_size)
+        # the frame-shaped input (fast mode's) makes the sizes below differ from the probes'
+        # squares; the choice itself is the same for both shapes
+        self.config = DetectorConfig(input_size=input_size, input_shape="frame")
         self.truth = truth  # per frame: (x, y, size) squares in frame pixels
         self.prepared_pixels = 0
         self.prepared_runs: list[tuple[int, int]] = []
@@ -187,8 +189,11 @@ def test_choose_validates_its_input() -> None:
         choose_detector_input(det, [], [])
     with pytest.raises(InvalidInputError, match="lists of default faces"):
         choose_detector_input(det, [frame], [])
-    with pytest.raises(InvalidInputError, match="one shape"):
-        choose_detector_input(det, [frame, np.zeros((32, 64, 3), np.uint8)], [[], []])
+    with pytest.raises(InvalidInputError, match="HxWx3"):
+        choose_detector_input(det, [frame, np.zeros((32, 64), np.uint8)], [[], []])
+    # frames of several sizes (a video that changes size): one choice per size
+    mixed = choose_detector_input(det, [frame, np.zeros((32, 64, 3), np.uint8)], [[], []])
+    assert [p.frame_size for p in mixed.parts] == [(64, 64), (64, 32)]
     with pytest.raises(InvalidInputError, match="frame indices"):
         choose_detector_input(det, [frame], [[]], frame_indices=[1, 2])
 

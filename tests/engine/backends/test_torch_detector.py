@@ -169,11 +169,12 @@ def test_torch_detector_prepared_inputs_and_square_shape_match_onnxruntime(
     det_path, reference, frames, cache
 ):
     """The per-video input choice runs other input sizes through detect_prepared; both
-    detectors give the same faces there too, and for the square input shape."""
+    detectors give the same faces there too, and for the square input shape (exact mode's
+    default) as for the frame-shaped one (fast mode's)."""
     from engine.backends.torch_detector import TorchSCRFDDetector
     from preprocess.scrfd import SCRFDDetector, letterbox
 
-    det = TorchSCRFDDetector(det_path, device="cpu", batch_size=4)
+    det = TorchSCRFDDetector(det_path, device="cpu", batch_size=4, input_shape="frame")
     images = [f for _, f in frames[:3]]
     boxed = [letterbox(f, (960, 544)) for f in images]
     want = reference.detect_prepared([b[0] for b in boxed], [b[1] for b in boxed])

@@ -177,18 +177,38 @@ def test_predict_crop_style_dlib_runs_without_dlib(predict, shared_dir, tmp_path
     assert rec["status"] == "ok" and rec["crop_style"] == "dlib" and rec["faces"] == 4
 
 
-def _record(i: int, *, status: str = "ok", coverage: float | None = 1.0) -> dict:
+UNCALIBRATED = {"status": "uncalibrated", "temperature": 1.0, "fake_at": 0.6, "real_below": 0.4}
+CALIBRATED = {"status": "calibrated", "temperature": 2.0, "fake_at": 0.7, "real_below": 0.2}
+
+
+def _record(
+    i: int,
+    *,
+    status: str = "ok",
+    coverage: float | None = 1.0,
+    verdict: str = "REAL",
+    reasons: tuple[str, ...] = (),
+    warnings: tuple[str, ...] = (),
+    p_cal: float = 0.15,
+    calibration: dict | None = CALIBRATED,
+) -> dict:
+    ok = status == "ok"
     return {
         "video": f"/videos/{i:05d}.mp4",
         "status": status,
-        "error": None if status == "ok" else "broken",
-        "frames": 4 if status == "ok" else 0,
-        "faces": 4 if status == "ok" else 0,
-        "face_coverage": coverage if status == "ok" else None,
+        "error": None if ok else "broken",
+        "verdict": verdict if ok else None,
+        "reasons": list(reasons) if ok else [],
+        "frames": 4 if ok else 0,
+        "faces": 4 if ok else 0,
+        "face_coverage": coverage if ok else None,
         "label": "REAL",
         "confidence": 60.0,
         "p_fake": 0.4,
+        "p_fake_calibrated": p_cal if ok else None,
+        "calibration": calibration if ok else None,
         "people": 1,
+        "warnings": list(warnings),
         "timings": {"total": 0.5},
     }
 
@@ -216,9 +236,144 @@ def test_predict_summary_counts_without_a_table_past_the_table_rows(capsys):
     err = capsys.readouterr().err
     assert "00000.mp4" in err and "ERROR  broken" in err  # the table
     assert "1 video(s) scored mostly on whole frames" in err and "00002.mp4" in err
-    assert "2/3 scored, 1 errors, 0 skipped; 1.50 videos/s" in err
+    assert "2/3 scored, 1 error, 0 skipped; 1.50 videos/s" in err
 
     big = PredictTally.of([_record(i) for i in range(TABLE_ROWS + 1)])
     print_summary(big, 1.0)
     err = capsys.readouterr().err
     assert "00000.mp4" not in err and f"{TABLE_ROWS + 1}/{TABLE_ROWS + 1} scored, 0 errors" in err
+
+
+def _verdict_records() -> list[dict]:
+    """One record of each verdict (calibrated model) and an error."""
+    return [
+        _record(0, verdict="FAKE", p_cal=0.91, warnings=("a", "b")),
+        _record(1, verdict="REAL", p_cal=0.05),
+        _record(2, verdict="UNCERTAIN", p_cal=0.5, reasons=("FACE_TOO_BLURRY",
+                "SCORE_IN_UNCERTAIN_BAND"), warnings=("FACE_TOO_BLURRY: blurred",)),
+        _record(3, verdict="NO_FACE", p_cal=0.3, reasons=("NO_FACE_DETECTED",), coverage=0.0),
+        _record(4, status="error"),
+    ]  # fmt: skip
+
+
+def _rows(err: str) -> dict[str, str]:
+    """The table's rows by video name."""
+    return {line.split()[0]: line for line in err.splitlines() if line.startswith("0")}
+
+
+def test_predict_summary_table_leads_with_verdict_main_reason_and_warning_count(
+    capsys, monkeypatch
+):
+    from engine.commands.predict import PredictTally, print_summary
+    from engine.core.verdict import reason_text
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # not a terminal: the reasons in full
+    tally = PredictTally.of(_verdict_records())
+    assert tally.verdicts == {"FAKE": 1, "REAL": 1, "UNCERTAIN": 1, "NO_FACE": 1}
+    print_summary(tally, 1.0)
+    err = capsys.readouterr().err
+    header = next(line for line in err.splitlines() if line.startswith("video"))
+    assert header.split() == [
+        "video", "verdict", "p_fake", "frames", "faces", "people", "warnings", "reason", "seconds"
+    ]  # fmt: skip
+    rows = _rows(err)
+    assert rows["00000.mp4"].split()[1:8] == ["FAKE", "0.9100", "4", "4", "1", "2", "-"]
+    assert rows["00001.mp4"].split()[1:3] == ["REAL", "0.0500"]  # calibrated: no "*"
+    blurry = rows["00002.mp4"]
+    assert blurry.split()[1:3] == ["UNCERTAIN", "0.5000"] and blurry.split()[6] == "1"
+    # the main (first) reason in words, not the next one
+    assert reason_text("FACE_TOO_BLURRY") in blurry and "band" not in blurry
+    assert reason_text("NO_FACE_DETECTED") in rows["00003.mp4"]
+    assert rows["00004.mp4"].split()[1:] == ["ERROR", "broken"]
+    assert "verdicts: 1 FAKE, 1 REAL, 1 UNCERTAIN, 1 NO_FACE" in err
+    assert "4/5 scored, 1 error, 0 skipped; 5.00 videos/s" in err
+    # a trained, calibrated model: neither mark
+    assert "UNTRAINED" not in err and "uncalibrated" not in err and "*" not in err
+
+
+def test_predict_summary_reasons_shorten_to_the_terminal_then_become_codes(capsys, monkeypatch):
+    from engine.commands.predict import PredictTally, print_summary
+    from engine.core.verdict import reason_text
+
+    records = _verdict_records()
+    words = reason_text("FACE_TOO_BLURRY")
+    monkeypatch.setenv("COLUMNS", "110")  # some room: the words, shortened
+    print_summary(PredictTally.of(records), 1.0)
+    err = capsys.readouterr().err
+    blurry = _rows(err)["00002.mp4"]
+    assert words not in blurry and "..." in blurry and words[:10] in blurry
+    assert all(len(line) <= 110 for line in err.splitlines() if line.startswith(("0", "v")))
+    monkeypatch.setenv("COLUMNS", "80")  # no room for words: the code
+    print_summary(PredictTally.of(records), 1.0)
+    rows = _rows(capsys.readouterr().err)
+    assert "FACE_TOO_BLURRY" in rows["00002.mp4"] and "NO_FACE_DETECTED" in rows["00003.mp4"]
+
+
+def test_predict_summary_marks_untrained_and_uncalibrated_models(capsys):
+    from engine.commands.predict import TABLE_ROWS, PredictTally, print_summary
+
+    demo = "untrained demo model (dfe demo): its labels and confidences mean nothing"
+    records = [
+        _record(i, verdict="UNCERTAIN", p_cal=0.45, reasons=("UNTRAINED_MODEL",),
+                warnings=(demo,), calibration=UNCALIBRATED)
+        for i in range(2)
+    ]  # fmt: skip
+    print_summary(PredictTally.of(records), 1.0)
+    err = capsys.readouterr().err
+    assert "0.4500*" in _rows(err)["00000.mp4"]  # the plain softmax, marked
+    lines = err.splitlines()
+    untrained = [x for x in lines if "UNTRAINED" in x]
+    assert len(untrained) == 1 and "verdicts" in untrained[0] and "mean nothing" in untrained[0]
+    (uncal,) = [x for x in lines if "uncalibrated" in x]
+    assert uncal.startswith("* uncalibrated model: p_fake is the plain softmax")
+    assert "default band [0.40, 0.60)" in uncal and "dfe calibrate LABELS.csv --model DIR" in uncal
+    assert "verdicts: 0 FAKE, 0 REAL, 2 UNCERTAIN, 0 NO_FACE" in err
+
+    # past the table's rows: no table, still both marks; the warning alone marks the demo model
+    # (an error record of it has no reasons)
+    big = [_record(i, calibration=UNCALIBRATED) for i in range(TABLE_ROWS)]
+    big.append(_record(TABLE_ROWS, status="error", warnings=(demo,)))
+    tally = PredictTally.of(big)
+    assert len(tally.first) == TABLE_ROWS and tally.uncalibrated == TABLE_ROWS
+    print_summary(tally, 1.0)
+    err = capsys.readouterr().err
+    assert "00000.mp4" not in err and "UNTRAINED model" in err
+    assert "\nuncalibrated model: p_fake is the plain softmax" in err  # no table: no "*"
+    assert f"verdicts: 0 FAKE, {TABLE_ROWS} REAL, 0 UNCERTAIN, 0 NO_FACE" in err
+
+
+def test_predict_table_of_the_tiny_and_the_demo_model(predict, shared_dir, tmp_path, monkeypatch):
+    """The real job's table: the records' verdicts and reasons, and the marks (the tiny model
+    is trained but uncalibrated; the demo model is untrained)."""
+    from engine.core.verdict import reason_text
+    from tests.tiny_model import make_tiny_model
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # not a terminal: the reasons in full
+    video = shared_dir / "videos" / "pair480p_real.mp4"
+    out = tmp_path / "r.jsonl"
+    proc = predict([video, "--seq-len", 3, "--out", out])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (rec,) = map(json.loads, out.read_text().splitlines())
+    row = _row_of(proc.stderr, video.name)
+    assert row.split()[1] == rec["verdict"] and f"{rec['p_fake_calibrated']:.4f}*" in row
+    assert rec["calibration"]["status"] == "uncalibrated"
+    assert "* uncalibrated model" in proc.stderr and "UNTRAINED" not in proc.stderr
+    assert f"verdicts: {int(rec['verdict'] == 'FAKE')} FAKE" in proc.stderr
+
+    demo = make_tiny_model(tmp_path / "demo", demo=True)
+    out = tmp_path / "demo.jsonl"
+    proc = predict([video, "--seq-len", 3, "--out", out], model=demo)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (rec,) = map(json.loads, out.read_text().splitlines())
+    assert rec["verdict"] == "UNCERTAIN" and rec["reasons"][0] == "UNTRAINED_MODEL"
+    row = _row_of(proc.stderr, video.name)
+    assert row.split()[1] == "UNCERTAIN" and reason_text("UNTRAINED_MODEL") in row
+    assert row.split()[6] == str(len(rec["warnings"]))
+    assert (
+        "UNTRAINED model" in proc.stderr and "verdicts: 0 FAKE, 0 REAL, 1 UNCERTAIN" in proc.stderr
+    )
+
+
+def _row_of(err: str, name: str) -> str:
+    (row,) = [line for line in err.splitlines() if line.startswith(name)]
+    return row

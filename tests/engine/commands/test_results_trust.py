@@ -222,7 +222,8 @@ def test_folders_are_walked_through_symlinks_and_skipped_files_listed(dfe, clips
     code, err = dfe("predict", inputs, "--out", out)
     assert code == 0, err
     assert sorted(Path(r["video"]).name for r in records(out)) == ["a.mp4", "b.mp4", "own.mp4"]
-    assert "2 file(s) not videos by name, skipped" in err and "notes.txt" in err
+    assert "1 skipped (not a video by name): notes.txt" in err
+    assert "1 skipped (hidden): .hidden.mp4" in err
     assert "3/3 scored, 0 errors, 2 skipped" in err
     # a second run over the same folder with --resume does not take its own output as input
     code, err = dfe("predict", inputs, "--out", out, "--resume")
@@ -550,3 +551,156 @@ def test_csv_output_keeps_types_for_resume_and_reproduce(dfe, clips, tmp_path):
     (first, _second) = records(out)
     assert isinstance(first["p_fake"], float) and isinstance(first["frames"], int)
     assert first["provenance"]["input"]["path"] == str(clips[0].resolve())
+
+
+# ------------------------------------------------------------------ found by a breaker pass
+
+
+def test_two_jobs_never_write_one_output(dfe, clips, tmp_path):
+    from engine.batch import OutputLock
+
+    out = tmp_path / "r.jsonl"
+    with OutputLock(out):  # another job holds it
+        code, err = dfe("predict", clips[0], "--out", out)
+        assert code == 2 and "being written by another dfe job" in err
+        code, err = dfe("score", clips[0], "--out", tmp_path / "s.jsonl")
+        assert code == 0  # another output: not blocked
+    assert not out.exists() or out.stat().st_size == 0
+    assert dfe("predict", clips[0], "--out", out)[0] == 0  # the lock went with its job
+    assert not (tmp_path / ".r.jsonl.lock").exists()
+
+
+def test_a_symlinked_output_stays_a_link_and_keeps_its_permissions(dfe, clips, tmp_path):
+    target = tmp_path / "store" / "results.jsonl"
+    target.parent.mkdir()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    assert dfe("predict", clips[0], "--out", link)[0] == 0
+    os.chmod(target, 0o640)
+    assert dfe("predict", clips[1], "--out", link, "--overwrite")[0] == 0
+    assert link.is_symlink() and [Path(r["video"]).name for r in records(target)] == ["b.mp4"]
+    assert (target.stat().st_mode & 0o777) == 0o640
+    assert dfe("predict", clips[1], tmp_path / "late.mp4", "--out", link, "--resume")[0] == 3
+    shutil.copy(clips[2], tmp_path / "late.mp4")  # the error record is rewritten on resume
+    assert dfe("predict", clips[1], tmp_path / "late.mp4", "--out", link, "--resume")[0] == 0
+    assert link.is_symlink() and (target.stat().st_mode & 0o777) == 0o640
+    assert [r["status"] for r in records(target)] == ["ok", "ok"]
+
+
+def test_a_score_folder_with_other_files_is_never_replaced(dfe, clips, tmp_path):
+    out = tmp_path / "res.parquet"
+    out.mkdir()
+    shutil.copy(clips[0], out / "precious.mp4")
+    (out / "readme.txt").write_text("mine")
+    for flag in ("--overwrite", "--resume"):
+        code, err = dfe("score", clips[1], "--out", out, flag)
+        assert code == 2 and "not scoring records" in err and "precious.mp4" in err
+    assert sorted(p.name for p in out.iterdir()) == ["precious.mp4", "readme.txt"]
+
+
+def test_a_path_that_now_names_another_file_is_scored_again(dfe, clips, tmp_path):
+    work = tmp_path / "sw"
+    work.mkdir()
+    shutil.copy(clips[0], work / "a.mp4")
+    out = tmp_path / "r.jsonl"
+    assert dfe("predict", work, "--out", out)[0] == 0
+    (work / "a.mp4").unlink()
+    (work / "a.mp4").symlink_to(clips[3])  # the same name, another video
+    code, err = dfe("predict", work, "--out", out, "--resume")
+    assert code == 0 and "1 input(s) changed since" in err
+    (rec,) = records(out)
+    assert rec["provenance"]["input"]["path"] == str(clips[3].resolve())
+
+
+def test_resume_with_hash_rescores_records_made_without_it(dfe, clips, tmp_path):
+    v = tmp_path / "v.mp4"
+    shutil.copy(clips[0], v)
+    out = tmp_path / "r.jsonl"
+    assert dfe("predict", v, "--out", out)[0] == 0
+    code, err = dfe("predict", v, "--out", out, "--resume", "--hash")
+    assert code == 0 and "1 input(s) changed since" in err  # content unknown: scored again
+    (rec,) = records(out)
+    assert rec["provenance"]["input"]["sha256"]
+    code, err = dfe("predict", v, "--out", out, "--resume", "--hash")
+    assert code == 0 and "1 input(s) already in" in err
+
+
+def test_every_entry_of_a_folder_is_accounted_for(dfe, clips, tmp_path):
+    d = tmp_path / "in"
+    (d / ".hidden").mkdir(parents=True)
+    shutil.copy(clips[0], d / "a.mp4")
+    shutil.copy(clips[1], d / ".hidden" / "h.mp4")
+    (d / "dangling.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    os.mkfifo(d / "fifo.mp4")
+    code, err = dfe("predict", d, "--out", tmp_path / "r.jsonl")
+    assert code == 0, err
+    assert "skipped (a hidden folder, not searched): .hidden" in err
+    assert "skipped (a link to nothing): dangling.mp4" in err
+    assert "skipped (not a regular file): fifo.mp4" in err
+    assert "1/1 scored, 0 errors, 3 skipped" in err
+
+
+def test_killed_jobs_temporary_files_are_removed_by_the_next(dfe, clips, tmp_path):
+    out = tmp_path / "r.jsonl"
+    stale = tmp_path / ".r.jsonl.999999999.partial"  # no such process
+    stale.write_text("half a job")
+    mine = tmp_path / f".r.jsonl.{os.getpid()}.partial"  # a live process's: kept
+    mine.write_text("running")
+    assert dfe("predict", clips[0], "--out", out)[0] == 0
+    assert not stale.exists() and mine.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--input-size", "100000"], "--input-size must be <= 4096"),
+     (["--margin", "1e308"], "--margin must be <= 10")],
+)  # fmt: skip
+def test_option_values_beyond_what_can_run_are_refused(dfe, clips, tmp_path, flags, message):
+    code, err = dfe("predict", clips[0], "--out", tmp_path / "r.jsonl", *flags)
+    assert code == 2 and message in err
+
+
+def test_reproduce_checks_every_field_a_reader_acts_on(dfe, clips, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    assert dfe("predict", *clips[:2], "--out", out)[0] == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+
+    def reproduce(edited: list[dict]) -> tuple[int, str]:
+        path = tmp_path / "edited.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in edited))
+        capsys.readouterr()
+        code = main(["reproduce", str(path)])
+        got = capsys.readouterr()
+        return code, " ".join((got.out + got.err).split())
+
+    label = [dict(recs[0], label="REAL" if recs[0]["label"] == "FAKE" else "FAKE"), recs[1]]
+    code, text = reproduce(label)
+    assert code == 1 and "label:" in text
+    frames = [dict(recs[0], frame_p_fake=[0.0] * len(recs[0]["frame_p_fake"])), recs[1]]
+    assert reproduce(frames)[0] == 1
+    incomplete = json.loads(json.dumps(recs[0]))
+    del incomplete["provenance"]["settings"]["margin"]
+    code, text = reproduce([incomplete, recs[1]])
+    assert code == 2 and "provenance incomplete: no margin" in text
+    code, text = reproduce([dict(recs[0], p_fake="0.5"), recs[1]])
+    assert code == 2 and "p_fake is not a number" in text and "Traceback" not in text
+    only_errors = [{"video": "x.mp4", "status": "error", "error": "no"}]
+    code, text = reproduce(only_errors)
+    assert code == 2 and "no ok record to reproduce" in text
+
+
+def test_a_score_folder_file_torn_by_a_kill_keeps_its_complete_records(dfe, clips, tmp_path):
+    out = tmp_path / "s.jsonl"
+    assert dfe("score", *clips[:3], "--out", out)[0] == 0
+    (part,) = out.glob("*.json")
+    text = part.read_text()
+    part.write_text(text[: len(text) - 30])  # the last record torn
+    code, err = dfe("score", *clips[:3], "--out", out, "--resume")
+    assert code == 0 and "2 input(s) already in" in err and "1 damaged file(s)" in err
+    from engine import distributed
+
+    assert sorted(Path(r["video"]).name for r in distributed.read_records(out)) == [
+        "a.mp4",
+        "b.mp4",
+        "c.mp4",
+    ]

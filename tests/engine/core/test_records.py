@@ -77,6 +77,9 @@ def test_arrow_schema_covers_every_field_and_round_trips():
         "tracks",
         "detector_input",
         "colour",
+        "decode",
+        "quality",
+        "calibration",
         "provenance",
     }
     table = pa.Table.from_pylist([encode_json_columns(RECORD)], schema)

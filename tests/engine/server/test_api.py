@@ -49,8 +49,12 @@ def test_jobs_upload_poll_result_matches_predict_record(make_client, shared_dir,
     for url in [job["files"]["scores"], *job["files"]["overlays"], *job["files"]["crops"]]:
         got = client.get(url)
         assert got.status_code == 200 and got.content[:4] == b"\x89PNG"
+    # the page leads with the record's verdict; the tiny model is not calibrated, and says so
     page = client.get(f"/jobs/{job_id}")
-    assert page.status_code == 200 and "id=label" in page.text and rec["label"] in page.text
+    assert page.status_code == 200 and rec["verdict"] == direct["verdict"]
+    assert f"id=verdict data-verdict={rec['verdict']}>" in page.text
+    assert rec["calibration"]["status"] == "uncalibrated" and "id=uncalibrated" in page.text
+    assert "1 person was found" in page.text and "4 frames analysed" in page.text
 
 
 def test_health_reports_backend_and_model(make_client, tiny_model):
@@ -146,10 +150,18 @@ def test_video_without_a_face_gets_a_result_saying_so(make_client, tmp_path):
     r = _upload(client, no_face_video(tmp_path / "noface.mp4"), seq_len=4)
     assert r.status_code == 202, r.text
     job = wait_done(lambda i: client.get(f"/api/v1/jobs/{i}").json(), r.json()["id"])
-    assert job["status"] == "done" and job["result"]["faces"] == 0
-    assert job["result"]["boxes"] == [None] * 4
+    rec = job["result"]
+    assert job["status"] == "done" and rec["faces"] == 0 and rec["people"] == 0
+    assert rec["boxes"] == [None] * 4
+    assert rec["verdict"] == "NO_FACE" and rec["reasons"] == ["NO_FACE_DETECTED"]
     page = client.get(f"/jobs/{job['id']}").text
-    assert "No face was found" in page
+    assert "id=verdict data-verdict=NO_FACE>" in page and "No face to judge" in page
+    assert "No face was found in any frame used" in page
+    # no person panel (explain still lists the whole frames as a sequence), no verdict as a
+    # percentage, no heatmaps or crops of whole frames
+    assert len(job["files"]["people"]) == 1
+    for absent in ("id=person_", "id=people_intro", "id='heatmaps'", "id='crops'", "%</span>"):
+        assert absent not in page, absent
 
 
 def test_twenty_concurrent_uploads_all_finish(serve_engine, shared_dir, tmp_path):
@@ -218,3 +230,12 @@ def test_demo_model_page_has_a_banner(tmp_path, shared_dir):
     engine.prepare()
     with TestClient(create_app(engine, tmp_path / "data")) as client:
         assert "Demo model." in client.get("/").text
+        # its verdicts: UNCERTAIN, the untrained model the main reason, and the page says why
+        r = _upload(client, shared_dir / "videos" / VIDEO, seq_len=2)
+        job = wait_done(lambda i: client.get(f"/api/v1/jobs/{i}").json(), r.json()["id"])
+        assert job["result"]["verdict"] == "UNCERTAIN"
+        assert job["result"]["reasons"][0] == "UNTRAINED_MODEL"
+        page = client.get(f"/jobs/{job['id']}").text
+        assert "id=verdict data-verdict=UNCERTAIN>" in page and "Cannot tell" in page
+        assert "The model is the untrained demo: its scores mean nothing." in page
+        assert "id=untrained" in page

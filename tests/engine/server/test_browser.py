@@ -1,8 +1,13 @@
 """The upload page in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``).
 
 Drives selenium with the system chromedriver (no browser downloads); skipped with the reason
-when either is missing. Saves a screenshot of the result page under ``artifacts/browser/``
-(git-ignored) and prints its path.
+when either is missing. Uploads one video per verdict (FAKE, REAL, UNCERTAIN, NO_FACE, and a
+clip of two people) and saves a screenshot of each result page under the test's ``tmp_path``
+(never into the repository; the paths are printed).
+
+The verdicts come from the tiny test model: copies of it are calibrated (temperature 1) with
+thresholds chosen from its own scores of the clips, so that one clip reads FAKE and another REAL;
+a clip made grayscale reads UNCERTAIN (GRAYSCALE_SOURCE); a clip of colour gradients has no face.
 """
 
 from __future__ import annotations
@@ -12,11 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.server.conftest import live_server
+from tests.engine.server.conftest import (
+    calibrated_copy,
+    grayscale_video,
+    live_server,
+    no_face_video,
+    side_by_side_video,
+    thresholds_between,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = REPO / "artifacts" / "browser"
+SEQ_LEN = 4
+CANDIDATES = ("pair480p_fake.mp4", "pair480p_real.mp4", "dfdc_like_fake.mp4", "dfdc_like_real.mp4")
 
 
 def _chromium() -> str | None:
@@ -42,7 +54,7 @@ def browser(tmp_path):
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
-        "--window-size=1200,2400",
+        "--window-size=1200,1800",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
     ):
         opts.add_argument(flag)
@@ -54,46 +66,187 @@ def browser(tmp_path):
     driver.quit()
 
 
-def test_upload_page_shows_result_in_headless_chromium(browser, serve_engine, shared_dir, tmp_path):
+def _engine(model: Path, shared_dir: Path, **options):
+    from engine.api import Engine
+
+    engine = Engine.load(
+        model, backend="ort", models_dir=str(shared_dir / "models"), download=False, **options
+    )
+    engine.prepare()
+    return engine
+
+
+def _upload(browser, base: str, video: Path, *, check_slider: bool = False) -> None:
+    """Upload ``video`` through the form (SEQ_LEN frames) and wait for its result page."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    video = shared_dir / "videos" / "dfdc_like_fake.mp4"
-    with live_server(serve_engine, tmp_path / "data") as base:
-        browser.get(base + "/")
+    browser.get(base + "/")
+    if check_slider:  # the original's steps: index 0 is 10 frames
         slider = browser.find_element(By.ID, "seq_slider")
-        # the original's steps: index 0 is 10 frames
         browser.execute_script(
             "arguments[0].value = 0; arguments[0].dispatchEvent(new Event('input'))", slider
         )
         assert browser.find_element(By.ID, "seq_len").get_attribute("value") == "10"
         assert browser.find_element(By.ID, "seq_out").text == "10"
-        browser.find_element(By.ID, "video").send_keys(str(video))
-        browser.find_element(By.ID, "submit").click()
-        WebDriverWait(browser, 180).until(ec.presence_of_element_located((By.ID, "label")))
-        label = browser.find_element(By.ID, "label").text
-        confidence = browser.find_element(By.ID, "confidence").text
-        assert label in ("REAL", "FAKE")
-        assert confidence.endswith("%") and 50 <= float(confidence[:-1]) <= 100
+    # fewer frames than the slider offers, to keep the test short
+    browser.execute_script(f"document.getElementById('seq_len').value = {SEQ_LEN}")
+    browser.find_element(By.ID, "video").send_keys(str(video))
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 180).until(ec.presence_of_element_located((By.ID, "verdict")))
 
-        def loaded(selector: str) -> list:
-            imgs = browser.find_elements(By.CSS_SELECTOR, selector)
-            ok = browser.execute_script(
-                "return arguments[0].every(i => i.complete && i.naturalWidth > 0)", imgs
-            )
-            assert ok, f"{selector}: an image did not load"
-            return imgs
 
-        assert len(loaded("#crops img")) == 10
-        assert len(loaded("#person_0_crops img")) == 10  # the scored person's panel
-        assert len(loaded("#heatmaps img")) == 10
-        assert len(loaded("#frames img")) == 10
-        chart = loaded("#chart")
-        assert chart[0].size["width"] > 300
+def _loaded(browser, selector: str) -> list:
+    from selenium.webdriver.common.by import By
+
+    imgs = browser.find_elements(By.CSS_SELECTOR, selector)
+    ok = browser.execute_script(
+        "return arguments[0].every(i => i.complete && i.naturalWidth > 0)", imgs
+    )
+    assert ok, f"{selector}: an image did not load"
+    return imgs
+
+
+def _badge(browser, ident: str = "verdict") -> tuple[str, str, str, str]:
+    """(data-verdict, words, amount or '', caption) of a verdict badge."""
+    from selenium.webdriver.common.by import By
+
+    badge = browser.find_element(By.ID, ident)
+    amount = badge.find_elements(By.ID, f"{ident}_p")
+    return (
+        badge.get_attribute("data-verdict"),
+        badge.find_element(By.ID, f"{ident}_words").text,
+        amount[0].text if amount else "",
+        badge.find_element(By.ID, f"{ident}_caption").text,
+    )
+
+
+def _percent(text: str) -> float:
+    assert text.endswith("%"), text
+    return float(text.strip("<>%"))
+
+
+def _shot(browser, path: Path) -> Path:
+    from selenium.webdriver.common.by import By
+
+    height = browser.execute_script("return document.body.scrollHeight")
+    browser.set_window_size(1200, min(max(height + 300, 900), 5000))
+    browser.find_element(By.TAG_NAME, "body").screenshot(str(path))
+    print(f"screenshot: {path}")
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def test_result_page_shows_each_verdict_in_headless_chromium(
+    browser, tiny_model, serve_engine, shared_dir, tmp_path
+):
+    from selenium.webdriver.common.by import By
+
+    videos = shared_dir / "videos"
+    # the tiny model's own scores: the highest-scored clip reads FAKE, the lowest REAL
+    scores = {
+        name: serve_engine.predict(videos / name, seq_len=SEQ_LEN).p_fake for name in CANDIDATES
+    }
+    high, low = max(scores, key=scores.get), min(scores, key=scores.get)
+    limits = thresholds_between(scores[high], scores[low])
+    engine = _engine(calibrated_copy(tiny_model, tmp_path / "calibrated", **limits), shared_dir)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    fake_clip = shutil.copy(videos / high, clips / "clip_a.mp4")  # neutral names on the page
+    real_clip = shutil.copy(videos / low, clips / "clip_b.mp4")
+    gray_clip = grayscale_video(videos / "pair480p_real.mp4", clips / "grayscale.mp4")
+    no_face_clip = no_face_video(clips / "gradients.mp4")
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    with live_server(engine, tmp_path / "data") as base:
+        # FAKE: "Manipulated" with the calibrated p_fake as a percentage, one person
+        _upload(browser, base, Path(fake_clip), check_slider=True)
+        verdict, words, amount, caption = _badge(browser)
+        assert (verdict, words) == ("FAKE", "Manipulated")
+        assert _percent(amount) == pytest.approx(scores[high] * 100, abs=0.06)
+        assert "calibrated probability that it is manipulated" in caption
+        assert "1 person was found" in browser.find_element(By.ID, "people_intro").text
+        assert "4 frames analysed" in browser.find_element(By.ID, "details").text
+        assert browser.find_element(By.ID, "person_0_verdict").get_attribute("data-verdict") == (
+            "FAKE"
+        )
+        assert "4 frames" in browser.find_element(By.ID, "person_0").text
+        assert "Calibrated model" in browser.find_element(By.ID, "model_note").text
+        assert len(_loaded(browser, "#crops img")) == SEQ_LEN
+        assert len(_loaded(browser, "#person_0_crops img")) == SEQ_LEN
+        assert len(_loaded(browser, "#heatmaps img")) == SEQ_LEN
+        assert len(_loaded(browser, "#frames img")) == SEQ_LEN
+        assert _loaded(browser, "#chart")[0].size["width"] > 300
         assert browser.find_element(By.ID, "timings").text.count("ms") >= 4
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shot = ARTIFACTS / "upload_result.png"
-        browser.save_screenshot(str(shot))
-        print(f"screenshot: {shot}")
-    assert shot.stat().st_size > 10_000
+        _shot(browser, shots / "fake.png")
+
+        # REAL: "Authentic" with the probability that it is authentic
+        _upload(browser, base, Path(real_clip))
+        verdict, words, amount, caption = _badge(browser)
+        assert (verdict, words) == ("REAL", "Authentic")
+        assert _percent(amount) == pytest.approx((1 - scores[low]) * 100, abs=0.06)
+        assert "probability that it is authentic" in caption
+        assert "1 person was found" in browser.find_element(By.ID, "people_intro").text
+        _shot(browser, shots / "real.png")
+
+        # UNCERTAIN: "Cannot tell", the main reason in words, no percentage as a verdict
+        _upload(browser, base, gray_clip)
+        verdict, words, amount, caption = _badge(browser)
+        assert (verdict, words, amount) == ("UNCERTAIN", "Cannot tell", "")
+        assert "has no colour" in caption
+        reasons = browser.find_elements(By.CSS_SELECTOR, "#reasons li")
+        assert reasons[0].get_attribute("data-reason") == "GRAYSCALE_SOURCE"
+        quality = browser.find_element(By.ID, "quality").text
+        assert "colourfulness" in quality and "at least 1.5" in quality
+        assert "1 person was found" in browser.find_element(By.ID, "people_intro").text
+        _shot(browser, shots / "uncertain.png")
+
+        # NO_FACE: "No face to judge", no percentage, no person panel, no heatmaps
+        _upload(browser, base, no_face_clip)
+        verdict, words, amount, caption = _badge(browser)
+        assert (verdict, words, amount) == ("NO_FACE", "No face to judge", "")
+        assert "no face was found" in caption.lower()
+        for absent in ("#people_intro", ".person", "#heatmaps", "#crops", "#chart"):
+            assert browser.find_elements(By.CSS_SELECTOR, absent) == [], absent
+        assert "%" not in browser.find_element(By.ID, "verdict_box").text
+        assert "4 frames analysed" in browser.find_element(By.ID, "details").text
+        assert len(_loaded(browser, "#frames img")) == SEQ_LEN
+        _shot(browser, shots / "no_face.png")
+
+
+def test_result_page_of_two_people_names_the_deciding_person(
+    browser, tiny_model, serve_engine, shared_dir, tmp_path
+):
+    """Every person scored (--faces all): each panel has its own verdict badge, and the video's
+    verdict names the person who decided it."""
+    from selenium.webdriver.common.by import By
+
+    videos = shared_dir / "videos"
+    clip = side_by_side_video(
+        videos / "pair480p_fake.mp4", videos / "dfdc_like_real.mp4", tmp_path / "two.mp4"
+    )
+    probe = _engine(tiny_model, shared_dir, faces="all")
+    rec = probe.predict(clip, seq_len=SEQ_LEN).to_record()
+    assert rec["people"] == 2 and len(rec["tracks"]) == 2, rec["tracks"]
+    p = sorted(t["p_fake"] for t in rec["tracks"])
+    model = calibrated_copy(tiny_model, tmp_path / "calibrated", **thresholds_between(p[1], p[0]))
+    engine = _engine(model, shared_dir, faces="all")
+    with live_server(engine, tmp_path / "data") as base:
+        _upload(browser, base, clip)
+        assert _badge(browser)[:2] == ("FAKE", "Manipulated")
+        intro = browser.find_element(By.ID, "people_intro").text
+        assert "2 people were found" in intro and "2 people were scored" in intro
+        panels = browser.find_elements(By.CSS_SELECTOR, ".person")
+        verdicts = [_badge(browser, f"person_{k}_verdict")[0] for k in range(len(panels))]
+        assert sorted(verdicts) == ["FAKE", "REAL"]
+        decider = verdicts.index("FAKE")
+        decided = browser.find_element(By.ID, "decided_by").text
+        assert f"person {decider + 1} of 2" in decided
+        assert "decided the verdict" in panels[decider].text
+        assert "decided the verdict" not in panels[1 - decider].text
+        assert all("4 frames" in panel.text for panel in panels)
+        for k in range(2):
+            assert len(_loaded(browser, f"#person_{k}_crops img")) == SEQ_LEN
+        _shot(browser, tmp_path / "two_people.png")
