@@ -31,7 +31,8 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest
 
-demo: setup
+# The demo needs the Python install only (no browser, no FFmpeg command line).
+demo: $(STAMP)
 	$(VENV)/bin/dfe demo
 
 $(VENV)/.baseline: $(STAMP)

@@ -226,9 +226,10 @@ def find_model(
 
     - An existing file path is used as it is (see the module docstring for when it is verified).
     - A known name (``det_500m``, ``det_2.5g``, ``det_10g``, or its file name) is looked up in
-      the models directory, as ``<dir>/<file>`` or InsightFace's ``<dir>/<pack>/<file>``, and
-      its sha256 verified; if absent it is downloaded (``download=True``), verified and saved
-      as ``<dir>/<file>``.
+      the models directory, as ``<dir>/<file>`` or InsightFace's ``<dir>/<pack>/<file>``, then
+      (no ``models_dir`` given, in a source checkout or with ``$DFE_SHARED``) in the shared test
+      and demo assets' ``models/``, where ``make demo`` finds it; its sha256 is verified; if
+      absent it is downloaded (``download=True``), verified and saved as ``<dir>/<file>``.
     - Otherwise :class:`ArtifactNotFoundError`, which says which file to put where and where
       to get it.
     """
@@ -257,6 +258,10 @@ def find_model(
             f"(supported values are {known}, or the path of an .onnx file)"
         )
     places = [directory / info.file] + [directory / pack / info.file for pack in info.packs]
+    if models_dir is None and (paths.env("DFE_SHARED") or paths.in_checkout()):
+        # the demo's detector: `make demo` and the tests take it from the shared assets, so a
+        # newcomer's next `dfe predict` in the checkout finds it too (verified as any other)
+        places.append(paths.shared_dir() / "models" / info.file)
     for place in places:
         if place.is_file():
             verify_model(place, info)

@@ -306,3 +306,18 @@ def test_model_without_known_hash_cannot_be_verified(
     with caplog.at_level(logging.WARNING, logger="weights"):
         assert find_model("det_x", models_dir=tmp_path) == tmp_path / "det_x.onnx"
     assert "cannot be verified" in caplog.text
+
+
+@needs_models
+def test_a_checkout_finds_the_demo_detector_where_make_demo_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` takes its detector from the shared assets; the README's next step,
+    `dfe predict ... --model demo_out/model` with no --models, must find it there too, offline
+    (and verified), while an explicit --models DIR is the only place looked in."""
+    monkeypatch.setenv("DFE_MODELS", str(tmp_path / "empty"))
+    monkeypatch.setenv("DFE_SHARED", str(MODELS.parent))
+    monkeypatch.setattr(weights, "_urlopen", lambda *a, **k: pytest.fail("no download"))
+    assert find_model("det_500m", download=False) == MODELS / "det_500m.onnx"
+    with pytest.raises(ArtifactNotFoundError, match="downloads are disabled"):
+        find_model("det_500m", models_dir=tmp_path / "empty", download=False)
