@@ -61,7 +61,10 @@ def test_predict_cli_matches_torch_reference_pipeline(
             rec["status"] == "ok" and rec["frames"] == n and rec["frame_indices"] == list(range(n))
         )
         deltas[path.name] = abs(rec["p_fake"] - p_fake)
-        assert deltas[path.name] <= 0.01, (path.name, rec["p_fake"], p_fake)
+        # exact mode: InsightFace's boxes on every frame (tests/engine/test_exact_boxes.py), so
+        # only float noise is left (measured: max 7.4e-07 at N=20, 3.1e-07 at N=60; it was
+        # 1.8e-04 at N=60 with the frame-shaped detector input, one-pixel boxes apart)
+        assert deltas[path.name] <= 1e-5, (path.name, rec["p_fake"], p_fake)
         if abs(p_fake - 0.5) > 0.02:
             assert rec["label"] == ("FAKE" if p_fake > 0.5 else "REAL"), path.name
         assert rec["confidence"] == pytest.approx(100 * max(rec["p_fake"], 1 - rec["p_fake"]))
