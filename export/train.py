@@ -699,12 +699,14 @@ def train(
     """
     config = (config or TrainConfig()).replace(**options) if options else (config or TrainConfig())
     detector = detector or EngineConfig()
-    torch = require("torch", purpose="dfe train")
-    if config.plots:
-        _check_plots()
     labels = Path(labels)
     out = Path(out_dir)
     root_path = Path(root) if root is not None else None
+    # the labels first: a bad labels file is the same usage error with or without torch
+    train_videos, val_videos = _load_sets(labels, root_path, config)
+    torch = require("torch", purpose="dfe train")
+    if config.plots:
+        _check_plots()
     resume_path = out / RESUME_FILE
     if resume_path.exists() and not config.resume:
         raise InvalidInputError(
@@ -717,7 +719,6 @@ def train(
             "without --resume"
         )
     device = _select_device(config.device)
-    train_videos, val_videos = _load_sets(labels, root_path, config)
     if model is None:
         init = initial_model(
             config.init, config.variant, seed=config.seed, download=detector.download

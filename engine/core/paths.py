@@ -31,7 +31,7 @@ ENVIRONMENT: dict[str, str] = {
     "glibc's adaptive threshold, the default; 1048576 gives the lowest memory at about 12% more "
     "CPU)",
     "DFE_MALLOC_TRIM_INTERVAL": "seconds between two malloc_trim(0) calls after a video "
-    "(default 2; 0 never trims)",
+    "(default 30; 0 never trims)",
     "DFE_RAY_CRASH_ONCE": "test hook: SUBSTRING:MARKER kills a Ray worker once on a matching path",
     "DFE_RAY_CRASH_ALWAYS": "test hook: kills a Ray worker on every path containing the value",
     "DFE_TEST_MODEL": "test hook: an exported model directory the GPU tests use instead of "
