@@ -39,6 +39,7 @@ def test_train_without_torch_names_the_export_extra(monkeypatch, tmp_path):
     from export.train import train
 
     monkeypatch.setitem(sys.modules, "torch", None)
+    (tmp_path / "labels.csv").write_text("a.mp4,FAKE\nb.mp4,REAL\n")  # read before torch
     with pytest.raises(MissingDependencyError, match=r"deepfake-engine\[export\]"):
         train(tmp_path / "labels.csv", tmp_path / "out")
 
@@ -48,6 +49,7 @@ def test_train_without_matplotlib_names_the_eval_extra(monkeypatch, tmp_path):
     from export.train import train
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
+    (tmp_path / "labels.csv").write_text("a.mp4,FAKE\nb.mp4,REAL\n")  # read before the plots
     with pytest.raises(MissingDependencyError, match=r"deepfake-engine\[eval\].*--no-plots"):
         train(tmp_path / "labels.csv", tmp_path / "out")
 
