@@ -378,7 +378,34 @@ class Engine:
             size=pipeline.preprocessor.size,
         )
         pred, _ = pipeline.run(job, n=n, sampling=sampling)
-        return pred
+        return self._with_timeline(pipeline, pred, job.source)
+
+    def timeline(self, source: str | os.PathLike[str], *, fps: float | None = None) -> Any:
+        """The whole video as a timeline: per person, the calibrated p_fake of a frame every
+        ``1 / fps`` seconds (default ``timeline_fps``), and the segments judged manipulated
+        (:func:`engine.timeline.build_timeline`). Streaming: memory does not grow with the
+        video's length. Raises for a video that cannot be read."""
+        from engine.timeline import build_timeline
+
+        pipeline = self.pipeline_for(self.spec_for(None))
+        return build_timeline(pipeline, str(source), fps=fps or self.config.timeline_fps)
+
+    def _with_timeline(self, pipeline: VideoPipeline, pred: Prediction, source: Any) -> Prediction:
+        """``pred`` with the video's timeline and segments when ``timeline`` is on (a video
+        path scored ok); a timeline that fails is a warning, the first frames' verdict stays."""
+        if not self.config.timeline or source is None or not pred.ok:
+            return pred
+        import dataclasses
+
+        from engine.timeline import apply_segments, build_timeline
+
+        try:
+            line = build_timeline(pipeline, str(source), fps=self.config.timeline_fps)
+        except EngineError as exc:
+            return dataclasses.replace(
+                pred, warnings=[*pred.warnings, f"the timeline could not be made: {exc}"]
+            )
+        return apply_segments(pred, line)
 
     def inspect(
         self,
@@ -469,7 +496,7 @@ class Engine:
             finish=lambda job, logits: pipeline.finish(job, logits, n=n, sampling=sampling),
             error_text=error_text,
         )
-        return run_overlapped(
+        results = run_overlapped(
             jobs,
             stages,
             decode_workers=decode_threads,
@@ -481,6 +508,23 @@ class Engine:
             detect_workers=cfg.stage_workers,
             classify_workers=cfg.stage_workers,
         )
+        if not cfg.timeline:
+            return results
+        return self._timelines(pipeline, results)
+
+    def _timelines(
+        self, pipeline: VideoPipeline, results: Iterator[Prediction]
+    ) -> Iterator[Prediction]:
+        """Each prediction of ``results`` with its timeline (see :meth:`_with_timeline`); the
+        timelines run one video at a time as the predictions come. Closing this generator
+        closes ``results`` (the pipeline's threads stop)."""
+        try:
+            for pred in results:
+                yield self._with_timeline(pipeline, pred, pred.video)
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
 
 
 def _job(source: Any, n: int | None, sampling: str, *, crops: bool = False, size: int) -> VideoJob:

@@ -74,7 +74,7 @@ import importlib
 import itertools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,6 +310,46 @@ def iter_frames(
     name = _check_backend(backend)
     file = _check_file(path)
     return _dispatch(name, file, lambda b: b.iter(file, threads, colour, deinterlace))
+
+
+def sample_frames(
+    path: str | os.PathLike[str],
+    keep: Callable[[int, float], bool],
+    *,
+    backend: str = "auto",
+    threads: int = 0,
+    colour: str = "bt709",
+    deinterlace: str = "auto",
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield ``(index, time, frame)`` for the frames ``keep(index, time)`` selects, in
+    presentation order, streaming: one pass over the video, every frame decoded (as inter-coded
+    video needs) but only the kept ones converted to BGR, so memory does not grow with the
+    video's length. ``time`` is the frame's presentation time in seconds from the stream's
+    start (PyAV: its timestamp; the other decoders: its index over the stream's frame rate).
+    ``keep`` is called once per frame, in presentation order. Errors as :func:`iter_frames`."""
+    check_colour(colour)
+    check_deinterlace(deinterlace)
+    threads = _check_threads(threads)
+    name = _check_backend(backend)
+    file = _check_file(path)
+
+    def op(b: Any) -> Iterator[tuple[int, float, np.ndarray]]:
+        if isinstance(b, _PyAVBackend):
+            return b.sample(file, threads, colour, deinterlace, keep)
+        return _sample_by_rate(b, file, threads, colour, deinterlace, keep)
+
+    return _dispatch(name, file, op)
+
+
+def _sample_by_rate(
+    b: Any, path: str, threads: int, colour: str, deinterlace: str, keep: Any
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """:func:`sample_frames` for decoders without timestamps: time = index / frame rate."""
+    fps = b.probe(path).fps or 25.0
+    for i, frame in b.iter(path, threads, colour, deinterlace):
+        t = i / fps
+        if keep(i, t):
+            yield i, t, frame
 
 
 # --------------------------------------------------------------------------- validation
@@ -1025,6 +1065,31 @@ class _PyAVBackend:
             for i, frame in enumerate(s.frames()):
                 yield from s.take(i, frame, True)
             yield from s.take_end()
+            if i < 0:
+                raise s.no_frame_error()
+            for warning in s.warnings():
+                logger.warning("%s: %s", s.path, warning)
+
+    def sample(
+        self, path: str, threads: int, colour: str, deinterlace: str, keep: Any
+    ) -> Iterator[tuple[int, float, np.ndarray]]:
+        """:func:`sample_frames` on PyAV: one pass, only the kept frames converted."""
+        s = self._session(path, threads, colour, deinterlace)
+        with s:
+            i = -1
+            start: float | None = None
+            fps = None
+            for i, frame in enumerate(s.frames()):
+                t = frame.time
+                if t is None:  # no timestamp: the frame rate's spacing from the last one
+                    fps = fps or float(s.stream.average_rate or s.stream.guessed_rate or 25)
+                    t = (start or 0.0) + i / fps
+                if start is None:
+                    start = t
+                for j, image in s.take(i, frame, keep(i, t - start)):
+                    yield j, s.times.get(j, t) - start, image
+            for j, image in s.take_end():
+                yield j, s.times.get(j, 0.0) - (start or 0.0), image
             if i < 0:
                 raise s.no_frame_error()
             for warning in s.warnings():

@@ -100,11 +100,14 @@ def make_tiny_model(
     crop_style: str = "scrfd",
     demo: bool = False,
     seed: int = 0,
+    weights: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a tiny exported model (graphs, ``linear1.npy`` and the sidecar) into ``directory``
-    and return it."""
+    and return it. ``weights`` replaces some of the random weights (``conv_w`` (8, 3, 1, 1),
+    ``conv_b`` (8,), ``fc_w`` (2, 8), ``fc_b`` (2,)): a model whose score follows a chosen
+    property of the crops."""
     directory.mkdir(parents=True, exist_ok=True)
-    w = _weights(seed)
+    w = {**_weights(seed), **(weights or {})}
     classifier = directory / "classifier.onnx"
     _classifier(classifier, w, logits=variant == "original")
     np.save(directory / "linear1.npy", w["fc_w"])

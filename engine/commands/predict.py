@@ -65,6 +65,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write records as videos finish instead of in input order",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--segments-out",
+        type=Path,
+        default=None,
+        metavar="FILE.json",
+        help="with --timeline: also write every video's segments as the AV-Deepfake1M challenge "
+        "lists them, {video: [[confidence, start, end], ...]} (seconds), when the job ends",
+    )
     add_engine_options(p)
     p.set_defaults(func=run)
 
@@ -334,6 +342,13 @@ def print_summary(tally: PredictTally, seconds: float, *, table: bool = True) ->
     shown = table and bool(records) and tally.count <= TABLE_ROWS
     if shown:
         print_table(records, out)
+        for r in records:  # --timeline: the segments judged manipulated
+            for s in r.get("segments") or []:
+                print(
+                    f"  segment: {Path(r['video']).name} {s['start']:.2f}-{s['end']:.2f} s, "
+                    f"person {s['person']}, confidence {s['score']:.2f}",
+                    file=out,
+                )
     if tally.untrained:
         print(
             "UNTRAINED model: the records were made by the untrained demo model; its verdicts "
@@ -387,6 +402,10 @@ def run(args: argparse.Namespace) -> int:
     config = engine_config(args)
     if (args.resume or args.overwrite) and args.out is None:
         raise InvalidInputError("--resume and --overwrite need --out FILE")
+    if args.segments_out is not None and (not config.timeline or args.out is None):
+        raise InvalidInputError(
+            "--segments-out needs --timeline (segments come from it) and --out FILE"
+        )
     if args.out is not None:  # before anything loads: a job that would destroy it never starts
         check_output(resolve_output(args.out), resume=args.resume, overwrite=args.overwrite)
     engine = Engine.load(args.model, config=config)
@@ -403,4 +422,30 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print_summary(tally, seconds)
+    if args.segments_out is not None:
+        write_segments(args.out, args.segments_out)
     return EXIT_OK if tally.failed == 0 else EXIT_PARTIAL
+
+
+def write_segments(records_file: Path | None, path: Path) -> None:
+    """The AV-Deepfake1M lists (:func:`engine.timeline.av1m_segments`) of every record in
+    ``records_file``, written atomically to ``path``."""
+    import json
+    import os
+
+    from engine.batch import read_output
+    from engine.core.errors import InvalidInputError
+    from engine.timeline import av1m_segments
+
+    if records_file is None:
+        raise InvalidInputError("--segments-out needs --out FILE (the records it reads)")
+    lists = {
+        e.record["video"]: av1m_segments(e.record)
+        for e in read_output(records_file)[0]
+        if e.record.get("status") == "ok"
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(lists, indent=1) + "\n")
+    os.replace(tmp, path)
+    print(f"segments: {path} ({sum(map(len, lists.values()))} in {len(lists)} videos)",
+          file=sys.stderr)  # fmt: skip

@@ -429,6 +429,23 @@ class EngineConfig:
             score=True,
         ),
     )
+    timeline: bool = field(
+        default=False,
+        metadata=option(
+            "also score the whole video at --timeline-fps, per person, and find the segments "
+            "judged manipulated (engine.timeline); a video with one is not REAL",
+            score=True,
+        ),
+    )
+    timeline_fps: float = field(
+        default=2.0,
+        metadata=option(
+            "frames per second of video the timeline scores",
+            exclusive_minimum=0.0,
+            maximum=60.0,
+            score=True,
+        ),
+    )
     decode_workers: int = field(
         default=0,
         metadata=option(

@@ -72,6 +72,12 @@ class Prediction:
     # "deinterlace_filter", "field_order", "deinterlaced_frames", "interlaced_frames",
     # "frame_sizes" (more than one when the video changes size), "size_changes"}
     decode: dict[str, Any] | None = None
+    # --timeline: the whole video sampled at --timeline-fps, per person (engine.timeline):
+    # {"fps", "frames", "frame_indices", "times", "people": [{"track", "p_fake", "boxes"}],
+    # "segments", "rule", "seconds"}; and the segments judged manipulated, {start, end (s),
+    # score, person}
+    timeline: dict[str, Any] | None = None
+    segments: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     seq_len: int | None = None
     sampling: str | None = None

@@ -58,6 +58,7 @@ REASONS: dict[str, str] = {
     "manipulation",
     "FEW_FACE_FRAMES": "the face was found in fewer than half of the frames used",
     "SCORE_IN_UNCERTAIN_BAND": "the score is inside the band where the model cannot tell",
+    "MANIPULATED_SEGMENT": "the timeline (--timeline) has a segment judged manipulated",
 }
 
 

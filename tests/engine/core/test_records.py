@@ -78,6 +78,8 @@ def test_arrow_schema_covers_every_field_and_round_trips():
         "detector_input",
         "colour",
         "decode",
+        "timeline",
+        "segments",
         "quality",
         "calibration",
         "provenance",
