@@ -44,7 +44,7 @@ $(VENV)/.baseline: $(STAMP)
 bench: $(VENV)/.baseline
 	$(VENV)/bin/dfe bench --out bench_out
 
-# The full suite behind the README's report.
+# The full suite behind docs/benchmarks.md's report.
 bench-full: $(VENV)/.baseline
 	$(VENV)/bin/dfe bench --full --out bench_out/full
 

@@ -1,7 +1,7 @@
 """Batch-job plumbing of ``dfe predict`` and ``dfe score``: which inputs, where records go, and
 what ``--resume`` may count as done.
 
-The guarantees (README, "Scoring at scale: what a job guarantees"):
+The guarantees (docs/scoring.md, "What a scoring job guarantees"):
 
 - **Every input is accounted for.** Directories are walked recursively, following symlinked
   folders (each real folder once, so a link cycle ends); files found there whose extension is

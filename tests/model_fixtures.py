@@ -88,7 +88,7 @@ def exported_model(original_ckpt, real_crops, tmp_path_factory) -> Path:
 
 # Issue 16's hard checkpoint: the test checkpoint's trunk (random init, BatchNorm re-estimated on
 # real face crops) with linear1 drawn in a random direction, per-frame logit-difference std 2.
-# (The same with std 4 is measured by `dfe build` in the README's INT8 table, not in the suite:
+# (The same with std 4 is measured by `dfe build` in docs/int8-tensorrt.md, not in the suite:
 # each full-size INT8 search costs minutes on 2 cores.)
 HARD_LOGIT_STDS = {"random_direction": 2.0}
 

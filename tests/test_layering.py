@@ -1,7 +1,7 @@
 """The package layering: what may import what, no import cycles, no private names across
 packages, heavy libraries imported lazily, and a test suite that collects without torch.
 
-Layers (README, "Layout"): ``engine.core`` is the shared base; ``preprocess``, ``weights`` and
+Layers (docs/layout.md): ``engine.core`` is the shared base; ``preprocess``, ``weights`` and
 ``export`` build on it alone; the runtime (the rest of ``engine``) composes them; ``benchmarks``
 sits on top. Imports are read from the source (every ``import``, including those inside
 functions), so a lazy import cannot hide a dependency.

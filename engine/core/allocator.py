@@ -1,7 +1,7 @@
 """Keep a long job's memory flat: the free pages glibc's heaps hold are returned to the OS.
 
 The cause (issue 20; measured on 2 cores over 800-3,000-video ``dfe predict`` jobs with
-``mallinfo2``, ``/proc/PID/smaps``, ``memray`` and ``tracemalloc``, see the README's "Long
+``mallinfo2``, ``/proc/PID/smaps``, ``memray`` and ``tracemalloc``, see docs/performance.md's "Long
 jobs"): glibc's ``malloc`` serves a block of at least ``M_MMAP_THRESHOLD`` bytes from a mapping
 of its own, which ``free`` returns to the OS, but the threshold is *dynamic*: the first time
 such a block is freed, it is raised to that block's size (up to 32 MiB on 64-bit). After the

@@ -9,7 +9,7 @@ One variable per directory:
 - test and demo assets (``models/`` and ``videos/``): ``$DFE_SHARED``, else ``../shared`` next to
   a source checkout.
 
-:data:`ENVIRONMENT` lists every variable the code reads (a test checks the code and the README
+:data:`ENVIRONMENT` lists every variable the code reads (a test checks the code and docs/layout.md
 against it).
 """
 

@@ -112,6 +112,8 @@ def settings(
     docstring) with ``backend`` and ``crop_style`` as they ran, then ``seq_len`` and
     ``sampling``."""
     out = {name: getattr(config, name) for name in score_fields(EngineConfig)}
+    if not config.timeline:  # its rate changes nothing without a timeline
+        out["timeline_fps"] = None
     out["backend"] = backend
     out["crop_style"] = crop_style
     out["seq_len"] = seq_len

@@ -41,7 +41,7 @@ VERDICTS = ("FAKE", "REAL", "UNCERTAIN", "NO_FACE")
 DEFAULT_REAL_BELOW = 0.4
 DEFAULT_FAKE_AT = 0.6
 
-#: Every reason code, in words (the table, the web page, the README). The quality codes are
+#: Every reason code, in words (the table, the web page, docs/scoring.md). The quality codes are
 #: measured by :mod:`preprocess.quality`, whose limits the words quote.
 REASONS: dict[str, str] = {
     "NO_FACE_DETECTED": "no face was found in any frame used: there is nothing to judge",

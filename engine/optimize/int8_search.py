@@ -18,7 +18,7 @@ video at N = 20 and 60, decisive labels equal) and timed against the fp32 graph 
 (interleaved runs, medians), so a speed-up is always relative to fp32 measured at the same time
 on the same, possibly busy, machine. :func:`search` keeps the fastest graph within the bound.
 
-Why these steps, measured on the checkpoints of issue 16 (README "INT8"): on a random-init
+Why these steps, measured on the checkpoints of issue 16 (docs/int8-tensorrt.md): on a random-init
 ResNeXt the error is spread through the whole network (no single layer or stage carries more
 than a small share of it), so the search first tries other calibration ranges for the whole
 graph, then keeps the nodes with the largest measured contribution (see

@@ -7,7 +7,7 @@ next to ``classifier.onnx`` and records it in the sidecar (``graphs["classifier_
 its calibration set, what was tried, the accuracy it costs and its speed-up; or refuses with
 the table of what was tried.
 
-The recipe, measured on 2-core x86 CPUs with AVX-512 VNNI (see PITFALLS.md and the README):
+The recipe, measured on 2-core x86 CPUs with AVX-512 VNNI (PITFALLS.md, docs/int8-tensorrt.md):
 
 - ``quant_pre_process`` first (``skip_symbolic_shape=True``: symbolic shape inference fails on
   this graph), then ``quantize_static`` in QDQ format;

@@ -254,7 +254,7 @@ def test_train_fine_tunes_on_the_six_clips_exports_and_predicts_them(
     `dfe predict` gives the training labels. lr 1e-4, not the issue's 1e-3: each Adam step moves
     every one of W_ih's 16.8M weights by about lr, and at 1e-3 that saturates the LSTM gates on
     these features: after 12 epochs the loss was under half (1.58 -> 0.52) but every clip was
-    still called FAKE (README, "Learning rate")."""
+    still called FAKE (docs/training.md, "Learning rate")."""
     from engine.cli import main
     from export.onnx_export import export_checkpoint
 

@@ -8,7 +8,7 @@ which calibration never saw. The hard checkpoint (``hard_models``: linear1 in a 
 direction) is built with a smaller calibration set (8 crops per clip), held-out frames of three
 clips and a shorter search, to keep the suite's time: what is tested there is that the search
 goes from the failing whole-graph configurations to nodes kept in fp32 and either writes a
-graph within the bound or refuses with the table, not the best configuration (the README's INT8
+graph within the bound or refuses with the table, not the best configuration (docs/int8-tensorrt.md
 table gives the full search on it, the demo checkpoint and a std-4 variant).
 """
 
