@@ -144,6 +144,19 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"| {r['axis']} | {r['value']} | {r['seconds']:.2f} | {rate} | {r['rss_mb']:.0f} |"
             )
         lines.append("")
+    if "timeline" in sec:
+        from benchmarks.timeline_bench import render_table
+
+        lines += [
+            "## Whole-video timeline (dfe predict --timeline, long 1080p videos)",
+            "",
+            "Each video scored once in a fresh process; frames/s: timeline frames per second of "
+            "the timeline's own time (every frame decoded, the sampled ones detected and "
+            "classified); video s per wall s: seconds of video per second of the whole process.",
+            "",
+            render_table(sec["timeline"]),
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -4,8 +4,9 @@ Everything a claim of "faster" rests on is measured here side by side, in one ru
 machine and clips: the classifier per backend and precision over batch sizes, the detector
 (batched SCRFD vs InsightFace's own single-image SCRFD vs dlib HOG, the original's detector) at
 480p/720p/1080p, decoding (PyAV vs OpenCV), end to end against the original pipeline and a
-straightforward SCRFD + eager pipeline, and scaling. Results go to JSON with the machine and
-library versions; :mod:`benchmarks.report` renders the Markdown table and PNG plots from it.
+straightforward SCRFD + eager pipeline, scaling, and the whole-video timeline on 5- and
+10-minute 1080p videos (:mod:`benchmarks.timeline_bench`). Results go to JSON with the machine
+and library versions; :mod:`benchmarks.report` renders the Markdown table and PNG plots from it.
 """
 
 from __future__ import annotations
@@ -337,12 +338,31 @@ def bench_scaling(cfg: SuiteConfig) -> dict[str, Any]:
     return {"rows": rows, "peak_rss_mb": peak_rss_mb()}
 
 
+def bench_timeline(cfg: SuiteConfig) -> dict[str, Any]:
+    """``dfe predict --timeline --timeline-fps 2`` on 5- and 10-minute 1080p videos built from
+    the clips (:mod:`benchmarks.timeline_bench`): wall time, timeline frames per second, peak
+    RSS, and how time and memory grow with the duration. About 4 minutes on 2 CPU cores with
+    the demo ResNeXt50 (measured 70 s and 149 s), so the quick suite runs both durations, as
+    ``--full`` does; building the videos is a stream copy (seconds) into a temporary directory,
+    removed after."""
+    from benchmarks.timeline_bench import FULL_DURATIONS, QUICK_DURATIONS, measure
+
+    clips = [v for v in cfg.videos if "dfdc" in v.name] or cfg.videos
+    return measure(
+        cfg.model_dir,
+        clips,
+        durations=QUICK_DURATIONS if cfg.quick else FULL_DURATIONS,
+        models_dir=str(cfg.detector.parent),
+    )
+
+
 SECTIONS = {
     "classifier": bench_classifier,
     "detector": bench_detector,
     "decode": bench_decode,
     "end_to_end": bench_end_to_end,
     "scaling": bench_scaling,
+    "timeline": bench_timeline,
 }
 
 

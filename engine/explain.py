@@ -121,8 +121,14 @@ def explain(
     sampling: str = "first",
     keep_frames: bool = True,
     progress: Progress | None = None,
+    timeline: bool | None = None,
 ) -> Explanation:
-    """Score ``video`` as :meth:`Engine.predict` does and compute a heatmap per frame used."""
+    """Score ``video`` as :meth:`Engine.predict` does and compute a heatmap per frame used.
+    With ``timeline`` (default: the engine's ``timeline`` option) the whole video's timeline
+    is computed too (:meth:`Engine.timeline`) and applied to the prediction
+    (:func:`engine.timeline.apply_segments`: its ``timeline`` and ``segments``, the verdict
+    taking them into account); a timeline that cannot be made is a warning, as in
+    :meth:`Engine.predict`."""
     weights = explain_weights(engine.spec_for(seq_len))
     seen = engine.inspect(
         video,
@@ -153,7 +159,35 @@ def explain(
         )
     timings = {**pred.timings, "explain": round(time.perf_counter() - t, 6)}
     pred = dataclasses.replace(pred, timings=timings)
+    if engine.config.timeline if timeline is None else timeline:
+        pred = with_timeline(engine, video, pred, progress=progress)
     return Explanation(pred, seen.crops, seen.frames, cams, cls, people)
+
+
+def with_timeline(
+    engine: Engine,
+    video: str | os.PathLike[str],
+    pred: Prediction,
+    *,
+    progress: Progress | None = None,
+) -> Prediction:
+    """``pred`` with the timeline of ``video`` at the engine's ``timeline_fps`` applied (its
+    segments decide the verdict as in ``dfe predict --timeline``); an error making it is a
+    warning and ``pred`` keeps its verdict."""
+    from engine.core.errors import EngineError
+    from engine.timeline import apply_segments
+
+    if not pred.ok:
+        return pred
+    if progress is not None:
+        progress("computing the whole-video timeline")
+    try:
+        line = engine.timeline(video)
+    except EngineError as exc:
+        return dataclasses.replace(
+            pred, warnings=[*pred.warnings, f"the timeline could not be made: {exc}"]
+        )
+    return apply_segments(pred, line)
 
 
 # ---------------------------------------------------------------------- drawing
@@ -391,3 +425,216 @@ def write_explanation(expl: Explanation, outdir: str | os.PathLike[str]) -> dict
     doc = {"record": pred.to_record(), "predicted_class": expl.predicted_class, "files": files}
     (out / "explain.json").write_text(json.dumps(doc, indent=2) + "\n")
     return files
+
+
+# ---------------------------------------------------------------------- the timeline
+
+#: At most this many sampled frames of a timeline get thumbnails (spread over the video).
+TIMELINE_THUMBS = 120
+#: Width of a timeline frame thumbnail and side of a person's crop thumbnail, pixels.
+THUMB_WIDTH = 160
+THUMB_CROP = 64
+#: People whose crops get thumbnails (and whose charts the job page draws), most first.
+TIMELINE_PEOPLE = 12
+_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 80]
+
+
+def thumbnail_positions(n: int, limit: int = TIMELINE_THUMBS) -> list[int]:
+    """Positions of at most ``limit`` of ``n`` sampled frames, evenly spread, the first and the
+    last included."""
+    if n <= limit:
+        return list(range(n))
+    if limit <= 1:
+        return [0][:limit]
+    return sorted({round(k * (n - 1) / (limit - 1)) for k in range(limit)})
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a float, None when it is missing or not finite (a timeline's time the
+    decoder could not give: JSON has no NaN)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _box_in(frame: np.ndarray, box: Sequence[float]) -> tuple[int, int, int, int] | None:
+    h, w = frame.shape[:2]
+    x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
+    x2, y2 = min(w, math.ceil(box[2])), min(h, math.ceil(box[3]))
+    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
+
+
+def write_timeline_thumbnails(
+    engine: Engine,
+    video: str | os.PathLike[str],
+    timeline: dict[str, Any],
+    outdir: str | os.PathLike[str],
+    *,
+    limit: int = TIMELINE_THUMBS,
+    width: int = THUMB_WIDTH,
+    crop: int = THUMB_CROP,
+    people: int = TIMELINE_PEOPLE,
+) -> dict[str, Any]:
+    """Small JPEGs of a timeline's moments, for the job page: of at most ``limit`` sampled
+    frames spread over the video (:func:`thumbnail_positions`), the frame ``width`` px wide
+    with the people's boxes (``tl_frame_<index>.jpg``) and each of the first ``people``
+    people's crop, ``crop`` px square (``tl_p<k>_<index>.jpg``; None where their face is
+    absent). ``timeline`` is the record's (:meth:`engine.timeline.Timeline.to_record`); the
+    frames are decoded again, one streaming pass as the timeline's, stopping after the last
+    one needed. Returns ``{"times", "indices", "frames", "crops"}`` (``crops``: one list per
+    person, aligned with ``frames``)."""
+    from preprocess.video import sample_frames
+
+    indices: list[int] = list(timeline.get("frame_indices") or [])
+    times: list[float] = list(timeline.get("times") or [])
+    persons = list(timeline.get("people") or [])[:people]
+    positions = thumbnail_positions(len(indices), limit)
+    slot_of = {indices[p]: k for k, p in enumerate(positions)}
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    frames: list[str | None] = [None] * len(positions)
+    crops: list[list[str | None]] = [[None] * len(positions) for _ in persons]
+    if positions:
+        pipeline = engine.pipeline_for(engine.spec_for(None))
+        last = indices[positions[-1]]
+        stream = sample_frames(
+            video,
+            lambda index, _t: index in slot_of,
+            backend=pipeline.decode_backend,
+            threads=pipeline.decode_threads,
+            colour=pipeline.colour,
+            deinterlace=pipeline.deinterlace,
+        )
+        try:
+            for index, _t, frame in stream:
+                k = slot_of[index]
+                pos = positions[k]
+                scale = width / frame.shape[1]
+                small = cv2.resize(
+                    frame,
+                    (width, max(1, round(frame.shape[0] * scale))),
+                    interpolation=cv2.INTER_AREA,
+                )
+                for j, person in enumerate(persons):
+                    box = (person.get("boxes") or [None] * len(indices))[pos]
+                    inside = None if box is None else _box_in(frame, box)
+                    if inside is None:
+                        continue
+                    x1, y1, x2, y2 = inside
+                    face = cv2.resize(
+                        frame[y1:y2, x1:x2], (crop, crop), interpolation=cv2.INTER_AREA
+                    )
+                    name = f"tl_p{j}_{index:05d}.jpg"
+                    cv2.imwrite(str(out / name), face, _JPEG)
+                    crops[j][k] = name
+                    corners = [round(v * scale) for v in inside]
+                    cv2.rectangle(small, tuple(corners[:2]), tuple(corners[2:]), (0, 255, 255), 1)
+                name = f"tl_frame_{index:05d}.jpg"
+                cv2.imwrite(str(out / name), small, _JPEG)
+                frames[k] = name
+                if index >= last:
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:  # stop decoding: the rest of the video is not needed
+                close()
+    return {
+        "times": [finite_or_none(times[p]) for p in positions],
+        "indices": [indices[p] for p in positions],
+        "frames": frames,
+        "crops": crops,
+    }
+
+
+def clock(seconds: float) -> str:
+    """``0:03.2``, ``12:05.0``, ``1:02:03.5``: a moment of a video, to the tenth of a second."""
+    tenths = max(0, round(seconds * 10))
+    s, tenth = divmod(tenths, 10)
+    m, s = divmod(s, 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}.{tenth}" if h else f"{m}:{s:02d}.{tenth}"
+
+
+def segment_words(segment: dict[str, Any], person: int | None = None) -> str:
+    """A segment in plain words: ``Manipulated from 0:03.2 to 0:06.7, person 1, confidence
+    96%``; ``person`` is its number as shown (default: the face track's id + 1)."""
+    number = person if person is not None else (segment.get("person") or 0) + 1
+    score = float(segment.get("score") or 0.0)
+    confidence = ">99%" if score >= 0.995 else "<1%" if score < 0.005 else f"{score * 100:.0f}%"
+    return (
+        f"Manipulated from {clock(segment['start'])} to {clock(segment['end'])}, person "
+        f"{number}, confidence {confidence}"
+    )
+
+
+def write_timeline_plot(
+    pred: Prediction, path: str | os.PathLike[str], *, people: int = TIMELINE_PEOPLE
+) -> Path:
+    """``timeline.png``: each person's calibrated p_fake over the video's time (one panel
+    each; a break in the line where their face is absent), the thresholds dashed, the
+    segments shaded. Needs matplotlib (the ``eval`` extra). Raises ``ValueError`` for a
+    prediction without a timeline."""
+    from engine.core.deps import require
+
+    require("matplotlib", purpose="the timeline plot (timeline.png)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    line = pred.timeline
+    if not line:
+        raise ValueError(f"{pred.video}: the prediction has no timeline (use --timeline)")
+    times = np.asarray(
+        [np.nan if finite_or_none(t) is None else t for t in line.get("times") or []],
+        dtype=np.float64,
+    )
+    rule = line.get("rule") or {}
+    cal = pred.calibration or {}
+    fake_at = rule.get("opens_at", cal.get("fake_at", 0.6))
+    real_below = rule.get("closes_below", cal.get("real_below", 0.4))
+    persons = list(line.get("people") or [])[:people]
+    rows = max(1, len(persons))
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 1.2 + 1.9 * rows), sharex=True, squeeze=False)
+    end = float(np.nanmax(times)) if np.isfinite(times).any() else 1.0
+    kind = "calibrated" if rule.get("calibrated") else "uncalibrated"
+    for k, ax in enumerate(axes[:, 0]):
+        person = persons[k] if k < len(persons) else None
+        if person is not None:
+            p = np.asarray([np.nan if v is None else v for v in person["p_fake"]], dtype=np.float64)
+            ax.plot(times, p, color="#1f4e9c", lw=1.4, marker="." if len(p) <= 200 else None)
+            mine = [g for g in pred.segments if g.get("person") == person.get("track")]
+            for j, seg in enumerate(mine):
+                label = "judged manipulated" if j == 0 else None
+                ax.axvspan(seg["start"], seg["end"], color="#c22", alpha=0.18, lw=0, label=label)
+            ax.set_title(
+                f"person {k + 1} (track {person.get('track')}, {person.get('frames')} frames)",
+                fontsize=9,
+                loc="left",
+            )
+        else:
+            ax.text(0.5, 0.5, "no face in any sampled frame", ha="center", va="center",
+                    transform=ax.transAxes)  # fmt: skip
+        ax.axhline(fake_at, color="#c22", ls="--", lw=1, label=f"manipulated from {fake_at:.2f}")
+        ax.axhline(
+            real_below, color="#282", ls="--", lw=1, label=f"authentic below {real_below:.2f}"
+        )
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlim(0, max(end, 1e-3))
+        ax.set_ylabel(f"p_fake ({kind})", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("time in the video (s)")
+    verdict = pred.verdict or pred.label
+    fig.suptitle(
+        f"{Path(str(pred.video)).name}: {verdict}, {len(pred.segments)} manipulated "
+        f"segment(s), {line.get('frames')} frames at {line.get('fps'):g} fps",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

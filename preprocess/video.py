@@ -73,6 +73,7 @@ import bisect
 import importlib
 import itertools
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -1075,21 +1076,28 @@ class _PyAVBackend:
     ) -> Iterator[tuple[int, float, np.ndarray]]:
         """:func:`sample_frames` on PyAV: one pass, only the kept frames converted."""
         s = self._session(path, threads, colour, deinterlace)
+        rate = s.stream.average_rate or s.stream.guessed_rate
+        spacing = 1.0 / float(rate) if rate and rate > 0 else 0.04
+        times: dict[int, float] = {}  # presentation time of each kept frame, from the first
         with s:
             i = -1
             start: float | None = None
-            fps = None
+            last = -spacing
             for i, frame in enumerate(s.frames()):
                 t = frame.time
-                if t is None:  # no timestamp: the frame rate's spacing from the last one
-                    fps = fps or float(s.stream.average_rate or s.stream.guessed_rate or 25)
-                    t = (start or 0.0) + i / fps
+                if t is None or not math.isfinite(t):  # no timestamp (frames drained at the
+                    t = (start or 0.0) + last + spacing  # end): one frame after the last
                 if start is None:
                     start = t
-                for j, image in s.take(i, frame, keep(i, t - start)):
-                    yield j, s.times.get(j, t) - start, image
+                # monotonic: a timestamp that does not move on counts one frame's spacing
+                last = t - start if t - start > last else last + spacing
+                target = keep(i, last)
+                if target:
+                    times[i] = last  # only the kept frames' (a deinterlaced one comes later)
+                for j, image in s.take(i, frame, target):
+                    yield j, times.pop(j, last), image
             for j, image in s.take_end():
-                yield j, s.times.get(j, 0.0) - (start or 0.0), image
+                yield j, times.pop(j, last), image
             if i < 0:
                 raise s.no_frame_error()
             for warning in s.warnings():

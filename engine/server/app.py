@@ -62,6 +62,7 @@ MAX_SEQ_LEN = 300
 SLIDER_STEPS = (10, 20, 40, 60, 80, 100)
 _FILE_NAME = re.compile(
     r"^(p\d{1,3}_)?(overlay|crop|frame)_\d{5}\.(png|jpg)$|^(scores|contact_sheet)\.png$"
+    r"|^tl_(frame|p\d{1,3})_\d{5,7}\.jpg$"  # the timeline's thumbnails (engine.explain)
 )
 _JOB_ID = PathParam(pattern=ID_PATTERN, description="job id (32 hex digits)")
 
@@ -76,6 +77,15 @@ _UPLOAD_SCHEMA = {
                     "properties": {
                         "video": {"type": "string", "format": "binary"},
                         "seq_len": {"type": "integer", "minimum": 1, "maximum": MAX_SEQ_LEN},
+                        "timeline": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "also score the whole video over time, per person "
+                            "(the timeline-fps the server runs with, 2 frames per second by "
+                            "default), and find the segments judged manipulated: the result "
+                            "gets `timeline` and `segments`, and a video with a segment is not "
+                            "REAL (reason MANIPULATED_SEGMENT)",
+                        },
                     },
                 }
             }
@@ -106,6 +116,26 @@ def _parse_seq_len(value: Any) -> int | None:
             422, f"seq_len must be an integer from 1 to {MAX_SEQ_LEN}, got {value!r}"
         )
     return n
+
+
+_TRUE = ("1", "true", "on", "yes")
+_FALSE = ("", "0", "false", "off", "no")
+
+
+def _parse_flag(name: str, value: Any) -> bool:
+    """A form's boolean field: absent or ``0/false/off/no`` is off, ``1/true/on/yes`` on."""
+    if value is None:
+        return False
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise HTTPException(
+        422,
+        f"{name} must be one of {', '.join(_TRUE)} or {', '.join(repr(v) for v in _FALSE)}, "
+        f"got {value!r}",
+    )
 
 
 def create_app(
@@ -210,6 +240,7 @@ def create_app(
             if not isinstance(video, UploadFile):
                 raise HTTPException(422, "the multipart form needs a file field named 'video'")
             seq_len = _parse_seq_len(form.get("seq_len"))
+            timeline = _parse_flag("timeline", form.get("timeline"))
             name = _display_name(video.filename)
             job_id = new_id()
             path = store.upload_path(job_id)
@@ -224,7 +255,7 @@ def create_app(
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        store.create(job_id, name, seq_len)
+        store.create(job_id, name, seq_len, timeline=timeline)
         runner.submit(job_id)
         return job_id
 
@@ -234,7 +265,7 @@ def create_app(
         "/api/v1/jobs",
         status_code=202,
         openapi_extra=_UPLOAD_SCHEMA,
-        summary="Upload a video (multipart field `video`, optional `seq_len`)",
+        summary="Upload a video (multipart field `video`, optional `seq_len` and `timeline`)",
         responses={
             413: {"description": "upload too large"},
             415: {"description": "not a video"},
@@ -309,6 +340,7 @@ def create_app(
             "queue_position": runner.position(job_id) if job.status == "queued" else None,
             "filename": job.filename,
             "seq_len": job.seq_len,
+            "timeline": job.timeline,
             "created": job.created,
             "started": job.started,
             "finished": job.finished,
@@ -322,7 +354,12 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
         return pages.upload_page(
-            SLIDER_STEPS, max_upload_bytes, demo=engine.describe()["demo"], ready=readiness.ready
+            SLIDER_STEPS,
+            max_upload_bytes,
+            demo=engine.describe()["demo"],
+            ready=readiness.ready,
+            timeline_fps=engine.config.timeline_fps,
+            timeline=engine.config.timeline,
         )
 
     @app.post("/upload", include_in_schema=False)
@@ -408,7 +445,12 @@ def _file_urls(files: dict[str, Any], base: str) -> dict[str, Any]:
             return {k: url(v) if k in ("crops", "overlays") else v for k, v in value.items()}
         return value
 
-    return {k: url(v) for k, v in files.items()}
+    def thumbs(value: Any) -> Any:  # the timeline's: times and indices stay, names (or None) go
+        if not isinstance(value, dict):
+            return value
+        return {k: url(v) if k in ("frames", "crops") else v for k, v in value.items()}
+
+    return {k: thumbs(v) if k == "timeline" else url(v) for k, v in files.items()}
 
 
 def _save(upload: UploadFile, path: Path) -> None:

@@ -1,7 +1,9 @@
 """Jobs of ``dfe serve``: a SQLite store that survives restarts and a bounded worker queue.
 
 Everything lives in one private data directory (mode 0700): ``jobs.sqlite3``, ``uploads/<id>``
-(deleted once the job ran) and ``results/<id>/`` (the images of the result page). File names are
+(deleted once the job ran) and ``results/<id>/`` (the images of the result page; with the
+whole-video timeline, also at most :data:`engine.explain.TIMELINE_THUMBS` small JPEG
+thumbnails of its moments and of each person's face there). File names are
 generated (uuid4 hex), never taken from the client. On start, jobs left ``queued`` or ``running``
 by a stopped server are queued again when their upload is still there, else marked ``error``
 with a reason: a job is never forgotten by a restart.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -57,9 +60,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL,
     result TEXT,
     files TEXT,
-    error TEXT
+    error TEXT,
+    timeline INTEGER NOT NULL DEFAULT 0
 )
 """
+# columns added since the first schema: (name, definition), added to an older database on open
+_ADDED_COLUMNS = (("timeline", "INTEGER NOT NULL DEFAULT 0"),)
 
 
 def new_id() -> str:
@@ -86,6 +92,19 @@ class Job:
     result: dict[str, Any] | None
     files: dict[str, Any] | None
     error: str | None
+    timeline: bool = False  # also compute the whole-video timeline (engine.timeline)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every float that is not finite (NaN, infinity) replaced by None: the API
+    answers strict JSON, which has no NaN (a timeline's time a decoder could not give)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 class JobStore:
@@ -101,6 +120,10 @@ class JobStore:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in _ADDED_COLUMNS:  # a data directory of an older server
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         with self._lock:
@@ -116,10 +139,13 @@ class JobStore:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    def create(self, job_id: str, filename: str, seq_len: int | None) -> None:
+    def create(
+        self, job_id: str, filename: str, seq_len: int | None, *, timeline: bool = False
+    ) -> None:
         self._exec(
-            "INSERT INTO jobs (id, status, filename, seq_len, created) VALUES (?, ?, ?, ?, ?)",
-            (job_id, "queued", filename, seq_len, time.time()),
+            "INSERT INTO jobs (id, status, filename, seq_len, created, timeline) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (job_id, "queued", filename, seq_len, time.time(), int(timeline)),
         )
 
     def update(self, job_id: str, **fields: Any) -> None:
@@ -132,7 +158,7 @@ class JobStore:
     def get(self, job_id: str) -> Job | None:
         rows = self._exec(
             "SELECT id, status, stage, filename, seq_len, created, started, finished, result, "
-            "files, error FROM jobs WHERE id = ?",
+            "files, error, timeline FROM jobs WHERE id = ?",
             (job_id,),
         )
         if not rows:
@@ -140,6 +166,7 @@ class JobStore:
         r = list(rows[0])
         r[8] = json.loads(r[8]) if r[8] else None
         r[9] = json.loads(r[9]) if r[9] else None
+        r[11] = bool(r[11])
         return Job(*r)
 
     def delete(self, job_id: str, statuses: tuple[str, ...] = FINISHED) -> bool:
@@ -320,15 +347,19 @@ class JobRunner:
             return
         upload = self.store.upload_path(job_id)
         self.store.update(job_id, status="running", stage="starting", started=time.time())
-        try:
+        try:  # the upload stays until the first frames, the timeline and its thumbnails are done
             expl = explain(
                 self.engine,
                 upload,
                 seq_len=job.seq_len,
                 progress=lambda stage: self.store.update(job_id, stage=stage),
+                timeline=job.timeline,
             )
             self.store.update(job_id, stage="drawing heatmaps")
             files = write_explanation(expl, self.store.result_dir(job_id))
+            if expl.prediction.timeline:
+                self.store.update(job_id, stage="drawing the timeline's thumbnails")
+                files["timeline"] = self._thumbnails(job_id, upload, expl.prediction.timeline)
         except EngineError as exc:
             message = str(exc).replace(str(upload), job.filename)
             record = {"video": job.filename, "status": "error", "error": message}
@@ -343,6 +374,9 @@ class JobRunner:
         else:
             record = expl.prediction.to_record()
             record["video"] = job.filename  # never the private path
+            record["warnings"] = [
+                w.replace(str(upload), job.filename) for w in record.get("warnings") or []
+            ]
             prov = record.get("provenance")
             if prov and prov.get("input"):  # the upload is identified by its content
                 from engine.core.hashing import sha256_file
@@ -355,10 +389,30 @@ class JobRunner:
                     "sha256": sha256_file(upload),
                 }
             self.store.update(
-                job_id, status="done", stage=None, finished=time.time(), result=record, files=files
+                job_id,
+                status="done",
+                stage=None,
+                finished=time.time(),
+                result=json_safe(record),
+                files=json_safe(files),
             )
         finally:
             upload.unlink(missing_ok=True)
+
+    def _thumbnails(self, job_id: str, upload: Path, timeline: dict[str, Any]) -> dict | None:
+        """The timeline's thumbnails in the job's results (None, logged, when the video cannot
+        be read again: the page then draws the charts without them)."""
+        from engine.explain import write_timeline_thumbnails
+
+        try:
+            return write_timeline_thumbnails(
+                self.engine, upload, timeline, self.store.result_dir(job_id)
+            )
+        except EngineError as exc:
+            log.warning("job %s: no timeline thumbnails: %s", job_id, exc)
+        except Exception:  # the thumbnails are optional: never fail a scored job over them
+            log.exception("job %s: no timeline thumbnails", job_id)
+        return None
 
 
 class Janitor:

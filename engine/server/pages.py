@@ -45,6 +45,10 @@ font-size:.8em}.frames img{width:240px}.crops img{width:112px;height:112px}
 .heatmaps img{width:160px;height:160px}table{border-collapse:collapse}td,th{padding:4px 10px;
 border-bottom:1px solid #eee;text-align:right}.warn{background:#fff4e0;border-color:#f0b050}
 progress{width:320px}
+svg.timeline{width:100%;height:auto;cursor:crosshair;display:block}
+svg.timeline text{font-size:11px;fill:#555}#segments a{cursor:pointer}
+#tl_viewer{display:flex;gap:16px;align-items:flex-start}#tl_viewer figure{margin:0}
+#tl_frame{width:320px}#tl_crop{width:128px;height:128px}
 """
 
 
@@ -64,8 +68,16 @@ DEMO_BANNER = (
 
 
 def upload_page(
-    steps: tuple[int, ...], max_bytes: int, *, demo: bool = False, ready: bool = True
+    steps: tuple[int, ...],
+    max_bytes: int,
+    *,
+    demo: bool = False,
+    ready: bool = True,
+    timeline_fps: float = 2.0,
+    timeline: bool = False,
 ) -> str:
+    """The upload form; ``timeline`` checks its "Whole video timeline" box (a server started
+    with ``--timeline``), which scores the whole video at ``timeline_fps``."""
     default = 1 if len(steps) > 1 else 0
     banner = DEMO_BANNER if demo else ""
     if not ready:
@@ -86,6 +98,10 @@ says whether it looks manipulated or authentic, or that it cannot tell (and why)
   <input type=range id=seq_slider min=0 max={len(steps) - 1} step=1 value={default}></label>
   <output id=seq_out>{steps[default]}</output> frames
   <input type=hidden name=seq_len id=seq_len value={steps[default]}></p>
+  <p><label><input type=checkbox name=timeline id=timeline value=1{" checked" if timeline else ""}>
+  Whole video timeline</label> <span class=muted>(also scores the whole video, {timeline_fps:g}
+  frames per second, each person over time, and finds the parts that look manipulated; takes
+  longer)</span></p>
   <p><button type=submit id=submit>Upload and analyse</button>
   <span id=sending class=muted></span></p>
 </form>
@@ -276,12 +292,20 @@ def _badge(
     calibrated: bool,
     ident: str,
     small: bool = False,
+    segment_score: float | None = None,
 ) -> str:
     """The verdict badge: its words, the probability of what it says (FAKE, REAL) or the main
-    reason (UNCERTAIN, NO_FACE); ``data-verdict`` holds the verdict code."""
+    reason (UNCERTAIN, NO_FACE); a video FAKE for its manipulated segments alone shows its
+    most confident segment's ``segment_score`` (:func:`segment_decided`). ``data-verdict``
+    holds the verdict code."""
     kind = "calibrated probability" if calibrated else "model's probability (not calibrated)"
     amount, caption = "", ""
-    if verdict == "FAKE" and p_fake is not None:
+    if verdict == "FAKE" and segment_score is not None:
+        amount = _percent(segment_score)
+        caption = (
+            "confidence of the most certain segment the whole-video timeline judged manipulated"
+        )
+    elif verdict == "FAKE" and p_fake is not None:
         amount, caption = _percent(p_fake), f"{kind} that it is manipulated"
     elif verdict == "REAL" and p_fake is not None:
         amount, caption = _percent(1.0 - p_fake), f"{kind} that it is authentic"
@@ -373,20 +397,51 @@ def _model_note(rec: dict[str, Any], *, demo: bool) -> str:
     )
 
 
-def _basis(rec: dict[str, Any], verdict: str) -> str:
-    """Why a FAKE or REAL verdict was given: the score against its threshold."""
+def segment_decided(rec: dict[str, Any]) -> float | None:
+    """The confidence of the most certain manipulated segment when the segments alone made the
+    video FAKE (the timeline's ``MANIPULATED_SEGMENT``, the first frames' score under the
+    threshold for manipulated); None otherwise."""
+    segments = rec.get("segments") or []
+    if rec.get("verdict") != "FAKE" or not segments:
+        return None
+    if (rec.get("reasons") or [])[:1] != ["MANIPULATED_SEGMENT"]:
+        return None
     p, cal = _p_calibrated(rec), rec.get("calibration") or {}
+    if p is not None and p >= cal.get("fake_at", 0.6):
+        return None  # the first frames say so too: their probability stays the headline
+    return max(float(g.get("score") or 0.0) for g in segments)
+
+
+def _basis(rec: dict[str, Any], verdict: str) -> str:
+    """Why a FAKE or REAL verdict was given: the score against its threshold, and the segments
+    the whole-video timeline judged manipulated."""
+    p, cal = _p_calibrated(rec), rec.get("calibration") or {}
+    segments = rec.get("segments") or []
+    found = ""
+    if segments:
+        first = _segment_text(segments[0], rec.get("timeline") or {})
+        found = (
+            f"The whole-video timeline found {plural(len(segments), 'segment')} judged "
+            f"manipulated, the first: {escape(first)}."
+        )
+    if segment_decided(rec) is not None:
+        first_frames = "" if p is None else f" (their probability: {_percent(p)})"
+        return (
+            f"<p id=basis>{found} A video with a manipulated segment is not authentic, "
+            f"whatever its first frames say{first_frames}.</p>"
+        )
     if p is None:
-        return ""
+        return f"<p id=basis>{found}</p>" if found else ""
     if verdict == "FAKE":
         rule = f"at or above the threshold for manipulated ({_threshold(cal.get('fake_at', 0.6))})"
     elif verdict == "REAL":
         rule = f"below the threshold for authentic ({_threshold(cal.get('real_below', 0.4))})"
     else:
-        return ""
+        return f"<p id=basis>{found}</p>" if found else ""
+    also = f" {found}" if found else ""
     return (
         f"<p id=basis>The face evidence is within the model's range, and the probability that "
-        f"the video is manipulated, {_percent(p)}, is {rule}.</p>"
+        f"the video is manipulated, {_percent(p)}, is {rule}.{also}</p>"
     )
 
 
@@ -513,6 +568,309 @@ def _people(
     return "<h2>People</h2>" + f"<p class=muted id=people_intro>{intro}</p>" + "".join(panels)
 
 
+# ---------------------------------------------------------------------- the timeline
+
+#: The timeline chart's drawing box (SVG user units) and margins around the plot.
+CHART_W, CHART_H = 900, 170
+_LEFT, _RIGHT, _TOP, _BOTTOM = 44, 12, 10, 26
+#: Timeline charts drawn at most (the people seen in the most sampled frames are first).
+MAX_CHARTS = 12
+
+
+def _clock(seconds: float) -> str:
+    from engine.explain import clock
+
+    return clock(seconds)
+
+
+def _person_numbers(timeline: dict[str, Any]) -> dict[Any, int]:
+    """Face track id -> the person's number on the page (1, 2, ...: the timeline's order)."""
+    return {p.get("track"): k + 1 for k, p in enumerate(timeline.get("people") or [])}
+
+
+def _segment_text(segment: dict[str, Any], timeline: dict[str, Any]) -> str:
+    from engine.explain import segment_words
+
+    return segment_words(segment, _person_numbers(timeline).get(segment.get("person")))
+
+
+def _tick_step(total: float) -> float:
+    for step in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600):
+        if total / step <= 10:
+            return step
+    return 7200.0
+
+
+def _chart(
+    k: int,
+    person: dict[str, Any],
+    times: list[float | None],
+    segments: list[dict[str, Any]],
+    *,
+    end: float,
+    fake_at: float,
+    real_below: float,
+) -> str:
+    """One person's timeline as an inline SVG: time on x, calibrated p_fake on y (the line
+    breaks where the face is absent), the thresholds dashed, their segments shaded, and a
+    cursor the page's script moves to the moment shown."""
+    pw, ph = CHART_W - _LEFT - _RIGHT, CHART_H - _TOP - _BOTTOM
+
+    def x(t: float) -> float:
+        return _LEFT + min(max(t, 0.0), end) / end * pw
+
+    def y(p: float) -> float:
+        return _TOP + (1.0 - p) * ph
+
+    parts = [
+        f"<rect x={_LEFT} y={_TOP} width={pw} height={ph} fill=#fff stroke=#ccc></rect>",
+    ]
+    for seg in segments:
+        x0, x1 = x(seg["start"]), x(seg["end"])
+        parts.append(
+            f"<rect class=segment x={x0:.1f} y={_TOP} width={max(x1 - x0, 1.0):.1f} "
+            f"height={ph} fill=#c22 fill-opacity=0.16><title>{escape(seg['_words'])}</title>"
+            "</rect>"
+        )
+    for v in (0.0, 0.5, 1.0):
+        parts.append(f"<text x={_LEFT - 6} y={y(v) + 4:.1f} text-anchor=end>{v * 100:.0f}%</text>")
+    for value, colour, cls, words in (
+        (fake_at, "#c22", "threshold-fake", f"manipulated from {_threshold(fake_at)}"),
+        (real_below, "#282", "threshold-real", f"authentic below {_threshold(real_below)}"),
+    ):
+        parts.append(
+            f"<line class={cls} x1={_LEFT} x2={_LEFT + pw} y1={y(value):.1f} y2={y(value):.1f} "
+            f"stroke={colour} stroke-dasharray='6 4'><title>{escape(words)}</title></line>"
+        )
+    step = _tick_step(end)
+    t = 0.0
+    while t <= end + 1e-9:
+        label = _clock(t).removesuffix(".0")
+        parts.append(
+            f"<line x1={x(t):.1f} x2={x(t):.1f} y1={_TOP + ph} y2={_TOP + ph + 4} stroke=#999>"
+            f"</line><text x={x(t):.1f} y={CHART_H - 8} text-anchor=middle>{label}</text>"
+        )
+        t += step
+    values = person.get("p_fake") or []
+    path, pen = [], False
+    dots = []
+    for i, (t, p) in enumerate(zip(times, values)):
+        if t is None:
+            continue  # no time to place it at
+        if p is None:
+            pen = False
+            continue
+        path.append(f"{'L' if pen else 'M'}{x(t):.1f},{y(p):.1f}")
+        alone = (i == 0 or values[i - 1] is None) and (
+            i + 1 >= len(values) or values[i + 1] is None
+        )
+        if alone or len(values) <= 240:
+            dots.append(f"<circle cx={x(t):.1f} cy={y(p):.1f} r={2.5 if alone else 1.6}></circle>")
+        pen = True
+    if path:
+        parts.append(
+            f"<path class=p-fake d='{' '.join(path)}' fill=none stroke=#1f4e9c "
+            "stroke-width=1.6></path>"
+        )
+    parts.append(f"<g fill=#1f4e9c>{''.join(dots)}</g>")
+    parts.append(
+        f"<line class=cursor id=timeline_{k}_cursor x1=0 x2=0 y1={_TOP} y2={_TOP + ph} "
+        "stroke=#000 stroke-width=1.2 visibility=hidden></line>"
+    )
+    label = (
+        f"Person {k + 1}: calibrated probability of manipulation over the video's "
+        f"{_clock(end)}; {plural(len(segments), 'segment')} judged manipulated"
+    )
+    return (
+        f"<svg class=timeline id=timeline_{k} data-person={k} viewBox='0 0 {CHART_W} {CHART_H}' "
+        f"role=img aria-label='{escape(label)}'><title>{escape(label)}</title>"
+        + "".join(parts)
+        + "</svg>"
+    )
+
+
+def _script_json(data: Any) -> str:
+    """``data`` as JSON that is safe inside a ``<script>`` element."""
+    text = json.dumps(data, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+_TIMELINE_SCRIPT = """
+(() => {
+const TL = JSON.parse(document.getElementById('tl_data').textContent);
+const frameImg = document.getElementById('tl_frame');
+const cropImg = document.getElementById('tl_crop');
+function nearest(arr, t) {
+  let best = -1;
+  for (let i = 0; i < arr.length; i++) {
+    if (arr[i] === null) continue;
+    if (best < 0 || Math.abs(arr[i] - t) < Math.abs(arr[best] - t)) best = i;
+  }
+  return Math.max(best, 0);
+}
+function clock(s) {
+  const t = Math.max(0, Math.round(s * 10)), m = Math.floor(t / 600), r = (t % 600) / 10;
+  return m + ':' + (r < 10 ? '0' : '') + r.toFixed(1);
+}
+function show(t, person) {
+  let at = t;
+  const th = TL.thumbs;
+  if (th && th.t.length) {
+    const i = nearest(th.t, t);
+    at = th.t[i];
+    if (frameImg && th.frames[i]) {
+      frameImg.src = th.frames[i];
+      frameImg.dataset.index = th.indices[i];
+    }
+    const crop = (th.crops[person] || [])[i];
+    if (cropImg) {
+      if (crop) { cropImg.src = crop; cropImg.style.visibility = 'visible'; }
+      else cropImg.style.visibility = 'hidden';
+    }
+  }
+  const j = nearest(TL.times, at);
+  const p = (TL.p[person] || [])[j];
+  document.getElementById('tl_caption').textContent =
+    'frame ' + TL.indices[j] + ' at ' + clock(TL.times[j]);
+  document.getElementById('tl_crop_caption').textContent = 'person ' + (person + 1) + ': ' +
+    (p === null || p === undefined ? 'no face here' : 'p_fake ' + Math.round(p * 100) + '%');
+  const x = TL.left + Math.min(TL.times[j], TL.end) / TL.end * TL.pw;
+  document.querySelectorAll('svg.timeline .cursor').forEach(c => {
+    c.setAttribute('x1', x); c.setAttribute('x2', x); c.setAttribute('visibility', 'visible');
+  });
+}
+document.querySelectorAll('svg.timeline').forEach(svg => svg.addEventListener('click', ev => {
+  const r = svg.getBoundingClientRect();
+  const x = (ev.clientX - r.left) / r.width * TL.width;
+  show(Math.min(TL.end, Math.max(0, (x - TL.left) / TL.pw * TL.end)), +svg.dataset.person);
+}));
+document.querySelectorAll('#segments a').forEach(a => a.addEventListener('click', ev => {
+  ev.preventDefault();
+  show(+a.dataset.t, +a.dataset.person);
+  document.getElementById('tl_viewer').scrollIntoView({block: 'nearest'});
+}));
+})();
+"""
+
+
+def _timeline(job: dict[str, Any]) -> str:
+    """The whole-video timeline (when the job computed one): the segments in words, each
+    person's chart, and the moment viewer (a sampled frame's thumbnail and the person's face
+    there) that clicking a chart or a segment jumps to."""
+    rec, files = job["result"], job.get("files") or {}
+    line = rec.get("timeline")
+    if not line:
+        return ""
+    from engine.explain import finite_or_none
+
+    # a time the decoder could not give is None (the JSON has no NaN): such a frame is not drawn
+    times = [finite_or_none(t) for t in line.get("times") or []]
+    known = [t for t in times if t is not None]
+    people = list(line.get("people") or [])
+    fps = float(line.get("fps") or 2.0)
+    step = 1.0 / fps
+    end = max([*known, 0.0, *(g["end"] for g in rec.get("segments") or [])])
+    end = max(end, step)
+    rule = line.get("rule") or {}
+    cal = rec.get("calibration") or {}
+    fake_at = float(rule.get("opens_at", cal.get("fake_at", 0.6)))
+    real_below = float(rule.get("closes_below", cal.get("real_below", 0.4)))
+    numbers = _person_numbers(line)
+    segments = []
+    for g in rec.get("segments") or []:
+        k = numbers.get(g.get("person"), 1) - 1
+        segments.append({**g, "_k": k, "_words": _segment_text(g, line)})
+    parts = [
+        "<div class=box id=timeline><h2>Whole video timeline</h2>",
+        f"<p class=muted id=timeline_intro>The whole video, {_clock(end)} long, sampled "
+        f"{fps:g} times a second ({plural(len(times), 'frame')}): each person's calibrated "
+        f"probability that their face is manipulated, over time. Dashed: the thresholds "
+        f"(manipulated from {_threshold(fake_at)}, authentic below {_threshold(real_below)}); "
+        "shaded: the segments judged manipulated (the rule: engine/timeline.py). Click a chart "
+        "or a segment to see that moment.</p>",
+    ]
+    if segments:
+        items = "".join(
+            f"<li><a href='#tl_viewer' data-t='{min(g['start'] + step / 2, g['end']):.3f}' "
+            f"data-person={g['_k']}>{escape(g['_words'])}</a></li>"
+            for g in segments
+        )
+        parts.append(f"<h3>Segments judged manipulated</h3><ul id=segments>{items}</ul>")
+    else:
+        parts.append(
+            "<p id=segments_none>No part of the video was judged manipulated: no person's "
+            f"smoothed probability stayed at or above {_threshold(fake_at)} for "
+            f"{rule.get('min_segment_s', 1.0):g} s or more.</p>"
+        )
+    if not people:
+        parts.append("<p id=timeline_no_face>No face was found in the sampled frames.</p></div>")
+        return "".join(parts)
+    thumbs = files.get("timeline") or None
+    viewer = ""
+    if thumbs and thumbs.get("frames"):
+        crops0 = (thumbs.get("crops") or [[]])[0] or [None]
+        first_crop = crops0[0]
+        crop_img = (
+            f"<img id=tl_crop src='{escape(first_crop)}' alt='the person&#39;s face there'>"
+            if first_crop
+            else "<img id=tl_crop alt='the person&#39;s face there' style='visibility:hidden'>"
+        )
+        viewer = (
+            "<div id=tl_viewer>"
+            f"<figure><img id=tl_frame src='{escape(thumbs['frames'][0] or '')}' "
+            f"data-index={thumbs['indices'][0]} alt='the frame at the chosen moment'>"
+            f"<figcaption id=tl_caption>frame {thumbs['indices'][0]} at "
+            f"{_clock(thumbs['times'][0] or 0.0)}</figcaption></figure>"
+            f"<figure>{crop_img}<figcaption id=tl_crop_caption>person 1</figcaption></figure>"
+            "</div>"
+        )
+    else:
+        viewer = (
+            "<div id=tl_viewer><p class=muted>No thumbnails were kept for this job.</p>"
+            "<p id=tl_caption></p><p id=tl_crop_caption></p></div>"
+        )
+    shown = people[:MAX_CHARTS]
+    for k, person in enumerate(shown):
+        mine = [g for g in segments if g["_k"] == k]
+        parts.append(
+            f"<div class=person-timeline id=timeline_person_{k}><h3>Person {k + 1} "
+            f"<span class=muted>(face in {person.get('frames', 0)} of "
+            f"{plural(len(times), 'sampled frame')})</span></h3>"
+            + _chart(k, person, times, mine, end=end, fake_at=fake_at, real_below=real_below)
+            + "</div>"
+        )
+    if len(people) > len(shown):
+        parts.append(
+            "<p class=muted id=timeline_more>"
+            f"{plural(len(people) - len(shown), 'more person', 'more people')} in the timeline "
+            "(see the JSON).</p>"
+        )
+    parts.append(viewer)
+    pw = CHART_W - _LEFT - _RIGHT
+    data = {
+        "times": times,
+        "indices": line.get("frame_indices") or [],
+        "p": [p.get("p_fake") or [] for p in shown],
+        "end": end,
+        "left": _LEFT,
+        "pw": pw,
+        "width": CHART_W,
+        "thumbs": None
+        if not thumbs
+        else {
+            "t": thumbs.get("times") or [],
+            "indices": thumbs.get("indices") or [],
+            "frames": thumbs.get("frames") or [],
+            "crops": (thumbs.get("crops") or [])[: len(shown)],
+        },
+    }
+    parts.append(
+        f"<script type='application/json' id=tl_data>{_script_json(data)}</script>"
+        f"<script>{_TIMELINE_SCRIPT}</script></div>"
+    )
+    return "".join(parts)
+
+
 # ---------------------------------------------------------------------- the result
 
 
@@ -525,7 +883,15 @@ def _result(job: dict[str, Any], *, demo: bool = False) -> str:
     p_cal = _p_calibrated(rec)
     persons = _persons(rec, files)
     decider = deciding_person(rec, persons) if len(persons) > 1 else None
-    badge = _badge(verdict, p_cal, reasons, calibrated=_calibrated(rec), ident="verdict")
+    top_segment = segment_decided(rec)
+    badge = _badge(
+        verdict,
+        p_cal,
+        reasons,
+        calibrated=_calibrated(rec),
+        ident="verdict",
+        segment_score=top_segment,
+    )
     decided = ""
     if decider is not None:
         decided = (
@@ -597,12 +963,15 @@ model leaned to ({label}; red: most weight), over each face crop.</p>
 {_model_note(rec, demo=demo)}
 {other_box}
 {_why(rec, verdict)}
+{_timeline(job)}
 {_people(rec, persons, decider, verdict)}
 {evidence}
 <h2>Timings</h2><table id=timings>{timings}</table>
 <p><a href='{escape(files.get("contact_sheet", ""))}'>contact sheet</a> ·
 <a href='/api/v1/jobs/{job["id"]}'>JSON</a> · <a href='/'>upload another video</a></p>"""
     amount = ""
-    if verdict in ("FAKE", "REAL") and p_cal is not None:
+    if top_segment is not None:
+        amount = " " + _percent(top_segment)
+    elif verdict in ("FAKE", "REAL") and p_cal is not None:
         amount = " " + _percent(p_cal if verdict == "FAKE" else 1.0 - p_cal)
     return _page(f"{VERDICT_WORDS[verdict]}{amount} · {job['filename']}", body)

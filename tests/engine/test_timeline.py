@@ -150,3 +150,18 @@ def test_timeline_scores_equal_dfe_predict_for_the_same_frames(tiny_model, model
         assert person["p_fake"][pos] == pytest.approx(by_index[idx], abs=1e-6)
     assert rec["provenance"]["settings"]["timeline"] is True
     assert rec["provenance"]["settings"]["timeline_fps"] == 2.0
+
+
+def test_sampled_times_are_finite_and_increasing_to_the_last_frame(shared_dir):
+    """Frames the decoder drains at the end of a stream come without a timestamp (NaN in
+    PyAV for the DFDC clips): they get one frame's spacing after the last, never NaN, so a
+    record is valid JSON and the sampler keeps one frame per step to the end."""
+    from preprocess.video import sample_frames
+
+    for name in ("dfdc_like_fake.mp4", "pair480p_real.mp4"):
+        got = [(i, t) for i, t, _ in sample_frames(shared_dir / "videos" / name,
+                                                    time_sampler(2.0))]  # fmt: skip
+        times = [t for _, t in got]
+        assert all(np.isfinite(times)) and times == sorted(times) and len(set(times)) == len(got)
+        assert 9.4 <= times[-1] <= 10.2 and len(got) in (20, 21)
+        json.dumps(times, allow_nan=False)

@@ -250,3 +250,59 @@ def test_result_page_of_two_people_names_the_deciding_person(
         for k in range(2):
             assert len(_loaded(browser, f"#person_{k}_crops img")) == SEQ_LEN
         _shot(browser, tmp_path / "two_people.png")
+
+
+def test_timeline_chart_click_shows_that_moment_in_headless_chromium(
+    browser, serve_engine, shared_dir, tmp_path
+):
+    """A job with the "Whole video timeline" box checked: the page draws the person's chart
+    (SVG) and clicking it late in the video, or a segment in the list, shows the thumbnail of
+    the frame nearest that moment and the person's face there."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    clip = shutil.copy(shared_dir / "videos" / "pair480p_fake.mp4", tmp_path / "clip.mp4")
+    with live_server(serve_engine, tmp_path / "data") as base:
+        browser.get(base + "/")
+        box = browser.find_element(By.ID, "timeline")
+        assert not box.is_selected()  # off by default
+        box.click()
+        browser.execute_script(f"document.getElementById('seq_len').value = {SEQ_LEN}")
+        browser.find_element(By.ID, "video").send_keys(str(clip))
+        browser.find_element(By.ID, "submit").click()
+        WebDriverWait(browser, 180).until(lambda b: b.find_elements(By.ID, "verdict"))
+        chart = browser.find_element(By.CSS_SELECTOR, "svg.timeline")
+        assert chart.size["width"] > 600
+        assert browser.find_elements(By.CSS_SELECTOR, "svg.timeline .segment")
+        frame = _loaded(browser, "#tl_frame")[0]
+        _loaded(browser, "#tl_crop")
+        first = frame.get_attribute("src")
+        assert "/files/tl_frame_" in first
+        cursor = browser.find_element(By.CSS_SELECTOR, "svg.timeline .cursor")
+        assert cursor.get_attribute("visibility") == "hidden"
+
+        # click at 90% of the chart's width: the thumbnail near the video's end
+        ActionChains(browser).move_to_element_with_offset(
+            chart, int(chart.size["width"] * 0.4), 0
+        ).click().perform()
+        WebDriverWait(browser, 10).until(lambda b: frame.get_attribute("src") != first)
+        late = frame.get_attribute("src")
+        _loaded(browser, "#tl_frame")
+        crop = _loaded(browser, "#tl_crop")[0]
+        assert crop.is_displayed() and "/files/tl_p0_" in crop.get_attribute("src")
+        assert cursor.get_attribute("visibility") == "visible"
+        assert float(cursor.get_attribute("x1")) > 0.75 * 900
+        caption = browser.find_element(By.ID, "tl_caption").text
+        assert caption.startswith("frame ") and " at 0:0" in caption
+        assert "person 1: p_fake" in browser.find_element(By.ID, "tl_crop_caption").text
+        index = int(frame.get_attribute("data-index"))
+        assert f"tl_frame_{index:05d}.jpg" in late and index > 150  # 24 fps: past 6 s
+
+        # a segment in words jumps to its start
+        link = browser.find_element(By.CSS_SELECTOR, "#segments a")
+        assert link.text.startswith("Manipulated from 0:00.")
+        link.click()
+        WebDriverWait(browser, 10).until(lambda b: frame.get_attribute("src") != late)
+        assert int(frame.get_attribute("data-index")) < 24
+        _shot(browser, tmp_path / "timeline.png")
