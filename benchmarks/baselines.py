@@ -62,7 +62,7 @@ def hog_locations() -> Any:
 
 class _EagerModel:
     def __init__(self, checkpoint: Path) -> None:
-        from export.checkpoint import build_model, load_checkpoint
+        from network.checkpoint import build_model, load_checkpoint
 
         self.torch = require("torch")
         self.model = build_model(load_checkpoint(checkpoint))

@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from preprocess.scrfd import SCRFDDetector
 
-    detector = SCRFDDetector(args.models / "det_500m.onnx", batch_size=1)
+    detector = SCRFDDetector.from_file(args.models / "det_500m.onnx", batch_size=1)
     data: dict[str, Any] = {
         "machine": machine_info(),
         "note": "shared 2-core machine: other jobs ran at the same time; timings are noisy",

@@ -343,7 +343,7 @@ def collect(args: argparse.Namespace) -> None:
     from preprocess.scrfd import SCRFDDetector
     from weights import find_model
 
-    detector = SCRFDDetector(
+    detector = SCRFDDetector.from_file(
         find_model(args.detector, models_dir=args.models, download=False), batch_size=1
     )
     cached = _read_cache()

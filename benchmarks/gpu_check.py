@@ -375,7 +375,7 @@ def _real_crops(assets: Path, per_clip: int, clips: list[str]) -> Any:
     from preprocess.scrfd import SCRFDDetector
     from preprocess.video import read_video
 
-    det = SCRFDDetector(assets / "models" / DETECTOR, batch_size=1)
+    det = SCRFDDetector.from_file(assets / "models" / DETECTOR, batch_size=1)
     crops = []
     for name in clips:
         frames = read_video(assets / "videos" / name, per_clip * 5).frames[::5]
@@ -608,7 +608,7 @@ def section_detector(ctx: dict[str, Any]) -> dict[str, Any]:
             save({"rows": rows, "skipped": skipped, "partial": True})
     ort_row = None
     if not deadline.over(10):
-        ref = SCRFDDetector(assets / "models" / DETECTOR, batch_size=1)
+        ref = SCRFDDetector.from_file(assets / "models" / DETECTOR, batch_size=1)
         few = frames[: min(len(frames), 16)]
         t = time_call(lambda: ref.detect(few), warmup=1, runs=3)
         ort_row = {"batch": 1, "frames": len(few), "detect_1080p_frames_per_s": _rate(t, len(few))}

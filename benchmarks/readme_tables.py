@@ -205,6 +205,39 @@ def _dlib_map(runs: list[Results]) -> str:
     )
 
 
+def _live(runs: list[Results]) -> str:
+    """The live benchmark's table (``benchmarks.live_bench.render_table``, as the report's)."""
+    from benchmarks.live_bench import render_table
+
+    return render_table(runs[0])
+
+
+def _live_summary(runs: list[Results]) -> str:
+    """The README's one paragraph of live figures: the highest rate followed per resolution,
+    its latency, and the long run's memory."""
+    data = runs[0]
+    res, machine = data["results"], data["host"]["machine"]
+    parts = [
+        f"{name} at {r['highest_fps_kept_up']:g} frames/s (latency median "
+        f"{r['latency_median_ms']:.0f} ms, p95 {r['latency_p95_ms']:.0f} ms)"
+        for name, r in res.items()
+        if name in ("1080p", "720p") and r.get("highest_fps_kept_up")
+    ]
+    long = res["long"]
+    load = data["load_average_start"][1]
+    return (
+        f"Live (`dfe watch` on a 30 fps MPEG-TS stream, {machine['cores']}-core "
+        f"{machine['cpu']}, 5-min load average {load:g} at the start): followed "
+        + " and ".join(parts)
+        + f"; over {data['settings']['long_s'] / 60:g} min at {long['resolution']} "
+        f"{long['fps']:g} frames/s RSS went from {long['rss_first_mb']:.0f} to "
+        f"{long['rss_last_mb']:.0f} MB ({long['rss_slope_mb_per_min']:+.2f} MB/min), "
+        f"{long['frames_dropped']} frames dropped "
+        f"({'kept up' if long['kept_up'] else 'fell behind while the machine was busy'}). "
+        "Method and every run: [live.md](docs/live.md#latency-on-this-machine)."
+    )
+
+
 @dataclass(frozen=True)
 class Block:
     """One generated table: where it goes, what it is made from, and how."""
@@ -290,6 +323,8 @@ BLOCKS: tuple[Block, ...] = (
     ),
     Block("int8-speed", "docs/int8-tensorrt.md", ("int8-cpu-2core-cpu.json",), _int8_speed),
     Block("dlib-map", "docs/faces.md", ("dlib-map-2core-cpu.json",), _dlib_map),
+    Block("live", "docs/live.md", ("live-2core-avx2-cpu.json",), _live),
+    Block("live-summary", "README.md", ("live-2core-avx2-cpu.json",), _live_summary),
 )
 
 

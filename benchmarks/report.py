@@ -157,6 +157,19 @@ def render_markdown(results: dict[str, Any]) -> str:
             render_table(sec["timeline"]),
             "",
         ]
+    if "live" in sec:
+        from benchmarks.live_bench import render_table as render_live
+
+        lines += [
+            "## Live video (dfe watch on 1080p30 and 720p30 streams over TCP)",
+            "",
+            "Each stream served live on loopback (`ffmpeg -re`, a stream copy) and watched by one "
+            "fresh `dfe watch` process per `--fps`, up to the first rate that fell behind; "
+            "latency from each verdict line, RSS sampled from /proc every second.",
+            "",
+            render_live(sec["live"]),
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -4,9 +4,11 @@ Everything a claim of "faster" rests on is measured here side by side, in one ru
 machine and clips: the classifier per backend and precision over batch sizes, the detector
 (batched SCRFD vs InsightFace's own single-image SCRFD vs dlib HOG, the original's detector) at
 480p/720p/1080p, decoding (PyAV vs OpenCV), end to end against the original pipeline and a
-straightforward SCRFD + eager pipeline, scaling, and the whole-video timeline on 5- and
-10-minute 1080p videos (:mod:`benchmarks.timeline_bench`). Results go to JSON with the machine
-and library versions; :mod:`benchmarks.report` renders the Markdown table and PNG plots from it.
+straightforward SCRFD + eager pipeline, scaling, the whole-video timeline on 5- and 10-minute
+1080p videos (:mod:`benchmarks.timeline_bench`), and live video (``dfe watch`` on 1080p30 and
+720p30 streams served over TCP, :mod:`benchmarks.live_bench`). Results go to JSON with the
+machine and library versions; :mod:`benchmarks.report` renders the Markdown table and PNG plots
+from it.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def bench_classifier(cfg: SuiteConfig) -> dict[str, Any]:
         try:
             import torch
 
-            from export.checkpoint import build_model, load_checkpoint
+            from network.checkpoint import build_model, load_checkpoint
 
             torch_model = build_model(load_checkpoint(cfg.checkpoint))
             torch.set_grad_enabled(False)
@@ -133,7 +135,7 @@ def bench_detector(cfg: SuiteConfig) -> dict[str, Any]:
         "1080p": _frames_at(cfg.videos[0], n, None),
     }
     rows = []
-    dets = {b: SCRFDDetector(cfg.detector, batch_size=b) for b in (1, 4, 16)}
+    dets = {b: SCRFDDetector.from_file(cfg.detector, batch_size=b) for b in (1, 4, 16)}
     try:
         from insightface.model_zoo.scrfd import SCRFD
 
@@ -356,6 +358,27 @@ def bench_timeline(cfg: SuiteConfig) -> dict[str, Any]:
     )
 
 
+def bench_live(cfg: SuiteConfig) -> dict[str, Any]:
+    """``dfe watch`` on a 1080p30 and a 720p30 stream served live over TCP on loopback
+    (:mod:`benchmarks.live_bench`): per resolution the ``--fps`` ladder up to the first rate that
+    falls behind, with frames dropped, latency, RSS and CPU per run. Quick: ``--fps`` 4 and 8,
+    15 s of stream each (about 1.5 minutes on 2 cores); ``--full``: 4, 8, 16, 30 (and one rate
+    halfway to the first that fell behind), 60 s each, then 10 minutes at 720p at its highest
+    rate that kept up (about 20 minutes)."""
+    from benchmarks import live_bench as live
+
+    clip = next((v for v in cfg.videos if v.name == "dfdc_like_real.mp4"), cfg.videos[0])
+    return live.measure(
+        cfg.model_dir,
+        clip,
+        models_dir=str(cfg.detector.parent),
+        duration=live.QUICK_DURATION_S if cfg.quick else live.FULL_DURATION_S,
+        ladder=live.QUICK_LADDER if cfg.quick else live.FULL_LADDER,
+        refine=not cfg.quick,
+        long=0.0 if cfg.quick else live.FULL_LONG_S,
+    )
+
+
 SECTIONS = {
     "classifier": bench_classifier,
     "detector": bench_detector,
@@ -363,6 +386,7 @@ SECTIONS = {
     "end_to_end": bench_end_to_end,
     "scaling": bench_scaling,
     "timeline": bench_timeline,
+    "live": bench_live,
 }
 
 

@@ -9,7 +9,6 @@ jobs), and it never silently changes backend or precision.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import threading
@@ -35,6 +34,7 @@ from preprocess.faces import FacePolicy
 from preprocess.sampling import check_count, check_sampling
 
 if TYPE_CHECKING:
+    from engine.backends.base import BackendFactory
     from preprocess.faces import Detector
 
 log = logging.getLogger(__name__)
@@ -80,18 +80,25 @@ class Inspection:
 def open_detector(
     config: EngineConfig,
     *,
-    factory: Any = None,
+    factory: BackendFactory | None = None,
     model_dir: Path | None = None,
     path: Path | None = None,
 ) -> Detector:
     """The face detector ``config`` describes (``detector``, ``models_dir``, ``download``,
-    ``detector_input``, ``score_threshold``, ``detector_batch``), on the device of ``factory``
-    (a backend factory; default: ``config``'s backend). A backend that has its own detector
-    (GPU session, TensorRT engine) provides it; the others run SCRFD on ONNX Runtime CPU.
-    ``path``: the detector file already found for ``config.detector`` (default: found here).
+    ``detector_input``, ``detector_input_shape``, ``score_threshold``, ``detector_batch``, the
+    thread budget), on the device of ``factory`` (a backend factory; default: ``config``'s
+    backend). The one way the engine, ``dfe detect``, ``dfe preprocess``, training and INT8
+    calibration open it: the file is found (:func:`weights.find_model`; ``path``: already
+    found), loaded once (read, hashed and made batch-dynamic into the cache of derived graphs:
+    :func:`preprocess.scrfd_graph.load_detector_graph`), and the backend makes the detector of
+    that graph (:meth:`~engine.backends.base.BackendFactory.detector`: the SCRFD maths over its
+    runner on ONNX Runtime and TensorRT, the PyTorch detector on torch-cuda). ``model_dir``: the
+    exported model whose ``engines/`` folder caches a TensorRT detector engine.
     Raises :class:`~engine.core.errors.ArtifactNotFoundError` when the model file is missing
     and cannot be downloaded."""
-    from preprocess.scrfd import SCRFDDetector
+    from engine.backends.base import DetectorOptions
+    from preprocess.scrfd import DetectorConfig
+    from preprocess.scrfd_graph import load_detector_graph
     from weights import find_model
 
     if factory is None:
@@ -99,26 +106,18 @@ def open_detector(
     budget = config.thread_budget(factory.name)
     if path is None:
         path = find_model(config.detector, models_dir=config.models_dir, download=config.download)
-    options: dict[str, Any] = {
-        "input_size": config.detector_input,
-        "input_shape": config.detector_input_shape,
-        "score_threshold": config.score_threshold,
-        "batch_size": config.detector_batch_for(factory.name),
-    }
-    make = getattr(factory, "make_detector", None)
-    if make is not None:
-        parameters = inspect.signature(make).parameters
-        if "intra_op_threads" in parameters:
-            options["intra_op_threads"] = budget.detector_threads
-        if "pool" in parameters:
-            options["pool"] = shared_pool(budget.workers)
-        return make(path, model_dir=model_dir, **options)
-    return SCRFDDetector(
-        path,
+    options = DetectorOptions(
+        DetectorConfig(
+            input_size=config.detector_input,
+            input_shape=config.detector_input_shape,
+            score_threshold=config.score_threshold,
+            batch_size=config.detector_batch_for(factory.name),
+        ),
         intra_op_threads=budget.detector_threads,
         pool=shared_pool(budget.workers),
-        **options,
+        model_dir=model_dir,
     )
+    return factory.detector(load_detector_graph(path), options)
 
 
 class Engine:
@@ -238,6 +237,7 @@ class Engine:
                 "path": str(spec.directory.resolve()),
                 "sidecar_sha256": spec.sidecar_sha256,
                 "spec_sha256": spec.spec_sha256,
+                "calibration_sha256": spec.calibration_sha256,
                 "precision": self.config.precision,
                 **pipeline.graphs,
                 "checkpoint_sha256": spec.raw.get("checkpoint", {}).get("sha256"),
@@ -262,6 +262,7 @@ class Engine:
         """The stages of one model of the catalog (built once, then shared)."""
         with self._lock:
             if spec.directory not in self._pipelines:
+                _ = spec.calibration  # a damaged calibration fails here, at load
                 graphs = (
                     {"graph": "checkpoint", "graph_sha256": None, "head_sha256": None}
                     if self.backend in ("torch", "torch-cuda")  # runs the checkpoint, which
@@ -389,6 +390,19 @@ class Engine:
 
         pipeline = self.pipeline_for(self.spec_for(None))
         return build_timeline(pipeline, str(source), fps=fps or self.config.timeline_fps)
+
+    def stream(self, source: Any, *, options: Any = None, **kwargs: Any) -> Any:
+        """Rolling per-person verdicts on a live source (:class:`engine.live.LiveStream`):
+        a URL FFmpeg opens, ``"-"`` (standard input), ``/dev/videoN``, a file, or an iterator
+        of ``(time_s, HxWx3 uint8 BGR frame)`` (or of frames, with ``input_fps=``). Iterate the
+        result for its events (``to_record()``: ``dfe watch``'s lines); ``stop()`` ends it.
+        ``options``: an :class:`engine.live.LiveOptions`; ``kwargs``: its fields."""
+        from engine.live import LiveOptions, LiveStream
+
+        opts = options if options is not None else LiveOptions()
+        seq_len = kwargs.get("seq_len", opts.seq_len)
+        self.prepare(seq_len)
+        return LiveStream(self.pipeline_for(self.spec_for(seq_len)), source, opts, **kwargs)
 
     def _with_timeline(self, pipeline: VideoPipeline, pred: Prediction, source: Any) -> Prediction:
         """``pred`` with the video's timeline and segments when ``timeline`` is on (a video

@@ -38,6 +38,9 @@ MAX_FALSE_FAKE = 0.01
 MAX_MISSED_FAKE = 0.05
 #: Fewer videos per class than this: the fit is stored, with a warning that it is coarse.
 FEW_PER_CLASS = 50
+#: Fewer scored videos of a class than this: refused (one per class fits a temperature to two
+#: points and leaves no band).
+MIN_PER_CLASS = 2
 #: Temperatures searched (log scale).
 T_RANGE = (0.01, 100.0)
 
@@ -153,8 +156,13 @@ def calibrate(
         p.to_record() for p in engine.predict_many(paths, seq_len=seq_len, sampling=sampling)
     ]
     usable = [r for r in records if r["status"] == "ok" and r["verdict"] != "NO_FACE"]
-    if not usable:
-        raise InvalidInputError("no labelled video could be scored on a face; nothing to fit")
+    counts = {c: sum(truth[r["video"]] == c for r in usable) for c in ("REAL", "FAKE")}
+    if min(counts.values()) < MIN_PER_CLASS:
+        raise InvalidInputError(
+            f"calibration needs at least {MIN_PER_CLASS} scored videos of each class with a "
+            f"face; got {counts['REAL']} REAL and {counts['FAKE']} FAKE (of {len(records)} "
+            "labelled; the others failed or had no face). Label more videos"
+        )
     fake = fake_index(engine.spec_for(seq_len).labels)
     margins = [logit_margin(r["logits"], fake) for r in usable]
     is_fake = [truth[r["video"]] == "FAKE" for r in usable]

@@ -44,6 +44,7 @@ COMMAND_MODULES: list[str] = [
     "engine.commands.calibrate",
     "engine.commands.reproduce",
     "engine.commands.build",
+    "engine.commands.watch",
 ]
 
 

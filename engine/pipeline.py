@@ -6,18 +6,27 @@ object implemented once elsewhere and composed here:
 =================  ==========================================================================
 stage              implementation
 =================  ==========================================================================
-decode / sample    :func:`preprocess.video.read_video`
-detect             a detector with ``detect(frames)`` (:class:`preprocess.scrfd.SCRFDDetector`
-                   on the backend's session), then the per-video input choice
-                   (:func:`preprocess.detector_input.choose_detector_input`)
-track              :func:`preprocess.tracking.track_faces` (one face track per person)
-select faces       who is scored (``faces``: the main track, every track, or the face rule
-                   per frame), then :class:`preprocess.faces.FacePolicy` (crop style, margin,
-                   no-face rule)
-crop / preprocess  :class:`preprocess.crop.Preprocessor` (the model sidecar's input spec)
+decode / sample    :meth:`preprocess.face_extraction.FaceExtractor.read`
+                   (:func:`preprocess.video.read_video`)
+detect             the face extractor's steps: the detector's default input on the frames of
+                   several videos at once (:meth:`~preprocess.face_extraction.FaceExtractor.
+                   detect_default`), then per video the input choice and fast mode's filling
+                   (:meth:`~preprocess.face_extraction.FaceExtractor.complete_detection`)
+track              :meth:`~preprocess.face_extraction.FaceExtractor.track` (one face track per
+                   person)
+select faces       :meth:`~preprocess.face_extraction.FaceExtractor.select`: who is scored
+                   (``faces``: the main track, every track, or the face rule per frame), then
+                   :class:`preprocess.faces.FacePolicy` (crop style, margin, no-face rule)
+crop / preprocess  :meth:`~preprocess.face_extraction.FaceExtractor.crop`, then
+                   :class:`preprocess.crop.Preprocessor` (the model sidecar's input spec)
 classify           :class:`engine.core.classifier.ClassifierRunner` (batching, sequence head)
 reduce             :func:`engine.core.reduce.score_video` (the sidecar's reduction and labels)
 =================  ==========================================================================
+
+The face steps are those of :class:`preprocess.face_extraction.FaceExtractor`, the one face
+chain that ``dfe train``, INT8 calibration, ``dfe preprocess`` and ``dfe detect`` also run; the
+pipeline calls them one by one (detection batched across videos, stages overlapped in threads)
+in the order :meth:`~preprocess.face_extraction.FaceExtractor.extract` composes them.
 
 A scored sequence (:class:`ScoredSequence`) is one person's frames (or, ``per-frame``, the face
 rule's choice in each frame); the classifier never sees a sequence that mixes two tracks.
@@ -47,7 +56,8 @@ from engine.core.records import Prediction
 from engine.core.reduce import VideoScore, fake_index, score_video
 from engine.core.sidecar import INT8_GRAPH, ModelSpec
 from engine.core.verdict import Verdict, combine, decide, logit_margin, reason_text
-from preprocess.crop import Box, Preprocessor, resize_pil
+from preprocess.crop import Preprocessor, resize_pil
+from preprocess.face_extraction import DecodeOptions, FaceExtractor, FaceSequence
 from preprocess.faces import FacePolicy
 from preprocess.quality import Quality
 
@@ -102,24 +112,10 @@ class VideoJob:
         return len(self.frames) or sum(len(q.crops) for q in self.sequences)
 
 
-@dataclass
-class ScoredSequence:
-    """One sequence the classifier scores: a person's frames (``track``: the face track's id;
-    None for the per-frame rule or the caller's crops). ``positions`` index the job's decoded
-    frames; ``frame_indices`` are video frame indices; ``boxes`` the crop boxes (None: whole
-    frame); ``found`` the frames cropped at this person's face."""
-
-    track: int | None
-    positions: list[int]
-    frame_indices: list[int]
-    boxes: list[Box | None]
-    found: int
-    crops: list[np.ndarray] = field(default_factory=list)
-
-    @property
-    def coverage(self) -> float:
-        """Fraction of the frames used that had this person's face (0 when none did)."""
-        return self.found / len(self.positions) if self.positions else 0.0
+#: One sequence the classifier scores: a person's frames, boxes and crops
+#: (:class:`preprocess.face_extraction.FaceSequence`; ``positions`` index the job's decoded
+#: frames).
+ScoredSequence = FaceSequence
 
 
 def colour_record(conversion: Any) -> dict[str, Any]:
@@ -289,21 +285,66 @@ class VideoPipeline:
         self.spec = spec
         self.classifier = classifier
         self._detector = detector
-        self.policy = policy
         self.preprocessor = Preprocessor(spec.input)
         self.backend = backend
         self.precision = precision
-        self.faces = faces
-        self.size_probe = size_probe
-        self.detect_every = int(detect_every)
-        self.decode_backend = decode_backend
-        self.decode_threads = decode_threads
-        self.colour = colour
         self._provenance = provenance
         self.hash_inputs = hash_inputs
         self.detector_input_shape = detector_input_shape
-        self.deinterlace = deinterlace
+        # the face chain: decode, detect, detector input, track, select, crop (the one
+        # implementation; the face options below are its own)
+        self.extractor = FaceExtractor(
+            detector,
+            policy,
+            self.preprocessor,
+            faces=faces,
+            size_probe=size_probe,
+            detect_every=int(detect_every),
+            decode=DecodeOptions(decode_backend, decode_threads, colour, deinterlace),
+        )
         self.notes = self._notes()
+
+    # the face options, as the face chain holds them (read by records, notes, the timeline)
+
+    @property
+    def policy(self) -> FacePolicy:
+        """Face rule, crop style, margin and no-face rule."""
+        return self.extractor.policy
+
+    @property
+    def faces(self) -> str:
+        """Who is scored: ``main``, ``all`` or ``per-frame``."""
+        return self.extractor.faces
+
+    @property
+    def size_probe(self) -> bool:
+        """Whether the detector input is chosen per video."""
+        return self.extractor.size_probe
+
+    @property
+    def detect_every(self) -> int:
+        """K: the detector runs on every K-th sampled frame (1: every frame, exact mode)."""
+        return self.extractor.detect_every
+
+    @property
+    def decode_backend(self) -> str:
+        """The video decoder (``auto``, ``pyav``, ``opencv``)."""
+        return self.extractor.decode.backend
+
+    @property
+    def decode_threads(self) -> int:
+        """FFmpeg threads per video decoded (0: FFmpeg's choice)."""
+        return self.extractor.decode.threads
+
+    @property
+    def colour(self) -> str:
+        """Frame colour: ``bt709`` or ``keep``."""
+        return self.extractor.decode.colour
+
+    @property
+    def deinterlace(self) -> str:
+        """Interlaced video: ``auto`` or ``off``."""
+        return self.extractor.decode.deinterlace
 
     def _notes(self) -> list[str]:
         """Warnings every record of this pipeline carries (what its score rests on)."""
@@ -350,6 +391,13 @@ class VideoPipeline:
                     "measured for the former (rebuild with dfe build --precision int8 and the "
                     "same options)"
                 )
+            calibrated_faces = calibration.get("faces")  # None: built before it was recorded
+            if calibrated_faces is not None and calibrated_faces != self.faces:
+                notes.append(
+                    f"the INT8 graph was calibrated and checked on the crops of --faces "
+                    f"{calibrated_faces}, but this run scores --faces {self.faces}: its accuracy "
+                    "bound was measured for the former"
+                )
         return notes
 
     @property
@@ -361,30 +409,34 @@ class VideoPipeline:
     def decode(self, job: VideoJob, n: int, sampling: str) -> None:
         """Read ``n`` frames of ``job.source`` chosen by ``sampling``."""
         from engine.core.provenance import input_identity
-        from preprocess.video import read_video
 
         t = time.perf_counter()
         job.input = input_identity(job.source, content=self.hash_inputs)
-        clip = read_video(
-            job.source,
-            n,
-            sampling=sampling,
-            backend=self.decode_backend,
-            threads=self.decode_threads,
-            colour=self.colour,
-            deinterlace=self.deinterlace,
-        )
+        clip = self.extractor.read(job.source, n, sampling)
         job.frames, job.frame_indices = clip.frames, clip.indices
         # ``interlaced``: the share of the frames read that came from interlaced video, woven
         # or deinterlaced (a deinterlaced frame interpolates half its lines: not what the
         # model was trained on either); ``deinterlaced``: whether bwdif ran
         seen = clip.frames_seen
         interlaced = (clip.interlaced_frames or 0) + (clip.deinterlaced or 0)
+        bpp = clip.info.bits_per_pixel
+        if bpp is not None and clip.changes_size:  # over the mean size of the frames read
+            first = clip.info.width * clip.info.height
+            mean = sum(w * h for w, h in clip.frame_sizes) / len(clip.frame_sizes)
+            bpp = bpp * first / mean
         job.source_quality = {
             "interlaced": min(interlaced / seen, 1.0) if seen else None,
             "deinterlaced": bool(clip.deinterlaced),
-            "bits_per_pixel": clip.info.bits_per_pixel,
+            "bits_per_pixel": bpp,
+            "codec": clip.info.codec,
         }
+        if clip.backend == "opencv":
+            job.warnings.append(
+                "decoded with OpenCV, which reports neither interlacing nor compression nor "
+                "size changes: the INTERLACED_SOURCE and HEAVY_COMPRESSION checks did not run, "
+                "and frames of another size were scaled to the first's (--decode-backend pyav "
+                "does all three)"
+            )
         if clip.colour is not None:
             job.colour = colour_record(clip.colour)
         job.decode = decode_record(clip)
@@ -394,19 +446,21 @@ class VideoPipeline:
     def detect(self, jobs: Sequence[VideoJob]) -> None:
         """Every face of every frame of ``jobs``: the frames of all jobs in shared detector
         batches at the detector's default input (the time is shared out per frame), then, per
-        video, the input choice of :func:`preprocess.detector_input.choose_detector_input`
-        (small faces in large frames, faces filling the frame), detecting again only where it
-        is not the default. With ``detect_every`` K > 1 (fast mode) the detector runs on every
-        K-th sampled frame (and the last) only, and faces are followed along their tracks in
-        between (:func:`preprocess.tracking.fill_between_detections`)."""
+        video, the input choice (small faces in large frames, faces filling the frame),
+        detecting again only where it is not the default, and in fast mode (``detect_every``
+        K > 1: the detector ran on every K-th sampled frame and the last) the faces followed
+        along their tracks in between: the face extractor's
+        :meth:`~preprocess.face_extraction.FaceExtractor.detect_default` and
+        :meth:`~preprocess.face_extraction.FaceExtractor.complete_detection`."""
         todo = [j for j in jobs if j.error is None and j.detect]
         if not any(j.frames for j in todo):
             return
-        picks = {id(j): self._detected_positions(len(j.frames)) for j in todo}
+        extractor = self.extractor
+        picks = {id(j): extractor.detected_positions(len(j.frames)) for j in todo}
         frames = [j.frames[p] for j in todo for p in picks[id(j)]]
-        detector = self.detector
+        _ = extractor.detector  # loaded (once) before the clock starts
         t = time.perf_counter()
-        faces = detector.detect(frames) if frames else []
+        faces = extractor.detect_default(frames)
         share = (time.perf_counter() - t) / max(len(frames), 1)
         pos = 0
         for j in todo:
@@ -417,108 +471,42 @@ class VideoPipeline:
         for j in todo:
             t = time.perf_counter()
             try:
-                self._choose_input(j, picks[id(j)])
-                if self.detect_every > 1:
-                    self._fill(j, picks[id(j)])
+                j.faces, j.detector_input = extractor.complete_detection(
+                    j.frames, j.frame_indices, j.faces, picks[id(j)]
+                )
             except Exception as exc:  # this video only
                 j.error = error_text(exc)
             j.timings["detect"] += time.perf_counter() - t
 
-    def _detected_positions(self, n: int) -> list[int]:
-        """Positions of the sampled frames the detector runs on: all, or every K-th and the
-        last (fast mode)."""
-        k = self.detect_every
-        if k <= 1 or n <= 2:
-            return list(range(n))
-        picks = list(range(0, n, k))
-        return picks if picks[-1] == n - 1 else [*picks, n - 1]
-
-    def _choose_input(self, job: VideoJob, picks: list[int]) -> None:
-        """The per-video detector input (issue 14), on the frames the detector ran on."""
-        if not self.size_probe:
-            return
-        detector = self.detector
-        if getattr(detector, "fixed_input", False) or not hasattr(detector, "detect_prepared"):
-            return  # said once per record by _notes()
-        from preprocess.detector_input import choose_detector_input, detect_with_input
-
-        frames = [job.frames[p] for p in picks]
-        indices = [job.frame_indices[p] for p in picks]
-        choice = choose_detector_input(detector, frames, job.faces, frame_indices=indices)
-        if not choice.default:
-            job.faces = detect_with_input(detector, frames, choice, default_faces=job.faces)
-        job.detector_input = choice
-
-    def _fill(self, job: VideoJob, picks: list[int]) -> None:
-        """Fast mode: faces of every sampled frame from the tracks of the detected ones."""
-        from preprocess.tracking import fill_between_detections, track_faces
-
-        detected = [job.frame_indices[p] for p in picks]
-        sizes = [f.shape for f in job.frames]  # each frame's own size (a video may change it)
-        tracks = track_faces(list(zip(detected, job.faces)), frame_sizes=[sizes[p] for p in picks])
-        job.faces = fill_between_detections(tracks, job.frame_indices, frame_sizes=sizes)
-
     def track(self, job: VideoJob) -> None:
-        """Link the faces of the sampled frames into face tracks, one per person."""
+        """Link the faces of the sampled frames into face tracks, one per person
+        (:meth:`preprocess.face_extraction.FaceExtractor.track`)."""
         if not job.detect or job.error is not None:
             return
         if job.faces is None:
             raise InvalidInputError(f"{job.name}: track() before detect()")
-        from preprocess.tracking import track_faces, tracks_to_score
-
         t = time.perf_counter()
         # each frame's own size: faces are linked where they are on screen across a size change
         sizes = [f.shape for f in job.frames] if len(job.frames) == len(job.faces) else None
-        job.tracks = track_faces(list(zip(job.frame_indices, job.faces)), frame_sizes=sizes)
-        job.people = len(tracks_to_score(job.tracks, len(job.frame_indices)))
+        job.tracks, job.people = self.extractor.track(job.frame_indices, job.faces, sizes)
         job.timings["track"] = time.perf_counter() - t
 
     def select(self, job: VideoJob) -> None:
         """Who is scored, and which face of each frame (or the whole frame) is cropped for
-        them: one :class:`ScoredSequence` per person scored (see the module docstring)."""
+        them: one :class:`ScoredSequence` per person scored (see the module docstring;
+        :meth:`preprocess.face_extraction.FaceExtractor.select`)."""
         if not job.detect or job.error is not None:
             return
         if job.faces is None:
             raise InvalidInputError(f"{job.name}: select() before detect()")
-        from preprocess.tracking import main_track, tracks_to_score
-
         shapes = [f.shape for f in job.frames]
-        if self.faces == "per-frame":
-            plans: list[tuple[int | None, list[Face | None] | None]] = [(None, None)]
-        else:
-            main = main_track(job.tracks)
-            scored = (
-                [main]
-                if self.faces == "main"
-                else tracks_to_score(job.tracks, len(job.frame_indices))
-            )
-            if main is None:  # no face anywhere: the no-face rule for every frame
-                plans = [(None, [None] * len(shapes))]
-            else:
-                plans = [(t.track_id, [t.face_at(i) for i in job.frame_indices]) for t in scored]
-        job.sequences = []
-        for track_id, chosen in plans:
-            policy = self.policy
-            if self.faces == "all" and track_id is not None:
-                # each person on their own frames: another person's whole frame is not evidence
-                policy = FacePolicy(policy.face, policy.crop_style, policy.margin, no_face="drop")
-            sel = policy.select(shapes, job.faces, chosen=chosen)
-            job.sequences.append(
-                ScoredSequence(
-                    track_id,
-                    list(sel.positions),
-                    [job.frame_indices[p] for p in sel.positions],
-                    list(sel.boxes),
-                    sel.found,
-                )
-            )
-        if not any(q.positions for q in job.sequences):
+        job.sequences = self.extractor.select(shapes, job.frame_indices, job.faces, job.tracks)
+        if not job.sequences:
             raise InvalidInputError(
                 f"{job.name}: no face in any of the {len(job.frames)} frames read, and "
                 "no_face='drop' leaves nothing to classify; use no_face='full_frame' to classify "
                 "whole frames as the original did"
             )
-        job.sequences = [q for q in job.sequences if q.positions]
 
     def crop(self, job: VideoJob) -> None:
         """Cut and resize each sequence's faces; release the full frames (unless kept)."""
@@ -527,10 +515,7 @@ class VideoPipeline:
         if not job.sequences:
             raise InvalidInputError(f"{job.name}: crop() before select()")
         t = time.perf_counter()
-        for q in job.sequences:
-            q.crops = [
-                self.preprocessor.crop(job.frames[p], b) for p, b in zip(q.positions, q.boxes)
-            ]
+        self.extractor.crop(job.frames, job.sequences)
         if job.keep_frames:
             used = {p for q in job.sequences for p in q.positions}
             job.kept_frames = {job.frame_indices[p]: job.frames[p] for p in sorted(used)}
@@ -584,10 +569,12 @@ class VideoPipeline:
             quality = measure(
                 q.crops,
                 q.boxes if job.detect else [(0, 0, 1, 1)] * len(q.crops),
+                keypoints=[f.kps if f is not None else None for f in q.faces] or None,
                 input_size=self.preprocessor.size,
                 interlaced=job.source_quality.get("interlaced"),
                 deinterlaced=job.source_quality.get("deinterlaced"),
                 bits_per_pixel=job.source_quality.get("bits_per_pixel"),
+                codec=job.source_quality.get("codec"),
             )
             if not job.detect:  # the caller's own crops: faces, of a size not known here
                 quality = dataclasses.replace(quality, face_px=None, upscale=None)
@@ -692,13 +679,23 @@ class VideoPipeline:
         return {**prov, "detector": detector, "settings": settings, "input": job.input}
 
     def _calibration_warning(self, n: int | None, sampling: str | None) -> list[str]:
-        """The calibration holds for the settings it was fitted with: say when this run's
-        frames per video or sampling differ."""
+        """The calibration holds for the settings it was fitted with: say which of this
+        run's score-changing settings differ from them (frames per video, sampling, the face
+        options, the detector, the precision ...; the timeline's are not the first frames')."""
+        from engine.core.provenance import flag_for
+
         fitted = self.spec.calibration.fitted_on.get("settings") or {}
+        if not fitted:
+            return []
+        now: dict[str, Any] = {}
+        if self._provenance is not None:
+            now = dict(self._provenance()["settings"])
+        now.update(seq_len=n, sampling=sampling)
+        skip = {"detector", "timeline", "timeline_fps", "backend", "checkpoint"}
         differ = [
-            f"{key} {fitted[key]} there, {now} here"
-            for key, now in (("seq_len", n), ("sampling", sampling))
-            if key in fitted and now is not None and fitted[key] != now
+            f"{flag_for(key)} {fitted[key]!r} there, {now[key]!r} here"
+            for key in fitted
+            if key not in skip and key in now and now[key] is not None and fitted[key] != now[key]
         ]
         if not differ:
             return []

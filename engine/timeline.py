@@ -143,8 +143,10 @@ def time_sampler(fps: float) -> Callable[[int, float], bool]:
     def keep(_index: int, t: float) -> bool:
         if t + 1e-6 < state["next"]:
             return False
-        while state["next"] <= t + 1e-6:
-            state["next"] += step
+        # the next multiple of ``step`` after ``t``, in one step whatever the gap (a stream's
+        # epoch timestamps or a jump of hours must not loop once per missed sample)
+        ahead = state["next"] + step * (math.floor((t + 1e-6 - state["next"]) / step) + 1)
+        state["next"] = ahead if ahead > t + 1e-6 else ahead + step
         return True
 
     return keep

@@ -2,15 +2,13 @@
 
 A labelled file is a video or a face clip made by ``dfe preprocess``:
 
-- a **video** goes through the stages the runtime composes in ``engine/pipeline.py``, called
-  here directly (this package may only import ``engine.core``, ``preprocess`` and
-  ``weights``): decode (:func:`preprocess.video.read_video`), detect
-  (:class:`preprocess.scrfd.SCRFDDetector`, plus the per-video detector input of
-  :func:`preprocess.detector_input.choose_detector_input`), face tracks
-  (:func:`preprocess.tracking.track_faces`; the main person, as ``--faces main`` scores),
-  face policy (:class:`preprocess.faces.FacePolicy`: crop style, margin, no-face rule) and crop
-  (:class:`preprocess.crop.Preprocessor`). So a model is trained on the crops it will be
-  served; ``tests/export/test_datasets.py`` pins that they equal ``Engine.inspect``'s crops.
+- a **video** goes through the face chain the runtime runs,
+  :class:`preprocess.face_extraction.FaceExtractor`: decode, detect (with the per-video
+  detector input), face tracks (the main person, as ``--faces main`` scores), face policy
+  (:class:`preprocess.faces.FacePolicy`: crop style, margin, no-face rule) and crop. So a model
+  is trained on the crops it will be served; ``tests/export/test_datasets.py`` and
+  ``tests/engine/test_face_extraction_users.py`` pin that they equal ``Engine.inspect``'s
+  crops.
 - a **face clip** (frames of exactly the model's input size) is used as it is.
 
 Crops are cached as ``.npy`` files (N x 112 x 112 x 3 uint8 BGR) with a JSON record each, under a
@@ -34,20 +32,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.config import CPU_DETECTOR_BATCH, TRAIN_INPUTS, EngineConfig
+from engine.core.config import TRAIN_INPUTS, EngineConfig
 from engine.core.errors import EngineError, InvalidInputError
 from engine.core.labels import CLASSES
 from preprocess.crop import INPUT_SIZE, Preprocessor
-from preprocess.faces import FacePolicy, clip_policy, crop_selection
-from preprocess.video import read_video
+from preprocess.face_extraction import FaceExtractor
+from preprocess.faces import FacePolicy, clip_policy
 
 if TYPE_CHECKING:
-    from preprocess.scrfd import SCRFDDetector
+    from preprocess.faces import Detector
 
 log = logging.getLogger(__name__)
 
-#: Bumped when the way crops are made changes, so old cache entries are not reused.
-CACHE_VERSION = 1
+#: Bumped when the way crops are made changes, so old cache entries are not reused (2: the face
+#: chain of the runtime: tracks linked across a size change, its detector-input rule).
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -191,22 +190,15 @@ class VideoCrops:
         return int(self.crops.shape[0])
 
 
-def open_detector(config: EngineConfig) -> SCRFDDetector:
-    """The SCRFD detector of ``config`` (model, models directory, download, input size, score
-    threshold, batch, threads) on ONNX Runtime CPU, as ``dfe preprocess`` opens it on CPU.
-    Raises :class:`~engine.core.errors.ArtifactNotFoundError` when the model file is missing
-    and cannot be downloaded."""
-    from preprocess.scrfd import SCRFDDetector
-    from weights import find_model
+def open_detector(config: EngineConfig) -> Detector:
+    """The detector of ``config`` on ONNX Runtime CPU, as the engine opens it there: the
+    runtime's one :func:`engine.api.open_detector` with ``backend="ort"`` (training data is made
+    on the CPU; the crops are those ``dfe predict --backend ort`` scores). Raises
+    :class:`~engine.core.errors.ArtifactNotFoundError` when the model file is missing and cannot
+    be downloaded."""
+    from engine.api import open_detector as open_engine_detector
 
-    path = find_model(config.detector, models_dir=config.models_dir, download=config.download)
-    return SCRFDDetector(
-        path,
-        input_size=config.detector_input,
-        score_threshold=config.score_threshold,
-        batch_size=config.detector_batch or CPU_DETECTOR_BATCH,
-        intra_op_threads=config.intra_op_threads,
-    )
+    return open_engine_detector(config.replace(backend="ort"))
 
 
 def is_face_clip(frame: np.ndarray) -> bool:
@@ -215,17 +207,26 @@ def is_face_clip(frame: np.ndarray) -> bool:
 
 
 class FaceCropper:
-    """Labelled file -> :class:`VideoCrops` through the engine's stages (module docstring).
+    """Labelled file -> :class:`VideoCrops` through the runtime's face chain (module docstring).
 
     ``detector`` is any object with ``detect(frames)`` (and ``detect_prepared`` for the
     per-video input choice); by default the detector of ``options.detector`` is opened on first
-    use, so a set made only of face clips needs no detector file.
+    use, so a set made only of face clips needs no detector file. :attr:`extractor` is the
+    :class:`~preprocess.face_extraction.FaceExtractor` it runs: ``--faces main``, the options'
+    face policy and ``size_probe``, exact mode (every frame detected), 112x112 crops.
     """
 
     def __init__(self, options: CropOptions, detector: Any = None) -> None:
         self.options = options
         self._detector = detector
         self.preprocessor = Preprocessor()
+        self.extractor = FaceExtractor(
+            lambda: self.detector,
+            options.policy,
+            self.preprocessor,
+            faces="main",
+            size_probe=options.detector.size_probe,
+        )
 
     @property
     def detector(self) -> Any:
@@ -237,7 +238,7 @@ class FaceCropper:
         """The crops of one file; raises :class:`~engine.core.errors.InvalidVideoError` for an
         unreadable file and :class:`InvalidInputError` when no crop is kept."""
         opts = self.options
-        clip = read_video(path, opts.frames, sampling=opts.sampling)
+        clip = self.extractor.read(path, opts.frames, opts.sampling)
         frames = clip.frames
         kind = opts.inputs
         if kind == "auto":
@@ -254,45 +255,24 @@ class FaceCropper:
             n = len(frames)
             indices = list(clip.indices)
             return VideoCrops(str(path), crops, indices, [None] * n, "clip", n, 0, record)
-        faces = self._faces(frames, clip.indices, record)
-        from preprocess.tracking import main_track, track_faces
-
-        tracks = track_faces(list(zip(clip.indices, faces)))
-        main = main_track(tracks)
-        chosen = [main.face_at(i) for i in clip.indices] if main else [None] * len(frames)
-        record["people"] = len(tracks)
-        selection = opts.policy.select([f.shape for f in frames], faces, chosen=chosen)
-        if not selection.positions:
+        got = self.extractor.extract(frames, clip.indices)
+        record.update(got.record())
+        if not got.sequences:
             raise InvalidInputError(
                 f"{path}: no face found in the {len(frames)} frames read, so no crop was kept "
                 f"(no-face rule {opts.policy.no_face!r}; full_frame keeps whole frames)"
             )
-        crops = np.stack(crop_selection(frames, selection, self.preprocessor))
+        (seq,) = got.sequences
         return VideoCrops(
             str(path),
-            crops,
-            [clip.indices[p] for p in selection.positions],
-            [list(b) if b else None for b in selection.boxes],
+            np.stack(seq.crops),
+            list(seq.frame_indices),
+            [list(b) if b else None for b in seq.boxes],
             "video",
-            selection.found,
-            selection.reused,
+            seq.found,
+            seq.reused,
             record,
         )
-
-    def _faces(self, frames: list[np.ndarray], indices: list[int], record: dict) -> list:
-        """Every face of each frame: the detector's default input, then the per-video input
-        choice of the runtime (``size_probe``)."""
-        detector = self.detector
-        faces = detector.detect(frames)
-        if not self.options.detector.size_probe or not hasattr(detector, "detect_prepared"):
-            return faces
-        from preprocess.detector_input import choose_detector_input, detect_with_input
-
-        choice = choose_detector_input(detector, frames, faces, frame_indices=indices)
-        record["detector_input"] = choice.to_record()
-        if choice.default:
-            return faces
-        return detect_with_input(detector, frames, choice, default_faces=faces)
 
 
 class CropCache:

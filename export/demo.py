@@ -60,8 +60,8 @@ def make_demo_checkpoint(
     """Write the demo checkpoint into ``outdir`` and return its path (deterministic for a given
     torch version and seed). ``calib``: optional N x 112 x 112 x 3 uint8 BGR crops."""
     torch = require("torch", purpose="making the demo checkpoint")
-    from export.model import DeepfakeModel
     from export.onnx_export import synthetic_crops
+    from network.model import DeepfakeModel
 
     torch.manual_seed(seed)
     model = DeepfakeModel()

@@ -29,7 +29,7 @@ from engine.core.hashing import sha256_file
 from engine.core.onnx_session import create_session
 from engine.core.reduce import LABELS, score_video
 from engine.core.sidecar import SIDECAR_NAME, InputSpec, remove_derived_files, write_sidecar
-from export.checkpoint import LoadedCheckpoint, build_model, load_checkpoint, training_record
+from network.checkpoint import LoadedCheckpoint, build_model, load_checkpoint, training_record
 from preprocess.crop import INPUT_SIZE, normalize
 from preprocess.dlib_map import check_crop_style
 
@@ -90,7 +90,7 @@ def run_reference_videos(model: Any, videos: list[np.ndarray]) -> dict[str, np.n
     """Video probabilities per reduce mode from the faithful PyTorch module, one video at a
     time with shape (1, seq, 3, 112, 112), as the original ran it."""
     torch = require("torch")
-    from export.model import reduce_lstm
+    from network.model import reduce_lstm
 
     out: dict[str, list[np.ndarray]] = {m: [] for m in REDUCE_MODES}
     with torch.inference_mode():
@@ -173,7 +173,7 @@ def export_model_graphs(
     ckpt: LoadedCheckpoint, model: Any, outdir: Path
 ) -> tuple[Path, Path | None]:
     torch = require("torch")
-    from export.model import FeatureExtractor, FrameClassifier, SequenceHead
+    from network.model import FeatureExtractor, FrameClassifier, SequenceHead
 
     classifier = outdir / CLASSIFIER_FILE
     example = torch.from_numpy(normalize(synthetic_crops(3, seed=1)))

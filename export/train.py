@@ -3,7 +3,7 @@
 The original's training notebook, redone so that what is trained is what is served:
 
 - **Semantics.** ``variant="original"`` trains the published architecture (``nn.LSTM(2048,
-  2048, bias=False)``) with the semantics the engine runs (``export.model.FrameClassifier``):
+  2048, bias=False)``) with the semantics the engine runs (``network.model.FrameClassifier``):
   every frame is one LSTM step from a zero state, the video's logits are ``linear1`` of the
   mean over its frames. The notebook instead fed its (batch, seq, 2048) tensor to a
   ``batch_first=False`` LSTM, so in training the recurrence ran across the four *videos* of a
@@ -68,7 +68,6 @@ from engine.core.errors import (
 from engine.core.hashing import sha256_file
 from engine.core.labels import CLASSES, read_labels
 from engine.core.metrics import accuracy, confusion_matrix, roc_auc
-from export.checkpoint import TRAINING_RECORD, load_checkpoint
 from export.datasets import (
     CropCache,
     FaceCropper,
@@ -81,6 +80,7 @@ from export.datasets import (
     split_by_video,
     unique_videos,
 )
+from network.checkpoint import TRAINING_RECORD, load_checkpoint
 from preprocess.crop import Preprocessor
 
 log = logging.getLogger(__name__)
@@ -219,18 +219,18 @@ class Initialised:
 def initial_model(
     init: str, variant: str | None, *, seed: int, download: bool = True
 ) -> Initialised:
-    """Build the :class:`~export.model.DeepfakeModel` to train.
+    """Build the :class:`~network.model.DeepfakeModel` to train.
 
     ``init``: ``imagenet`` (torchvision's ImageNet CNN, see :func:`imagenet_weights_path`;
     LSTM and ``linear1`` at PyTorch's default initialisation), ``random`` (everything at
     PyTorch's default, seeded), or the path of a checkpoint (loaded strictly by
-    :func:`export.checkpoint.load_checkpoint`). ``variant`` None takes the checkpoint's (else
+    :func:`network.checkpoint.load_checkpoint`). ``variant`` None takes the checkpoint's (else
     ``original``). An ``original`` checkpoint may start a ``sequence`` model (its LSTM biases
     start at zero); a ``sequence`` checkpoint cannot become ``original`` (its biases would be
     lost), which raises :class:`InvalidInputError`."""
     torch = require("torch", purpose="dfe train")
-    from export.model import Architecture, DeepfakeModel
     from export.onnx_export import default_crop_style
+    from network.model import Architecture, DeepfakeModel
 
     torch.manual_seed(seed)
     if init in TRAIN_INITS:

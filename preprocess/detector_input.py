@@ -99,6 +99,7 @@ __all__ = [
     "Look",
     "choose_detector_input",
     "detect_any_size",
+    "detect_at_chosen_input",
     "detect_with_input",
     "input_for_scale",
     "letterbox_scale",
@@ -597,6 +598,28 @@ def _detect_one_size(
     return [merge_faces([r[i] for r in results], threshold) for i in range(len(frames))]
 
 
+def detect_at_chosen_input(
+    detector: SCRFDDetector,
+    frames: Sequence[np.ndarray],
+    default_faces: Sequence[Sequence[Face]],
+    *,
+    frame_indices: Sequence[int] | None = None,
+) -> tuple[list[list[Face]], DetectorInput]:
+    """The detector-input step of one video, given its faces at the default input: choose the
+    input (:func:`choose_detector_input`) and detect again (:func:`detect_with_input`) only
+    when the choice is not the default, whose faces are then ``default_faces`` themselves.
+
+    ``frames``: the video's sampled HxWx3 uint8 BGR frames; ``default_faces``: what
+    ``detector.detect(frames)`` returned for them (one list per frame); ``frame_indices``: their
+    video frame indices (for the record). Returns the faces per frame (frame pixels, highest
+    score first) and the choice. Raises :class:`InvalidInputError` as
+    :func:`choose_detector_input` does."""
+    choice = choose_detector_input(detector, frames, default_faces, frame_indices=frame_indices)
+    if choice.default:
+        return [list(f) for f in default_faces], choice
+    return detect_with_input(detector, frames, choice, default_faces=default_faces), choice
+
+
 def detect_any_size(
     detector: SCRFDDetector,
     frames: Sequence[np.ndarray],
@@ -604,11 +627,10 @@ def detect_any_size(
     frame_indices: Sequence[int] | None = None,
 ) -> tuple[list[list[Face]], DetectorInput]:
     """One call: detect at the default input, choose the input for this video, detect again
-    only when the choice is not the default. Returns the faces per frame and the choice."""
+    only when the choice is not the default (:func:`detect_at_chosen_input`). Returns the
+    faces per frame and the choice."""
     frames = list(frames)
     _check_frames(frames)
-    default_faces = detector.detect(frames)
-    choice = choose_detector_input(detector, frames, default_faces, frame_indices=frame_indices)
-    if choice.default:
-        return default_faces, choice
-    return detect_with_input(detector, frames, choice, default_faces=default_faces), choice
+    return detect_at_chosen_input(
+        detector, frames, detector.detect(frames), frame_indices=frame_indices
+    )

@@ -13,33 +13,26 @@ the benchmarks, so they all crop the same way. Its parts:
   frame (``drop``), or reuse the previous face's box (``previous``, what the original's training
   preprocessing did in effect; frames before the first face are dropped).
 
-``detect_video`` gives per-frame face records (``dfe detect``); ``write_face_clip`` redoes the
-original's training preprocessing for users who train their own checkpoints: one face per frame,
-cropped tightly, resized to 112x112, written as an MJPEG clip at 30 fps with an ``.mp4`` name, as
-the original's ``cv2.VideoWriter('MJPG', 30, (112, 112))`` did.
+The policy is one step of the face chain (:class:`preprocess.face_extraction.FaceExtractor`:
+decode, detect, track, select, crop), which all of the above run; ``dfe detect``'s records and
+``dfe preprocess``'s clips are made in :mod:`preprocess.face_clips`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from engine.core.config import CLIP_NO_FACE_RULES, CROP_STYLES, FACE_RULES
-from engine.core.errors import InvalidInputError, InvalidVideoError
-from preprocess.crop import INPUT_SIZE, Box, Preprocessor, crop_box
+from engine.core.errors import InvalidInputError
+from preprocess.crop import Box, crop_box
 from preprocess.dlib_map import face_box
-from preprocess.video import read_video
 
 if TYPE_CHECKING:
     from preprocess.scrfd import Face
-
-log = logging.getLogger(__name__)
 
 #: No-face rules of :class:`FacePolicy` (scoring offers ``full_frame`` and ``drop``;
 #: ``dfe preprocess`` also ``previous``, and calls ``drop`` ``skip``).
@@ -157,13 +150,6 @@ class FacePolicy:
         }
 
 
-def crop_selection(
-    frames: Sequence[np.ndarray], selection: FaceSelection, preprocessor: Preprocessor
-) -> list[np.ndarray]:
-    """The uint8 crops (size x size x 3, BGR) of the frames a :class:`FaceSelection` kept."""
-    return [preprocessor.crop(frames[p], b) for p, b in zip(selection.positions, selection.boxes)]
-
-
 def face_record(
     face: Face, *, policy: FacePolicy | None = None, frame_shape: Sequence[int] | None = None
 ) -> dict[str, Any]:
@@ -179,162 +165,6 @@ def face_record(
     if face.kps is not None:
         rec["kps"] = [[round(float(x), 2), round(float(y), 2)] for x, y in face.kps]
     return rec
-
-
-def detect_frames(
-    detector: Detector,
-    frames: Sequence[np.ndarray],
-    frame_indices: Sequence[int] | None = None,
-    *,
-    size_probe: bool = True,
-    chunk: int = 32,
-) -> tuple[list[list[Face]], dict[str, Any] | None]:
-    """Faces per frame (HxWx3 uint8 BGR frames of one video) and, with ``size_probe``, the
-    detector input chosen for the video as ``dfe predict`` chooses it
-    (:func:`preprocess.detector_input.detect_any_size`: faces that fill the frame or are tiny
-    in 4K are found at another input size), as its record; None when the detector runs one
-    input only (``fixed_input``, or no ``detect_prepared``) or ``size_probe`` is off. Without
-    the choice, frames are detected ``chunk`` at a time."""
-    frames = list(frames)
-    if (
-        size_probe
-        and frames
-        and hasattr(detector, "detect_prepared")
-        and not getattr(detector, "fixed_input", False)
-    ):
-        from preprocess.detector_input import detect_any_size
-
-        faces, choice = detect_any_size(detector, frames, frame_indices=frame_indices)
-        return faces, choice.to_record()
-    out: list[list[Face]] = []
-    for start in range(0, len(frames), chunk):
-        out.extend(detector.detect(frames[start : start + chunk]))
-    return out, None
-
-
-def detect_video(
-    path: str | os.PathLike[str],
-    detector: Detector,
-    *,
-    frames: int = 20,
-    sampling: str = "first",
-    policy: FacePolicy | None = None,
-    detector_name: str | None = None,
-    size_probe: bool = True,
-) -> dict[str, Any]:
-    """``{"video", "frames": [{"index", "faces": [{"box", "score", "kps"}]}], ...}``: every face
-    of the chosen frames, highest score first; faces also carry ``crop_box`` when the policy's
-    crop style is ``dlib`` or it has a margin. ``detector_input`` is the input chosen for the
-    video (:func:`detect_frames`; None when not chosen). Boxes are in each frame's own pixels;
-    ``width``/``height`` are the first frame's, and for a video that changes size each frame
-    also has its ``width`` and ``height`` and ``size_changes`` lists ``[index, width, height]``
-    where each size starts."""
-    policy = policy or FacePolicy()
-    clip = read_video(path, frames, sampling=sampling)
-    detections, chosen = detect_frames(detector, clip.frames, clip.indices, size_probe=size_probe)
-    info = clip.info
-    sized = clip.changes_size
-
-    def frame_record(idx: int, frame: np.ndarray, faces: Sequence[Face]) -> dict[str, Any]:
-        rec: dict[str, Any] = {"index": idx}
-        if sized:
-            rec["width"], rec["height"] = int(frame.shape[1]), int(frame.shape[0])
-        rec["faces"] = [face_record(f, policy=policy, frame_shape=frame.shape) for f in faces]
-        return rec
-
-    out = {
-        "video": str(path),
-        "width": info.width,
-        "height": info.height,
-        "fps": info.fps,
-        "frame_count": info.frame_count,
-        "rotation": info.rotation,
-        "sampling": sampling,
-        "detector": detector_name or str(getattr(detector, "model_path", type(detector).__name__)),
-        "crop_style": policy.crop_style,
-        "detector_input": chosen,
-        "frames": [
-            frame_record(idx, frame, faces)
-            for idx, frame, faces in zip(clip.indices, clip.frames, detections)
-        ],
-        "warnings": list(clip.warnings),
-    }
-    if sized:
-        out["size_changes"] = [[i, w, h] for i, (w, h) in clip.size_changes]
-    return out
-
-
-@dataclass(frozen=True)
-class ClipReport:
-    """What :func:`write_face_clip` wrote."""
-
-    video: str
-    output: str | None
-    frames_read: int
-    frames_written: int
-    faces: int  # frames with a detected face
-    reused_box: int  # frames written with the previous face's box
-    skipped: int
-    crop_style: str = "scrfd"
-
-
-def write_face_clip(
-    path: str | os.PathLike[str],
-    out_path: Path,
-    detector: Detector,
-    *,
-    frames: int = 150,
-    sampling: str = "first",
-    policy: FacePolicy | None = None,
-    fps: int = 30,
-    chunk: int = 32,
-    size_probe: bool = True,
-) -> ClipReport:
-    """Write ``out_path``: the 112x112 face crops of the first ``frames`` frames (or spread
-    frames with ``sampling="uniform"``) of ``path``, as an MJPEG clip readable by OpenCV.
-
-    ``policy`` defaults to the original's training preprocessing: highest-scoring face, SCRFD
-    box, no margin, the previous face's box for a frame without one. Faces are found as
-    :func:`detect_frames` finds them (``size_probe``: the input chosen per video). Raises
-    :class:`InvalidVideoError` when no frame is kept.
-    """
-    import av
-
-    policy = policy or FacePolicy(no_face="previous")
-    preprocessor = Preprocessor()
-    clip = read_video(path, frames, sampling=sampling)
-    faces, _ = detect_frames(
-        detector, clip.frames, clip.indices, size_probe=size_probe, chunk=chunk
-    )
-    selection = policy.select([f.shape for f in clip.frames], faces)
-    crops = crop_selection(clip.frames, selection, preprocessor)
-    if not crops:
-        raise InvalidVideoError(
-            f"{path}: no face found in the {len(clip.frames)} frames read, so no face clip was "
-            "written; use --no-face full_frame to keep whole frames"
-        )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".part")
-    with av.open(str(tmp), "w", format="mp4") as container:
-        stream = container.add_stream("mjpeg", rate=fps)
-        stream.width = stream.height = INPUT_SIZE
-        stream.pix_fmt = "yuvj444p"  # no chroma subsampling: 112x112 crops are small enough
-        stream.bit_rate = 20_000_000  # ~near-lossless JPEG at this size
-        for crop in crops:
-            frame = av.VideoFrame.from_ndarray(crop, format="bgr24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    tmp.replace(out_path)
-    return ClipReport(
-        str(path),
-        str(out_path),
-        len(clip.frames),
-        len(crops),
-        selection.found,
-        selection.reused,
-        selection.dropped,
-        policy.crop_style,
-    )
 
 
 def clip_policy(no_face: str, *, crop_style: str = "scrfd", margin: float = 0.0) -> FacePolicy:

@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -34,7 +35,10 @@ from engine.core.config import (
 )
 from engine.core.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
 from engine.core.onnx_session import create_session, provider_name
-from preprocess.scrfd_graph import cpu_detector_model, make_batch_dynamic
+from preprocess.scrfd_graph import DetectorGraph, load_detector_graph
+
+if TYPE_CHECKING:
+    from engine.core.classifier import Runner
 
 logger = logging.getLogger(__name__)
 
@@ -173,14 +177,13 @@ class Candidates:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Options of :class:`SCRFDDetector` (validated on construction)."""
+    """The SCRFD options of a detector (validated on construction); where its graph runs is its
+    runner's business."""
 
     input_size: int = DEFAULT_DETECTOR_INPUT
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
     nms_threshold: float = DEFAULT_NMS_THRESHOLD
     batch_size: int = CPU_DETECTOR_BATCH
-    providers: tuple[str | tuple[str, dict[str, object]], ...] = ("CPUExecutionProvider",)
-    intra_op_threads: int = 0
     max_faces: int | None = None
     input_shape: str = DEFAULT_DETECTOR_INPUT_SHAPE
 
@@ -202,11 +205,6 @@ class DetectorConfig:
             raise InvalidInputError(f"batch_size must be an int, got {self.batch_size!r}")
         if self.batch_size < 1:
             raise InvalidInputError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not isinstance(self.intra_op_threads, int) or self.intra_op_threads < 0:
-            raise InvalidInputError(
-                f"intra_op_threads must be an int >= 0 (0: ONNX Runtime's default), "
-                f"got {self.intra_op_threads!r}"
-            )
         if self.max_faces is not None and (
             isinstance(self.max_faces, bool)
             or not isinstance(self.max_faces, int)
@@ -215,11 +213,9 @@ class DetectorConfig:
             raise InvalidInputError(
                 f"max_faces must be None (all faces) or an int >= 1, got {self.max_faces!r}"
             )
-        if not self.providers:
-            raise InvalidInputError("providers must name at least one ONNX Runtime provider")
 
-    def provider_names(self) -> tuple[str, ...]:
-        return tuple(p if isinstance(p, str) else p[0] for p in self.providers)
+
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(DetectorConfig))
 
 
 # --------------------------------------------------------------------------------------------
@@ -567,8 +563,8 @@ class BatchedSCRFD:
         those of :meth:`detect`; images run through the network ``batch_size`` at a time. Used
         by the per-video input choice (:mod:`preprocess.detector_input`).
 
-        A detector built with a ready ``session`` (TensorRT) may only take the ``input_size``
-        its engine was built for (``fixed_input``).
+        A detector whose runner takes one input size only (a TensorRT engine) may only take
+        that ``input_size`` (``fixed_input``).
 
         Raises :class:`InvalidInputError` for images of mixed or unsupported shapes, or a
         ``scales`` of another length or with a non-positive value.
@@ -610,102 +606,82 @@ class BatchedSCRFD:
 
 
 class SCRFDDetector(BatchedSCRFD):
-    """SCRFD in real batches over an ONNX-Runtime-style session.
+    """The SCRFD maths (letterbox, decoding, NMS, in real batches) over a runner of the graph.
 
-    ``model_path`` is any InsightFace SCRFD ONNX file (``det_500m``, ``det_2.5g``, ``det_10g``)
-    or an already batch-dynamic export; batch-1 packs are rewritten once (see
-    :func:`preprocess.scrfd_graph.make_batch_dynamic`). The network runs on ``session``, any
-    object with ONNX Runtime's ``run``/``get_inputs``/``get_outputs``/``get_providers`` over the
-    batch-dynamic graph (the runtime passes its own: a GPU session, a TensorRT engine); without
-    one, an ONNX Runtime session on ``providers`` is created here. Safe to call from several
-    threads: sessions are thread-safe and no per-call state is kept on the instance. ``pool``
-    (:class:`engine.core.compute.ComputePool`) runs the batches of one call at once (the
-    engine passes its CPU thread budget: one SCRFD call per core, one thread each).
+    ``graph`` is the loaded batch-dynamic graph (:func:`preprocess.scrfd_graph.load_detector_graph`:
+    any InsightFace SCRFD ONNX file, batch-1 packs rewritten once into the cache); ``runner``
+    runs it: any object with ONNX Runtime's ``run(output_names, feeds) -> list of arrays``
+    (:class:`engine.core.classifier.Runner`): a backend's runner (ONNX Runtime, a TensorRT
+    engine; :func:`engine.api.open_detector` makes the engine's detector that way), or an
+    ``InferenceSession`` (:meth:`from_file`). ``input_dims`` are the input dims the runner takes
+    (ints where fixed: a TensorRT engine built for one size; default the graph's own);
+    ``providers`` says where the runner runs (logs, :attr:`providers`). Safe to call from
+    several threads when the runner is (sessions and backend runners are); no per-call state is
+    kept on the instance. ``pool`` (:class:`engine.core.compute.ComputePool`) runs the batches of
+    one call at once (the engine passes its CPU thread budget: one SCRFD call per core).
     """
 
     def __init__(
         self,
-        model_path: str | os.PathLike[str],
+        graph: DetectorGraph,
+        runner: Runner,
         *,
         input_size: int = DEFAULT_DETECTOR_INPUT,
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         nms_threshold: float = DEFAULT_NMS_THRESHOLD,
         batch_size: int = CPU_DETECTOR_BATCH,
-        providers: Sequence[str | tuple[str, dict[str, object]]] = ("CPUExecutionProvider",),
-        intra_op_threads: int = 0,
         max_faces: int | None = None,
         input_shape: str = DEFAULT_DETECTOR_INPUT_SHAPE,
-        session: object | None = None,
+        input_dims: Sequence[int | None] | None = None,
+        providers: Sequence[str] = (),
         pool: ComputePool = INLINE,
     ) -> None:
-        if isinstance(providers, str):
-            providers = (providers,)
         self.config = DetectorConfig(
             input_size=input_size,
             score_threshold=score_threshold,
             nms_threshold=nms_threshold,
             batch_size=batch_size,
-            providers=tuple(providers),
-            intra_op_threads=intra_op_threads,
             max_faces=max_faces,
             input_shape=input_shape,
         )
         self.pool = pool
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise ArtifactNotFoundError(
-                f"SCRFD model not found: {self.model_path}; pass the path of an .onnx file "
-                "(weights.find_model('det_500m') locates or downloads the known ones)"
-            )
-        self.batched_model_path = make_batch_dynamic(self.model_path)
-        if session is None:
-            graph: Path | bytes = self.batched_model_path
-            if provider_name(self.config.providers[0]) == "CPUExecutionProvider":
-                graph = cpu_detector_model(graph)  # head convolutions fused, bit-identical
-            session = create_session(
-                graph,
-                self.config.providers,
-                intra_op_threads=self.config.intra_op_threads,
-            )
-        self._session = session
-
-        inputs = self._session.get_inputs()
-        if len(inputs) != 1:
-            raise ModelFormatError(f"expected one input, found {len(inputs)}")
-        self._input_name = inputs[0].name
-        in_shape = inputs[0].shape
-        outputs = self._session.get_outputs()
-        self._output_names = [o.name for o in outputs]
-        self.spec = spec_for_outputs(
-            [o.shape[-1] if o.shape and isinstance(o.shape[-1], int) else None for o in outputs]
-        )
+        self.graph = graph
+        self.model_path = graph.source
+        self._runner = runner
+        self._providers = tuple(providers)
+        self._input_name = graph.input_name
+        self._output_names = list(graph.output_names)
+        self.spec = spec_for_outputs(list(graph.output_channels))
         size = self.config.input_size
         if size % self.spec.max_stride:
             raise InvalidInputError(
                 f"input_size must be a multiple of {self.spec.max_stride} for this model "
                 f"(strides {list(self.spec.strides)}), got {size}"
             )
+        in_shape = tuple(graph.input_dims if input_dims is None else input_dims)
+        if len(in_shape) != 4:
+            raise ModelFormatError(f"expected an NCHW detector input, got dims {list(in_shape)}")
         fixed = [d for d in in_shape[2:4] if isinstance(d, int)]
         if any(d != size for d in fixed):
             raise InvalidInputError(
-                f"{self.model_path.name} has a fixed input of {in_shape[2]}x{in_shape[3]}; "
+                f"{self.model_path.name} runs a fixed input of {in_shape[2]}x{in_shape[3]} here; "
                 f"input_size={size} is not supported for it (supported value: {fixed[0]})"
             )
-        #: True when the graph runs one input size only (the per-video input choice of
+        #: True when the runner takes one input size only (the per-video input choice of
         #: ``preprocess.detector_input`` then cannot run; the pipeline says so in the records)
         self.fixed_input = bool(fixed)
         if fixed and self.config.input_shape != "square":
-            # a graph exported with a fixed square input runs only that shape: letterbox to it
-            # (the same faces as the frame-shaped input, which needs a free input size)
+            # a fixed square input runs only that shape: letterbox to it (the same faces as the
+            # frame-shaped input, which needs a free input size)
             logger.info(
-                "SCRFD %s has a fixed %sx%s input: letterboxing to that square",
+                "SCRFD %s runs a fixed %sx%s input: letterboxing to that square",
                 self.model_path.name,
                 in_shape[2],
                 in_shape[3],
             )
             self.config = dataclasses.replace(self.config, input_shape="square")
         logger.info(
-            "SCRFD %s: %d strides %s, %d anchors/cell, keypoints=%s, input %dx%d, providers %s",
+            "SCRFD %s: %d strides %s, %d anchors/cell, keypoints=%s, input %dx%d, on %s",
             self.model_path.name,
             self.spec.num_levels,
             list(self.spec.strides),
@@ -713,23 +689,70 @@ class SCRFDDetector(BatchedSCRFD):
             self.spec.use_kps,
             size,
             size,
-            self._session.get_providers(),
+            list(self._providers),
         )
+
+    @classmethod
+    def from_file(
+        cls,
+        model_path: str | os.PathLike[str],
+        *,
+        providers: Sequence[str | tuple[str, dict[str, object]]] = ("CPUExecutionProvider",),
+        intra_op_threads: int = 0,
+        **options: Any,
+    ) -> SCRFDDetector:
+        """SCRFD on an ONNX Runtime session of its own, for tools, tests and benchmarks (the
+        engine opens its detector on its backend's runners: :func:`engine.api.open_detector`).
+
+        ``model_path`` is any InsightFace SCRFD ONNX file (``det_500m``, ``det_2.5g``,
+        ``det_10g``) or a batch-dynamic export (loaded by
+        :func:`preprocess.scrfd_graph.load_detector_graph`); the session runs on ``providers``
+        (the first one, or :class:`~engine.core.errors.BackendUnavailableError`: no silent
+        fallback) with ``intra_op_threads`` threads; ``options`` are the constructor's.
+        Raises :class:`ArtifactNotFoundError` for a missing file and
+        :class:`InvalidInputError` for a bad option.
+        """
+        if isinstance(providers, str):
+            providers = (providers,)
+        if not providers:
+            raise InvalidInputError("providers must name at least one ONNX Runtime provider")
+        if (
+            isinstance(intra_op_threads, bool)
+            or not isinstance(intra_op_threads, int)
+            or intra_op_threads < 0
+        ):
+            raise InvalidInputError(
+                f"intra_op_threads must be an int >= 0 (0: ONNX Runtime's default), "
+                f"got {intra_op_threads!r}"
+            )
+        DetectorConfig(**{k: v for k, v in options.items() if k in _CONFIG_FIELDS})  # fail early
+        path = Path(model_path)
+        if not path.is_file():
+            raise ArtifactNotFoundError(
+                f"SCRFD model not found: {path}; pass the path of an .onnx file "
+                "(weights.find_model('det_500m') locates or downloads the known ones)"
+            )
+        graph = load_detector_graph(path)
+        first = provider_name(providers[0])
+        session = create_session(
+            graph.model_for(first), list(providers), intra_op_threads=intra_op_threads
+        )
+        return cls(graph, session, providers=session.get_providers(), **options)
 
     @property
     def providers(self) -> list[str]:
-        """The providers the session is running on."""
-        return list(self._session.get_providers())
+        """Where the runner runs (ONNX Runtime's providers, or the backend's name)."""
+        return list(self._providers)
 
     def _run_letterboxed(
         self, images: Sequence[np.ndarray], scales: Sequence[float]
     ) -> list[list[Face]]:
-        """Letterboxed images of one shape through the session, decoded and NMS'd."""
+        """Letterboxed images of one shape through the runner, decoded and NMS'd."""
         height, width = images[0].shape[:2]
         blob = np.empty((len(images), 3, height, width), dtype=np.float32)
         for i, image in enumerate(images):
             _fill_blob(image, blob[i])  # same as to_blob, one image at a time
-        outputs = self._session.run(self._output_names, {self._input_name: blob})
+        outputs = self._runner.run(self._output_names, {self._input_name: blob})
         candidates = decode_batch(outputs, self.spec, (height, width), self.config.score_threshold)
         return [
             select_faces(c, s, self.config.nms_threshold, self.config.max_faces)

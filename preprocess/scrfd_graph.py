@@ -12,12 +12,16 @@ Graphs whose outputs are already 3-D with a batch axis (re-exports such as
 ``scrfd_500m_kps_640x640.onnx``) need no head rewrite; a fixed batch dimension is relaxed.
 
 A rewrite is only saved after :func:`verify_batched` has shown that a batch of different frames
-gives the same outputs as batch-1 runs of the original. The saved file records the sha256 of its
-source in its metadata, so a stale rewrite is never reused.
+gives the same outputs as batch-1 runs of the original. It is saved in the cache of derived graphs
+(:func:`cache_dir`), never next to the user's model file, under a name keyed by the source's
+sha256 and the rewrite's version, and it records both in its metadata, so a stale rewrite is never
+reused. :func:`load_detector_graph` is the loader every backend's detector starts from: the file is
+read, hashed and (if needed) rewritten once per open.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
@@ -32,10 +36,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from engine.core import paths
 from engine.core.deps import require
 from engine.core.errors import ArtifactNotFoundError, EngineError, ModelFormatError
-from engine.core.hashing import sha256_file
-from engine.core.paths import models_dir
+from engine.core.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +48,23 @@ __all__ = [
     "META_SOURCE_SHA256",
     "META_VERIFIED_MAX_ABS_DIFF",
     "REWRITE_TAG",
+    "REWRITE_VERSION",
+    "DetectorGraph",
     "GraphLayout",
     "cache_dir",
+    "cpu_detector_model",
     "inspect_scrfd_graph",
+    "load_detector_graph",
     "make_batch_dynamic",
     "rewrite_batch_dynamic",
+    "rewrite_path",
     "verify_batched",
 ]
 
-#: Bumped whenever the rewrite changes, so that older rewrites are regenerated.
-REWRITE_TAG = "dfe-scrfd-batch-dynamic/1"
+#: Bumped whenever the rewrite changes, so that older rewrites are regenerated: it is part of a
+#: cached rewrite's file name (:func:`rewrite_path`) and of its metadata (:data:`REWRITE_TAG`).
+REWRITE_VERSION = 1
+REWRITE_TAG = f"dfe-scrfd-batch-dynamic/{REWRITE_VERSION}"
 META_REWRITE = "dfe.rewrite"
 META_SOURCE_SHA256 = "dfe.source_sha256"
 META_VERIFIED_MAX_ABS_DIFF = "dfe.verified_max_abs_diff"
@@ -102,10 +113,10 @@ class _Head:
 
 
 def cache_dir() -> Path:
-    """Where rewrites go when the source's directory is read-only: the models directory
-    (``$DFE_MODELS``, else ``~/.cache/deepfake-engine/models``; see
-    :func:`engine.core.paths.models_dir`)."""
-    return models_dir()
+    """Where rewrites are written: the cache of derived graphs (``$DFE_CACHE``, else
+    ``~/.cache/deepfake-engine/graphs``; :func:`engine.core.paths.cache_dir`), never the folder
+    of the source."""
+    return paths.cache_dir()
 
 
 def _dims(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
@@ -454,24 +465,69 @@ def verify_batched(
 
 
 # --------------------------------------------------------------------------------------------
-# Files
+# Files: the loader
 
 
-def _is_current(path: Path, source_sha256: str) -> bool:
-    if not path.is_file():
-        return False
+@dataclass(frozen=True)
+class DetectorGraph:
+    """A SCRFD graph loaded once for the runners (the loader half of Polygraphy's loader/runner
+    split): the batch-dynamic file every backend runs, its sha256, and its input and outputs as
+    the file declares them. Made by :func:`load_detector_graph`; the backends make a runner from
+    ``path`` (ONNX Runtime: :meth:`model_for`; TensorRT: an engine built from ``path``, keyed by
+    ``sha256``), and :class:`preprocess.scrfd.SCRFDDetector` runs the SCRFD maths over it.
+
+    ``source`` is the user's file and ``source_sha256`` its digest; ``path`` is ``source``
+    itself when it is already batch-dynamic, else its rewrite in :func:`cache_dir`.
+    """
+
+    source: Path
+    source_sha256: str
+    path: Path
+    sha256: str
+    layout: LayoutKind  # the source's layout (what the rewrite started from)
+    input_name: str
+    input_dims: tuple[int | None, ...]  # of ``path``: ints where fixed, None where free
+    output_names: tuple[str, ...]
+    output_channels: tuple[int | None, ...]
+
+    @property
+    def rewritten(self) -> bool:
+        """Whether ``path`` is a rewrite (False: the source is batch-dynamic already)."""
+        return self.path != self.source
+
+    def model_for(self, provider: str) -> Path | bytes:
+        """The graph an ONNX Runtime session on ``provider`` loads: on the CPU provider, the
+        graph with its sibling head convolutions fused where that is bit-identical here
+        (:func:`cpu_detector_model`, in memory); on any other provider ``path``."""
+        if provider == "CPUExecutionProvider":
+            return cpu_detector_model(self.path)
+        return self.path
+
+
+def rewrite_path(source: str | os.PathLike[str], source_sha256: str) -> Path:
+    """Where the rewrite of ``source`` is cached: ``cache_dir()/<stem>.<sha256[:16]>.v<rewrite
+    version>.batched.onnx`` (keyed by the source's content and the rewrite's version)."""
+    stem = Path(source).stem
+    return cache_dir() / f"{stem}.{source_sha256[:16]}.v{REWRITE_VERSION}.batched.onnx"
+
+
+def _current(path: Path, source_sha256: str) -> tuple[bytes, onnx.ModelProto] | None:
+    """The bytes and model of ``path`` when it is a rewrite of the source with ``source_sha256``
+    by this rewrite version (read from its metadata), else None."""
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:
-        return False
+        data = path.read_bytes()
+        model = onnx.load_model_from_string(data)
+    except Exception:  # missing, unreadable or not ONNX: not a usable rewrite
+        return None
     meta = {p.key: p.value for p in model.metadata_props}
-    return meta.get(META_REWRITE) == REWRITE_TAG and meta.get(META_SOURCE_SHA256) == source_sha256
+    if meta.get(META_REWRITE) == REWRITE_TAG and meta.get(META_SOURCE_SHA256) == source_sha256:
+        return data, model
+    return None
 
 
 def _dir_writable(directory: Path) -> bool:
     """Writable, and not marked read-only: a directory without any write bit is respected even
-    when running as root (who could write to it anyway), so shared read-only model folders stay
-    untouched."""
+    when running as root (who could write to it anyway)."""
     try:
         mode = directory.stat().st_mode
     except OSError:
@@ -481,19 +537,118 @@ def _dir_writable(directory: Path) -> bool:
     )
 
 
-def _save_atomic(model: onnx.ModelProto, path: Path) -> None:
+def _save_atomic(data: bytes, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not _dir_writable(path.parent):
         raise PermissionError(f"directory {path.parent} is read-only")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as stream:
-            stream.write(model.SerializeToString())
+            stream.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _read_source(src: Path) -> tuple[bytes, onnx.ModelProto]:
+    if not src.is_file():
+        raise ArtifactNotFoundError(f"ONNX model not found: {src}")
+    data = src.read_bytes()
+    try:
+        return data, onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise ModelFormatError(f"{src} is not a readable ONNX model ({exc})") from exc
+
+
+def _describe(
+    source: Path,
+    source_sha256: str,
+    path: Path,
+    data: bytes,
+    layout: LayoutKind,
+    model: onnx.ModelProto,
+) -> DetectorGraph:
+    batched = inspect_scrfd_graph(model)
+    return DetectorGraph(
+        source=source,
+        source_sha256=source_sha256,
+        path=path,
+        sha256=source_sha256 if path == source else hashlib.sha256(data).hexdigest(),
+        layout=layout,
+        input_name=batched.input_name,
+        input_dims=tuple(d if isinstance(d, int) else None for d in batched.input_shape),
+        output_names=batched.output_names,
+        output_channels=batched.output_channels,
+    )
+
+
+def load_detector_graph(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str] | None = None,
+    *,
+    verify: bool = True,
+    reuse: bool = True,
+    frames: Sequence[np.ndarray] | None = None,
+) -> DetectorGraph:
+    """Load the SCRFD model ``src`` for the runners: read and hashed once, made batch-dynamic.
+
+    - Already batch-dynamic: ``src`` itself (checked with :func:`verify_batched` when
+      ``verify``).
+    - Otherwise its rewrite: at ``dst`` if given, else in the cache of derived graphs
+      (:func:`rewrite_path`, keyed by the source's sha256 and :data:`REWRITE_VERSION`). Nothing
+      is ever written next to ``src``; a current rewrite found there (``<stem>.batched.onnx``,
+      as shipped with the shared test models) is used as it is. A rewrite is current when its
+      metadata names the source's sha256 and this rewrite version; one is reused when
+      ``reuse``, else made again.
+    - A new rewrite is proven with :func:`verify_batched` before it is saved (``verify=False``
+      skips that; only for tests and tooling).
+
+    Raises :class:`ArtifactNotFoundError` for a missing file, :class:`ModelFormatError` for a
+    graph that is not SCRFD, and :class:`EngineError` when the rewrite cannot be saved.
+    """
+    src = Path(src)
+    data, model = _read_source(src)
+    layout = inspect_scrfd_graph(model)
+    source_sha = file_sha256(src)
+    if layout.kind == "batched_dynamic":
+        if verify:
+            verify_batched(model, model, frames=frames)
+        logger.info("%s is already batch-dynamic; using it as it is", src)
+        return _describe(src, source_sha, src, data, layout.kind, model)
+
+    target = Path(dst) if dst is not None else rewrite_path(src, source_sha)
+    shipped = src.with_name(f"{src.stem}.batched.onnx")  # read, never written
+    if reuse:
+        for candidate in (target,) if dst is not None else (target, shipped):
+            found = _current(candidate, source_sha)
+            if found is not None:
+                logger.info("using batch-dynamic rewrite of %s at %s", src.name, candidate)
+                return _describe(src, source_sha, candidate, found[0], layout.kind, found[1])
+
+    rewritten = rewrite_batch_dynamic(model, source_sha256=source_sha)
+    if verify:
+        worst = verify_batched(model, rewritten, frames=frames)
+        meta = {p.key: p.value for p in rewritten.metadata_props}
+        meta[META_VERIFIED_MAX_ABS_DIFF] = f"{worst:.3g}"
+        helper.set_model_props(rewritten, meta)
+    out = rewritten.SerializeToString()
+    try:
+        _save_atomic(out, target)
+    except OSError as exc:
+        raise EngineError(
+            f"could not save the batch-dynamic SCRFD model at {target}: {exc}. "
+            + (
+                "Pass a writable dst."
+                if dst is not None
+                else "Set DFE_CACHE to a writable directory."
+            )
+        ) from exc
+    logger.info(
+        "wrote batch-dynamic rewrite of %s (%s layout) to %s", src.name, layout.kind, target
+    )
+    return _describe(src, source_sha, target, out, layout.kind, rewritten)
 
 
 def make_batch_dynamic(
@@ -504,63 +659,10 @@ def make_batch_dynamic(
     reuse: bool = True,
     frames: Sequence[np.ndarray] | None = None,
 ) -> Path:
-    """Return the path of a batch-dynamic version of the SCRFD model ``src``.
-
-    - Already batch-dynamic: ``src`` itself (checked with :func:`verify_batched` when ``verify``).
-    - Otherwise the rewrite is written to ``dst`` if given, else next to ``src`` as
-      ``<stem>.batched.onnx`` when that directory is writable, else to
-      ``cache_dir()/<stem>.<sha256[:16]>.batched.onnx``. A previous rewrite of the same source
-      (same sha256 and rewrite version, read from its metadata) is reused when ``reuse``.
-    - The rewrite is proven with :func:`verify_batched` before it is saved (``verify=False`` skips
-      that; only for tests and tooling).
-    """
-    src = Path(src)
-    model = _load(src)
-    layout = inspect_scrfd_graph(model)
-    if layout.kind == "batched_dynamic":
-        if verify:
-            verify_batched(model, model, frames=frames)
-        logger.info("%s is already batch-dynamic; using it as it is", src)
-        return src
-
-    source_sha = sha256_file(src)
-    if dst is not None:
-        targets = [Path(dst)]
-    else:
-        targets = [
-            src.with_name(f"{src.stem}.batched.onnx"),
-            cache_dir() / f"{src.stem}.{source_sha[:16]}.batched.onnx",
-        ]
-    if reuse:
-        for target in targets:
-            if _is_current(target, source_sha):
-                logger.info("using batch-dynamic rewrite of %s at %s", src.name, target)
-                return target
-
-    rewritten = rewrite_batch_dynamic(model, source_sha256=source_sha)
-    if verify:
-        worst = verify_batched(model, rewritten, frames=frames)
-        meta = {p.key: p.value for p in rewritten.metadata_props}
-        meta[META_VERIFIED_MAX_ABS_DIFF] = f"{worst:.3g}"
-        helper.set_model_props(rewritten, meta)
-
-    errors: list[str] = []
-    for target in targets:
-        try:
-            _save_atomic(rewritten, target)
-        except OSError as exc:
-            errors.append(f"{target}: {exc}")
-            logger.debug("cannot write %s (%s); trying the next location", target, exc)
-            continue
-        logger.info(
-            "wrote batch-dynamic rewrite of %s (%s layout) to %s", src.name, layout.kind, target
-        )
-        return target
-    raise EngineError(
-        "could not save the batch-dynamic SCRFD model anywhere: "
-        + "; ".join(errors)
-        + ". Pass a writable dst, or set DFE_MODELS to a writable directory."
-    )
+    """The path of a batch-dynamic version of the SCRFD model ``src``: the ``path`` of
+    :func:`load_detector_graph` (same arguments; rewrites go to the cache, never next to
+    ``src``)."""
+    return load_detector_graph(src, dst, verify=verify, reuse=reuse, frames=frames).path
 
 
 # ------------------------------------------------------------------------------ CPU head fusion

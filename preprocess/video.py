@@ -829,7 +829,8 @@ class _PyAVBackend:
         nal_length = _h264_nal_length_size(stream)
         for packet in s.packets():
             i = len(pts)
-            video_bytes += packet.size
+            if not packet.is_discard:  # what an edit list hides is not shown, nor counted
+                video_bytes += packet.size
             if packet.is_keyframe:
                 keyframes.append(i)
             elif nal_length is not None and _h264_is_disposable(bytes(packet), nal_length):

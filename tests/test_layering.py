@@ -1,10 +1,16 @@
 """The package layering: what may import what, no import cycles, no private names across
 packages, heavy libraries imported lazily, and a test suite that collects without torch.
 
-Layers (docs/layout.md): ``engine.core`` is the shared base; ``preprocess``, ``weights`` and
-``export`` build on it alone; the runtime (the rest of ``engine``) composes them; ``benchmarks``
-sits on top. Imports are read from the source (every ``import``, including those inside
-functions), so a lazy import cannot hide a dependency.
+Layers (docs/layout.md), bottom to top: ``engine.core`` is the shared base; ``preprocess``,
+``weights`` and ``network`` build on it alone; the runtime (``engine`` but its command line)
+composes them; ``export`` (ONNX export, training) uses the runtime; ``benchmarks`` use the
+runtime and ``export``; the command line (``engine.cli`` and ``engine.commands``) is the top
+layer, which may reach every package. Imports are read from the source: every ``import``
+(including those inside functions, so a lazy import cannot hide a dependency), every
+``importlib.import_module`` / ``__import__`` of a literal name, and every registry of module
+names (a module-level dict, list or tuple whose strings name project modules, as
+``engine.backends``' backends and ``engine.cli``'s commands), so an import behind a string
+cannot hide one either.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("engine", "preprocess", "weights", "export", "benchmarks")
+PACKAGES = ("engine", "preprocess", "weights", "network", "export", "benchmarks")
 HEAVY = ("torch", "torchvision", "tensorrt", "onnxruntime", "insightface")
+#: The command line: the top layer (``dfe train`` runs export/, ``dfe bench`` the benchmarks).
+CLI = ("engine.cli", "engine.commands")
 
 
 def _modules() -> dict[str, Path]:
@@ -35,8 +43,51 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
+def _in(name: str, prefixes: tuple[str, ...] | str) -> bool:
+    prefixes = (prefixes,) if isinstance(prefixes, str) else prefixes
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _named_module(value: object) -> str | None:
+    """The project module a string names (``"pkg.mod"`` or ``"pkg.mod:attr"``), else None."""
+    if not isinstance(value, str):
+        return None
+    module = value.split(":", 1)[0]
+    return module if module in MODULES else None
+
+
+def _dynamic_imports(tree: ast.Module) -> list[tuple[str, int, str]]:
+    """(module, line, how) for each import made through a string: ``import_module`` /
+    ``__import__`` of a literal, and the strings of module-level registries."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            arg = node.args[0]
+            if called in ("import_module", "__import__") and isinstance(arg, ast.Constant):
+                module = _named_module(arg.value)
+                if module:
+                    found.append((module, node.lineno, f"{called}({arg.value!r})"))
+    for node in tree.body:
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        if isinstance(value, ast.Dict):
+            items = [*value.keys, *value.values]
+        elif isinstance(value, (ast.List, ast.Tuple, ast.Set)):
+            items = list(value.elts)
+        else:
+            continue
+        for item in items:
+            if isinstance(item, ast.Constant):
+                module = _named_module(item.value)
+                if module:
+                    found.append((module, item.lineno, f"registry {item.value!r}"))
+    return found
+
+
 def _imports(name: str, path: Path) -> list[tuple[str, list[str], bool, int]]:
-    """(imported module, names taken from it, at module level, line) for each import."""
+    """(imported module, names taken from it, at module level, line) for each import, those
+    made through strings included (never at module level: they run on use)."""
     tree = ast.parse(path.read_text())
     top_level = {id(n) for n in tree.body}
     found = []
@@ -52,6 +103,8 @@ def _imports(name: str, path: Path) -> list[tuple[str, list[str], bool, int]]:
                 base = f"{parent}.{base}" if base else parent
             names = [a.name for a in node.names]
             found.append((base, names, id(node) in top_level, node.lineno))
+    for module, line, _how in _dynamic_imports(tree):
+        found.append((module, [], False, line))
     return found
 
 
@@ -75,24 +128,65 @@ def _edges(module_level_only: bool = False) -> dict[str, set[str]]:
     return graph
 
 
-@pytest.mark.parametrize("package", ["preprocess", "weights", "export"])
-def test_lower_layers_import_only_the_shared_base(package):
-    """preprocess/, weights/ and export/ import engine.core and nothing else of the runtime,
-    not even inside a function."""
+def _targets(name: str, path: Path):
+    """(line, project module) for each project module ``name`` imports."""
+    for module, names, _top, line in _imports(name, path):
+        if module.split(".")[0] in PACKAGES:
+            for target in _resolve(module, names) or [module]:
+                yield line, target
+
+
+def _violations(importer, allowed) -> list[str]:
+    """``path:line imports target`` for each import of a module for which ``importer(name)``
+    holds, of another package (or across the command line's border), not ``allowed``."""
     bad = []
     for name, path in MODULES.items():
-        if name.split(".")[0] != package:
+        if not importer(name):
             continue
-        for module, names, _top, line in _imports(name, path):
-            top = module.split(".")[0]
-            if top == "engine":
-                targets = _resolve(module, names) or [module]
-                for target in targets:
-                    if not (target == "engine.core" or target.startswith("engine.core.")):
-                        bad.append(f"{path.relative_to(REPO)}:{line} imports {target}")
-            elif top == "benchmarks":
-                bad.append(f"{path.relative_to(REPO)}:{line} imports {module}")
+        for line, target in _targets(name, path):
+            crosses = not _in(target, name.split(".")[0]) or _in(target, CLI) != _in(name, CLI)
+            if crosses and not allowed(target):
+                bad.append(f"{path.relative_to(REPO)}:{line} imports {target}")
+    return bad
+
+
+@pytest.mark.parametrize("package", ["preprocess", "weights", "network"])
+def test_lower_layers_import_only_the_shared_base(package):
+    """preprocess/, weights/ and network/ import engine.core and nothing else of the project
+    (but themselves), not even inside a function or through a string."""
+    bad = _violations(lambda m: _in(m, package), lambda t: _in(t, (package, "engine.core")))
     assert not bad, "\n".join(bad)
+
+
+def test_the_runtime_never_imports_export_benchmarks_or_the_command_line():
+    """The runtime (engine/ but engine.cli and engine.commands) uses the layers below it only:
+    not export/ (training, ONNX export), not benchmarks/, not the command line, counting the
+    imports behind its registries (the backends)."""
+    below = ("engine", "preprocess", "weights", "network")
+    bad = _violations(
+        lambda m: _in(m, "engine") and not _in(m, CLI), lambda t: _in(t, below) and not _in(t, CLI)
+    )
+    assert not bad, "\n".join(bad)
+
+
+def test_export_and_benchmarks_stay_below_the_command_line():
+    """export/ may use the runtime, benchmarks/ the runtime and export/; neither imports the
+    command line (the benchmarks run ``dfe`` as a program) and export/ no benchmark."""
+    bad = _violations(lambda m: _in(m, "export"), lambda t: not _in(t, ("benchmarks", *CLI)))
+    bad += _violations(lambda m: _in(m, "benchmarks"), lambda t: not _in(t, CLI))
+    assert not bad, "\n".join(bad)
+
+
+def test_registries_and_import_module_are_followed():
+    """The edges behind strings are seen: the backend registry, the command registry."""
+    graph = _edges()
+    assert "engine.backends.trt_backend" in graph["engine.backends"]
+    assert "engine.backends.torch_backend" in graph["engine.backends"]
+    assert "engine.commands.bench" in graph["engine.cli"]
+    tree = ast.parse(
+        "import importlib\nimportlib.import_module('engine.api')\nX = ['export.train']"
+    )
+    assert [m for m, _, _ in _dynamic_imports(tree)] == ["engine.api", "export.train"]
 
 
 def test_core_imports_nothing_above_it():
@@ -146,12 +240,23 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycles():
-    """No cycle among the project's modules, counting lazy imports too (a package's
-    ``__init__`` re-exporting its own modules is not a cycle)."""
-    graph = _edges()
-    for name in list(graph):  # a package importing its submodules, and they the package
-        graph[name] = {t for t in graph[name] if not (t.startswith(name + ".") and name != t)}
+    """No cycle among the project's modules, counting lazy imports and imports through strings
+    (a submodule importing its own package is not a cycle: importing it imports the package
+    first anyway; a package importing its submodules, as a registry does, is an edge)."""
+    graph = _without_child_to_parent(_edges())
     assert not _cycles(graph)
+
+
+def _without_child_to_parent(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {name: {t for t in ts if not name.startswith(t + ".")} for name, ts in graph.items()}
+
+
+def test_the_cycle_check_sees_a_cycle_behind_the_backend_registry():
+    """The cycle once hidden behind the registry's strings (api -> backends -> trt_backend ->
+    trt_build -> quantize -> api) is found when it comes back."""
+    graph = _without_child_to_parent(_edges())
+    graph["engine.optimize.trt_build"] = {*graph["engine.optimize.trt_build"], "engine.api"}
+    assert any("engine.backends.trt_backend" in c for c in _cycles(graph))
 
 
 def test_no_private_name_used_across_packages():
@@ -172,7 +277,7 @@ def test_import_engine_and_preprocess_pulls_in_no_heavy_library():
     code = (
         "import sys, engine, preprocess, engine.cli, engine.api, engine.core.sidecar, "
         "engine.core.reduce, engine.pipeline, engine.executor, preprocess.crop, preprocess.faces, "
-        "preprocess.scrfd, preprocess.video, weights\n"
+        "preprocess.scrfd, preprocess.video, weights, network\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -202,7 +307,7 @@ def test_suite_collects_and_runs_without_torch(tmp_path):
     assert "error" not in proc.stdout.splitlines()[-1].lower(), proc.stdout[-2000:]
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.hide_torch", "-q", "-p",
-         "no:cacheprovider", "-rs", str(REPO / "tests" / "export" / "test_checkpoint.py"),
+         "no:cacheprovider", "-rs", str(REPO / "tests" / "network" / "test_checkpoint.py"),
          str(REPO / "tests" / "preprocess" / "test_crop.py")],
         capture_output=True, text=True, cwd=REPO, timeout=600,
     )  # fmt: skip

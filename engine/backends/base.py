@@ -1,16 +1,31 @@
-"""The tiny base class every backend shares: validate, then run."""
+"""What every backend shares: the runner base class (validate, then run), the factory
+protocol, and the detector made of the SCRFD maths over a runner.
+
+A backend gives a runner for any graph (Polygraphy's loader/runner split): the graph is loaded
+once below the backends (the classifier's files; the detector's by
+:func:`preprocess.scrfd_graph.load_detector_graph`), a factory turns it into a
+:class:`GraphBackend`, and the detector is :class:`preprocess.scrfd.SCRFDDetector` over that
+runner (:func:`scrfd_over`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from engine.core.compute import INLINE, ComputePool
 from engine.core.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from preprocess.faces import Detector
+    from preprocess.scrfd import DetectorConfig, SCRFDDetector
+    from preprocess.scrfd_graph import DetectorGraph
 
 
 @dataclass(frozen=True)
@@ -83,10 +98,49 @@ class GraphBackend(ABC):
         return {"backend": self.name}
 
 
+@dataclass(frozen=True)
+class DetectorOptions:
+    """What :func:`engine.api.open_detector` asks a backend's detector for: the SCRFD options
+    (``config``), the CPU threads of one detector call (``intra_op_threads``, ONNX Runtime; 0:
+    its default), the pool that runs the batches of one call at once, and the exported model
+    whose ``engines/`` folder caches a TensorRT engine (``model_dir``; None: the engine cache)."""
+
+    config: DetectorConfig
+    intra_op_threads: int = 0
+    pool: ComputePool = INLINE
+    model_dir: Path | None = None
+
+
 class BackendFactory(Protocol):
-    """Creates the runner of one graph of an exported model, in the factory's precision."""
+    """Creates the runners of one backend: those of an exported model's graphs, in the
+    factory's precision, and the face detector on the same device."""
 
     name: str
     precision: str
 
-    def __call__(self, graph: str, onnx_path: Path, *, spec: object) -> GraphBackend: ...
+    def __call__(self, graph: str, onnx_path: Path, *, spec: object) -> GraphBackend:
+        """The runner of model graph ``graph`` (``classifier``, ``head``) at ``onnx_path``."""
+        ...
+
+    def detector(self, graph: DetectorGraph, options: DetectorOptions) -> Detector:
+        """The face detector of the loaded SCRFD ``graph`` on this backend's device."""
+        ...
+
+
+def scrfd_over(
+    runner: GraphBackend, graph: DetectorGraph, options: DetectorOptions
+) -> SCRFDDetector:
+    """The SCRFD detector over ``runner`` (a runner of ``graph``): the input sizes it takes
+    are the runner's (a TensorRT engine's profile fixes one), where it runs is its describe()."""
+    from preprocess.scrfd import SCRFDDetector
+
+    where = runner.describe()
+    providers = where.get("providers") or [str(where.get("backend", runner.name))]
+    return SCRFDDetector(
+        graph,
+        runner,
+        **dataclasses.asdict(options.config),
+        input_dims=runner.inputs[graph.input_name].shape,
+        providers=[str(p) for p in providers],  # type: ignore[union-attr]
+        pool=options.pool,
+    )

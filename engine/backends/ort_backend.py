@@ -12,16 +12,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.backends.base import GraphBackend, TensorSpec
-from engine.core.compute import INLINE, ComputePool
+from engine.backends.base import DetectorOptions, GraphBackend, TensorSpec, scrfd_over
 from engine.core.errors import InvalidInputError
 from engine.core.onnx_session import Provider, check_available, create_session, provider_name
 from engine.core.paths import engines_dir
 from engine.core.qdq_rewrite import cpu_qdq_model
+
+if TYPE_CHECKING:
+    from preprocess.scrfd import SCRFDDetector
+    from preprocess.scrfd_graph import DetectorGraph
 
 log = logging.getLogger(__name__)
 
@@ -83,30 +86,35 @@ class OrtFactory:
     def provider(self) -> str:
         return provider_name(self.providers[0])
 
-    def session(self, onnx_path: Path) -> Any:
-        """A session over any ONNX graph on this factory's providers (the detector's too)."""
-        return create_session(onnx_path, self.providers, intra_op_threads=self.intra_op_threads)
-
-    def make_detector(
+    def runner(
         self,
-        model_path: Path,
+        model: Path | bytes,
         *,
-        model_dir: Path | None = None,
+        providers: Sequence[Provider] | None = None,
         intra_op_threads: int | None = None,
-        pool: ComputePool = INLINE,
-        **options: Any,
-    ) -> Any:
-        """The SCRFD detector on this factory's device (``options``: SCRFDDetector's), its
-        session with ``intra_op_threads`` (default: the factory's), its calls on ``pool``."""
-        from preprocess.scrfd import SCRFDDetector
-        from preprocess.scrfd_graph import cpu_detector_model, make_batch_dynamic
-
+    ) -> OrtBackend:
+        """A runner over any ONNX graph (a path, or serialized bytes) on this factory's
+        providers (or ``providers``), with ``intra_op_threads`` threads (default: the
+        factory's). Raises :class:`~engine.core.errors.BackendUnavailableError` when the first
+        provider is not the one running."""
+        providers = list(providers or self.providers)
         threads = self.intra_op_threads if intra_op_threads is None else intra_op_threads
-        graph: Path | bytes = make_batch_dynamic(model_path)
-        if provider_name(self.detector_providers[0]) == "CPUExecutionProvider":
-            graph = cpu_detector_model(graph)  # head convolutions fused where bit-identical
-        session = create_session(graph, self.detector_providers, intra_op_threads=threads)
-        return SCRFDDetector(model_path, session=session, pool=pool, **options)
+        session = create_session(model, providers, intra_op_threads=threads)
+        name = "a graph" if isinstance(model, bytes) else Path(model).name
+        log.info("%s: %s on %s", self.name, name, session.get_providers())
+        return OrtBackend(self.name, session)
+
+    def detector(self, graph: DetectorGraph, options: DetectorOptions) -> SCRFDDetector:
+        """SCRFD over a runner of ``graph`` on this factory's detector providers (on the CPU
+        provider, with its head convolutions fused where that is bit-identical:
+        :meth:`~preprocess.scrfd_graph.DetectorGraph.model_for`)."""
+        first = provider_name(self.detector_providers[0])
+        runner = self.runner(
+            graph.model_for(first),
+            providers=self.detector_providers,
+            intra_op_threads=options.intra_op_threads,
+        )
+        return scrfd_over(runner, graph, options)
 
     def __call__(self, graph: str, onnx_path: Path, *, spec: object = None) -> OrtBackend:
         """A backend over ``onnx_path``. On the CPU provider the INT8 Q/DQ graph of ``spec``
@@ -120,9 +128,7 @@ class OrtFactory:
             and Path(onnx_path).resolve() == Path(int8_file).resolve()
         ):
             model, _ = cpu_qdq_model(onnx_path)
-        sess = create_session(model, self.providers, intra_op_threads=self.intra_op_threads)
-        log.info("%s: %s on %s", self.name, onnx_path.name, sess.get_providers())
-        return OrtBackend(self.name, sess)
+        return self.runner(model)
 
 
 def cpu_factory(*, precision: str = "fp32", intra_op_threads: int = 0, **_: Any) -> OrtFactory:

@@ -38,11 +38,11 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.backends.base import GraphBackend, TensorSpec
+from engine.backends.base import DetectorOptions, GraphBackend, TensorSpec
 from engine.backends.torch_detector import use_ieee_fp32
 from engine.core.deps import require
 from engine.core.errors import (
@@ -51,6 +51,10 @@ from engine.core.errors import (
     InvalidInputError,
     ModelFormatError,
 )
+
+if TYPE_CHECKING:
+    from preprocess.faces import Detector
+    from preprocess.scrfd_graph import DetectorGraph
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +277,9 @@ _IGNORED_OPTIONS = ("intra_op_threads",)
 
 
 class _TorchFactory:
-    """Makes the :class:`TorchBackend` runners of one model (one checkpoint load per model) and,
-    on CUDA, the PyTorch SCRFD detector on the same device (:meth:`make_detector`)."""
+    """Makes the :class:`TorchBackend` runners of one model (one checkpoint load per model) and
+    the face detector (:meth:`detector`: on CUDA, the PyTorch SCRFD detector on the same
+    device)."""
 
     def __init__(self, name: str, device: str, options: dict[str, Any]) -> None:
         torch = require("torch", purpose="the PyTorch backend")
@@ -339,20 +344,18 @@ class _TorchFactory:
         self.max_batch = int(options.get("max_batch") or DEFAULT_MAX_BATCH)
         self._model: Any = None
         self._lock = threading.Lock()
-        if kind != "cuda":
-            self.make_detector = None  # the engine keeps ONNX Runtime's CPU detector
 
     def _reference(self, spec: Any) -> Any:
         with self._lock:
             if self._model is None:
-                from export.checkpoint import build_model, load_checkpoint
+                from network.checkpoint import build_model, load_checkpoint
 
                 ckpt = load_checkpoint(find_checkpoint(spec, self.checkpoint), variant=spec.variant)
                 self._model = build_model(ckpt)
             return self._model
 
     def __call__(self, graph: str, onnx_path: Path, *, spec: Any = None) -> TorchBackend:
-        from export.model import FeatureExtractor, FrameClassifier, SequenceHead
+        from network.model import FeatureExtractor, FrameClassifier, SequenceHead
 
         model = self._reference(spec)
         if graph == "head":
@@ -375,27 +378,27 @@ class _TorchFactory:
             max_batch=self.max_batch,
         )
 
-    def make_detector(
-        self,
-        model_path: str | Path,
-        *,
-        model_dir: Path | None = None,
-        input_size: int = 640,
-        score_threshold: float = 0.5,
-        batch_size: int = 16,
-        **options: Any,
-    ) -> Any:
-        """The SCRFD detector of ``model_path`` in PyTorch on this backend's device (fp32;
-        :class:`engine.backends.torch_detector.TorchSCRFDDetector`)."""
+    def detector(self, graph: DetectorGraph, options: DetectorOptions) -> Detector:
+        """The face detector of this backend: on CUDA, the SCRFD graph converted to PyTorch on
+        this backend's device (fp32; :class:`engine.backends.torch_detector.TorchSCRFDDetector`,
+        decoding and NMS on the device too); on CPU, SCRFD over an ONNX Runtime CPU runner (the
+        same detector as ``--backend ort``: PyTorch would only be slower at it)."""
+        if not self.device.startswith("cuda"):
+            from engine.backends.ort_backend import cpu_factory as ort_cpu
+
+            return ort_cpu(intra_op_threads=options.intra_op_threads).detector(graph, options)
         from engine.backends.torch_detector import TorchSCRFDDetector
 
+        cfg = options.config
         return TorchSCRFDDetector(
-            model_path,
-            input_size=input_size,
-            score_threshold=score_threshold,
-            batch_size=batch_size,
+            graph.source,
+            input_size=cfg.input_size,
+            score_threshold=cfg.score_threshold,
+            nms_threshold=cfg.nms_threshold,
+            batch_size=cfg.batch_size,
+            max_faces=cfg.max_faces,
+            input_shape=cfg.input_shape,
             device=self.device,
-            **options,
         )
 
 

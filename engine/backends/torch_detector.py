@@ -27,11 +27,13 @@ within 1e-3, pinned by ``tests/engine/backends/test_torch_detector.py``):
   the frame), in float64 so that the shift loses no precision. A box is kept when its IoU with
   every kept box is ``<= nms_threshold``, as in InsightFace.
 
-Caching: the converted module is saved (``torch.save``) in :func:`preprocess.scrfd_graph.cache_dir`
-as ``<stem>.<sha256[:16]>.onnx2torch.pt`` with the source's sha256, the rewrite and conversion
-tags and the torch / onnx2torch versions; a file whose record differs is converted again. The file
-is a pickle (an FX ``GraphModule`` holds generated code), so it is only loaded when it is owned by
-the current user and neither it nor its directory is writable by others, like a bytecode cache,
+Caching: the converted module is saved (``torch.save``) in the cache of derived graphs
+(:func:`preprocess.scrfd_graph.cache_dir`: ``$DFE_CACHE``, else
+``~/.cache/deepfake-engine/graphs``) as ``<stem>.<sha256[:16]>.onnx2torch.pt`` with the source's
+sha256, the rewrite and conversion tags and the torch / onnx2torch versions; a file whose record
+differs is converted again. The file is a pickle (an FX ``GraphModule`` holds generated code), so
+it is only loaded when it is owned by the current user and neither it nor its directory is
+writable by others, like a bytecode cache,
 and it is never written next to the model (model folders may be shared).
 """
 
@@ -57,7 +59,7 @@ from engine.core.errors import (
     InvalidInputError,
     ModelFormatError,
 )
-from engine.core.hashing import sha256_file
+from engine.core.hashing import file_sha256
 from preprocess.scrfd import (
     BatchedSCRFD,
     DetectorConfig,
@@ -94,7 +96,7 @@ _INPUT_STD = 128.0
 
 def converted_path(source: str | os.PathLike[str], source_sha256: str) -> Path:
     """Where the converted module of ``source`` is cached: ``cache_dir()/<stem>.<sha[:16]>.
-    onnx2torch.pt`` (``$DFE_MODELS`` or ``~/.cache/deepfake-engine/models``)."""
+    onnx2torch.pt`` (``$DFE_CACHE`` or ``~/.cache/deepfake-engine/graphs``)."""
     return cache_dir() / f"{Path(source).stem}.{source_sha256[:16]}.onnx2torch.pt"
 
 
@@ -230,7 +232,7 @@ def convert_scrfd(
             f"SCRFD model not found: {src}; pass the path of an .onnx file "
             "(weights.find_model('det_500m') locates or downloads the known ones)"
         )
-    sha = sha256_file(src)
+    sha = file_sha256(src)  # once per file identity: the loader's digest
     key = {
         "tag": CONVERT_TAG,
         "rewrite": REWRITE_TAG,

@@ -11,13 +11,16 @@ Design:
   launch, with an error saying the allowed range.
 - CUDA through cuda-python's runtime bindings (``cuda.bindings.runtime``, or ``cuda.cudart``
   in older releases), imported lazily.
-- Every runner made by one factory (classifier, sequence head, SCRFD detector) shares one CUDA
-  stream and one lock: a call copies its inputs into **pinned** host buffers, enqueues the
-  host-to-device copies, the engine and the device-to-host copies, and synchronises before it
-  returns. Host and device buffers are allocated once per runner at the profile's maximum shape
-  and owned by the runner, so every pointer bound with ``set_tensor_address`` stays alive until
-  (and after) the stream has synchronised; outputs are copied out of the pinned buffers before
-  the lock is released, so callers never see a buffer that is reused.
+- The factory gives a runner (:class:`TrtBackend`) for any graph's engine: the classifier's,
+  the sequence head's, the SCRFD detector's (which :func:`engine.backends.base.scrfd_over` turns
+  into the detector: the SCRFD maths over that runner).
+- Every runner made by one factory shares one CUDA stream and one lock: a call copies its
+  inputs into **pinned** host buffers, enqueues the host-to-device copies, the engine and the
+  device-to-host copies, and synchronises before it returns. Host and device buffers are
+  allocated once per runner at the profile's maximum shape and owned by the runner, so every
+  pointer bound with ``set_tensor_address`` stays alive until (and after) the stream has
+  synchronised; outputs are copied out of the pinned buffers before the lock is released, so
+  callers never see a buffer that is reused.
 - A missing or mismatched engine is built (see
   :func:`engine.optimize.trt_build.ensure_graph_engine`), never loaded; asking for this backend
   without TensorRT raises MissingDependencyError naming the ``gpu`` extra.
@@ -31,15 +34,19 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.backends.base import GraphBackend, TensorSpec
+from engine.backends.base import DetectorOptions, GraphBackend, TensorSpec, scrfd_over
 from engine.backends.cuda_runtime import Cuda, device_info
 from engine.core.deps import require
 from engine.core.errors import BackendUnavailableError
 from engine.optimize.engine_cache import TensorProfile, check_in_profile
+
+if TYPE_CHECKING:
+    from preprocess.scrfd import SCRFDDetector
+    from preprocess.scrfd_graph import DetectorGraph
 
 log = logging.getLogger(__name__)
 
@@ -187,41 +194,6 @@ class TrtBackend(GraphBackend):
         }
 
 
-class TrtSession:
-    """An ONNX-Runtime-like face (``run``, ``get_inputs``, ``get_outputs``, ``get_providers``)
-    over a :class:`TrtBackend`, so :class:`preprocess.scrfd.SCRFDDetector` can run on it."""
-
-    @dataclass(frozen=True)
-    class _Arg:
-        name: str
-        shape: list[int | None]
-        type: str = "tensor(float)"
-
-    def __init__(self, runner: TrtBackend) -> None:
-        self.runner = runner
-
-    def get_inputs(self) -> list[Any]:
-        return [
-            self._Arg(n, [None if a != b else a for a, b in zip(p.min, p.max)])
-            for n, p in self.runner.profiles.items()
-        ]
-
-    def get_outputs(self) -> list[Any]:
-        ctx = self.runner._context
-        return [
-            self._Arg(n, [d if d >= 0 else None for d in ctx.get_tensor_shape(n)])
-            for n in self.runner.outputs
-        ]
-
-    def get_providers(self) -> list[str]:
-        return ["TensorRT"]
-
-    def run(self, output_names: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list:
-        names = list(output_names or self.runner.outputs)
-        out = self.runner.infer(feeds, names)
-        return [out[n] for n in names]
-
-
 # ------------------------------------------------------------------------------ factory
 
 
@@ -248,7 +220,16 @@ class _TrtFactory:
         self.stream = self.cuda.call(self.cuda.rt.cudaStreamCreate(), "cudaStreamCreate")
         self.lock = threading.Lock()  # one stream: one call in flight at a time
 
+    def runner(self, graph: str, engine_path: Path) -> TrtBackend:
+        """A runner over the serialized TensorRT engine at ``engine_path`` (any graph's:
+        ``graph`` names it in errors), on this factory's stream."""
+        return TrtBackend(
+            self.name, graph, Path(engine_path).read_bytes(), self.cuda, self.stream, self.lock
+        )
+
     def __call__(self, graph: str, onnx_path: Path, *, spec: Any = None) -> TrtBackend:
+        """The runner of a model graph (``classifier`` or ``head``): its engine, cached or
+        built now (:func:`engine.optimize.trt_build.ensure_graph_engine`)."""
         from engine.optimize.trt_build import ensure_graph_engine, graph_precision
 
         result = ensure_graph_engine(
@@ -261,51 +242,26 @@ class _TrtFactory:
             model_dir=getattr(spec, "directory", None),
         )
         log.info("%s: %s engine %s (%s)", self.name, graph, result.path.name, result.reason)
-        return TrtBackend(
-            self.name, graph, result.path.read_bytes(), self.cuda, self.stream, self.lock
-        )
+        return self.runner(graph, result.path)
 
-    def make_detector(
-        self,
-        model_path: str | Path,
-        *,
-        model_dir: Path | None = None,
-        input_size: int,
-        batch_size: int,
-        **options: Any,
-    ) -> Any:
-        """The SCRFD detector as an fp16 engine on this factory's stream."""
-        from preprocess.scrfd import SCRFDDetector
-
-        session = self.detector_session(
-            model_path, batch=batch_size, input_size=input_size, model_dir=model_dir
-        )
-        options["input_shape"] = "square"  # the engine's profile is input_size x input_size
-        detector = SCRFDDetector(
-            model_path, session=session, input_size=input_size, batch_size=batch_size, **options
-        )
-        detector.fixed_input = True  # no other input size: the per-video choice cannot run
-        return detector
-
-    def detector_session(
-        self, model_path: str | Path, *, batch: int, input_size: int, model_dir: Path | None
-    ) -> TrtSession:
-        """The batch-dynamic SCRFD detector as an fp16 engine on this factory's stream."""
+    def detector(self, graph: DetectorGraph, options: DetectorOptions) -> SCRFDDetector:
+        """SCRFD over an fp16 engine of ``graph`` on this factory's stream: built for batches
+        up to the detector batch at the square ``input_size`` (the engine's profile), so the
+        detector takes that size only (``fixed_input``)."""
         from engine.optimize.trt_build import ensure_detector_engine
 
         result = ensure_detector_engine(
-            Path(model_path),
-            batch=batch,
-            input_size=input_size,
+            graph,
+            batch=options.config.batch_size,
+            input_size=options.config.input_size,
             device=self.device,
             cache_dir=self.cache_dir,
-            model_dir=model_dir,
+            model_dir=options.model_dir,
         )
-        runner = TrtBackend(
-            self.name, "detector", result.path.read_bytes(), self.cuda, self.stream, self.lock
-        )
-        return TrtSession(runner)
+        log.info("%s: detector engine %s (%s)", self.name, result.path.name, result.reason)
+        return scrfd_over(self.runner("detector", result.path), graph, options)
 
 
 def tensorrt_factory(**options: Any) -> _TrtFactory:
+    """``tensorrt``: native TensorRT engines (fp32, fp16, int8) on one CUDA stream."""
     return _TrtFactory(**options)

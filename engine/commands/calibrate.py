@@ -56,16 +56,18 @@ def run(args: argparse.Namespace) -> int:
     from engine.api import Engine
     from engine.core.labels import read_labels
     from engine.core.sidecar import load_sidecar
+    from engine.options import sequence_config
 
+    sequence = sequence_config(args)  # validated: --seq-len 0 is refused, as by dfe predict
     labels = read_labels(args.labels, root=args.root)
     spec = load_sidecar(args.model)  # one model folder: its sidecar is what is written
     engine = Engine.load(spec.directory, config=engine_config(args))
-    engine.prepare(args.seq_len)
-    fitted, _records = cal.calibrate(
+    engine.prepare(sequence.seq_len)
+    fitted, records = cal.calibrate(
         engine,
         labels,
-        seq_len=args.seq_len,
-        sampling=args.sampling,
+        seq_len=sequence.seq_len,
+        sampling=sequence.sampling,
         max_false_fake=args.max_false_fake,
         max_missed_fake=args.max_missed_fake,
         labels_name=args.labels.name,
@@ -74,9 +76,13 @@ def run(args: argparse.Namespace) -> int:
     m = fitted.metrics
     n_real, n_fake = fitted.fitted_on["real"], fitted.fitted_on["fake"]
     print(f"fitted on {n_real} real and {n_fake} fake videos ({args.labels})", file=out)
-    left = fitted.fitted_on["left_out"]
+    left = [
+        f"{Path(r['video']).name} ({'no face' if r['status'] == 'ok' else r['error'][:60]})"
+        for r in records
+        if r["status"] != "ok" or r.get("verdict") == "NO_FACE"
+    ]
     if left:
-        print(f"{left} video(s) left out (error or no face)", file=out)
+        print(f"{len(left)} video(s) left out: " + "; ".join(left[:10]), file=sys.stderr)
     print(f"temperature {fitted.temperature:.4f}", file=out)
     print(
         f"ECE {m['ece_before']:.4f} -> {m['ece_after']:.4f}; Brier {m['brier_before']:.4f} -> "

@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine.api import open_detector
-    from preprocess.faces import FacePolicy, detect_video
+    from preprocess.face_clips import detect_video
+    from preprocess.faces import FacePolicy
     from preprocess.sampling import check_count
 
     check_count(args.frames, name="--frames", what="frames to read")

@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--root", type=Path, default=None, help="base of relative paths (default: the CSV's dir)"
     )
     p.add_argument("-o", "--out-dir", required=True, type=Path, help="output directory")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier evaluation in --out-dir (refused without it)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs (no matplotlib)")
     add_ray_options(p)
     add_engine_options(p)
@@ -72,12 +77,30 @@ def _score(paths: list[str], seq_len: int | None, args: argparse.Namespace, engi
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from engine import evaluation
     from engine.api import Engine
     from engine.commands.score import init_ray
+    from engine.core.errors import InvalidInputError, OutputError
 
     labels = evaluation.read_labels(args.labels, root=args.root)
-    paths = list(dict.fromkeys(v for v, _ in labels))
+    # one video per real file: a symlink or another path to the same file is not a second one
+    first: dict[str, tuple[str, str]] = {}
+    for video, label in labels:
+        first.setdefault(os.path.realpath(video), (video, label))
+    labels = list(first.values())
+    paths = [v for v, _ in labels]
+    out_dir: Path = args.out_dir
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"-o {out_dir} is a file; give a folder for the evaluation's results")
+    earlier = [p.name for p in [out_dir / "metrics.json", *out_dir.glob("predictions_N*.jsonl")]
+               if p.exists()] if out_dir.is_dir() else []  # fmt: skip
+    if earlier and not args.overwrite:
+        raise InvalidInputError(
+            f"-o {out_dir} already holds an evaluation ({', '.join(earlier[:3])}); nothing was "
+            "written. Choose another folder, or add --overwrite to replace it"
+        )
     config = engine_config(args)
     engine = Engine.load(args.model, config=config)
     for n in args.seq_len:  # every model and the detector load before the first video
@@ -86,7 +109,10 @@ def run(args: argparse.Namespace) -> int:
     if args.ray:
         engine = None
         init_ray(ray_config(args).address)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"-o {out_dir}: cannot create it ({exc.strerror or exc})") from exc
     report: dict[str, Any] = {
         "labels": str(args.labels),
         "model": str(args.model),

@@ -1,5 +1,7 @@
 """``dfe preprocess VIDEOS -o OUT``: face-only 112x112 clips, as the original's training
-preprocessing made them."""
+preprocessing made them, with the crops of the one face chain
+(:func:`preprocess.face_clips.write_face_clip`): by default the main person, as ``dfe predict``
+scores and ``dfe train`` crops a video."""
 
 from __future__ import annotations
 
@@ -40,6 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--margin", type=float, default=0.0, help="crop margin (fraction of the box)")
     p.add_argument("--crop-style", choices=CROP_STYLES, default="scrfd", help="face box to crop")
+    p.add_argument(
+        "--faces",
+        choices=("main", "per-frame"),
+        default="main",
+        help="whose face: main (the person present in most frames, followed as a face track, "
+        "as dfe predict scores and dfe train crops; default) or per-frame (the highest-scoring "
+        "face of each frame, as the original)",
+    )
     p.add_argument("--overwrite", action="store_true", help="redo clips that already exist")
     add_detector_options(p)
     add_options(p.add_argument_group("detector"), EngineConfig, only=("size_probe",))
@@ -61,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.api import open_detector
     from engine.batch import expand_inputs
     from engine.core.errors import EngineError
-    from preprocess.faces import clip_policy, write_face_clip
+    from preprocess.face_clips import write_face_clip
+    from preprocess.faces import clip_policy
     from preprocess.sampling import check_count
 
     check_count(args.frames, name="--frames", what="frames per video")
@@ -77,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             rep = write_face_clip(
                 video, out, detector, frames=args.frames, sampling=args.sampling, policy=policy,
-                size_probe=args.size_probe,
+                faces=args.faces, size_probe=args.size_probe,
             )  # fmt: skip
         except EngineError as exc:
             failed += 1

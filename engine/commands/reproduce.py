@@ -116,7 +116,9 @@ def changed(prov: dict[str, Any]) -> str:
                 if now[key] != model.get(key):
                     return f"the model's {key.replace('_sha256', '')} is not the recorded one"
         if spec.spec_sha256 != model.get("spec_sha256"):
-            return "the model's sidecar (preprocessing, labels, reduction or calibration) changed"
+            return "the model's sidecar (preprocessing, labels or reduction) changed"
+        if spec.calibration_sha256 != model.get("calibration_sha256"):
+            return "the model was calibrated again since (dfe calibrate)"
     except EngineError as exc:
         return f"the model cannot be checked: {exc}"
     detector = prov.get("detector")

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Finished jobs are deleted --retention-hours after they finished, and the oldest "
         "finished first while results and uploads exceed --max-results-mb; DELETE "
         "/api/v1/jobs/{id} deletes one (a queued job is cancelled; a running one: 409).",
+        "The page's live mode judges a camera or a shared screen/tab over a WebSocket "
+        "(/api/v1/live, docs/live.md): --live-sessions at once, --live-fps frames a second. "
+        "Browsers give the camera only to https pages or localhost.",
     )
     p = sub.add_parser(
         "serve",
@@ -70,6 +73,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="disk budget of results and uploads: past it the oldest finished jobs are "
         f"deleted; 0: no limit (default {MAX_RESULTS_MB:g})",
     )
+    p.add_argument(
+        "--live-sessions",
+        type=int,
+        default=2,
+        help="live sessions (camera or screen over a WebSocket) at once; 0 turns live mode off "
+        "(default 2)",
+    )
+    p.add_argument(
+        "--live-fps",
+        type=float,
+        default=4.0,
+        help="frames per second the page sends in live mode; the server accepts up to twice "
+        "that per session (default 4)",
+    )
     add_engine_options(p)
     p.set_defaults(func=_cmd_serve)
 
@@ -86,6 +103,8 @@ def validate_options(args: argparse.Namespace) -> None:
         ("--max-upload-mb", args.max_upload_mb, None, "> 0"),
         ("--retention-hours", args.retention_hours, 0, ">= 0 (0 keeps finished jobs)"),
         ("--max-results-mb", args.max_results_mb, 0, ">= 0 (0: no limit)"),
+        ("--live-sessions", args.live_sessions, 0, ">= 0 (0: live mode off)"),
+        ("--live-fps", args.live_fps, None, "> 0"),
     )
     for flag, value, low, bound in checks:
         ok = math.isfinite(value) and (value > 0 if low is None else value >= low)
@@ -146,7 +165,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     uvicorn = require("uvicorn", purpose="dfe serve")
     from engine.server.app import create_app
+    from engine.server.live_ws import LiveLimits, require_websockets
 
+    live = LiveLimits(sessions=args.live_sessions, fps=args.live_fps)
+    if live.sessions:
+        require_websockets()  # uvicorn would refuse every live session without one
     check_port_free(args.host, args.port)  # a busy port fails now, not after the models load
     try:
         public = not ipaddress.ip_address(args.host).is_loopback
@@ -164,6 +187,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         retention_hours=args.retention_hours,
         max_results_bytes=int(args.max_results_mb * 2**20),
+        live=live,
     )
     check_port_free(args.host, args.port)  # again: loading took a while
     server_log = logging.getLogger("engine.server")

@@ -15,6 +15,9 @@ from engine.core.errors import InvalidInputError
 
 #: Class names in index order: FAKE = 0, REAL = 1 (the original's ``FAKE -> 0, REAL -> 1``).
 CLASSES = ("FAKE", "REAL")
+#: Second-column words of a header row; any other unknown label on line 1 is an error (a typo
+#: like ``FAEK`` must not make the first video vanish as a "header").
+HEADER_WORDS = frozenset(("label", "labels", "class", "classes", "target", "truth", "y"))
 
 
 def read_labels(
@@ -39,7 +42,7 @@ def read_labels(
                 raise InvalidInputError(f"{path} line {n}: expected 'file,label', got {row!r}")
             name, label = row[0].strip(), row[1].strip().upper()
             if label not in CLASSES:
-                if n == 1 and not pairs:  # a header such as "file,label"
+                if n == 1 and not pairs and label.lower() in HEADER_WORDS:  # "file,label"
                     continue
                 raise InvalidInputError(
                     f"{path} line {n}: label {row[1]!r} is not supported; supported values are "

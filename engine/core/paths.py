@@ -2,8 +2,11 @@
 
 One variable per directory:
 
-- models directory (detector files and their batch-dynamic rewrites): ``--models DIR``, else
-  ``$DFE_MODELS``, else ``~/.cache/deepfake-engine/models``;
+- models directory (the detector files; nothing is ever written there but a download):
+  ``--models DIR``, else ``$DFE_MODELS``, else ``~/.cache/deepfake-engine/models``;
+- cache of derived graphs (the batch-dynamic rewrite of a detector, its PyTorch conversion),
+  keyed by the source file's sha256 and the rewrite's version: ``$DFE_CACHE``, else
+  ``~/.cache/deepfake-engine/graphs``;
 - TensorRT engine cache: ``MODEL_DIR/engines`` when writable, else ``$DFE_ENGINES``, else
   ``~/.cache/deepfake-engine/engines``;
 - test and demo assets (``models/`` and ``videos/``): ``$DFE_SHARED``, else ``../shared`` next to
@@ -20,8 +23,11 @@ from pathlib import Path
 
 #: Every environment variable deepfake-engine reads, and what it does.
 ENVIRONMENT: dict[str, str] = {
-    "DFE_MODELS": "models directory (detector files and their batch-dynamic rewrites); "
+    "DFE_MODELS": "models directory (detector files; only downloads are written there); "
     "default ~/.cache/deepfake-engine/models",
+    "DFE_CACHE": "cache of derived graphs (batch-dynamic detector rewrites, the PyTorch "
+    "conversion of the detector), keyed by source sha256 and rewrite version; default "
+    "~/.cache/deepfake-engine/graphs",
     "DFE_ENGINES": "TensorRT engine cache when the model directory is read-only; default "
     "~/.cache/deepfake-engine/engines",
     "DFE_SHARED": "test and demo assets (models/, videos/); default ../shared next to a checkout",
@@ -58,6 +64,13 @@ def models_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
         return Path(explicit).expanduser()
     value = env("DFE_MODELS")
     return Path(value).expanduser() if value else (_CACHE_ROOT / "models").expanduser()
+
+
+def cache_dir() -> Path:
+    """The cache of derived graphs: ``$DFE_CACHE``, else ``~/.cache/deepfake-engine/graphs``.
+    Rewritten graphs go here, never next to the user's model files. Not created here."""
+    value = env("DFE_CACHE")
+    return Path(value).expanduser() if value else (_CACHE_ROOT / "graphs").expanduser()
 
 
 def engines_dir() -> Path:

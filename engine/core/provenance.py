@@ -5,8 +5,8 @@ Every record (``dfe predict``, ``dfe score``, Ray, the web API, the Python API) 
 
     "provenance": {
       "engine":   {"version", and the versions of the libraries that compute a score},
-      "model":    {"path", "sidecar_sha256", "spec_sha256", "precision", "graph",
-                   "graph_sha256", "head_sha256", "checkpoint_sha256"},
+      "model":    {"path", "sidecar_sha256", "spec_sha256", "calibration_sha256", "precision",
+                   "graph", "graph_sha256", "head_sha256", "checkpoint_sha256"},
       "detector": {"name", "path", "sha256"}          (None for the caller's own crops),
       "settings": {every option whose value can change a score, resolved},
       "input":    {"path" (real path), "size", "mtime_ns", "sha256" (with --hash)}
@@ -39,7 +39,8 @@ from engine.core.config import EngineConfig, SequenceConfig, flag_of, score_fiel
 MODEL_KEYS = {
     "graph_sha256": "classifier graph (sha256)",
     "head_sha256": "sequence head graph (sha256)",
-    "spec_sha256": "model sidecar's preprocessing, labels, reduction or calibration",
+    "spec_sha256": "model sidecar's preprocessing, labels or reduction",
+    "calibration_sha256": "model calibration (dfe calibrate)",
     "checkpoint_sha256": "checkpoint (sha256)",
     "precision": "--precision",
 }
@@ -112,8 +113,6 @@ def settings(
     docstring) with ``backend`` and ``crop_style`` as they ran, then ``seq_len`` and
     ``sampling``."""
     out = {name: getattr(config, name) for name in score_fields(EngineConfig)}
-    if not config.timeline:  # its rate changes nothing without a timeline
-        out["timeline_fps"] = None
     out["backend"] = backend
     out["crop_style"] = crop_style
     out["seq_len"] = seq_len
@@ -156,6 +155,8 @@ def differences(recorded: dict[str, Any] | None, current: dict[str, Any]) -> lis
     for key in dict.fromkeys([*cs, *rs]):
         if key == "detector":
             continue  # compared by content above: a name and a path may name one file
+        if key == "timeline_fps" and not rs.get("timeline") and not cs.get("timeline"):
+            continue  # its rate changes nothing without a timeline
         if rs.get(key) != cs.get(key):
             out.append(f"{flag_for(key)}: {rs.get(key)!r} in the record, {cs.get(key)!r} now")
     return out

@@ -193,24 +193,39 @@ class ModelSpec:
     @property
     def spec_sha256(self) -> str:
         """sha256 of the sidecar sections that change a score besides the graphs (model
-        variant, reduction, input description, labels, preprocessing policy, calibration),
-        as canonical JSON: a record made with this model keeps it, so a sidecar edited by
-        hand since is noticed, while building another precision (which adds a graph to the
-        sidecar) is not a change."""
+        variant, reduction, input description, labels, preprocessing policy), as canonical
+        JSON: a record made with this model keeps it, so a sidecar edited by hand since is
+        noticed, while building another precision (which adds a graph to the sidecar) is not
+        a change. The calibration has its own: :attr:`calibration_sha256`."""
         import hashlib
 
         sections = {
-            k: self.raw.get(k)
-            for k in ("model", "reduce", "input", "labels", "preprocessing", "calibration")
+            k: self.raw.get(k) for k in ("model", "reduce", "input", "labels", "preprocessing")
         }
         text = json.dumps(sections, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     @property
+    def calibration_sha256(self) -> str | None:
+        """sha256 of the sidecar's calibration section as canonical JSON (None: uncalibrated):
+        a record made with this model keeps it, so a model calibrated again since is named."""
+        import hashlib
+
+        section = self.raw.get("calibration")
+        if not section:
+            return None
+        text = json.dumps(section, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
     def calibration(self) -> Calibration:
         """The model's calibration and operating point (``dfe calibrate``), or the default of
-        an uncalibrated model (:class:`engine.core.verdict.Calibration`)."""
-        return Calibration.from_sidecar(self.raw.get("calibration"))
+        an uncalibrated model (:class:`engine.core.verdict.Calibration`). Raises
+        :class:`ModelFormatError` naming the sidecar for a damaged section."""
+        try:
+            return Calibration.from_sidecar(self.raw.get("calibration"))
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"{self.directory / SIDECAR_NAME}: {exc}") from None
 
     @property
     def crop_style(self) -> str | None:

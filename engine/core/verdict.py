@@ -50,13 +50,18 @@ REASONS: dict[str, str] = {
     "FACE_TOO_BLURRY": "the face is blurred (out of focus, motion or heavy compression)",
     "FACE_TOO_DARK": "the face is too dark to judge",
     "FACE_OVEREXPOSED": "the face is overexposed",
-    "GRAYSCALE_SOURCE": "the video has no colour; the model was trained on colour video",
+    "FACE_ROTATED": "the face is turned more than 45 degrees from upright (a video stored "
+    "sideways, or a tilted head); the model was trained on upright faces",
+    "GRAYSCALE_SOURCE": (
+        "the video has no colour (gray, or one tint such as sepia); the model was trained on "
+        "colour video"
+    ),
     "INTERLACED_SOURCE": "the video is interlaced: deinterlaced (half of each frame's lines "
     "interpolated) or, with --deinterlace off, its woven fields comb on motion; the model was "
     "trained on progressive video",
     "HEAVY_COMPRESSION": "the video is compressed so hard that artefacts may look like "
     "manipulation",
-    "FEW_FACE_FRAMES": "the face was found in fewer than half of the frames used",
+    "FEW_FACE_FRAMES": "the face was found in fewer than four in five of the frames used",
     "SCORE_IN_UNCERTAIN_BAND": "the score is inside the band where the model cannot tell",
     "MANIPULATED_SEGMENT": "the timeline (--timeline) has a segment judged manipulated",
 }
@@ -86,15 +91,18 @@ class Calibration:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        numbers = (self.temperature, self.fake_at, self.real_below)
         ok = (
-            math.isfinite(self.temperature)
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)
+            and all(math.isfinite(v) for v in numbers)
             and self.temperature > 0
             and 0.0 <= self.real_below <= self.fake_at <= 1.0
         )
         if not ok:
             raise ModelFormatError(
-                f"calibration: temperature {self.temperature} must be > 0 and 0 <= real_below "
-                f"({self.real_below}) <= fake_at ({self.fake_at}) <= 1; run dfe calibrate again"
+                f"the calibration is invalid: temperature {self.temperature!r} must be a number "
+                f"> 0 and 0 <= real_below ({self.real_below!r}) <= fake_at ({self.fake_at!r}) "
+                "<= 1; run dfe calibrate again (or remove the sidecar's calibration section)"
             )
 
     @classmethod
@@ -103,10 +111,15 @@ class Calibration:
         if not section:
             return cls()
         try:
+            numbers = {k: section[k] for k in ("temperature", "fake_at", "real_below")}
+            if any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers.values()
+            ):
+                raise ValueError(f"not numbers: {numbers}")
             return cls(
-                temperature=float(section["temperature"]),
-                fake_at=float(section["fake_at"]),
-                real_below=float(section["real_below"]),
+                temperature=float(numbers["temperature"]),
+                fake_at=float(numbers["fake_at"]),
+                real_below=float(numbers["real_below"]),
                 calibrated=True,
                 operating_point=dict(section.get("operating_point") or {}),
                 fitted_on=dict(section.get("fitted_on") or {}),
@@ -114,8 +127,8 @@ class Calibration:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(
-                f"the sidecar's calibration section is incomplete ({exc!r}); run dfe calibrate "
-                "again"
+                f"the sidecar's calibration section is incomplete or invalid ({exc}); run dfe "
+                "calibrate again (or remove the section)"
             ) from exc
 
     def to_sidecar(self) -> dict[str, Any]:

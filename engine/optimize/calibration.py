@@ -1,9 +1,11 @@
 """Real face crops from videos, for INT8 calibration and for measuring what quantization costs.
 
-The crops come out of the runtime's own stages: the video reader, the detector the engine
-uses, the engine's :class:`~preprocess.faces.FacePolicy` (face rule, crop style, margin, no-face
-rule) and the model's :class:`~preprocess.crop.Preprocessor`, so the quantizer sees exactly the
-activations the engine will feed it, and the policy is recorded with the INT8 graph.
+The crops come out of the runtime's own face chain,
+:class:`~preprocess.face_extraction.FaceExtractor` (decode, the detector the engine uses with the
+input chosen per video, face tracks and who is scored: ``--faces main`` by default, the engine's
+:class:`~preprocess.faces.FacePolicy`, and the model's :class:`~preprocess.crop.Preprocessor`),
+so the quantizer sees exactly the crops and activations the engine will feed it, and the face
+options are recorded with the INT8 graph.
 Calibration uses frames *after* the ones ``dfe predict`` reads by default (the first N), so the
 accuracy check on the first frames is held out.
 """
@@ -22,8 +24,8 @@ import numpy as np
 from engine.core.errors import ArtifactNotFoundError, InvalidInputError, InvalidVideoError
 from engine.core.paths import env, in_checkout, shared_dir
 from preprocess.crop import Preprocessor
-from preprocess.faces import FacePolicy, crop_selection
-from preprocess.video import iter_frames
+from preprocess.face_extraction import DecodeOptions, FaceExtractor
+from preprocess.faces import FacePolicy
 
 if TYPE_CHECKING:
     from preprocess.faces import Detector
@@ -62,12 +64,18 @@ EVALUATION_FRAMES = FrameSelection(0, 1, EVAL_FRAMES)
 
 @dataclass
 class VideoCrops:
-    """Normalised crops of one video (``[n, 3, 112, 112]`` float32) and where they came from."""
+    """Normalised crops of one video (``[n, 3, 112, 112]`` float32) and where they came from:
+    ``frame_indices`` (the video frame of each crop), ``faces`` (crops cut at a face detected
+    in that frame; the others, if kept, are whole frames), ``people`` (people in enough of the
+    frames to be scored on their own) and ``detector_input`` (the input chosen for the video,
+    its record; None when not chosen)."""
 
     video: str
     crops: np.ndarray
     frame_indices: list[int]
-    faces: int  # frames with a detected face (the others, if kept, are whole frames)
+    faces: int
+    people: int = 0
+    detector_input: dict[str, Any] | None = None
 
 
 def default_calibration_videos() -> list[Path]:
@@ -90,20 +98,6 @@ def default_calibration_videos() -> list[Path]:
     return found
 
 
-def _pick_frames(path: str, wanted: Sequence[int]) -> tuple[list[np.ndarray], list[int]]:
-    """Decode sequentially up to the last wanted frame; shorter videos give what they have."""
-    want = set(wanted)
-    last = max(want)
-    frames, indices = [], []
-    for idx, frame in iter_frames(path):
-        if idx in want:
-            frames.append(frame)
-            indices.append(idx)
-        if idx >= last:
-            break
-    return frames, indices
-
-
 def video_crops(
     videos: Iterable[str | os.PathLike[str]],
     detector: Detector,
@@ -112,40 +106,58 @@ def video_crops(
     policy: FacePolicy | None = None,
     preprocessor: Preprocessor | None = None,
     keep_faceless: bool = False,
+    faces: str = "main",
+    size_probe: bool = True,
+    detect_every: int = 1,
+    decode: DecodeOptions | None = None,
 ) -> list[VideoCrops]:
     """Normalised face crops of the selected frames of each video.
 
-    Decode, ``detector`` (batched), the engine's face ``policy`` and the model's
-    ``preprocessor``, as :class:`engine.pipeline.VideoPipeline` runs them. Frames without a
-    face are dropped unless ``keep_faceless`` (then the policy's no-face rule applies, the
-    whole frame by default). A video that yields nothing is an error.
+    The runtime's face chain (:class:`~preprocess.face_extraction.FaceExtractor` with
+    ``detector``, the engine's face ``policy``, ``faces`` (who is scored: ``main``, the
+    runtime's default, ``all`` or ``per-frame``), ``size_probe`` (the detector input chosen per
+    video), ``detect_every`` and ``decode``) on the frames of ``selection``, then the model's
+    ``preprocessor``, as :class:`engine.pipeline.VideoPipeline` runs them on the frames it
+    reads. Frames without the scored person's face are dropped unless ``keep_faceless`` (then
+    the policy's no-face rule applies, the whole frame by default). With ``faces="all"`` the
+    crops of every person scored follow one another.
+
+    Raises :class:`InvalidVideoError` for a video without any of the selected frames or
+    without a crop.
     """
     policy = policy or FacePolicy()
-    preprocessor = preprocessor or Preprocessor()
     if not keep_faceless:
         policy = FacePolicy(policy.face, policy.crop_style, policy.margin, no_face="drop")
+    extractor = FaceExtractor(
+        detector,
+        policy,
+        preprocessor or Preprocessor(),
+        faces=faces,
+        size_probe=size_probe,
+        detect_every=detect_every,
+        decode=decode,
+    )
     out = []
     for video in videos:
         path = str(video)
-        frames, indices = _pick_frames(path, selection.indices())
+        frames, indices = extractor.read_indices(path, selection.indices())
         if not frames:
             raise InvalidVideoError(
                 f"{path}: none of frames {selection.indices()[:3]}... exist (the video has "
                 f"fewer than {selection.start + 1} frames); pick longer clips"
             )
-        chosen = policy.select([f.shape for f in frames], detector.detect(frames))
-        crops = crop_selection(frames, chosen, preprocessor)
-        if not crops:
+        got = extractor.extract(frames, indices)
+        if not got.sequences:
             raise InvalidVideoError(f"{path}: no face in frames {indices}; not usable here")
-        kept = [indices[p] for p in chosen.positions]
-        if chosen.found < len(indices):
-            log.info(
-                "%s: %d of %d frames without a face",
-                path,
-                len(indices) - chosen.found,
-                len(indices),
-            )
-        out.append(VideoCrops(path, preprocessor(np.stack(crops)), kept, chosen.found))
+        crops = [c for q in got.sequences for c in q.crops]
+        kept = [i for q in got.sequences for i in q.frame_indices]
+        found = sum(q.found for q in got.sequences)
+        if found < len(indices):
+            missing = len(indices) - found
+            log.info("%s: %d of %d frames without the scored face", path, missing, len(indices))
+        choice = got.detector_input.to_record() if got.detector_input is not None else None
+        normalised = extractor.preprocessor(np.stack(crops))
+        out.append(VideoCrops(path, normalised, kept, found, got.people, choice))
     return out
 
 

@@ -25,10 +25,10 @@ The recipe, measured on 2-core x86 CPUs with AVX-512 VNNI (PITFALLS.md, docs/int
   2.4 GB peak in chunks of 32).
 
 TensorRT accepts only signed, symmetric (zero point 0) INT8 Q/DQ and float biases.
-:func:`tensorrt_qdq` derives that form from the same file at build time: a uint8 tensor with
-zero point 128 becomes int8 with the same scale (exact), one with zero point 0 (a clamp at 0)
-gets an explicit Relu and the symmetric scale covering its range, and int32 bias DequantizeLinear
-nodes are folded into float constants.
+:func:`engine.optimize.trt_qdq.tensorrt_qdq` (re-exported here) derives that form from the same
+file at build time: a uint8 tensor with zero point 128 becomes int8 with the same scale (exact),
+one with zero point 0 (a clamp at 0) gets an explicit Relu and the symmetric scale covering its
+range, and int32 bias DequantizeLinear nodes are folded into float constants.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ import numpy as np
 from engine.core.classifier import ClassifierRunner
 from engine.core.config import EngineConfig
 from engine.core.deps import require
-from engine.core.errors import ModelFormatError
 from engine.core.hashing import sha256_file
 from engine.core.onnx_session import create_session
 from engine.core.qdq_rewrite import cpu_qdq_model
@@ -87,6 +86,7 @@ from engine.optimize.int8_search import (  # re-exported: the CLI and tests impo
     relative_speed,
     search,
 )
+from engine.optimize.trt_qdq import tensorrt_qdq  # re-exported: tests import it here
 
 log = logging.getLogger(__name__)
 
@@ -179,98 +179,6 @@ def qdq_summary(model: Any) -> dict[str, Any]:
         "per_channel_weights": per_channel,
         "per_tensor_weights": per_tensor,
     }
-
-
-# ------------------------------------------------------------------------------ TensorRT form
-
-
-def tensorrt_qdq(model: Any) -> Any:
-    """The TensorRT-readable form of a U8S8 Q/DQ graph (returns a new ``ModelProto``).
-
-    TensorRT takes INT8 Q/DQ only as signed, symmetric (zero point 0) tensors, and float biases:
-    - uint8 with zero point 128: int8 with zero point 0 and the same scale (the same numbers);
-    - uint8 with zero point 0 (values clamped at 0): a Relu before the QuantizeLinear keeps the
-      clamp, and int8 with scale ``255 * s / 127`` covers the same range (one bit fewer);
-    - other zero points: int8 with the symmetric scale covering the calibrated range;
-    - ``DequantizeLinear(int32 bias)`` is folded into a float32 constant.
-    """
-    onnx = require("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    g = out.graph
-    inits = {i.name: i for i in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    converted: dict[tuple[str, str], tuple[str, str]] = {}  # (scale, zp) -> new (scale, zp)
-    new_inits: list[Any] = []
-    drop: set[str] = set()
-
-    def _convert(scale_name: str, zp_name: str) -> tuple[str, str, bool]:
-        """New (scale, zero point) names and whether a clamp at 0 is implied."""
-        zp = numpy_helper.to_array(inits[zp_name])
-        scale = numpy_helper.to_array(inits[scale_name]).astype(np.float32)
-        z = int(zp.reshape(-1)[0])
-        if zp.size != 1:
-            raise ModelFormatError("per-channel activation quantization is not supported here")
-        key = (scale_name, zp_name)
-        if key not in converted:
-            if z == 128:
-                new_scale = scale
-            else:
-                lo, hi = (0 - z) * scale, (255 - z) * scale
-                new_scale = (np.maximum(np.abs(lo), np.abs(hi)) / 127.0).astype(np.float32)
-            s_name, z_name = f"{scale_name}_trt", f"{zp_name}_trt"
-            new_inits.append(numpy_helper.from_array(new_scale.reshape(scale.shape), s_name))
-            new_inits.append(numpy_helper.from_array(np.zeros(zp.shape, np.int8), z_name))
-            converted[key] = (s_name, z_name)
-        s_name, z_name = converted[key]
-        return s_name, z_name, z == 0
-
-    nodes = []
-    for node in g.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
-            data = inits[node.input[0]]
-            if data.data_type == TensorProto.INT32:  # a bias: fold into a float constant
-                q = numpy_helper.to_array(data).astype(np.float64)
-                s = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
-                bias = (q * s).astype(np.float32)
-                new_inits.append(numpy_helper.from_array(bias, node.output[0]))
-                drop.update(node.input)
-                continue
-            nodes.append(node)  # int8 weights: symmetric already
-            continue
-        zp_name = node.input[2] if len(node.input) > 2 else ""
-        is_u8 = zp_name in inits and inits[zp_name].data_type == TensorProto.UINT8
-        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or not is_u8:
-            nodes.append(node)
-            continue
-        s_name, z_name, clamp = _convert(node.input[1], zp_name)
-        data_in = node.input[0]
-        src = producer.get(data_in)
-        if node.op_type == "QuantizeLinear" and clamp and (src is None or src.op_type != "Relu"):
-            relu_out = f"{data_in}_relu_trt"
-            nodes.append(helper.make_node("Relu", [data_in], [relu_out], name=f"{relu_out}_node"))
-            data_in = relu_out
-        drop.update((node.input[1], zp_name))
-        nodes.append(_with_inputs(node, [data_in, s_name, z_name]))
-    still_used = {i for n in nodes for i in n.input}
-    kept = [i for i in g.initializer if i.name not in drop or i.name in still_used]
-    del g.initializer[:]
-    g.initializer.extend(kept + new_inits)
-    del g.node[:]
-    g.node.extend(nodes)
-    return out
-
-
-def _with_inputs(node: Any, inputs: Sequence[str]) -> Any:
-    from onnx import NodeProto
-
-    new = NodeProto()
-    new.CopyFrom(node)
-    del new.input[:]
-    new.input.extend(inputs)
-    return new
 
 
 # ------------------------------------------------------------------------------ accuracy
@@ -386,15 +294,18 @@ def build_int8(
     shows a progress bar on stderr; ``max_trials``, ``variants`` and ``fallback_shares`` shorten
     the search (see :func:`~engine.optimize.int8_search.search`).
 
-    Crops are made by the runtime's stages as ``config`` (an :class:`EngineConfig`: detector,
-    face rule, crop style, margin) describes them, on ONNX Runtime CPU; the face policy used is
-    recorded, and the engine warns when it scores with another one."""
+    Crops are made by the runtime's face chain (:class:`preprocess.face_extraction.
+    FaceExtractor`) as ``config`` (an :class:`EngineConfig`: detector, who is scored (``faces``,
+    ``main`` by default), the per-video detector input, face rule, crop style, margin, decode
+    options) describes them, on ONNX Runtime CPU; the face policy and who was scored are
+    recorded, and the engine warns when it scores with another policy."""
     from tqdm import tqdm
 
     from engine.api import open_detector
     from engine.optimize.qdq_debug import node_contributions
     from engine.pipeline import policy_for
     from preprocess.crop import Preprocessor
+    from preprocess.face_extraction import DecodeOptions
 
     first = QuantConfig(
         method,
@@ -413,10 +324,16 @@ def build_int8(
     bar = tqdm(total=3, desc="int8: crops", unit="step", disable=not progress, leave=False)
     det = open_detector(config)
     t0 = time.perf_counter()
-    calib = video_crops(videos, det, calib_frames, policy=policy, preprocessor=preprocessor)
-    held = video_crops(
-        held_videos, det, eval_frames, policy=policy, preprocessor=preprocessor, keep_faceless=True
-    )
+    chain = {  # the runtime's face chain: who is scored, the detector input, fast mode, decode
+        "policy": policy,
+        "preprocessor": preprocessor,
+        "faces": config.faces,
+        "size_probe": config.size_probe,
+        "detect_every": config.detect_every,
+        "decode": DecodeOptions.from_config(config),
+    }
+    calib = video_crops(videos, det, calib_frames, **chain)
+    held = video_crops(held_videos, det, eval_frames, keep_faceless=True, **chain)
     t_crops = time.perf_counter() - t0
     bar.update(1)
     overlap = [
@@ -533,6 +450,9 @@ def build_int8(
             ranges=chosen.config.ranges,
             crop_style=policy.crop_style,
             policy=policy.describe(),
+            faces=config.faces,
+            size_probe=config.size_probe,
+            detect_every=config.detect_every,
             detector=Path(config.detector).name,
             seconds_crops=round(t_crops, 2),
             seconds_calibrate=round(calibration.seconds, 2),

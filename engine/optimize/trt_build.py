@@ -6,7 +6,7 @@ NOT TESTED ON A GPU: written without TensorRT or an NVIDIA GPU at hand. The deci
 
 - classifier: fp32, fp16 (from ``classifier.onnx``), or int8 (from the Q/DQ
   ``classifier.int8.onnx`` of ``dfe build --precision int8``, in its TensorRT form
-  :func:`engine.optimize.quantize.tensorrt_qdq`); one optimisation profile over the frame-batch
+  :func:`engine.optimize.trt_qdq.tensorrt_qdq`); one optimisation profile over the frame-batch
   axis (min 1, opt = max = ``--max-batch``).
 - sequence head (variant ``sequence``): profile over videos (1..max batch) and steps
   (1..``MAX_STEPS``).
@@ -21,7 +21,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.core.deps import require
 from engine.core.errors import EngineError, ModelFormatError
@@ -37,6 +37,9 @@ from engine.optimize.engine_cache import (
     profile_shapes,
     timing_cache_path,
 )
+
+if TYPE_CHECKING:
+    from preprocess.scrfd_graph import DetectorGraph
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +148,7 @@ def _tensorrt_source(onnx_path: Path, precision: str) -> Path | bytes:
     if precision != "int8":
         return onnx_path
     onnx = require("onnx")
-    from engine.optimize.quantize import tensorrt_qdq
+    from engine.optimize.trt_qdq import tensorrt_qdq
 
     return tensorrt_qdq(onnx.load(str(onnx_path))).SerializeToString()
 
@@ -186,7 +189,7 @@ def ensure_graph_engine(
 
 
 def ensure_detector_engine(
-    model_path: Path,
+    graph: DetectorGraph,
     *,
     batch: int,
     input_size: int,
@@ -195,14 +198,14 @@ def ensure_detector_engine(
     model_dir: Path | None = None,
     rebuild: bool = False,
 ) -> EnsureResult:
-    """The fp16 engine of the batch-dynamic SCRFD detector: cached, or built now."""
-    from preprocess.scrfd_graph import make_batch_dynamic
-
-    batched = make_batch_dynamic(model_path)
+    """The fp16 engine of the batch-dynamic SCRFD ``graph`` (loaded once by
+    :func:`preprocess.scrfd_graph.load_detector_graph`, which gives its sha256 too): cached, or
+    built now."""
+    batched = graph.path
     profiles = detector_profiles(onnx_input_dims(batched), batch=batch, input_size=input_size)
     key = cache_key(
-        graph=f"detector-{batched.stem}",
-        onnx_sha256=sha256_file(batched),
+        graph=f"detector-{graph.source.stem}",
+        onnx_sha256=graph.sha256,
         precision="fp16",
         profiles=profiles,
         device=device,
@@ -268,8 +271,10 @@ def build_engines(
         )
         out.append(BuiltEngine(graph, prec, r.path, r.built, r.reason))
     if detector_path is not None:
+        from preprocess.scrfd_graph import load_detector_graph
+
         r = ensure_detector_engine(
-            detector_path,
+            load_detector_graph(detector_path),
             batch=detector_batch,
             input_size=detector_input,
             device=device,

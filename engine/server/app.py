@@ -36,6 +36,7 @@ from engine.server.jobs import (
     QueueFullError,
     new_id,
 )
+from engine.server.live_ws import LiveHub, LiveLimits
 
 require("fastapi", purpose="dfe serve")
 require("multipart", purpose="dfe serve (multipart uploads)")
@@ -148,12 +149,14 @@ def create_app(
     retention_hours: float = RETENTION_HOURS,
     max_results_bytes: int = int(MAX_RESULTS_MB * 2**20),
     janitor_interval: float = JANITOR_INTERVAL_S,
+    live: LiveLimits | None = None,
 ) -> FastAPI:
     """The app; the runner's and the janitor's threads start and stop with the app's lifespan.
     ``workers=0`` accepts jobs without running them (for tests of the queue). Finished jobs
     are deleted ``retention_hours`` after they finished (0: kept), and the oldest finished
     first while results and uploads exceed ``max_results_bytes`` (0: no limit); the janitor
-    runs at start, every ``janitor_interval`` seconds and after each finished job."""
+    runs at start, every ``janitor_interval`` seconds and after each finished job. ``live``:
+    the limits of the page's live mode (``/api/v1/live``, :mod:`engine.server.live_ws`)."""
     _check_number("retention_hours", retention_hours)
     _check_number("max_results_bytes", max_results_bytes)
     _check_number("janitor_interval", janitor_interval, positive=True)
@@ -168,6 +171,7 @@ def create_app(
         engine, store, max_queue=max_queue, workers=workers, on_finished=janitor.poke
     )
     readiness = Readiness(engine)
+    live_hub = LiveHub(engine, live, ready=lambda: (readiness.ready, readiness.reason))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -177,6 +181,7 @@ def create_app(
         try:
             yield
         finally:
+            live_hub.close()
             janitor.stop()
             runner.stop()
             store.close()
@@ -189,7 +194,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.store, app.state.runner, app.state.engine = store, runner, engine
-    app.state.janitor = janitor
+    app.state.janitor, app.state.live = janitor, live_hub
+    app.add_api_websocket_route("/api/v1/live", live_hub.endpoint)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -360,6 +366,7 @@ def create_app(
             ready=readiness.ready,
             timeline_fps=engine.config.timeline_fps,
             timeline=engine.config.timeline,
+            live=live_hub.page_settings(),
         )
 
     @app.post("/upload", include_in_schema=False)

@@ -12,15 +12,18 @@ from html import escape
 from typing import Any
 
 from engine.core.verdict import REASONS, reason_text
+from engine.server.live_page import live_section
 from preprocess.quality import (
     GRAYSCALE_BELOW,
     INTERLACED_SHARE,
     MAX_EXPOSURE,
+    MAX_ROLL,
     MIN_BITS_PER_PIXEL,
     MIN_EXPOSURE,
     MIN_FACE_COVERAGE,
     MIN_FACE_PX,
     MIN_SHARPNESS,
+    MONOCHROME_BELOW,
 )
 
 _STYLE = """
@@ -75,9 +78,11 @@ def upload_page(
     ready: bool = True,
     timeline_fps: float = 2.0,
     timeline: bool = False,
+    live: dict[str, Any] | None = None,
 ) -> str:
     """The upload form; ``timeline`` checks its "Whole video timeline" box (a server started
-    with ``--timeline``), which scores the whole video at ``timeline_fps``."""
+    with ``--timeline``), which scores the whole video at ``timeline_fps``. Below it the live
+    section (:func:`engine.server.live_page.live_section`; ``live``: its settings, None: off)."""
     default = 1 if len(steps) > 1 else 0
     banner = DEMO_BANNER if demo else ""
     if not ready:
@@ -105,6 +110,7 @@ says whether it looks manipulated or authentic, or that it cannot tell (and why)
   <p><button type=submit id=submit>Upload and analyse</button>
   <span id=sending class=muted></span></p>
 </form>
+{live_section(live, words=VERDICT_WORDS)}
 <p class=muted>JSON API: <a href="/docs">/docs</a></p>
 <script>
 const steps = {json.dumps(list(steps))};
@@ -218,7 +224,7 @@ VERDICT_WORDS = {
 _QUALITY_ROWS: dict[str, tuple[str, str, str]] = {
     "FACE_TOO_SMALL": ("face height", "face_px", f"at least {MIN_FACE_PX:g} px"),
     "FACE_TOO_BLURRY": (
-        "sharpness (variance of the Laplacian)",
+        "sharpness (variance of the Laplacian over the face's own)",
         "sharpness",
         f"at least {MIN_SHARPNESS:g}",
     ),
@@ -232,6 +238,7 @@ _QUALITY_ROWS: dict[str, tuple[str, str, str]] = {
         "exposure",
         f"{MIN_EXPOSURE:g} to {MAX_EXPOSURE:g}",
     ),
+    "FACE_ROTATED": ("rotation from upright (degrees)", "roll", f"at most {MAX_ROLL:g}"),
     "GRAYSCALE_SOURCE": ("colourfulness (0-255)", "colourfulness", f"at least {GRAYSCALE_BELOW:g}"),
     "INTERLACED_SOURCE": (
         "frames flagged interlaced",
@@ -338,6 +345,8 @@ def _quality_value(key: str, quality: dict[str, Any], rec: dict[str, Any]) -> st
         return f"{value:.0%}"
     if key == "bits_per_pixel":
         return f"{value:.3f}"
+    if key == "sharpness":
+        return f"{value:.2g}"
     if key == "face_coverage":
         used = rec.get("frames") or 0
         return f"{quality.get('face_frames', 0)} of {plural(used, 'frame')} ({value:.0%})"
@@ -351,6 +360,12 @@ def _quality_table(reasons: list[str], quality: dict[str, Any] | None, rec: dict
         if code not in _QUALITY_ROWS:
             continue
         measure, key, limit = _QUALITY_ROWS[code]
+        q = quality or {}
+        coloured = (q.get("colourfulness") or 0) >= GRAYSCALE_BELOW
+        tinted = coloured and q.get("hue_spread") is not None
+        if code == "GRAYSCALE_SOURCE" and tinted:  # colour, but one hue: tinted monochrome
+            measure = "spread of hues (degrees)"
+            key, limit = "hue_spread", f"at least {MONOCHROME_BELOW:g}"
         rows.append(
             f"<tr data-reason='{escape(code)}'><th>{escape(measure)}</th>"
             f"<td>{escape(_quality_value(key, quality or {}, rec))}</td>"

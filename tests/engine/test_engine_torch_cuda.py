@@ -54,9 +54,11 @@ def _compare(reference, got, tol):
 def test_engine_takes_its_detector_from_the_backend_factory(
     model_dir, shared_dir, clips, reference, monkeypatch, tmp_path
 ):
-    """What torch-cuda does on the GPU, done on CPU: a factory with ``make_detector`` gives the
+    """What torch-cuda does on the GPU, done on CPU: the factory's ``detector`` gives the
     engine its detector (here the PyTorch SCRFD on CPU)."""
-    monkeypatch.setenv("DFE_MODELS", str(tmp_path))
+    import dataclasses
+
+    monkeypatch.setenv("DFE_CACHE", str(tmp_path))
     from engine.api import Engine
     from engine.backends import torch_backend
     from engine.backends.torch_detector import TorchSCRFDDetector
@@ -65,8 +67,8 @@ def test_engine_takes_its_detector_from_the_backend_factory(
 
     def with_torch_detector(**options):
         fac = real(**options)
-        fac.make_detector = lambda path, model_dir=None, **kw: TorchSCRFDDetector(
-            path, device="cpu", **kw
+        fac.detector = lambda graph, opts: TorchSCRFDDetector(
+            graph.source, device="cpu", **dataclasses.asdict(opts.config)
         )
         return fac
 

@@ -119,17 +119,26 @@ def test_quality_measures_on_synthetic_crops():
     assert q.face_px == 30 and q.upscale == pytest.approx(112 / 30)
     assert q.face_frames == 3 and q.face_coverage == 0.75
     assert "FACE_TOO_SMALL" in q.reasons() and q.grayscale is False
-    gray = cv2.cvtColor(cv2.cvtColor(sharp, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-    blurred = cv2.GaussianBlur(gray, (0, 0), 6)
-    dark = (blurred // 8).astype(np.uint8)
-    q = measure([dark] * 3, [[0, 0, 200, 200]] * 3, interlaced=1.0, bits_per_pixel=0.01)
+    y, x = np.mgrid[0:112, 0:112]
+    board = (((x // 14) + (y // 14)) % 2 * 120 + 60).astype(np.uint8)  # sharp gray edges
+    blurred = cv2.GaussianBlur(np.dstack([board] * 3), (0, 0), 3)
+    q = measure([blurred] * 3, [[0, 0, 200, 200]] * 3, interlaced=1.0, bits_per_pixel=0.01)
     assert q.reasons() == [
         "FACE_TOO_BLURRY",
-        "FACE_TOO_DARK",
         "GRAYSCALE_SOURCE",
         "INTERLACED_SOURCE",
         "HEAVY_COMPRESSION",
     ]
+    # a dark face is dark, not blurred: sharpness is relative to the face's own contrast
+    dark = (sharp.astype(np.float32) * 0.2).astype(np.uint8)
+    q = measure([dark] * 3, [[0, 0, 200, 200]] * 3)
+    assert q.reasons() == ["FACE_TOO_DARK"] and q.sharpness > 0.5
+    # few bits but a sharp face (a static or black background): not heavy compression; a
+    # codec that needs fewer bits than H.264 is counted as such
+    assert "HEAVY_COMPRESSION" not in measure([sharp] * 2, [[0, 0, 90, 90]] * 2,
+                                              bits_per_pixel=0.01).reasons()  # fmt: skip
+    soft = measure([blurred] * 2, [[0, 0, 90, 90]] * 2, bits_per_pixel=0.015, codec="hevc")
+    assert "HEAVY_COMPRESSION" not in soft.reasons()  # 0.025 as H.264
     none = measure([sharp] * 2, [None, None])
     assert none.face_px is None and none.face_frames == 0 and none.reasons() == []
 
@@ -151,8 +160,15 @@ def variants(tmp_path_factory, shared_dir) -> dict[str, Path]:
     wide = str(shared_dir / "videos" / "dfdc_like_real.mp4")
     made = {
         "gray": ["-i", s, "-t", "1", "-vf", "format=gray,format=yuv420p"],
+        # tinted monochrome: the usual sepia matrix, and gray under a blue (cyanotype) tint
+        "sepia": ["-i", s, "-t", "1", "-vf",
+                  "colorchannelmixer=.393:.769:.189:0:.349:.686:.168:0:.272:.534:.131"],
+        "cyanotype": ["-i", wide, "-t", "1", "-vf",
+                      "hue=s=0,colorchannelmixer=rr=0.55:gg=0.8:bb=1.0"],
         "crf45": ["-i", s, "-t", "1", "-vf", "scale=-2:240", "-crf", "45"],
         "tiny": ["-i", wide, "-t", "1", "-vf", "scale=-2:144"],
+        # stored sideways, without rotation metadata
+        "sideways": ["-i", s, "-t", "1", "-vf", "transpose=clock"],
         "interlaced": ["-i", s, "-t", "1", "-vf",
                        "scale=720:576,fps=50,tinterlace=interleave_top,setfield=tff",
                        "-flags", "+ildct+ilme", "-x264opts", "tff=1"],
@@ -175,8 +191,11 @@ def variants(tmp_path_factory, shared_dir) -> dict[str, Path]:
         ("pattern", "NO_FACE", "NO_FACE_DETECTED"),
         ("fractal", "NO_FACE", "NO_FACE_DETECTED"),
         ("gray", "UNCERTAIN", "GRAYSCALE_SOURCE"),
+        ("sepia", "UNCERTAIN", "GRAYSCALE_SOURCE"),
+        ("cyanotype", "UNCERTAIN", "GRAYSCALE_SOURCE"),
         ("crf45", "UNCERTAIN", "HEAVY_COMPRESSION"),
         ("tiny", "UNCERTAIN", "FACE_TOO_SMALL"),
+        ("sideways", "UNCERTAIN", "FACE_ROTATED"),
         ("interlaced", "UNCERTAIN", "INTERLACED_SOURCE"),
         ("dark", "UNCERTAIN", "FACE_TOO_DARK"),
     ],
@@ -199,9 +218,11 @@ def test_ordinary_clips_are_judged_on_the_score(tiny_engine, video_paths):
     """The shared 480p clips are within range: their verdict comes from the score band only
     (and their p_fake is the plain softmax, unchanged by calibration)."""
     for path in video_paths:
+        pred = tiny_engine.predict(str(path), seq_len=6)
+        assert not pred.quality["grayscale"], (path.name, pred.quality)  # colour, every clip
+        assert pred.quality["roll"] < 20, (path.name, pred.quality)  # upright heads
         if "pair480p" not in path.name:
             continue
-        pred = tiny_engine.predict(str(path), seq_len=6)
         assert set(pred.reasons) <= {"SCORE_IN_UNCERTAIN_BAND"}, pred.reasons
         assert pred.p_fake_calibrated == pytest.approx(pred.p_fake, abs=1e-9)  # uncalibrated
         assert pred.calibration["status"] == "uncalibrated"

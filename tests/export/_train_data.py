@@ -14,7 +14,8 @@ from export.onnx_export import synthetic_crops
 
 
 def write_clip(path: Path, crops: np.ndarray, *, fps: int = 30) -> Path:
-    """112x112 BGR crops -> an MJPEG clip, encoded as ``preprocess.faces.write_face_clip`` does."""
+    """112x112 BGR crops -> an MJPEG clip, encoded as
+    ``preprocess.face_clips.write_face_clip`` does."""
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("mjpeg", rate=fps)
         stream.width = stream.height = crops.shape[1]

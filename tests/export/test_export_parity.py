@@ -177,7 +177,9 @@ def test_export_graph_has_no_fixed_batch(exported_mean, real_crops):
 
 def test_export_sequence_variant_matches_reference(sequence_ckpt, real_crops, tmp_path):
     path, model = sequence_ckpt
-    videos = [v.numpy() for v in real_crops.videos]
+    # the export's own parity check on the two short videos (its code is checked in full by
+    # the original's export above); every video is checked against the reference below
+    videos = [v.numpy() for v in real_crops.videos[:2]]
     result = export_checkpoint(path, tmp_path, parity_videos=videos)
     assert result.head is not None
     sc = json.loads(result.sidecar.read_text())

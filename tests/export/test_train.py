@@ -177,9 +177,9 @@ def test_training_forward_has_the_engines_semantics():
     never depend on the other videos of the batch (the notebook's recurrence across videos);
     for ``sequence``, the batch_first model's forward."""
     torch = pytest.importorskip("torch")
-    from export.model import Architecture, DeepfakeModel, FrameClassifier, SequenceHead
     from export.onnx_export import synthetic_crops
     from export.train import frame_features, sequence_logits
+    from network.model import Architecture, DeepfakeModel, FrameClassifier, SequenceHead
     from preprocess.crop import normalize
 
     x = torch.from_numpy(normalize(synthetic_crops(4, seed=3))).view(2, 2, 3, 112, 112)
@@ -227,8 +227,8 @@ def test_load_torchvision_trunk_maps_torchvision_keys_to_the_trunk(tmp_path):
     torch = pytest.importorskip("torch")
     import torchvision
 
-    from export.model import DeepfakeModel
     from export.train import load_torchvision_trunk
+    from network.model import DeepfakeModel
 
     torch.manual_seed(1)
     backbone = torchvision.models.resnext50_32x4d(weights=None)

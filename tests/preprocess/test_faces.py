@@ -8,7 +8,8 @@ import pytest
 from engine.core.errors import InvalidInputError
 from preprocess.crop import crop_box
 from preprocess.dlib_map import dlib_box
-from preprocess.faces import FacePolicy, clip_policy, detect_video, write_face_clip
+from preprocess.face_clips import detect_video, write_face_clip
+from preprocess.faces import FacePolicy, clip_policy
 from preprocess.scrfd import Face, SCRFDDetector
 
 VIDEO = "pair480p_real.mp4"
@@ -21,7 +22,7 @@ def _face(x1, y1, x2, y2, score=0.9):
 
 @pytest.fixture(scope="module")
 def detector(shared_dir):
-    return SCRFDDetector(shared_dir / "models" / "det_500m.onnx")
+    return SCRFDDetector.from_file(shared_dir / "models" / "det_500m.onnx")
 
 
 def test_policy_face_rule_picks_highest_score_or_largest():

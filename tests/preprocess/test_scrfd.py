@@ -113,13 +113,13 @@ def model_copies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         if (MODELS / name).is_file():
             shutil.copy(MODELS / name, folder / name)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DFE_MODELS", str(tmp_path_factory.mktemp("cache")))
+        mp.setenv("DFE_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield folder
 
 
 @pytest.fixture(scope="module")
 def det500(model_copies: Path) -> SCRFDDetector:
-    return SCRFDDetector(model_copies / "det_500m.onnx", batch_size=16)
+    return SCRFDDetector.from_file(model_copies / "det_500m.onnx", batch_size=16)
 
 
 def insightface_reference(model: Path):
@@ -425,20 +425,22 @@ def test_nms_matches_insightface_on_many_random_boxes() -> None:
 def test_detector_options_are_validated(model_copies: Path) -> None:
     path = model_copies / "det_500m.onnx"
     with pytest.raises(InvalidInputError, match="multiple of 32"):
-        SCRFDDetector(path, input_size=650)
+        SCRFDDetector.from_file(path, input_size=650)
     with pytest.raises(InvalidInputError, match="score_threshold"):
-        SCRFDDetector(path, score_threshold=1.5)
+        SCRFDDetector.from_file(path, score_threshold=1.5)
     with pytest.raises(InvalidInputError, match="batch_size"):
-        SCRFDDetector(path, batch_size=0)
+        SCRFDDetector.from_file(path, batch_size=0)
     with pytest.raises(InvalidInputError, match="max_faces"):
-        SCRFDDetector(path, max_faces=0)
+        SCRFDDetector.from_file(path, max_faces=0)
     with pytest.raises(ArtifactNotFoundError):
-        SCRFDDetector(model_copies / "missing.onnx")
+        SCRFDDetector.from_file(model_copies / "missing.onnx")
 
 
 def test_detector_refuses_unavailable_provider(model_copies: Path) -> None:
     with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):
-        SCRFDDetector(model_copies / "det_500m.onnx", providers=("CUDAExecutionProvider",))
+        SCRFDDetector.from_file(
+            model_copies / "det_500m.onnx", providers=("CUDAExecutionProvider",)
+        )
 
 
 def test_detector_refuses_silent_fallback(
@@ -453,7 +455,7 @@ def test_detector_refuses_silent_fallback(
         pytest.warns(UserWarning),
         pytest.raises(BackendUnavailableError, match=r"Refusing to fall back silently"),
     ):
-        SCRFDDetector(
+        SCRFDDetector.from_file(
             model_copies / "det_500m.onnx",
             providers=("CUDAExecutionProvider", "CPUExecutionProvider"),
         )
@@ -462,7 +464,9 @@ def test_detector_refuses_silent_fallback(
 def test_detector_runs_on_requested_cpu_provider(det500: SCRFDDetector) -> None:
     assert det500.providers == ["CPUExecutionProvider"]
     assert det500.spec == SCRFD_SPECS[9]
-    assert det500.batched_model_path.name == "det_500m.batched.onnx"
+    path = det500.graph.path  # the rewrite lives in the cache, not next to the source
+    assert path.parent == Path(os.environ["DFE_CACHE"]) and path.name.startswith("det_500m.")
+    assert det500.graph.source == det500.model_path and det500.graph.rewritten
 
 
 def test_detector_bad_input(det500: SCRFDDetector) -> None:
@@ -509,9 +513,11 @@ def test_detector_on_a_compute_pool_gives_the_same_faces_in_order(model_copies: 
     from engine.core.compute import ComputePool
 
     frames = decode_video(VIDEO_FILES[0], 6) + decode_video(VIDEO_FILES[-1], 6)
-    inline = SCRFDDetector(model_copies / "det_500m.onnx", batch_size=1, intra_op_threads=1)
+    inline = SCRFDDetector.from_file(
+        model_copies / "det_500m.onnx", batch_size=1, intra_op_threads=1
+    )
     pool = ComputePool(2)
-    spread = SCRFDDetector(
+    spread = SCRFDDetector.from_file(
         model_copies / "det_500m.onnx", batch_size=1, intra_op_threads=1, pool=pool
     )
     try:
@@ -534,7 +540,7 @@ def ref500(model_copies: Path):
 def det25(model_copies: Path) -> SCRFDDetector:
     if not (model_copies / "det_2.5g.onnx").is_file():
         pytest.skip("det_2.5g.onnx not in the shared models")
-    return SCRFDDetector(model_copies / "det_2.5g.onnx")
+    return SCRFDDetector.from_file(model_copies / "det_2.5g.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -578,7 +584,7 @@ def test_batch_of_32_from_different_videos_equals_single_runs(model_copies: Path
     # interleave videos so that neighbours in the batch differ (and differ in size)
     frames = frames[0::2] + frames[1::2]
     assert len(frames) == 32 and len({f.shape for f in frames}) > 1
-    detector = SCRFDDetector(model_copies / "det_500m.onnx", batch_size=32)
+    detector = SCRFDDetector.from_file(model_copies / "det_500m.onnx", batch_size=32)
     batched = detector.detect(frames)
     singles = [detector.detect_one(f) for f in frames]
     assert sum(len(f) for f in batched) >= 32
@@ -596,8 +602,8 @@ def test_frame_shaped_input_gives_the_square_inputs_faces(model_copies: Path) ->
     holds exact mode to InsightFace's boxes on every frame)."""
     from preprocess.crop import crop_box
 
-    shaped = SCRFDDetector(model_copies / "det_500m.onnx", input_shape="frame")
-    square = SCRFDDetector(model_copies / "det_500m.onnx", input_shape="square")
+    shaped = SCRFDDetector.from_file(model_copies / "det_500m.onnx", input_shape="frame")
+    square = SCRFDDetector.from_file(model_copies / "det_500m.onnx", input_shape="square")
     worst = 0.0
     for video in VIDEO_FILES:
         frames = decode_video(video, 20)

@@ -12,7 +12,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from engine.core.errors import ArtifactNotFoundError, ModelFormatError
+from engine.core.errors import ArtifactNotFoundError, EngineError, ModelFormatError
+from engine.core.hashing import sha256_file
 from preprocess.scrfd_graph import (
     META_REWRITE,
     META_SOURCE_SHA256,
@@ -21,9 +22,10 @@ from preprocess.scrfd_graph import (
     cpu_detector_model,
     fuse_sibling_convs,
     inspect_scrfd_graph,
+    load_detector_graph,
     make_batch_dynamic,
     rewrite_batch_dynamic,
-    sha256_file,
+    rewrite_path,
     verify_batched,
 )
 
@@ -42,7 +44,7 @@ PACKS = ["det_500m", "det_2.5g"]
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DFE_MODELS", str(tmp_path / "cache"))
+    monkeypatch.setenv("DFE_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture
@@ -212,17 +214,36 @@ def test_unrecognised_layouts_raise(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------- files
 
 
-def test_make_batch_dynamic_saves_next_to_the_original_and_reuses(workdir: Path) -> None:
+def test_make_batch_dynamic_saves_in_the_cache_and_reuses(workdir: Path, tmp_path: Path) -> None:
+    """The rewrite goes to the cache of derived graphs, keyed by the source's sha256 and the
+    rewrite version, never next to the user's file; an up-to-date rewrite is reused."""
     src = copy_model("det_500m", workdir)
     out = make_batch_dynamic(src)
-    assert out == workdir / "det_500m.batched.onnx"
+    sha = sha256_file(src)
+    assert (
+        out == rewrite_path(src, sha) == tmp_path / "cache" / f"det_500m.{sha[:16]}.v1.batched.onnx"
+    )
     meta = {p.key: p.value for p in onnx.load(out).metadata_props}
-    assert meta[META_SOURCE_SHA256] == sha256_file(src)
+    assert meta[META_SOURCE_SHA256] == sha and meta[META_REWRITE] == REWRITE_TAG
     assert float(meta[META_VERIFIED_MAX_ABS_DIFF]) <= 1e-4
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
     mtime = out.stat().st_mtime_ns
     assert make_batch_dynamic(src) == out
     assert out.stat().st_mtime_ns == mtime, "an up-to-date rewrite is reused"
-    assert sorted(p.name for p in workdir.iterdir()) == ["det_500m.batched.onnx", "det_500m.onnx"]
+    assert [p.name for p in workdir.iterdir()] == ["det_500m.onnx"]
+
+
+def test_load_detector_graph_reads_the_graph_once(workdir: Path) -> None:
+    src = copy_model("det_500m", workdir)
+    graph = load_detector_graph(src, verify=False)
+    assert graph.source == src and graph.rewritten and graph.layout == "interleaved"
+    assert graph.source_sha256 == sha256_file(src) and graph.sha256 == sha256_file(graph.path)
+    assert graph.input_dims == (None, 3, None, None) and len(graph.output_names) == 9
+    assert graph.output_channels == (1, 1, 1, 4, 4, 4, 10, 10, 10)
+    again = load_detector_graph(src)
+    assert again == graph  # found in the cache: the same graph, the same digests
+    dynamic = load_detector_graph(copy_model("scrfd_500m_kps_dynamic", workdir), verify=False)
+    assert not dynamic.rewritten and dynamic.sha256 == dynamic.source_sha256
 
 
 def test_make_batch_dynamic_never_reuses_a_stale_rewrite(workdir: Path) -> None:
@@ -233,29 +254,45 @@ def test_make_batch_dynamic_never_reuses_a_stale_rewrite(workdir: Path) -> None:
         pytest.skip("det_2.5g.onnx not present")
     shutil.copy(other, src)  # the source changes under the same name
     again = make_batch_dynamic(src, verify=False)
-    assert again == out
+    assert again != out and again.parent == out.parent
+    meta = {p.key: p.value for p in onnx.load(again).metadata_props}
+    assert meta[META_SOURCE_SHA256] == sha256_file(other)
+    # a rewrite whose metadata names another source is not used, even at the expected path
+    shutil.copy(out, again)
+    assert make_batch_dynamic(src, verify=False) == again
     meta = {p.key: p.value for p in onnx.load(again).metadata_props}
     assert meta[META_SOURCE_SHA256] == sha256_file(other)
 
 
-def test_make_batch_dynamic_uses_the_cache_for_read_only_folders(
-    workdir: Path, tmp_path: Path
+def test_read_only_source_folder_and_a_shipped_rewrite(workdir: Path, tmp_path: Path) -> None:
+    """A read-only models folder works (nothing is written there anyway), and a current rewrite
+    shipped next to the source (as in the shared test models) is used as it is."""
+    src = copy_model("det_500m", workdir)
+    shipped = make_batch_dynamic(src, workdir / "det_500m.batched.onnx", verify=False)
+    workdir.chmod(0o555)
+    try:
+        assert make_batch_dynamic(src) == shipped
+        assert not (tmp_path / "cache").exists()
+        shutil.copy(MODELS / "det_2.5g.onnx", tmp_path / "det_2.5g.onnx")
+        out = make_batch_dynamic(tmp_path / "det_2.5g.onnx", verify=False)
+        assert out.parent == tmp_path / "cache"
+    finally:
+        workdir.chmod(0o755)
+
+
+def test_unwritable_cache_is_an_error_that_says_what_to_set(
+    workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = copy_model("det_500m", workdir)
-    workdir.chmod(0o555)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    monkeypatch.setenv("DFE_CACHE", str(locked))
     try:
-        out = make_batch_dynamic(src, verify=False)
+        with pytest.raises(EngineError, match="DFE_CACHE"):
+            make_batch_dynamic(src, verify=False)
     finally:
-        workdir.chmod(0o755)
-    sha = sha256_file(src)
-    assert out == tmp_path / "cache" / f"det_500m.{sha[:16]}.batched.onnx"
-    assert not (workdir / "det_500m.batched.onnx").exists()
-    assert stat.S_IMODE(out.stat().st_mode) == 0o644
-    workdir.chmod(0o555)
-    try:
-        assert make_batch_dynamic(src) == out  # found again in the cache
-    finally:
-        workdir.chmod(0o755)
+        locked.chmod(0o755)
+    assert [p.name for p in workdir.iterdir()] == ["det_500m.onnx"]
 
 
 def test_make_batch_dynamic_explicit_destination(workdir: Path, tmp_path: Path) -> None:
@@ -342,6 +379,5 @@ def test_cpu_detector_model_keeps_the_graph_when_fusion_is_not_exact(
     monkeypatch.setattr(scrfd_graph, "fuse_sibling_convs", off_by_a_little)
     assert cpu_detector_model(batched) == batched
     # nothing to fuse (det_2.5g's heads): the file as it is
-    assert cpu_detector_model(make_batch_dynamic(copy_model("det_2.5g", workdir))) == (
-        workdir / "det_2.5g.batched.onnx"
-    )
+    batched_25 = make_batch_dynamic(copy_model("det_2.5g", workdir))
+    assert cpu_detector_model(batched_25) == batched_25

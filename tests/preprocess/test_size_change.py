@@ -173,7 +173,7 @@ def detector():
         pytest.skip(f"no detector model in {MODELS}")
     from preprocess.scrfd import SCRFDDetector
 
-    return SCRFDDetector(MODELS / "det_500m.onnx", batch_size=4)
+    return SCRFDDetector.from_file(MODELS / "det_500m.onnx", batch_size=4)
 
 
 def _inside(box, frame) -> bool:

@@ -358,7 +358,7 @@ def detector():
     pytest.importorskip("onnxruntime")
     from preprocess.scrfd import SCRFDDetector
 
-    return SCRFDDetector(MODELS / "det_500m.onnx", batch_size=1)
+    return SCRFDDetector.from_file(MODELS / "det_500m.onnx", batch_size=1)
 
 
 @needs_assets

@@ -80,12 +80,10 @@ def test_torch_cuda_factory_keeps_the_precision_asked(monkeypatch):
     for precision in ("fp32", "fp16"):
         fac = get_factory("torch-cuda", precision=precision)
         assert fac.precision == precision and fac.device == "cuda:0"
-        assert fac.make_detector is not None
     with pytest.raises(BackendUnavailableError, match="Old GPU does not support bf16"):
         get_factory("torch-cuda", precision="bf16")
     with pytest.raises(BackendUnavailableError, match="torch sees 1 CUDA device"):
         get_factory("torch-cuda", device_id=3)
-    assert get_factory("torch").make_detector is None  # CPU keeps ONNX Runtime's detector
 
 
 def test_torch_bucket_pads_to_powers_of_two():
@@ -111,7 +109,9 @@ def crops(shared_dir) -> np.ndarray:
     videos = shared_dir / "videos"
     if missing_clips(videos):
         pytest.skip(f"test clips {missing_clips(videos)} not found in {videos}")
-    return face_crops(videos, SCRFDDetector(shared_dir / "models" / "det_500m.onnx"), PER_CLIP)
+    return face_crops(
+        videos, SCRFDDetector.from_file(shared_dir / "models" / "det_500m.onnx"), PER_CLIP
+    )
 
 
 def _clip_and_frame_p_fake(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

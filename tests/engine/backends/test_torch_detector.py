@@ -36,7 +36,7 @@ def det_path(shared_dir) -> Path:
 def reference(det_path):
     from preprocess.scrfd import SCRFDDetector
 
-    return SCRFDDetector(det_path, batch_size=4)
+    return SCRFDDetector.from_file(det_path, batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +49,16 @@ def frames(shared_dir, reference) -> list[tuple[str, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """A private conversion cache for this module (DFE_MODELS)."""
+    """A private conversion cache for this module (DFE_CACHE)."""
     d = tmp_path_factory.mktemp("dfe_cache")
     d.chmod(0o700)
-    old = os.environ.get("DFE_MODELS")
-    os.environ["DFE_MODELS"] = str(d)
+    old = os.environ.get("DFE_CACHE")
+    os.environ["DFE_CACHE"] = str(d)
     yield d
     if old is None:
-        os.environ.pop("DFE_MODELS", None)
+        os.environ.pop("DFE_CACHE", None)
     else:
-        os.environ["DFE_MODELS"] = old
+        os.environ["DFE_CACHE"] = old
 
 
 def _compare(expected, got, labels) -> dict[str, float]:
@@ -186,6 +186,6 @@ def test_torch_detector_prepared_inputs_and_square_shape_match_onnxruntime(
         640,
         384,
     )
-    ref_square = SCRFDDetector(det_path, batch_size=4, input_shape="square")
+    ref_square = SCRFDDetector.from_file(det_path, batch_size=4, input_shape="square")
     worst = _compare(ref_square.detect(images), square.detect(images), range(len(images)))
     assert worst["iou"] >= IOU_MIN and worst["score"] <= SCORE_TOL

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[3]
 def test_every_environment_variable_read_is_documented():
     pattern = re.compile(r"""["'](DFE_[A-Z_]+)["']""")
     found = set()
-    for pkg in ("engine", "preprocess", "weights", "export", "benchmarks"):
+    for pkg in ("engine", "preprocess", "weights", "network", "export", "benchmarks"):
         for path in (REPO / pkg).rglob("*.py"):
             found |= set(pattern.findall(path.read_text()))
     assert found <= set(paths.ENVIRONMENT), found - set(paths.ENVIRONMENT)
@@ -25,14 +25,19 @@ def test_every_environment_variable_read_is_documented():
     assert not missing, f"docs/layout.md's table of environment variables lacks {missing}"
 
 
-def test_models_and_rewrites_share_one_directory_variable(monkeypatch, tmp_path):
+def test_rewrites_go_to_the_cache_never_to_the_models_directory(monkeypatch, tmp_path):
+    """Derived graphs have their own directory (and variable): the models directory holds the
+    user's files, which the engine never writes next to."""
     from preprocess.scrfd_graph import cache_dir
     from weights import models_dir
 
     monkeypatch.setenv("DFE_MODELS", str(tmp_path / "m"))
-    assert models_dir() == cache_dir() == tmp_path / "m"
+    monkeypatch.setenv("DFE_CACHE", str(tmp_path / "c"))
+    assert models_dir() == tmp_path / "m"
+    assert cache_dir() == paths.cache_dir() == tmp_path / "c"
     assert models_dir(tmp_path / "x") == tmp_path / "x"
-    assert "DFE_CACHE" not in paths.ENVIRONMENT
+    monkeypatch.delenv("DFE_CACHE")
+    assert cache_dir() == Path("~/.cache/deepfake-engine/graphs").expanduser()
 
 
 def test_undocumented_variable_is_refused():

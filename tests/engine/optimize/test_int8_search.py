@@ -281,6 +281,24 @@ def test_int8_below_the_checked_frames_warns_with_the_per_frame_error(
     assert not any("INT8 was checked" in w for w in engine.predict(video, seq_len=20).warnings)
 
 
+def test_int8_calibrated_on_the_runtimes_faces_and_says_when_scoring_others(
+    tiny_copy, shared_dir, models_dir
+):
+    """Calibration crops are the runtime's (``--faces main`` by default, recorded); scoring
+    with another face rule says the agreement bound was measured for the recorded one."""
+    from engine.api import Engine
+    from engine.core.sidecar import INT8_GRAPH, load_sidecar
+
+    if not (tiny_copy / "classifier.int8.onnx").exists():
+        test_build_int8_records_the_search_in_the_sidecar(tiny_copy, shared_dir, models_dir)
+    assert load_sidecar(tiny_copy).raw["graphs"][INT8_GRAPH]["calibration"]["faces"] == "main"
+    common = {"precision": "int8", "backend": "ort", "models_dir": models_dir, "download": False}
+    for faces, said in (("main", False), ("per-frame", True)):
+        engine = Engine.load(tiny_copy, faces=faces, **common)
+        notes = engine.pipeline_for(load_sidecar(tiny_copy)).notes
+        assert any("--faces main, but this run scores" in n for n in notes) is said, notes
+
+
 def test_int8_outside_bound_is_said_in_every_record(tiny_copy, shared_dir, models_dir):
     """A graph kept with --force (outside the bound), or whose TensorRT form missed the bound,
     is named in the warnings every record of the run carries."""

@@ -122,6 +122,8 @@ def test_int8_sidecar_records_calibration_set_and_cost(int8_model, video_paths):
     assert cal["crops"] == sum(cal["frames_per_video"].values()) == per_video * len(video_paths)
     assert cal["method"] == cal["first_method"] == "percentile"
     assert cal["crop_style"] == spec.crop_style
+    # the runtime's face chain: its default face rule (the main person) and detector input
+    assert (cal["faces"], cal["size_probe"], cal["detect_every"]) == ("main", True, 1)
     acc = rec["accuracy"]
     assert acc["held_out"]["frames"] == {"start": 0, "step": 1, "count": 60}
     assert acc["held_out_note"] == "frames disjoint from the calibration frames"

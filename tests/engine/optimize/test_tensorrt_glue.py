@@ -147,7 +147,6 @@ def test_backend_runs_on_pinned_buffers_and_checks_the_profile(
     fake_trt, fake_cuda, tiny_classifier, tmp_path
 ):
     from engine.backends import get_factory
-    from engine.backends.trt_backend import TrtSession
 
     factory = get_factory("trt", precision="fp16", max_batch=8, cache_dir=str(tmp_path))
     assert factory.name == "tensorrt" and factory.device.gpu_name == "Fake GPU 80GB"
@@ -168,12 +167,11 @@ def test_backend_runs_on_pinned_buffers_and_checks_the_profile(
     # the second runner of the factory shares its stream and lock; the engine comes from cache
     second = factory("classifier", tiny_classifier, spec=None)
     assert len(fake_trt.builds) == 1 and second._lock is runner._lock
-    session = TrtSession(second)
-    assert session.get_inputs()[0].shape == [None, 3, 112, 112]
-    assert session.get_outputs()[0].name == "logits" and session.get_providers() == ["TensorRT"]
+    assert second.inputs["frames"].shape == (None, 3, 112, 112)  # from the profile
+    assert second.outputs == ("logits",) and second.describe()["backend"] == "tensorrt"
     results = []
-    threads = [
-        threading.Thread(target=lambda: results.append(session.run(None, {"frames": x})[0]))
+    threads = [  # a runner is called the way ONNX Runtime's sessions are, from any thread
+        threading.Thread(target=lambda: results.append(second.run(None, {"frames": x})[0]))
         for _ in range(4)
     ]
     for t in threads:
@@ -185,6 +183,83 @@ def test_backend_runs_on_pinned_buffers_and_checks_the_profile(
     assert all(p in fake_cuda.buffers for p in owned)  # alive for the runner's lifetime
     runner.close()
     assert not any(p in fake_cuda.buffers for p in owned)
+
+
+def test_detector_engine_is_built_from_the_loaded_graph_once(
+    fake_trt, tmp_path, shared_dir, monkeypatch
+):
+    """The detector's engine comes from the graph the loader made (its file and its sha256:
+    nothing is hashed or rewritten again), with the detector's profile; then from the cache."""
+    from engine.optimize import trt_build
+    from preprocess.scrfd_graph import load_detector_graph
+
+    graph = load_detector_graph(shared_dir / "models" / "scrfd_500m_kps_dynamic.onnx", verify=False)
+
+    def no_hashing(path):
+        raise AssertionError(f"hashed {path} again")
+
+    monkeypatch.setattr(trt_build, "sha256_file", no_hashing)
+    kwargs = {"batch": 4, "input_size": 640, "device": DEVICE, "cache_dir": tmp_path}
+    first = trt_build.ensure_detector_engine(graph, **kwargs)
+    assert first.built and fake_trt.builds[-1]["source"] == ("file", str(graph.path))
+    assert fake_trt.builds[-1]["flags"] == {"FP16"}
+    (profile,) = fake_trt.builds[-1]["profiles"]
+    assert profile[graph.input_name] == ((1, 3, 640, 640), (4, 3, 640, 640), (4, 3, 640, 640))
+    again = trt_build.ensure_detector_engine(graph, **kwargs)
+    assert not again.built and again.path == first.path and len(fake_trt.builds) == 1
+
+
+def test_tensorrt_detector_is_the_scrfd_maths_over_an_engine_runner(
+    fake_trt, fake_cuda, tmp_path, shared_dir, monkeypatch
+):
+    """factory.detector(): the engine of the loaded graph (asked with the detector's batch and
+    input size), a runner over it, and SCRFDDetector over that runner, which takes the runner's
+    fixed square input (the engine's profile) and so letterboxes to it. The runner here is
+    ONNX Runtime declaring that profile, standing in for the engine the fake cannot run."""
+    from engine.backends import get_factory
+    from engine.backends.base import DetectorOptions, TensorSpec
+    from engine.backends.ort_backend import OrtBackend
+    from engine.core.onnx_session import create_session
+    from engine.optimize import trt_build
+    from engine.optimize.engine_cache import EnsureResult
+    from preprocess.scrfd import DetectorConfig, SCRFDDetector
+    from preprocess.scrfd_graph import load_detector_graph
+
+    models = shared_dir / "models"
+    graph = load_detector_graph(models / "det_500m.onnx")  # the shipped rewrite: nothing written
+    asked: dict = {}
+
+    def ensure(g, **kwargs):
+        asked.update(kwargs, graph=g)
+        path = tmp_path / "detector.engine"
+        path.write_bytes(PLAN)
+        return EnsureResult(path, True, "missing")
+
+    monkeypatch.setattr(trt_build, "ensure_detector_engine", ensure)
+    factory = get_factory("tensorrt", cache_dir=str(tmp_path))
+    runner = OrtBackend("tensorrt", create_session(graph.path))
+    runner.inputs = {
+        graph.input_name: TensorSpec(graph.input_name, np.dtype(np.float32), (None, 3, 640, 640))
+    }
+    loaded: list = []
+    monkeypatch.setattr(factory, "runner", lambda name, path: loaded.append((name, path)) or runner)
+    config = DetectorConfig(input_size=640, batch_size=4, input_shape="frame")
+    det = factory.detector(graph, DetectorOptions(config, model_dir=tmp_path))
+    assert isinstance(det, SCRFDDetector) and det.graph is graph
+    assert asked == {
+        "graph": graph,
+        "batch": 4,
+        "input_size": 640,
+        "device": factory.device,
+        "cache_dir": tmp_path,
+        "model_dir": tmp_path,
+    }
+    assert loaded == [("detector", tmp_path / "detector.engine")]
+    assert det.fixed_input and det.config.input_shape == "square"
+    frame = np.zeros((360, 640, 3), np.uint8)
+    frame[100:260, 250:390] = 200
+    ref = SCRFDDetector.from_file(models / "det_500m.onnx", input_shape="square")
+    assert det.detect([frame]) == ref.detect([frame])
 
 
 def test_tensorrt_backend_without_tensorrt_names_the_gpu_extra(monkeypatch):

@@ -13,6 +13,7 @@ a clip made grayscale reads UNCERTAIN (GRAYSCALE_SOURCE); a clip of colour gradi
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,8 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture
-def browser(tmp_path):
+def _start_chromium(tmp_path: Path, *extra: str):
+    """A headless Chromium under selenium (skips the test when either is missing)."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     binary = _chromium()
     if binary is None or not Path(CHROMEDRIVER).exists():
@@ -56,12 +57,41 @@ def browser(tmp_path):
         "--no-first-run",
         "--window-size=1200,1800",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        *extra,
     ):
         opts.add_argument(flag)
     from selenium.webdriver.chrome.service import Service
 
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture
+def browser(tmp_path):
+    driver = _start_chromium(tmp_path)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def camera_browser(tmp_path, shared_dir):
+    """Chromium whose camera is a fake device playing 4 s of the 480p clip (looped), scaled to
+    640 px wide (a .y4m made with ffmpeg); permission prompts are accepted."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("needs Debian's ffmpeg CLI to make the fake camera's video (make setup)")
+    y4m = tmp_path / "camera.y4m"
+    subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-i",
+                    str(shared_dir / "videos" / "pair480p_real.mp4"), "-t", "4", "-vf",
+                    "scale=640:-2", "-pix_fmt", "yuv420p", str(y4m)],
+                   check=True, timeout=120)  # fmt: skip
+    driver = _start_chromium(
+        tmp_path,
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={y4m}",
+    )
     yield driver
     driver.quit()
 
@@ -306,3 +336,91 @@ def test_timeline_chart_click_shows_that_moment_in_headless_chromium(
         WebDriverWait(browser, 10).until(lambda b: frame.get_attribute("src") != late)
         assert int(frame.get_attribute("data-index")) < 24
         _shot(browser, tmp_path / "timeline.png")
+
+
+_DRAWN = """
+const S = window.dfeLive, line = S.lines[S.lines.length - 1];
+const id = 'live_track_' + (line.track === null ? 'none' : String(line.track));
+const badge = document.getElementById(id + '_badge');
+return {line: line, verdict: badge.dataset.verdict, cls: badge.className,
+  border: getComputedStyle(badge).borderTopColor,
+  words: document.getElementById(id + '_words').textContent,
+  p: document.getElementById(id + '_p').textContent,
+  info: document.getElementById(id + '_info').textContent,
+  counts: document.getElementById('live_counts').textContent,
+  reasons: [...document.querySelectorAll('#' + id + '_reasons li')].map(li => li.dataset.reason),
+  spark: document.querySelectorAll('#' + id + '_spark path').length,
+  lines: S.lines.length, sent: S.sent, acked: S.acked, maxInFlight: S.maxInFlight,
+  errors: S.errors};
+"""
+#: The border colour of each verdict's badge (the page's styles).
+_BORDERS = {"FAKE": "rgb(204, 34, 34)", "REAL": "rgb(34, 136, 34)",
+            "UNCERTAIN": "rgb(224, 160, 48)", "NO_FACE": "rgb(136, 136, 136)"}  # fmt: skip
+
+
+def test_live_mode_draws_each_persons_rolling_verdict_from_the_camera(
+    camera_browser, serve_engine, tmp_path
+):
+    """Live mode in headless Chromium with a fake camera: Camera opens it, frames go over the
+    WebSocket, the person's panel shows the badge, the percentage and the reasons of the last
+    line the server sent, and Stop ends the session with a clean close (1000). A page the
+    browser would not give the camera to says why live mode is unavailable."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from engine.server.pages import VERDICT_WORDS
+
+    browser = camera_browser
+    with live_server(serve_engine, tmp_path / "data") as base:
+        # a page the browser does not trust with the camera (plain http, not localhost) says why
+        hidden = browser.execute_cdp_cmd(
+            "Page.addScriptToEvaluateOnNewDocument",
+            {"source": "Object.defineProperty(window, 'isSecureContext', {value: false})"},
+        )
+        browser.get(base + "/")
+        box = browser.find_element(By.ID, "live_unavailable")
+        assert box.is_displayed() and "only to pages served over https or from localhost" in (
+            box.text
+        )
+        assert not browser.find_element(By.ID, "live_camera").is_enabled()
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", hidden)
+
+        browser.get(base + "/")
+        assert not browser.find_element(By.ID, "live_unavailable").is_displayed()
+        assert browser.find_element(By.ID, "live_stop").get_attribute("disabled")
+        browser.find_element(By.ID, "live_camera").click()
+        WebDriverWait(browser, 60).until(
+            lambda b: b.execute_script("return window.dfeLive.lines.length") >= 2
+        )
+        drawn = browser.execute_script(_DRAWN)
+        line = drawn["line"]
+        print("drawn:", {k: v for k, v in drawn.items() if k != "line"})
+        assert drawn["errors"] == []
+        assert line["event"] == "verdict" and line["track"] == 0  # the clip's one person
+        assert drawn["verdict"] == line["verdict"] in VERDICT_WORDS
+        assert drawn["cls"] == f"badge small {line['verdict']}"
+        assert drawn["border"] == _BORDERS[line["verdict"]]  # the page's badge styles apply
+        assert drawn["words"] == VERDICT_WORDS[line["verdict"]]
+        assert _percent(drawn["p"]) == pytest.approx(line["p_fake_calibrated"] * 100, abs=0.06)
+        assert drawn["reasons"] == line["reasons"]  # all of them: the caption is the percentage
+        assert drawn["info"].startswith(f"at {line['time']:.1f} s · latency ")
+        assert drawn["spark"] == 1  # the sparkline of the person's p_fake
+        assert line["frames"] >= 2  # frames the scorer was too busy for are counted, and said:
+        assert f", {line['dropped']} by the scorer (behind)." in drawn["counts"]
+        assert drawn["acked"] >= line["frames"] and drawn["maxInFlight"] <= 2
+        assert browser.find_element(By.ID, "live_video").get_property("videoWidth") == 640
+        _shot(browser, tmp_path / "live.png")
+
+        browser.find_element(By.ID, "live_stop").click()
+        WebDriverWait(browser, 30).until(lambda b: b.execute_script("return window.dfeLive.closed"))
+        state = browser.execute_script(
+            "const S = window.dfeLive; return {closed: S.closed, record: S.closedRecord, "
+            "summary: S.summary, video: document.getElementById('live_video').srcObject}"
+        )
+        assert state["closed"] == {"code": 1000, "reason": "stopped by the client", "clean": True}
+        assert state["record"]["code"] == 1000 and state["record"]["dropped"]["rate"] == 0
+        assert state["summary"]["end"] == "eof" and state["summary"]["frames_scored"] >= 2
+        assert state["video"] is None  # the camera is released
+        status = browser.find_element(By.ID, "live_status").text
+        assert status == "stopped: the connection closed cleanly"
+        assert browser.find_element(By.ID, "live_camera").is_enabled()

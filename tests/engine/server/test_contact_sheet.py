@@ -50,7 +50,8 @@ def _pred(verdict: str, p: float, reasons=(), faces: int = 4, **extra) -> Predic
         (_pred("REAL", 0.00001), "REAL  >99.9%", "authentic: calibrated p_fake 0.000 < 0.30",
          REAL_BGR),
         (_pred("UNCERTAIN", 0.5, ["GRAYSCALE_SOURCE", "SCORE_IN_UNCERTAIN_BAND"]), "UNCERTAIN",
-         "cannot tell: the video has no colour; the model was trained on colour video; also the "
+         "cannot tell: the video has no colour (gray, or one tint such as sepia); the model was "
+         "trained on colour video; also the "
          "score is inside the band where the model cannot tell", UNCERTAIN_BGR),
         (_pred("NO_FACE", 0.0, ["NO_FACE_DETECTED"], faces=0), "NO FACE",
          "no face was found in any frame used: there is nothing to judge",

@@ -153,7 +153,7 @@ def test_real_badge_says_authentic_with_the_probability_that_it_is():
 
 def test_uncertain_badge_gives_the_main_reason_and_lists_the_others():
     reasons = ["FACE_TOO_BLURRY", "FACE_TOO_DARK", "SCORE_IN_UNCERTAIN_BAND"]
-    quality = {"face_px": 139.0, "sharpness": 3.58, "exposure": 14.1, "face_frames": 4,
+    quality = {"face_px": 139.0, "sharpness": 0.0072, "exposure": 14.1, "face_frames": 4,
                "face_coverage": 1.0}  # fmt: skip
     warnings = [
         "FACE_TOO_BLURRY: the face is blurred (out of focus, motion or heavy compression)",
@@ -169,7 +169,8 @@ def test_uncertain_badge_gives_the_main_reason_and_lists_the_others():
     assert "too dark" in other and "inside the band" in other
     table = re.search(r"<table id=quality>(.*?)</table>", page).group(1)
     assert re.findall(r"data-reason='(\w+)'", table) == ["FACE_TOO_BLURRY", "FACE_TOO_DARK"]
-    assert "3.6" in table and "at least 10" in table and "14.1" in table and "40 to 215" in table
+    assert "0.0072" in table and "at least 0.015" in table and "14.1" in table
+    assert "40 to 215" in table
     # the reason warnings are said once (as reasons), the others listed as warnings
     listed = re.search(r"<ul id=warnings>(.*?)</ul>", page).group(1)
     assert "detector input" in listed and "FACE_TOO" not in listed

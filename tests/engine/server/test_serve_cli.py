@@ -58,6 +58,9 @@ def test_port_out_of_range_is_one_line_error_exit_2(port, tmp_path, capsys, load
         ("--max-results-mb", "nan"),
         ("--max-results-mb", "-inf"),
         ("--max-results-mb", "-5"),
+        ("--live-sessions", "-1"),
+        ("--live-fps", "0"),
+        ("--live-fps", "nan"),
     ],
 )
 def test_bad_numbers_name_the_flag(flag, value, tmp_path, capsys, loads):
@@ -142,10 +145,12 @@ def test_free_port_serves_with_the_options_passed_to_the_app(
     level = logging.getLogger("engine.server").level
     try:
         argv = _serve(tmp_path, "--port", str(port), "--retention-hours", "1.5")
-        code = main([*argv, "--max-results-mb", "3"])
+        code = main([*argv, "--max-results-mb", "3", "--live-sessions", "1", "--live-fps", "2"])
     finally:
         logging.getLogger("engine.server").setLevel(level)
     assert code == 0, capsys.readouterr().err
     assert ran["port"] == port and ran["host"] == "127.0.0.1"
     janitor = ran["app"].state.janitor
     assert janitor.retention_s == 1.5 * 3600 and janitor.max_bytes == 3 * 2**20
+    live = ran["app"].state.live.limits
+    assert (live.sessions, live.fps, live.accept_fps) == (1, 2.0, 4.0)

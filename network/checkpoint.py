@@ -157,7 +157,7 @@ def _unwrap(obj: Any, path: Path) -> tuple[dict[str, Any], str]:
 def expected_shapes(variant: str, lstm_bias: bool) -> dict[str, tuple[int, ...]]:
     """Key -> shape of a state_dict of the given architecture (built on the meta device)."""
     torch = require("torch")
-    from export.model import Architecture, DeepfakeModel
+    from network.model import Architecture, DeepfakeModel
 
     with torch.device("meta"):
         model = DeepfakeModel(Architecture(variant=variant, lstm_bias=lstm_bias))
@@ -200,7 +200,7 @@ def _check_keys(sd: dict[str, Any], variant: str, lstm_bias: bool, path: Path) -
 def load_checkpoint(path: str | Path, *, variant: str | None = None) -> LoadedCheckpoint:
     """Read and validate a checkpoint. ``variant`` overrides detection from the keys:
     no LSTM bias -> ``original``; LSTM bias -> ``sequence`` (a corrected, retrained model)."""
-    from export.model import VARIANTS
+    from network.model import VARIANTS
 
     if variant is not None and variant not in VARIANTS:
         raise CheckpointError(
@@ -263,7 +263,7 @@ def training_record(ckpt: LoadedCheckpoint) -> dict[str, Any] | None:
 
 def build_model(ckpt: LoadedCheckpoint) -> torch.nn.Module:
     """The reference ``DeepfakeModel`` with the checkpoint's weights, in eval mode."""
-    from export.model import Architecture, DeepfakeModel
+    from network.model import Architecture, DeepfakeModel
 
     model = DeepfakeModel(Architecture(variant=ckpt.variant, lstm_bias=ckpt.lstm_bias))
     model.load_state_dict(ckpt.state_dict, strict=True)

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="checkpoints are torch files (the `export` extra)")
 
 from engine.core.errors import ArtifactNotFoundError, CheckpointError  # noqa: E402
-from export.checkpoint import load_checkpoint, parse_checkpoint_name  # noqa: E402
+from network.checkpoint import load_checkpoint, parse_checkpoint_name  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +152,8 @@ def test_training_record_describes_only_the_file_it_recorded(tmp_path):
     but only for the file whose sha256 the record holds."""
     import json
 
-    from export.checkpoint import LoadedCheckpoint, training_record
     from export.onnx_export import default_crop_style
+    from network.checkpoint import LoadedCheckpoint, training_record
 
     record = {"crop_style": "scrfd", "seq_len": 4, "checkpoints": {"best.pt": {"sha256": "ab"}}}
     (tmp_path / "train.json").write_text(json.dumps(record))
