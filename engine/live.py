@@ -118,6 +118,14 @@ END_REASONS = ("eof", "stopped", "source_lost", "error")
 # --------------------------------------------------------------------------- options
 
 
+#: Bounds of the options: a verdict at most every 0.1 s, a window of at most 10 minutes (its
+#: frames are held in memory), at most 120 frames scored per second, 256 frames queued.
+MIN_HOP_S = 0.1
+MAX_WINDOW_S = 600.0
+MAX_FPS = 120.0
+MAX_QUEUE = 256
+
+
 @dataclass(frozen=True)
 class LiveOptions:
     """How a live stream is read and scored (``dfe watch``'s flags; see the module docstring).
@@ -171,6 +179,21 @@ class LiveOptions:
             isinstance(self.seq_len, bool) or not isinstance(self.seq_len, int) or self.seq_len < 1
         ):
             raise InvalidInputError(f"seq_len must be a positive integer, got {self.seq_len!r}")
+        for name, low, high in (
+            ("hop", MIN_HOP_S, MAX_WINDOW_S),
+            ("window", MIN_HOP_S, MAX_WINDOW_S),
+            ("fps", 0.0, MAX_FPS),
+        ):
+            value = getattr(self, name)
+            if not (low <= value <= high):
+                raise InvalidInputError(
+                    f"{name} must be between {low:g} and {high:g}, got {value!r} (a verdict per "
+                    f"hop, over a window whose frames are held in memory)"
+                )
+        if self.queue > MAX_QUEUE:
+            raise InvalidInputError(
+                f"queue must be at most {MAX_QUEUE} (frames held in memory), got {self.queue}"
+            )
         if self.window < self.hop:
             raise InvalidInputError(
                 f"window ({self.window} s) must be at least hop ({self.hop} s): every frame "
@@ -506,7 +529,7 @@ class _Reader:
                 "stream() takes a source (URL, device, '-', file) or an iterator of "
                 f"(time_s, HxWx3 uint8 BGR frame) or of frames, got {type(self.source).__name__}"
             ) from None
-        last = None
+        last = origin = None
         for i, item in enumerate(iterator):
             if self.stop.is_set():
                 return
@@ -541,6 +564,9 @@ class _Reader:
                     f"frame {i}: times must be finite and not decrease, got {t} after {last}"
                 )
             last = t
+            if origin is None:  # stream seconds start at 0 with the first frame (epoch or
+                origin = t  # negative times as given by a call's clock)
+            t -= origin
             if pace is not None:
                 pace.wait(t)
             self.state.read += 1
@@ -562,6 +588,11 @@ class _Reader:
                 timeout=(opts.timeout, opts.timeout),
                 metadata_errors="ignore",
             )
+        except ValueError as exc:  # PyAV: an input format FFmpeg does not have
+            raise SourceOpenError(
+                f"{self.name} cannot be opened: {exc} (--format takes an FFmpeg demuxer name: "
+                "`ffmpeg -demuxers` lists them)"
+            ) from exc
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise SourceOpenError(
                 f"{self.name} cannot be opened: FFmpeg/PyAV says "
@@ -799,7 +830,8 @@ class OnlineTracker:
     (0, 1, ... in order of first appearance, left to right within a frame). Ids never change
     once given. Because the rule takes frames in order and never revisits a link, this gives
     the links of one pass over the whole stream, except for a person gone longer than the
-    history (a new id on return)."""
+    history (a new id on return), and a change of picture size, after which every face starts
+    a new track (a live size change is most often another source)."""
 
     def __init__(self, history: int = TRACK_HISTORY_FRAMES) -> None:
         if history < 1:
@@ -813,6 +845,10 @@ class OnlineTracker:
         """The person id of each face of frame ``index`` (after every earlier frame)."""
         from preprocess.tracking import track_faces
 
+        if self.history and tuple(self.history[-1][2][:2]) != tuple(shape[:2]):
+            # a new picture size mid-stream: most often another source (a switched camera, a
+            # spliced feed), so nobody continues across it; people get new ids
+            self.history.clear()
         frames = [*self.history, (index, faces, shape, [])]
         tracks = track_faces(
             [(i, f) for i, f, _, _ in frames], frame_sizes=[s for _, _, s, _ in frames]
@@ -947,8 +983,10 @@ class _Scorer:
             return False
         if frame.time + 1e-9 < self.next_hop:
             return False
-        while self.next_hop <= frame.time + 1e-9:
-            self.next_hop += self.opts.hop
+        # the first hop after this frame, in one step whatever the gap
+        hop = self.opts.hop
+        ahead = self.next_hop + hop * (math.floor((frame.time + 1e-9 - self.next_hop) / hop) + 1)
+        self.next_hop = ahead if ahead > frame.time + 1e-9 else ahead + hop
         return True
 
     def pending(self) -> bool:

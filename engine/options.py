@@ -137,4 +137,10 @@ def ray_config(args: argparse.Namespace) -> RayConfig:
 def format_error(exc: BaseException) -> str:
     """An error as the CLI prints it: ``error: ...`` wrapped at 100 columns."""
     text = " ".join(str(exc).split())
-    return textwrap.fill(f"error: {text}", width=100, subsequent_indent="  ")
+    return textwrap.fill(
+        f"error: {text}",
+        width=100,
+        subsequent_indent="  ",
+        break_on_hyphens=False,  # paths and flags stay whole: copy-pasteable
+        break_long_words=False,
+    )

@@ -23,9 +23,13 @@ measure                definition
                        :data:`CHROMATIC_ABOVE` (OpenCV's 8-bit Lab); 0 when under 1% of them
                        are. A tinted monochrome picture (sepia, a colour filter over gray) has
                        one hue; colour faces have skin, lips, eyes, hair and background
+``chroma_spread``      median over the crops of the colour lightness does not explain: the root of
+                       the summed variances of CIELAB a* and b* around their least-squares
+                       quadratic fits on L*; a tint over gray has one chroma per lightness
 ``grayscale``          no colour the model can use: ``colourfulness`` below
-                       :data:`GRAYSCALE_BELOW` (gray) or ``hue_spread`` below
-                       :data:`MONOCHROME_BELOW` (tinted monochrome)
+                       :data:`GRAYSCALE_BELOW` (gray), or tinted monochrome: ``hue_spread``
+                       below :data:`MONOCHROME_BELOW` and ``chroma_spread`` below
+                       :data:`TINT_CHROMA_BELOW` (one hue alone is also a warm white balance)
 ``roll``               median over the face frames of the in-plane rotation of the face, degrees
                        (0 upright, 90 sideways): the angle of the line from
                        the image-left eye to the image-right eye of SCRFD's five keypoints
@@ -72,6 +76,10 @@ GRAYSCALE_BELOW = 1.5
 #: colorchannelmixer with the usual sepia matrix) 4.9, gray under a blue tint 5.2, both after
 #: H.264 (``tests/engine/test_verdicts.py``'s variants).
 MONOCHROME_BELOW = 8.0
+#: ``GRAYSCALE_SOURCE`` for one hue needs as well chroma that lightness explains: sepia 1.8,
+#: blue-tinted gray 1.4; colour faces under a warm white balance (FFmpeg's colortemperature
+#: 3000-5000 K), whose hue spread falls to 4.7-7.8, keep 4.0-4.3; the shared clips 2.0-7.3.
+TINT_CHROMA_BELOW = 2.5
 #: Chroma (sqrt(a*^2 + b*^2), OpenCV's 8-bit Lab) above which a pixel's hue counts.
 CHROMATIC_ABOVE = 4.0
 #: ``FACE_ROTATED``: faces turned more than this from upright (the training faces were upright;
@@ -108,6 +116,7 @@ class Quality:
     exposure: float | None
     colourfulness: float | None
     hue_spread: float | None
+    chroma_spread: float | None
     grayscale: bool | None
     roll: float | None
     interlaced: float | None
@@ -183,6 +192,20 @@ def roll_degrees(kps: Sequence[Sequence[float]] | None) -> float | None:
     return float(abs(np.degrees(np.arctan2(y1 - y0, x1 - x0))))
 
 
+def chroma_spread(crop: np.ndarray) -> float:
+    """The colour of a crop (HxWx3 uint8 BGR) that lightness does not explain: the root of
+    the summed variances of CIELAB a* and b* (OpenCV's 8-bit Lab) around their least-squares
+    quadratic fits on L*. About 0 for gray and for a tint over gray (sepia)."""
+    import cv2
+
+    lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float64)
+    lum = lab[:, 0] / 255.0
+    basis = np.stack([np.ones_like(lum), lum, lum * lum], axis=1)
+    chroma = lab[:, 1:]
+    coef, *_ = np.linalg.lstsq(basis, chroma, rcond=None)
+    return float(np.sqrt(((chroma - basis @ coef) ** 2).mean(axis=0).sum()))
+
+
 def measure(
     crops: Sequence[np.ndarray],
     boxes: Sequence[Sequence[int] | None],
@@ -203,7 +226,7 @@ def measure(
 
     faces = [(c, b) for c, b in zip(crops, boxes) if b is not None]
     heights = [float(b[3] - b[1]) for _, b in faces]
-    sharp, luma, colour, hues = [], [], [], []
+    sharp, luma, colour, hues, chromas = [], [], [], [], []
     for crop, _ in faces:
         gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
         spread = float(gray.var())
@@ -215,6 +238,7 @@ def measure(
         g_r = np.abs(c[..., 1] - c[..., 2]).mean()
         colour.append(float((b_g + g_r) / 2))
         hues.append(hue_spread(crop))
+        chromas.append(chroma_spread(crop))
     face_px = _median(heights)
     rolls = [
         r
@@ -223,6 +247,7 @@ def measure(
     ]
     colourfulness = _median(colour)
     hue = _median(hues)
+    chroma = _median(chromas)
     return Quality(
         face_px=face_px,
         upscale=input_size / face_px if face_px else None,
@@ -230,9 +255,13 @@ def measure(
         exposure=_median(luma),
         colourfulness=colourfulness,
         hue_spread=hue,
+        chroma_spread=chroma,
         grayscale=None
-        if colourfulness is None or hue is None
-        else bool(colourfulness < GRAYSCALE_BELOW or hue < MONOCHROME_BELOW),
+        if colourfulness is None or hue is None or chroma is None
+        else bool(
+            colourfulness < GRAYSCALE_BELOW
+            or (hue < MONOCHROME_BELOW and chroma < TINT_CHROMA_BELOW)
+        ),
         roll=_median(rolls),
         interlaced=interlaced,
         deinterlaced=deinterlaced,

@@ -251,8 +251,11 @@ def convert_scrfd(
     onnx2torch = require("onnx2torch", purpose="the PyTorch SCRFD detector (--backend torch-cuda)")
     onnx = require("onnx")
     batched = make_batch_dynamic(src)
-    layout = inspect_scrfd_graph(onnx.load(str(batched), load_external_data=False))
-    module = onnx2torch.convert(str(batched)).eval()
+    graph = onnx.load(str(batched))
+    layout = inspect_scrfd_graph(graph)
+    # the loaded graph, not its path: given a path, onnx2torch writes a temporary file beside
+    # it (into the user's or a read-only models folder)
+    module = onnx2torch.convert(graph).eval()
     worst = verify_conversion(batched, module) if verify else None
     record = {
         **key,

@@ -118,6 +118,43 @@ def test_options_are_checked():
     }
     with pytest.raises(InvalidInputError, match="KEY=VALUE"):
         parse_ffmpeg_options(["nothing"])
+    # bounded: a hop of 1e-12 s would be a verdict loop, a window of 1e9 s all frames in memory
+    for bad in ({"hop": 1e-12}, {"window": 1e9}, {"queue": 10**9}, {"fps": 1e6}):
+        with pytest.raises(InvalidInputError, match=next(iter(bad))):
+            LiveOptions(**bad)
+
+
+def test_a_new_picture_size_starts_new_people():
+    """A spliced feed (480p then 720p) does not continue a person across the size change."""
+    from preprocess.scrfd import Face
+
+    tracker = OnlineTracker()
+    small = Face(box=(300.0, 100.0, 380.0, 200.0), score=0.9)
+    scaled = Face(box=(450.0, 150.0, 570.0, 300.0), score=0.9)  # the same place, 1.5x
+    assert tracker.update(0, [small], (480, 854, 3)) == [0]
+    assert tracker.update(1, [small], (480, 854, 3)) == [0]
+    assert tracker.update(2, [scaled], (720, 1280, 3)) == [1]
+    assert tracker.update(3, [scaled], (720, 1280, 3)) == [1]
+
+
+def test_a_caller_clock_starts_at_zero_and_gaps_cost_nothing(tiny_engine):
+    """Times as a call's clock gives them (epoch seconds, negative, a jump of a day) are
+    stream seconds from the first frame, and a gap is crossed in one step."""
+    black = np.zeros((64, 64, 3), np.uint8)
+    for start in (1.7e9, -100.0):
+        times = [start + i / 4 for i in range(8)] + [start + 86400 + i / 4 for i in range(8)]
+        events = [e.to_record() for e in tiny_engine.stream((t, black) for t in times)]
+        lines = [e for e in events if e["event"] == "verdict"]
+        summary = events[-1]
+        assert summary["event"] == "summary" and summary["end"] == "eof"
+        assert lines and lines[0]["time"] < 5 and max(x["time"] for x in lines) < 86400 + 5
+
+
+def test_an_unknown_input_format_is_a_source_error(tiny_engine, shared_dir):
+    clip = shared_dir / "videos" / "pair480p_real.mp4"
+    with pytest.raises(OSError, match="notaformat"):
+        for _ in tiny_engine.stream(str(clip), format="notaformat"):
+            pass
 
 
 def test_online_tracker_links_as_track_faces_does():

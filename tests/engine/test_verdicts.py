@@ -167,6 +167,8 @@ def variants(tmp_path_factory, shared_dir) -> dict[str, Path]:
                       "hue=s=0,colorchannelmixer=rr=0.55:gg=0.8:bb=1.0"],
         "crf45": ["-i", s, "-t", "1", "-vf", "scale=-2:240", "-crf", "45"],
         "tiny": ["-i", wide, "-t", "1", "-vf", "scale=-2:144"],
+        # colour under a warm white balance: one dominant hue, but not a tint (not GRAYSCALE)
+        "warm": ["-i", s, "-t", "1", "-vf", "colortemperature=temperature=3000"],
         # stored sideways, without rotation metadata
         "sideways": ["-i", s, "-t", "1", "-vf", "transpose=clock"],
         "interlaced": ["-i", s, "-t", "1", "-vf",
@@ -212,6 +214,13 @@ def test_inputs_the_model_cannot_judge_abstain_with_the_reason(
         assert pred.faces == 0 and pred.quality["face_frames"] == 0
     else:  # the reason is also a warning in words
         assert any(w.startswith(f"{reason}: ") for w in pred.warnings)
+
+
+def test_a_warm_white_balance_is_colour(tiny_engine, variants):
+    pred = tiny_engine.predict(str(variants["warm"]), seq_len=6)
+    q = pred.quality
+    assert q["hue_spread"] < 8 and not q["grayscale"], q  # one hue, yet colour
+    assert "GRAYSCALE_SOURCE" not in pred.reasons
 
 
 def test_ordinary_clips_are_judged_on_the_score(tiny_engine, video_paths):
