@@ -60,7 +60,7 @@ from engine.core.classifier import FEATURES, LOGITS
 from engine.core.errors import ArtifactNotFoundError, EngineError, InvalidInputError
 from engine.core.reduce import fake_index, score_video
 from engine.core.verdict import VERDICTS, decide, logit_margin
-from engine.timeline import time_sampler
+from engine.timeline import next_step_after, time_sampler
 
 if TYPE_CHECKING:
     from engine.pipeline import VideoPipeline
@@ -983,10 +983,7 @@ class _Scorer:
             return False
         if frame.time + 1e-9 < self.next_hop:
             return False
-        # the first hop after this frame, in one step whatever the gap
-        hop = self.opts.hop
-        ahead = self.next_hop + hop * (math.floor((frame.time + 1e-9 - self.next_hop) / hop) + 1)
-        self.next_hop = ahead if ahead > frame.time + 1e-9 else ahead + hop
+        self.next_hop = next_step_after(self.next_hop, self.opts.hop, frame.time, eps=1e-9)
         return True
 
     def pending(self) -> bool:

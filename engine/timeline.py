@@ -131,6 +131,14 @@ class Timeline:
         }
 
 
+def next_step_after(start: float, step: float, t: float, *, eps: float) -> float:
+    """The first of ``start``, ``start + step``, ``start + 2 step`` ... later than ``t + eps``
+    (seconds), in one step whatever the gap: a stream's epoch timestamps or a jump of hours
+    must not loop once per missed step."""
+    ahead = start + step * (math.floor((t + eps - start) / step) + 1)
+    return ahead if ahead > t + eps else ahead + step
+
+
 def time_sampler(fps: float) -> Callable[[int, float], bool]:
     """A ``keep(index, time)`` predicate for :func:`preprocess.video.sample_frames`: keeps the
     first frame at or after each multiple of ``1 / fps`` seconds (frames must come in
@@ -143,10 +151,7 @@ def time_sampler(fps: float) -> Callable[[int, float], bool]:
     def keep(_index: int, t: float) -> bool:
         if t + 1e-6 < state["next"]:
             return False
-        # the next multiple of ``step`` after ``t``, in one step whatever the gap (a stream's
-        # epoch timestamps or a jump of hours must not loop once per missed sample)
-        ahead = state["next"] + step * (math.floor((t + 1e-6 - state["next"]) / step) + 1)
-        state["next"] = ahead if ahead > t + 1e-6 else ahead + step
+        state["next"] = next_step_after(state["next"], step, t, eps=1e-6)
         return True
 
     return keep

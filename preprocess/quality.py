@@ -166,13 +166,20 @@ def _median(values: Sequence[float]) -> float | None:
     return float(np.median(values)) if len(values) else None
 
 
-def hue_spread(crop: np.ndarray) -> float:
-    """How many hues a crop (HxWx3 uint8 BGR) has: the circular standard deviation, degrees,
-    of the CIELAB hue angle of its pixels with chroma above :data:`CHROMATIC_ABOVE` (module
-    docstring); 0.0 when under 1% of the pixels have colour."""
+def lab_pixels(crop: np.ndarray) -> np.ndarray:
+    """A crop's pixels (HxWx3 uint8 BGR) in OpenCV's 8-bit CIELAB, (H*W, 3) float64: what
+    :func:`hue_spread` and :func:`chroma_spread` read (converted once per crop)."""
     import cv2
 
-    lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float64)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float64)
+
+
+def hue_spread(crop: np.ndarray, lab: np.ndarray | None = None) -> float:
+    """How many hues a crop (HxWx3 uint8 BGR; ``lab``: its :func:`lab_pixels` when already
+    made) has: the circular standard deviation, degrees, of the CIELAB hue angle of its pixels
+    with chroma above :data:`CHROMATIC_ABOVE` (module docstring); 0.0 when under 1% of the
+    pixels have colour."""
+    lab = lab_pixels(crop) if lab is None else lab
     a, b = lab[:, 1] - 128.0, lab[:, 2] - 128.0
     chroma = np.hypot(a, b)
     keep = chroma > CHROMATIC_ABOVE
@@ -192,13 +199,12 @@ def roll_degrees(kps: Sequence[Sequence[float]] | None) -> float | None:
     return float(abs(np.degrees(np.arctan2(y1 - y0, x1 - x0))))
 
 
-def chroma_spread(crop: np.ndarray) -> float:
-    """The colour of a crop (HxWx3 uint8 BGR) that lightness does not explain: the root of
-    the summed variances of CIELAB a* and b* (OpenCV's 8-bit Lab) around their least-squares
-    quadratic fits on L*. About 0 for gray and for a tint over gray (sepia)."""
-    import cv2
-
-    lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float64)
+def chroma_spread(crop: np.ndarray, lab: np.ndarray | None = None) -> float:
+    """The colour of a crop (HxWx3 uint8 BGR; ``lab``: its :func:`lab_pixels` when already
+    made) that lightness does not explain: the root of the summed variances of CIELAB a* and
+    b* (OpenCV's 8-bit Lab) around their least-squares quadratic fits on L*. About 0 for gray
+    and for a tint over gray (sepia)."""
+    lab = lab_pixels(crop) if lab is None else lab
     lum = lab[:, 0] / 255.0
     basis = np.stack([np.ones_like(lum), lum, lum * lum], axis=1)
     chroma = lab[:, 1:]
@@ -237,8 +243,9 @@ def measure(
         b_g = np.abs(c[..., 0] - c[..., 1]).mean()
         g_r = np.abs(c[..., 1] - c[..., 2]).mean()
         colour.append(float((b_g + g_r) / 2))
-        hues.append(hue_spread(crop))
-        chromas.append(chroma_spread(crop))
+        lab = lab_pixels(crop)
+        hues.append(hue_spread(crop, lab))
+        chromas.append(chroma_spread(crop, lab))
     face_px = _median(heights)
     rolls = [
         r
