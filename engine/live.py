@@ -13,11 +13,15 @@
   V4L2 camera (``/dev/videoN``), a file (as fast as it decodes, or ``realtime``: frames
   released at their presentation times), or the caller's own frames (an iterator of ``(time_s,
   frame)`` or of frames with ``input_fps``).
-* **the scorer** (the thread iterating the stream) takes what is queued, detects the faces of
-  those frames in one detector batch, crops every face with the face policy and classifies the
-  crops in one classifier batch (per face: the logits, or the features of a sequence-head
-  model), and links faces into people as they come (:class:`OnlineTracker`: the rule of
-  :func:`preprocess.tracking.track_faces`, run over the recent frames, its links kept). Every
+* **the scorer** (the thread iterating the stream) takes what is queued and runs the
+  runtime's face chain on it as a stream (the pipeline's
+  :class:`~preprocess.face_extraction.FaceExtractor`, :meth:`~preprocess.face_extraction.
+  FaceExtractor.stream`): the faces of those frames in one detector batch (the detector input
+  chosen on the first batch), linked into people as they come
+  (:class:`~preprocess.face_extraction.OnlineTracker`: the rule of
+  :func:`preprocess.tracking.track_faces`, run over the recent frames, its links kept), every
+  face cropped with the face policy; then it classifies the crops in one classifier batch (per
+  face: the logits, or the features of a sequence-head model). Every
   ``hop`` seconds of stream time it gives one :class:`PersonVerdict` per person in the last
   ``window`` seconds: ``seq_len`` of the person's frames spread over the window, reduced and
   calibrated exactly as ``dfe predict`` reduces a person's frames
@@ -61,9 +65,11 @@ from engine.core.errors import ArtifactNotFoundError, EngineError, InvalidInputE
 from engine.core.reduce import fake_index, score_video
 from engine.core.verdict import VERDICTS, decide, logit_margin
 from engine.timeline import next_step_after, time_sampler
+from preprocess.face_extraction import TRACK_HISTORY_FRAMES
 
 if TYPE_CHECKING:
     from engine.pipeline import VideoPipeline
+    from preprocess.face_extraction import FaceStream
     from preprocess.scrfd import Face
 
 log = logging.getLogger(__name__)
@@ -78,7 +84,6 @@ __all__ = [
     "LiveOptions",
     "LiveStream",
     "Notice",
-    "OnlineTracker",
     "PersonVerdict",
     "StreamSummary",
     "source_kind",
@@ -100,10 +105,9 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_RECONNECT = 5
 #: The longest wait between two attempts (the back-off doubles from 1 s up to this).
 DEFAULT_RECONNECT_MAX_S = 30.0
-#: Seconds of detections the tracker links new faces against ...
+#: Seconds of detections the tracker links new faces against, and at most
+#: :data:`~preprocess.face_extraction.TRACK_HISTORY_FRAMES` (64) sampled frames of them.
 TRACK_HISTORY_S = 10.0
-#: ... and at most this many sampled frames of them.
-TRACK_HISTORY_FRAMES = 64
 #: Lines whose latency the summary's median and p95 are computed over (the most recent).
 LATENCY_SAMPLES = 10_000
 #: URL schemes read as network sources (reopened when they drop).
@@ -819,64 +823,6 @@ def _r3(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-# --------------------------------------------------------------------------- tracking
-
-
-class OnlineTracker:
-    """Person ids for faces as frames arrive, by the rule of
-    :func:`preprocess.tracking.track_faces`: each new frame's faces are linked by running it
-    over the recent frames (at most ``history`` sampled frames); a face continuing a track
-    takes the id of that track's previous face, a face starting one gets the next new id
-    (0, 1, ... in order of first appearance, left to right within a frame). Ids never change
-    once given. Because the rule takes frames in order and never revisits a link, this gives
-    the links of one pass over the whole stream, except for a person gone longer than the
-    history (a new id on return), and a change of picture size, after which every face starts
-    a new track (a live size change is most often another source)."""
-
-    def __init__(self, history: int = TRACK_HISTORY_FRAMES) -> None:
-        if history < 1:
-            raise InvalidInputError(f"history must be >= 1, got {history!r}")
-        self.history: deque[tuple[int, list[Face], tuple[int, ...], list[int]]] = deque(
-            maxlen=history
-        )
-        self.next_id = 0
-
-    def update(self, index: int, faces: list[Face], shape: tuple[int, ...]) -> list[int]:
-        """The person id of each face of frame ``index`` (after every earlier frame)."""
-        from preprocess.tracking import track_faces
-
-        if self.history and tuple(self.history[-1][2][:2]) != tuple(shape[:2]):
-            # a new picture size mid-stream: most often another source (a switched camera, a
-            # spliced feed), so nobody continues across it; people get new ids
-            self.history.clear()
-        frames = [*self.history, (index, faces, shape, [])]
-        tracks = track_faces(
-            [(i, f) for i, f, _, _ in frames], frame_sizes=[s for _, _, s, _ in frames]
-        )
-        known = {id(face): pid for _, fs, _, ps in self.history for face, pid in zip(fs, ps)}
-        position = {id(face): j for j, face in enumerate(faces)}
-        ids: list[int | None] = [None] * len(faces)
-        taken: set[int] = set()
-        for track in tracks:
-            face = track.face_at(index)
-            if face is None:
-                continue
-            previous = track.faces[-2] if len(track.faces) > 1 else None
-            pid = known.get(id(previous)) if previous is not None else None
-            if pid is not None and pid not in taken:
-                ids[position[id(face)]] = pid
-                taken.add(pid)
-        for j in sorted(
-            (j for j, v in enumerate(ids) if v is None),
-            key=lambda j: (faces[j].box[0] + faces[j].box[2], j),
-        ):
-            ids[j] = self.next_id
-            self.next_id += 1
-        out = [int(v) for v in ids]  # type: ignore[arg-type]
-        self.history.append((index, list(faces), tuple(shape), out))
-        return out
-
-
 # --------------------------------------------------------------------------- scoring
 
 
@@ -898,7 +844,9 @@ class _Scored:
 
 
 class _Scorer:
-    """Detect, crop, classify and track each batch of frames; a verdict per person per hop."""
+    """Detect, track and crop each batch of frames (the pipeline's face chain as a stream:
+    :class:`preprocess.face_extraction.FaceStream`), classify the crops; a verdict per person
+    per hop."""
 
     def __init__(self, pipeline: VideoPipeline, opts: LiveOptions, name: str) -> None:
         self.pipeline = pipeline
@@ -910,11 +858,11 @@ class _Scorer:
         self.runner = pipeline.classifier
         self.window: deque[_Scored] = deque()
         self.buffer_max = 0
-        self.tracker = OnlineTracker(
-            max(2, min(TRACK_HISTORY_FRAMES, math.ceil(opts.fps * TRACK_HISTORY_S)))
+        # the runtime's face chain (detector, input choice, policy, crops), scoring opts.faces;
+        # the detector input is chosen on the first batch, as the timeline does
+        self.chain: FaceStream = pipeline.extractor.replace(faces=opts.faces).stream(
+            track_history=max(2, min(TRACK_HISTORY_FRAMES, math.ceil(opts.fps * TRACK_HISTORY_S)))
         )
-        self.choice: Any = None
-        self.chosen = False
         self.next_hop: float | None = None
         self.last_hop: float | None = None
         self.scored = 0
@@ -923,37 +871,14 @@ class _Scorer:
 
     def add(self, batch: list[LiveFrame]) -> list[_Scored]:
         """Faces, crops, scores and person ids of ``batch`` (frames in order)."""
-        from preprocess.detector_input import choose_detector_input, detect_with_input
-
-        pipeline = self.pipeline
-        detector = pipeline.detector
-        images = [f.image for f in batch]
-        found = detector.detect(images)
-        if not self.chosen:
-            self.chosen = True  # the input is chosen on the first batch, as the timeline does
-            probe = pipeline.size_probe and hasattr(detector, "detect_prepared")
-            if probe and not getattr(detector, "fixed_input", False):
-                idx = [f.index for f in batch]
-                self.choice = choose_detector_input(detector, images, found, frame_indices=idx)
-        if self.choice is not None and not self.choice.default:
-            found = detect_with_input(detector, images, self.choice, default_faces=found)
-        policy, pre = pipeline.policy, pipeline.preprocessor
-        crops: list[np.ndarray] = []
-        where: list[tuple[int, int, Any, tuple[int, int, int, int]]] = []
-        ids_of: list[list[int]] = []
-        for k, (frame, faces) in enumerate(zip(batch, found)):
-            faces = list(faces)
-            ids_of.append(self.tracker.update(frame.index, faces, frame.image.shape))
-            for j, face in enumerate(faces):
-                box = policy.box(face, frame.image.shape)
-                if box is not None:
-                    crops.append(pre.crop(frame.image, box))
-                    where.append((k, j, face, tuple(int(v) for v in box)))  # type: ignore[misc]
-        rows = self._rows(crops) if crops else []
+        found = self.chain.push([f.image for f in batch], [f.index for f in batch])
+        crops = [c for got in found for c in got.crops]
+        rows = iter(self._rows([c.crop for c in crops]) if crops else [])
         out = [_Scored(f.index, f.time, f.arrival, []) for f in batch]
-        for (k, j, face, box), crop, row in zip(where, crops, rows):
-            pid = ids_of[k][j]
-            out[k].faces.append(_Face(pid, face, box, crop, row))
+        for scored, got in zip(out, found):
+            for c in got.crops:
+                assert c.track is not None  # the stream tracks: every face has its person id
+                scored.faces.append(_Face(c.track, c.face, c.box, c.crop, next(rows)))
         self.scored += len(batch)
         return out
 
@@ -996,7 +921,7 @@ class _Scorer:
         """One verdict per person in the window (or one NO_FACE line when nobody is)."""
         from preprocess.quality import measure
         from preprocess.sampling import sample_indices
-        from preprocess.tracking import Track, main_track, tracks_to_score
+        from preprocess.tracking import Track
 
         release_free_memory()  # at most every 30 s: a long watch's heap stays flat
         spec, pre = self.pipeline.spec, self.pipeline.preprocessor
@@ -1012,11 +937,7 @@ class _Scorer:
             Track(pid, tuple(f.index for f, _ in items), tuple(x.face for _, x in items))
             for pid, items in sorted(by_person.items())
         ]
-        if self.opts.faces == "main":
-            main = main_track(tracks)
-            chosen = [main] if main is not None else []
-        else:
-            chosen = tracks_to_score(tracks, sampled)
+        chosen = self.chain.extractor.scored_tracks(tracks, sampled)  # opts.faces: main, all
         common = {"source": self.name, "time": newest.time, "sampled": sampled,
                   "read": read, "dropped": dropped}  # fmt: skip
         if not chosen:
@@ -1091,8 +1012,10 @@ class _Scorer:
                 )
             )
         # an id older than every face the tracker still links against never comes back
-        live = [pid for _, _, _, ids in self.tracker.history for pid in ids]
-        oldest = min(live, default=self.tracker.next_id)
+        tracker = self.chain.tracker
+        assert tracker is not None
+        live = [pid for _, _, _, ids in tracker.history for pid in ids]
+        oldest = min(live, default=tracker.next_id)
         self._counted = {pid for pid in self._counted if pid >= oldest}
         return out
 
@@ -1105,7 +1028,7 @@ def _warm_up(pipeline: VideoPipeline) -> None:
     black frame; one zero crop), before the source is opened: ONNX Runtime's first run of a
     graph allocates and plans, and took the first second of a 720p stream at 8+ frames/s
     (4-28 frames dropped; benchmarks/live_bench.py)."""
-    pipeline.detector.detect([np.zeros((640, 640, 3), np.uint8)])
+    pipeline.extractor.detect_default([np.zeros((640, 640, 3), np.uint8)])
     size = pipeline.preprocessor.size
     crop = pipeline.preprocessor(np.zeros((1, size, size, 3), np.uint8))
     pipeline.classifier.run([crop])

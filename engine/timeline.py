@@ -4,14 +4,18 @@ The original model scores each frame on its own (its LSTM runs one step per fram
 state), so a per-frame score over time is exactly what it can give. :func:`build_timeline`
 samples the video at ``fps`` frames per second of presentation time (:func:`time_sampler`: the
 first frame at or after each multiple of ``1/fps`` s), streaming: one decoding pass in which
-only the sampled frames are converted, processed in chunks of :data:`CHUNK` frames (detect,
-crop every face, classify), so memory does not grow with the video's length; what is kept per
-sampled frame is its faces' boxes and logits. The face tracks (:func:`preprocess.tracking.
-track_faces`) are then formed over the whole video, and each person present in at least
-:data:`MIN_TRACK_FRAMES` sampled frames gets a timeline: the calibrated p_fake of every sampled
-frame (``None`` where their face is absent: a gap). The crops are the runtime's own (the face
-policy's box, the model's preprocessing), so a frame's p_fake is the one ``dfe predict`` gives
-for that frame.
+only the sampled frames are converted, processed in chunks of :data:`CHUNK` frames, so memory
+does not grow with the video's length; what is kept per sampled frame is its faces' boxes and
+logits. The face steps are the runtime's face chain (the pipeline's
+:class:`preprocess.face_extraction.FaceExtractor`): it decodes (:meth:`~preprocess.
+face_extraction.FaceExtractor.sample`), and its :class:`~preprocess.face_extraction.FaceStream`
+detects each chunk (the detector input chosen on the first chunk) and crops every face; the
+crops are classified in one batch per chunk. The face tracks (:meth:`~preprocess.
+face_extraction.FaceExtractor.track`) are then formed over the whole video, and each person
+present in at least :data:`MIN_TRACK_FRAMES` sampled frames gets a timeline: the calibrated
+p_fake of every sampled frame (``None`` where their face is absent: a gap). The crops are the
+runtime's own (the face policy's box, the model's preprocessing), so a frame's p_fake is the
+one ``dfe predict`` gives for that frame.
 
 Segments (:func:`find_segments`), per person, the documented rule:
 
@@ -221,10 +225,6 @@ def build_timeline(
     classifier and calibration (see the module docstring). Raises
     :class:`InvalidInputError` for a model whose scores are not per frame (the sequence
     variant) and the decoder's errors for a video it cannot read."""
-    from preprocess.detector_input import choose_detector_input, detect_with_input
-    from preprocess.tracking import track_faces
-    from preprocess.video import sample_frames
-
     if pipeline.classifier.head is not None:
         raise InvalidInputError(
             "a timeline needs per-frame scores; this model's LSTM runs over a video's frames "
@@ -238,8 +238,11 @@ def build_timeline(
         seen["last"] = max(seen["last"], t)
         return sampler(index, t)
 
-    detector = pipeline.detector
-    policy, pre = pipeline.policy, pipeline.preprocessor
+    extractor = pipeline.extractor  # the runtime's face chain, so the crops are dfe predict's
+    pre = extractor.preprocessor
+    # detect (the input chosen on the first chunk, as dfe predict chooses on its frames) and
+    # crop every face, chunk by chunk; the tracks are formed over the whole video at the end
+    faces_stream = extractor.stream()
     calibration = pipeline.spec.calibration
     fake = fake_index(pipeline.spec.labels)
     timeline = Timeline(fps=float(fps))
@@ -247,28 +250,16 @@ def build_timeline(
     sizes: list[tuple[int, ...]] = []  # each sampled frame's shape (a video may change size)
     # (frame index, detector box) -> (crop box, calibrated p_fake)
     scored: dict[tuple[int, tuple[float, ...]], tuple[list[int], float]] = {}
-    choice = None
     batch: list[tuple[int, np.ndarray]] = []
 
     def flush() -> None:
-        nonlocal choice
-        frames = [f for _, f in batch]
-        found = detector.detect(frames)
-        probe = pipeline.size_probe and hasattr(detector, "detect_prepared")
-        if choice is None and probe and not getattr(detector, "fixed_input", False):
-            # the input chosen on the first chunk, as dfe predict chooses on its frames
-            idx = [timeline.indices[p] for p, _ in batch]
-            choice = choose_detector_input(detector, frames, found, frame_indices=idx)
-        if choice is not None and not choice.default:
-            found = detect_with_input(detector, frames, choice, default_faces=found)
+        found = faces_stream.push([f for _, f in batch], [timeline.indices[p] for p, _ in batch])
         crops, keys = [], []
-        for (pos, frame), faces in zip(batch, found):
-            faces_of[pos] = faces
-            for face in faces:
-                box = policy.box(face, frame.shape)
-                if box is not None:
-                    crops.append(pre.crop(frame, box))
-                    keys.append(((timeline.indices[pos], tuple(face.box)), list(box)))
+        for (pos, _frame), got in zip(batch, found):
+            faces_of[pos] = got.faces
+            for c in got.crops:
+                crops.append(c.crop)
+                keys.append(((got.index, tuple(c.face.box)), list(c.box)))
         if crops:
             (logits,) = pipeline.classifier.run([pre(np.stack(crops))]).logits
             z = np.asarray(logits, dtype=np.float64)
@@ -277,14 +268,7 @@ def build_timeline(
                 scored[key] = (box, float(value))
         batch.clear()
 
-    for index, t, frame in sample_frames(
-        path,
-        keep,
-        backend=pipeline.decode_backend,
-        threads=pipeline.decode_threads,
-        colour=pipeline.colour,
-        deinterlace=pipeline.deinterlace,
-    ):
+    for index, t, frame in extractor.sample(path, keep):
         timeline.indices.append(index)
         timeline.times.append(float(t))
         faces_of.append([])
@@ -294,7 +278,7 @@ def build_timeline(
             flush()
     if batch:
         flush()
-    tracks = track_faces(list(zip(timeline.indices, faces_of)), frame_sizes=sizes)
+    tracks, _ = extractor.track(timeline.indices, faces_of, sizes)
     step = 1.0 / fps
     for track in tracks:
         if track.frames < MIN_TRACK_FRAMES:

@@ -30,19 +30,32 @@ for the same video and settings: the runtime (:class:`engine.pipeline.VideoPipel
 calls the steps one by one because it batches detection across videos and overlaps stages in
 threads), ``dfe train``'s crops (:class:`export.datasets.FaceCropper`), INT8 calibration and its
 accuracy check (:func:`engine.optimize.calibration.video_crops`), ``dfe preprocess`` and ``dfe
-detect`` (:mod:`preprocess.face_clips`) and the benchmarks (through those).
+detect`` (:mod:`preprocess.face_clips`), the whole-video timeline
+(:func:`engine.timeline.build_timeline`), live streams (:class:`engine.live.LiveStream`:
+``Engine.stream``, ``dfe watch``, the web page's live mode) and the benchmarks (through those).
 ``tests/engine/test_face_extraction_users.py`` pins that their crops are equal.
 
 :meth:`FaceExtractor.extract` is the composition for one video; the step methods
 (:meth:`~FaceExtractor.detected_positions`, :meth:`~FaceExtractor.detect_default`,
 :meth:`~FaceExtractor.complete_detection`, :meth:`~FaceExtractor.track`,
 :meth:`~FaceExtractor.select`, :meth:`~FaceExtractor.crop`) are what it composes, in that order.
+
+A stream (the timeline's one decoding pass, a live source) has no end to wait for:
+:meth:`FaceExtractor.stream` gives a :class:`FaceStream`, the same steps batch by batch
+(:meth:`FaceStream.push`): detect at the default input, the detector input chosen on the first
+batch (as for a video's frames) and kept, every face cropped at the policy's box, and with a
+track history each face's person id as frames arrive (:class:`OnlineTracker`: the rule of
+:func:`preprocess.tracking.track_faces` over the recent frames, started again at a change of
+picture size). Who is scored among the tracks is :meth:`FaceExtractor.scored_tracks`, as in
+:meth:`~FaceExtractor.select`. A stream detects on every frame pushed (``detect_every`` is not
+used: the caller's sampling rate sets the cost).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,12 +75,20 @@ if TYPE_CHECKING:
     from preprocess.video import VideoClip
 
 __all__ = [
+    "TRACK_HISTORY_FRAMES",
     "DecodeOptions",
     "ExtractedFaces",
     "FaceExtractor",
     "FaceSequence",
+    "FaceStream",
+    "OnlineTracker",
+    "StreamFace",
+    "StreamFrame",
     "chooses_input",
 ]
+
+#: Sampled frames an :class:`OnlineTracker` links new faces against, by default.
+TRACK_HISTORY_FRAMES = 64
 
 
 @dataclass(frozen=True)
@@ -230,6 +251,29 @@ class FaceExtractor:
             decode=DecodeOptions.from_config(config),
         )
 
+    def replace(self, **changes: Any) -> FaceExtractor:
+        """A copy with some settings changed (the constructor's keywords: ``detector``,
+        ``policy``, ``preprocessor``, ``faces``, ``size_probe``, ``detect_every``, ``decode``);
+        the others, the detector (or its function) included, are this one's. Raises
+        :class:`InvalidInputError` for another name, and as the constructor does."""
+        settings: dict[str, Any] = {
+            "detector": self._detector if self._factory is None else self._factory,
+            "policy": self.policy,
+            "preprocessor": self.preprocessor,
+            "faces": self.faces,
+            "size_probe": self.size_probe,
+            "detect_every": self.detect_every,
+            "decode": self.decode,
+        }
+        unknown = sorted(set(changes) - set(settings))
+        if unknown:
+            raise InvalidInputError(
+                f"FaceExtractor has no setting {', '.join(unknown)}; settings: "
+                f"{', '.join(settings)}"
+            )
+        settings.update(changes)
+        return FaceExtractor(settings.pop("detector"), **settings)
+
     @property
     def detector(self) -> Detector:
         """The detector (the function's when it was given as one)."""
@@ -292,6 +336,26 @@ class FaceExtractor:
             if idx >= last:
                 break
         return frames, indices
+
+    def sample(
+        self, path: str | os.PathLike[str], keep: Callable[[int, float], bool]
+    ) -> Iterator[tuple[int, float, np.ndarray]]:
+        """One decoding pass over ``path`` yielding ``(index, time_s, frame)`` for the frames
+        ``keep(index, time_s)`` accepts (0-based video frame index, presentation time in
+        seconds, HxWx3 uint8 BGR), decoded with :attr:`decode`
+        (:func:`preprocess.video.sample_frames`: only the kept frames are converted; its
+        errors)."""
+        from preprocess.video import sample_frames
+
+        d = self.decode
+        return sample_frames(
+            path,
+            keep,
+            backend=d.backend,
+            threads=d.threads,
+            colour=d.colour,
+            deinterlace=d.deinterlace,
+        )
 
     # ------------------------------------------------------------------ detect
 
@@ -399,16 +463,13 @@ class FaceExtractor:
         per person scored, without crops, in the runtime's order; sequences the no-face rule
         left empty are left out (an empty list: nothing to crop). With ``all``, each person is
         cropped on their own frames only (no-face rule ``drop``)."""
-        from preprocess.tracking import main_track, tracks_to_score
-
         n = len(frame_shapes)
         plans: list[tuple[int | None, list[Face | None] | None]]
         if self.faces == "per-frame":
             plans = [(None, None)]
         else:
-            main = main_track(tracks)
-            scored = [main] if self.faces == "main" else tracks_to_score(tracks, len(frame_indices))
-            if main is None:  # no face anywhere: the no-face rule for every frame
+            scored = self.scored_tracks(tracks, len(frame_indices))
+            if not scored:  # no face anywhere: the no-face rule for every frame
                 plans = [(None, [None] * n)]
             else:
                 plans = [(t.track_id, [t.face_at(i) for i in frame_indices]) for t in scored]
@@ -433,6 +494,24 @@ class FaceExtractor:
                     )
                 )
         return out
+
+    def scored_tracks(self, tracks: Sequence[Track], sampled_frames: int) -> list[Track]:
+        """Who is scored among the face ``tracks`` of ``sampled_frames`` frames: ``main``, the
+        main track (:func:`preprocess.tracking.main_track`; none without a track); ``all``,
+        every track present in enough frames and the main one
+        (:func:`preprocess.tracking.tracks_to_score`, in id order). Raises
+        :class:`InvalidInputError` for ``per-frame`` (the face rule scores no track) and as
+        :func:`~preprocess.tracking.tracks_to_score` does."""
+        from preprocess.tracking import main_track, tracks_to_score
+
+        if self.faces == "main":
+            main = main_track(tracks)
+            return [main] if main is not None else []
+        if self.faces == "all":
+            return tracks_to_score(tracks, sampled_frames)
+        raise InvalidInputError(
+            f"faces={self.faces!r} scores the face rule's face of each frame, not face tracks"
+        )
 
     def crop(self, frames: Sequence[np.ndarray], sequences: Sequence[FaceSequence]) -> None:
         """Fill each sequence's ``crops``: the size x size x 3 uint8 BGR crop of each of its
@@ -459,3 +538,174 @@ class FaceExtractor:
         sequences = self.select(shapes, indices, faces, tracks)
         self.crop(frames, sequences)
         return ExtractedFaces(indices, faces, choice, tracks, people, sequences)
+
+    # ------------------------------------------------------------------ streams
+
+    def stream(self, track_history: int | None = None) -> FaceStream:
+        """The face chain over a stream of frames, batch by batch (:class:`FaceStream`).
+        ``track_history``: with a number of sampled frames (>= 1), each face gets its person
+        id as it arrives (:class:`OnlineTracker` over that many recent frames); None: no ids
+        (the caller tracks the whole stream at its end with :meth:`track`)."""
+        return FaceStream(self, track_history)
+
+
+@dataclass
+class StreamFace:
+    """One face of a streamed frame that has a crop: the detected ``face`` (frame pixels,
+    keypoints), its person id ``track`` (:class:`OnlineTracker`; None without a track
+    history), its integer crop ``box`` (x1, y1, x2, y2; the policy's, as the runtime crops that
+    face) and its size x size x 3 uint8 BGR ``crop``."""
+
+    face: Face
+    track: int | None
+    box: Box
+    crop: np.ndarray
+
+
+@dataclass
+class StreamFrame:
+    """What :meth:`FaceStream.push` found in one frame: its 0-based ``index``, its ``shape``
+    (height, width, channels), every face detected (highest score first) and, in their order,
+    the ``crops`` of those the policy gives a box (a face whose box is empty in the frame has
+    none)."""
+
+    index: int
+    shape: tuple[int, ...]
+    faces: list[Face]
+    crops: list[StreamFace]
+
+
+class FaceStream:
+    """:class:`FaceExtractor`'s steps over a stream, batch by batch (:meth:`FaceExtractor.
+    stream`): what a caller that cannot wait for a video's end (the timeline's one decoding
+    pass, a live source) needs, holding no frame between batches.
+
+    Each :meth:`push` detects its frames at the detector's default input in one call
+    (:meth:`FaceExtractor.detect_default`); the detector input is chosen on the first batch, as
+    :meth:`FaceExtractor.complete_detection` chooses it on a video's frames (``size_probe`` and
+    a detector that :func:`chooses_input`), kept for the rest of the stream
+    (:attr:`detector_input`), and its faces detected again where it is not the default. Then,
+    with a track history, each face's person id (:attr:`tracker`, state kept across batches;
+    a new picture size starts new people), and every face with a box is cropped
+    (:meth:`preprocess.faces.FacePolicy.box`, :meth:`preprocess.crop.Preprocessor.crop`).
+    ``detect_every`` is not used: every frame pushed is detected. Not thread-safe (one caller
+    pushes, in presentation order).
+    """
+
+    def __init__(self, extractor: FaceExtractor, track_history: int | None = None) -> None:
+        self.extractor = extractor
+        self.tracker = OnlineTracker(track_history) if track_history is not None else None
+        self.detector_input: DetectorInput | None = None
+        self._chosen = False
+
+    def detect(
+        self, frames: Sequence[np.ndarray], frame_indices: Sequence[int]
+    ) -> list[list[Face]]:
+        """Every face of each HxWx3 uint8 BGR frame of one batch (frame pixels, highest score
+        first), at the stream's detector input (chosen on the first batch). Raises
+        :class:`InvalidInputError` for lengths that do not match, and the detector's and
+        :func:`preprocess.detector_input.choose_detector_input`'s errors."""
+        frames, indices = list(frames), list(frame_indices)
+        if len(indices) != len(frames):
+            raise InvalidInputError(f"{len(frames)} frames but {len(indices)} frame indices")
+        if not frames:
+            return []
+        extractor = self.extractor
+        found = extractor.detect_default(frames)
+        detector = extractor.detector
+        if not self._chosen:
+            self._chosen = True  # chosen on the first batch, as on a video's sampled frames
+            if extractor.size_probe and chooses_input(detector):
+                from preprocess.detector_input import detect_at_chosen_input
+
+                found, self.detector_input = detect_at_chosen_input(
+                    detector, frames, found, frame_indices=indices
+                )
+                return found
+        choice = self.detector_input
+        if choice is not None and not choice.default:
+            from preprocess.detector_input import detect_with_input
+
+            return detect_with_input(detector, frames, choice, default_faces=found)
+        return [list(f) for f in found]
+
+    def push(self, frames: Sequence[np.ndarray], frame_indices: Sequence[int]) -> list[StreamFrame]:
+        """The next batch of the stream: HxWx3 uint8 BGR ``frames`` with their 0-based
+        ``frame_indices`` (increasing across the stream). Returns one :class:`StreamFrame` per
+        frame: its faces (:meth:`detect`), their person ids (with a track history) and the
+        crops. Raises as :meth:`detect` does."""
+        frames, indices = list(frames), list(frame_indices)
+        found = self.detect(frames, indices)
+        policy, pre = self.extractor.policy, self.extractor.preprocessor
+        out = []
+        for frame, index, faces in zip(frames, indices, found):
+            faces = list(faces)
+            ids: list[int | None] = [None] * len(faces)
+            if self.tracker is not None:
+                ids = list(self.tracker.update(index, faces, frame.shape))
+            crops = []
+            for face, pid in zip(faces, ids):
+                box = policy.box(face, frame.shape)
+                if box is not None:
+                    box = tuple(int(v) for v in box)  # type: ignore[assignment]
+                    crops.append(StreamFace(face, pid, box, pre.crop(frame, box)))
+            out.append(StreamFrame(int(index), tuple(frame.shape), faces, crops))
+        return out
+
+
+class OnlineTracker:
+    """Person ids for faces as frames arrive, by the rule of
+    :func:`preprocess.tracking.track_faces`: each new frame's faces are linked by running it
+    over the recent frames (at most ``history`` sampled frames); a face continuing a track
+    takes the id of that track's previous face, a face starting one gets the next new id
+    (0, 1, ... in order of first appearance, left to right within a frame). Ids never change
+    once given. Because the rule takes frames in order and never revisits a link, this gives
+    the links of one pass over the whole stream, except for a person gone longer than the
+    history (a new id on return), and a change of picture size, after which every face starts
+    a new track (a live size change is most often another source). Raises
+    :class:`InvalidInputError` for a ``history`` below 1."""
+
+    def __init__(self, history: int = TRACK_HISTORY_FRAMES) -> None:
+        if history < 1:
+            raise InvalidInputError(f"history must be >= 1, got {history!r}")
+        #: (frame index, its faces, its shape, their ids) of the recent frames
+        self.history: deque[tuple[int, list[Face], tuple[int, ...], list[int]]] = deque(
+            maxlen=history
+        )
+        self.next_id = 0
+
+    def update(self, index: int, faces: list[Face], shape: Sequence[int]) -> list[int]:
+        """The person id of each face of frame ``index`` (after every earlier frame; ``shape``
+        the frame's (height, width, ...))."""
+        from preprocess.tracking import track_faces
+
+        if self.history and tuple(self.history[-1][2][:2]) != tuple(shape[:2]):
+            # a new picture size mid-stream: most often another source (a switched camera, a
+            # spliced feed), so nobody continues across it; people get new ids
+            self.history.clear()
+        frames = [*self.history, (index, faces, tuple(shape), [])]
+        tracks = track_faces(
+            [(i, f) for i, f, _, _ in frames], frame_sizes=[s for _, _, s, _ in frames]
+        )
+        known = {id(face): pid for _, fs, _, ps in self.history for face, pid in zip(fs, ps)}
+        position = {id(face): j for j, face in enumerate(faces)}
+        ids: list[int | None] = [None] * len(faces)
+        taken: set[int] = set()
+        for track in tracks:
+            face = track.face_at(index)
+            if face is None:
+                continue
+            previous = track.faces[-2] if len(track.faces) > 1 else None
+            pid = known.get(id(previous)) if previous is not None else None
+            if pid is not None and pid not in taken:
+                ids[position[id(face)]] = pid
+                taken.add(pid)
+        for j in sorted(
+            (j for j, v in enumerate(ids) if v is None),
+            key=lambda j: (faces[j].box[0] + faces[j].box[2], j),
+        ):
+            ids[j] = self.next_id
+            self.next_id += 1
+        out = [int(v) for v in ids]  # type: ignore[arg-type]
+        self.history.append((index, list(faces), tuple(shape), out))
+        return out

@@ -1,6 +1,7 @@
 """One face chain, one set of crops: the runtime (``Engine.inspect``), ``dfe train``'s cropper,
-INT8 calibration's crop collection and ``dfe preprocess`` give identical crops for the same
-video and settings, and calibration scores whom the runtime scores (``--faces main``).
+INT8 calibration's crop collection, ``dfe preprocess``, the whole-video timeline and live
+streams (``Engine.stream``) give identical crops for the same video (frames) and settings, and
+calibration scores whom the runtime scores (``--faces main``).
 
 The videos: a shared clip, and the issue-14 side-by-side video (two copies of one man, real and
 fake, whose highest-scoring face flips between them: the per-frame rule switches person, the
@@ -93,6 +94,83 @@ def test_runtime_training_calibration_and_preprocess_crop_alike(
     assert seq.frame_indices == pred.frame_indices and [list(b) for b in seq.boxes] == pred.boxes
     assert np.array_equal(np.stack(seq.crops), runtime)
     assert clip.people == pred.people
+
+
+class _Enough(Exception):
+    """Stops a timeline after its first chunk (the frames compared)."""
+
+
+class _Pushed:
+    """What the face chain's stream step (:meth:`FaceStream.push`, the timeline's and live
+    streams') gave, batch by batch; with ``stop``, the stream stops after the first batch."""
+
+    def __init__(self) -> None:
+        self.batches: list = []
+        self.stop = False
+
+
+@pytest.fixture
+def pushed(monkeypatch):
+    from preprocess.face_extraction import FaceStream
+
+    seen = _Pushed()
+    push = FaceStream.push
+
+    def spy(self, frames, frame_indices):
+        got = push(self, frames, frame_indices)
+        seen.batches.append(got)
+        if seen.stop:
+            raise _Enough
+        return got
+
+    monkeypatch.setattr(FaceStream, "push", spy)
+    return seen
+
+
+def _crops_at(frames, indices, boxes, crops):
+    """Per runtime frame, the stream's face cropped at the runtime's box (checked equal to the
+    runtime's crop); returns the person ids of those faces."""
+    by_index = {got.index: got for got in frames}
+    ids = []
+    for idx, box, crop in zip(indices, boxes, crops, strict=True):
+        assert box is not None  # both men are in every frame of these videos
+        (face,) = [c for c in by_index[idx].crops if list(c.box) == box]
+        assert np.array_equal(face.crop, crop)
+        ids.append(face.track)
+    return ids
+
+
+@pytest.mark.parametrize("name", ["side_by_side", "shared"])
+def test_timeline_and_live_crop_as_the_runtime_does(name, videos, tiny_engine, pushed):
+    """The timeline (every frame sampled; its first chunk: the runtime's N frames) and a live
+    stream of the runtime's frames crop the runtime's person exactly as it does, and live
+    follows them as one person."""
+    from engine.timeline import build_timeline
+    from preprocess.video import read_video
+
+    video = videos[name]
+    seen = tiny_engine.inspect(video, seq_len=N)
+    pred = seen.prediction
+    assert pred.frame_indices == list(range(N))
+
+    pipeline = tiny_engine.pipeline_for(tiny_engine.spec_for(None))
+    pushed.stop = True  # the first chunk is what is compared: the rest is not needed
+    with pytest.raises(_Enough):
+        build_timeline(pipeline, str(video), fps=1000.0, chunk=N)
+    (chunk,) = pushed.batches
+    assert [got.index for got in chunk] == pred.frame_indices
+    _crops_at(chunk, pred.frame_indices, pred.boxes, seen.crops)
+
+    pushed.batches.clear()
+    pushed.stop = False
+    frames = read_video(video, N).frames
+    events = list(tiny_engine.stream(((k / 100, f) for k, f in enumerate(frames)), fps=100,
+                                     faces="main", window=2, hop=1))  # fmt: skip
+    assert events[-1].to_record()["frames_scored"] == N
+    live = [got for batch in pushed.batches for got in batch]
+    assert [got.index for got in live] == pred.frame_indices
+    ids = _crops_at(live, pred.frame_indices, pred.boxes, seen.crops)
+    assert len(set(ids)) == 1  # one person, as the runtime's main track
 
 
 def test_calibration_follows_the_main_track_as_the_runtime_does(videos, tiny_engine, detector):

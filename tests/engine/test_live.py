@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from engine.core.errors import ArtifactNotFoundError, InvalidInputError
-from engine.live import LiveOptions, OnlineTracker, parse_ffmpeg_options
+from engine.live import LiveOptions, parse_ffmpeg_options
+from preprocess.face_extraction import OnlineTracker
 
 FFMPEG = shutil.which("ffmpeg")
 needs_cli = pytest.mark.skipif(FFMPEG is None, reason="needs Debian's ffmpeg CLI (make setup)")

@@ -180,3 +180,95 @@ def test_read_indices_decodes_the_wanted_frames_in_order(tmp_path):
     assert extractor.read_indices(video, []) == ([], [])
     clip = extractor.read(video, 4)
     assert clip.indices == [0, 1, 2, 3]
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def test_a_stream_in_batches_gives_the_crops_and_people_of_one_pass():
+    """:class:`FaceStream` (the timeline's and live streams' face chain): pushed in batches of
+    any size, the same faces, boxes, crops and person ids; the ids are the tracks of the whole
+    sequence, and each person's crops are those ``extract`` makes for them (``all``)."""
+    frames, indices = _frames(8), [10 + 3 * i for i in range(8)]
+    extractor = FaceExtractor(_two_people(), faces="all")
+    whole = extractor.stream(track_history=64).push(frames, indices)
+    stream = extractor.stream(track_history=64)
+    parts = [*stream.push(frames[:3], indices[:3]), *stream.push(frames[3:], indices[3:])]
+    assert stream.detector_input is None  # a detector without other inputs: no choice
+    for a, b in zip(parts, whole, strict=True):
+        assert (a.index, a.shape, a.faces) == (b.index, b.shape, b.faces)
+        assert [(c.face, c.track, c.box) for c in a.crops] == [
+            (c.face, c.track, c.box) for c in b.crops
+        ]
+        assert all(np.array_equal(x.crop, y.crop) for x, y in zip(a.crops, b.crops, strict=True))
+    assert [got.index for got in parts] == indices and len(parts[5].crops) == 1
+    ran = extractor.extract(frames, indices)
+    assert [got.faces for got in parts] == ran.faces
+    for q in ran.sequences:  # the runtime's crops of each person are the stream's
+        by_index = {got.index: c for got in parts for c in got.crops if c.track == q.track}
+        assert sorted(by_index) == q.frame_indices
+        for idx, box, crop in zip(q.frame_indices, q.boxes, q.crops, strict=True):
+            assert by_index[idx].box == box and np.array_equal(by_index[idx].crop, crop)
+    assert extractor.scored_tracks(ran.tracks, 8) == ran.tracks
+    assert FaceExtractor(_two_people()).scored_tracks(ran.tracks, 8) == [ran.tracks[1]]
+    with pytest.raises(InvalidInputError, match="per-frame"):
+        extractor.replace(faces="per-frame").scored_tracks(ran.tracks, 8)
+    # without a track history: no ids (the timeline tracks the whole video at its end)
+    untracked = extractor.stream().push(frames, indices)
+    assert {c.track for got in untracked for c in got.crops} == {None}
+    assert stream.push([], []) == []
+    with pytest.raises(InvalidInputError, match="frame indices"):
+        stream.push(frames[:2], [0])
+
+
+def test_a_stream_chooses_the_detector_input_on_its_first_batch(monkeypatch):
+    import preprocess.detector_input as di
+
+    class Chooser(Scripted):
+        def detect_prepared(self, images, scales):  # pragma: no cover - patched out
+            raise AssertionError
+
+    calls = []
+    choice = type("Choice", (), {"default": False})()
+
+    def choose(detector, frames, faces, *, frame_indices):
+        calls.append(("choose", list(frame_indices)))
+        return [[*f, Face(RIGHT, 0.5)] for f in faces], choice
+
+    def again(detector, frames, chosen, *, default_faces):
+        calls.append(("again", len(frames)))
+        assert chosen is choice
+        return [[*f, Face(RIGHT, 0.5)] for f in default_faces]
+
+    monkeypatch.setattr(di, "detect_at_chosen_input", choose)
+    monkeypatch.setattr(di, "detect_with_input", again)
+    det = Chooser({i: [Face(LEFT, 0.9)] for i in range(6)})
+    stream = FaceExtractor(det).stream(track_history=8)
+    first = stream.push(_frames(6)[:2], [0, 1])
+    later = stream.push(_frames(6)[2:], [2, 3, 4, 5])
+    assert calls == [("choose", [0, 1]), ("again", 4)] and stream.detector_input is choice
+    assert all(len(got.faces) == 2 for got in [*first, *later])
+    assert {c.track for got in [*first, *later] for c in got.crops} == {0, 1}
+    calls.clear()  # size_probe off: the default input only
+    FaceExtractor(det, size_probe=False).stream().push(_frames(2), [0, 1])
+    assert calls == []
+
+
+def test_replace_keeps_the_detector_and_checks_the_settings():
+    calls = []
+
+    def load():
+        calls.append(1)
+        return _two_people()
+
+    base = FaceExtractor(load, faces="main", size_probe=False)
+    other = base.replace(faces="all", detect_every=2)
+    assert (other.faces, other.size_probe, other.detect_every) == ("all", False, 2)
+    assert other.policy is base.policy and other.preprocessor is base.preprocessor
+    assert calls == []  # still lazy
+    other.extract(_frames(2))
+    assert calls
+    with pytest.raises(InvalidInputError, match="no setting colour"):
+        base.replace(colour="keep")
+    with pytest.raises(InvalidInputError, match="faces="):
+        base.replace(faces="everyone")
