@@ -61,6 +61,22 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+#: The CPU flags that name a host's vector extensions (``/proc/cpuinfo``), in this order.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def _isa() -> list[str]:
+    """The :data:`ISA_FLAGS` this CPU has (empty where ``/proc/cpuinfo`` cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in ISA_FLAGS if f in flags]
+    except OSError:
+        pass
+    return []
+
+
 def machine_info() -> dict[str, Any]:
     versions: dict[str, str] = {}
     for mod in (
@@ -95,6 +111,7 @@ def machine_info() -> dict[str, Any]:
         pass
     return {
         "cpu": _cpu_model(),
+        "isa": _isa(),
         "cores": os.cpu_count(),
         "memory_gb": mem_gb,
         "gpu": gpu,
@@ -103,7 +120,14 @@ def machine_info() -> dict[str, Any]:
         "versions": versions,
         "allocator_env": {
             k: os.environ[k]
-            for k in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")
+            for k in (
+                "MALLOC_MMAP_MAX_",
+                "MALLOC_MMAP_THRESHOLD_",
+                "MALLOC_TRIM_THRESHOLD_",
+                "OMP_NUM_THREADS",
+                "DFE_MALLOC_TRIM_INTERVAL",
+                "DFE_MMAP_THRESHOLD",
+            )
             if k in os.environ
         },
     }

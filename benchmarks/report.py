@@ -1,8 +1,16 @@
-"""Render the benchmark JSON into a Markdown report and PNG plots (never typed by hand)."""
+"""Render the benchmark JSON into a Markdown report and PNG plots (never typed by hand).
+
+``dfe bench`` renders its ``results.json`` this way; a committed suite run is rendered with
+``python -m benchmarks.report benchmarks/results/quick-2core-cpu.json -o bench_out/report``
+(``report.md`` and the plots in that folder).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +29,9 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Benchmark results ({results['suite']} suite, {results['started']})",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB, GPU: {m['gpu'] or 'none'}."
+        f"Machine: {m['cpu']}"
+        + (f" ({', '.join(m['isa'])})" if m.get("isa") else "")
+        + f", {m['cores']} cores, {m['memory_gb']} GiB, GPU: {m['gpu'] or 'none'}."
         f" Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
         f"Allocator settings: {m['allocator_env'] or 'defaults'}. Videos: "
         + ", ".join(results["videos"])
@@ -257,9 +267,13 @@ def render_plots(results: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
-def render(results_path: Path) -> tuple[Path, list[Path]]:
+def render(results_path: Path, out: Path | None = None) -> tuple[Path, list[Path]]:
+    """``report.md`` and the PNG plots of a suite's JSON, written into ``out`` (default: the
+    JSON's folder; created when missing). Returns the report's path and the plots' (none
+    without matplotlib)."""
     results = json.loads(results_path.read_text())
-    out = results_path.parent
+    out = results_path.parent if out is None else out
+    out.mkdir(parents=True, exist_ok=True)
     md = out / "report.md"
     md.write_text(render_markdown(results) + "\n")
     try:
@@ -267,3 +281,22 @@ def render(results_path: Path) -> tuple[Path, list[Path]]:
     except ImportError:
         plots = []
     return md, plots
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("results", type=Path, help="a suite's JSON (dfe bench's results.json)")
+    parser.add_argument(
+        "-o", "--out", type=Path, default=None, help="folder for report.md and the plots "
+        "(default: the JSON's folder)"
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    md, plots = render(args.results, args.out)
+    print(f"report: {md}; plots: " + (", ".join(str(p) for p in plots) or "none"), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,12 +18,18 @@ videos, with its standard error; the peak; RSS at the end of the warm-up and at 
 records written against inputs (every entry must get exactly one record, or one answer for the
 server: a job that ends ``done`` or ``error``, or a refusal of a file that is not a video).
 
-Results of each mode are merged into one JSON file (``-o``), and a PNG (RSS against videos
-done, one panel per mode, with the fitted line) is drawn from it::
+Results of each mode are merged into one JSON file (``-o``) under the run's name (the mode, or
+``--run NAME`` to keep a variant beside it), and a PNG (RSS against videos done, one panel per
+run, with the fitted line) is drawn from it::
 
     python -m benchmarks.soak predict --model DIR --models ../shared/models -o soak.json
     python -m benchmarks.soak serve --model DIR --models ../shared/models -o soak.json
     python -m benchmarks.soak ray --model DIR --models ../shared/models -o soak.json
+
+The JSON keeps the samples summarised: the fit and the totals (``summary``) and, per minute of
+the run (``profile``, :func:`profile`), the videos done and the minimum, median and maximum RSS
+(median PSS) of the samples taken in it. ``--raw-samples`` keeps every sample too (``samples``;
+a 10,000-video job takes about 800 of them).
 
 ``dfe bench --full`` runs it too. Not a unit test: the default 10,000-entry ``predict`` job
 takes about an hour on 2 cores. ``tests/benchmarks/test_soak.py`` runs a short version as a
@@ -40,6 +46,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,6 +70,8 @@ MODES = ("predict", "serve", "ray")
 DEFAULT_ENTRIES = {"predict": 10_000, "serve": 2_000, "ray": 5_000}
 #: The bound of the issue: RSS after warm-up grows by less than this per 1,000 videos.
 SLOPE_BOUND_MB = 50.0
+#: Seconds of the run per row of a result's ``profile``.
+PROFILE_PERIOD_S = 60.0
 
 
 # --------------------------------------------------------------------------- inputs
@@ -204,7 +213,9 @@ def summarize(
     samples: list[dict[str, float]], entries: int, warmup: float, key: str = "rss_mb"
 ) -> dict[str, Any]:
     """Slope of ``key`` (MB) per 1,000 videos done after the warm-up (until the last video is
-    done: the shutdown frees memory), peak, start and end."""
+    done: the shutdown frees memory), peak, start and end. ``rss_fit_mb`` is the fitted RSS
+    line at the first and the last steady sample, ``[[videos done, MB], [videos done, MB]]``
+    (what the plot draws; None without a fit)."""
     start = warmup_videos(entries, warmup)
     # after the warm-up, until the last video: not the shutdown (sessions freed, summary)
     steady = [s for s in samples if start <= s["done"] < entries]
@@ -216,13 +227,53 @@ def summarize(
         "rss_mb_at_warmup_end": steady[0]["rss_mb"] if steady else None,
         "rss_mb_at_end": samples[-1]["rss_mb"] if samples else None,
     }
+    xs = [s["done"] for s in steady]
     for name in ("rss_mb", "pss_mb"):
-        fit = fit_slope([s["done"] for s in steady], [s[name] for s in steady])
+        fit = fit_slope(xs, [s[name] for s in steady])
         label = name[:-3]
         out[f"{label}_slope_mb_per_1000"] = round(fit[0] * 1000, 2) if fit else None
         out[f"{label}_slope_stderr_mb_per_1000"] = round(fit[1] * 1000, 2) if fit else None
+        if name == "rss_mb":
+            line = None
+            if fit:
+                mx, my = sum(xs) / len(xs), sum(s[name] for s in steady) / len(steady)
+                line = [[x, round(my + fit[0] * (x - mx), 1)] for x in (xs[0], xs[-1])]
+            out["rss_fit_mb"] = line
     out["slope_mb_per_1000"] = out[f"{key[:-3]}_slope_mb_per_1000"]
     return out
+
+
+def profile(
+    samples: list[dict[str, float]], period_s: float = PROFILE_PERIOD_S
+) -> list[dict[str, Any]]:
+    """The samples summarised per ``period_s`` seconds of the run (by their time ``t``), in
+    order, one row per period that has samples: ``t_s`` and ``done`` (videos done) of its first
+    and last sample, ``samples``, ``rss_mb`` (``min``, ``p50``, ``max``), ``pss_mb`` (``p50``)
+    and ``processes`` (the most seen). Raises ``ValueError`` for ``period_s`` <= 0."""
+    if period_s <= 0:
+        raise ValueError(f"period_s must be > 0, got {period_s}")
+    periods: dict[int, list[dict[str, float]]] = {}
+    for s in samples:
+        periods.setdefault(int(s["t"] // period_s), []).append(s)
+    rows = []
+    for k in sorted(periods):
+        group = periods[k]
+        rss = [s["rss_mb"] for s in group]
+        rows.append(
+            {
+                "t_s": [group[0]["t"], group[-1]["t"]],
+                "done": [group[0]["done"], group[-1]["done"]],
+                "samples": len(group),
+                "rss_mb": {
+                    "min": min(rss),
+                    "p50": round(statistics.median(rss), 1),
+                    "max": max(rss),
+                },
+                "pss_mb": {"p50": round(statistics.median(s["pss_mb"] for s in group), 1)},
+                "processes": max(int(s.get("processes", 1)) for s in group),
+            }
+        )
+    return rows
 
 
 def check_records(inputs: list[str], videos: list[str]) -> dict[str, Any]:
@@ -260,6 +311,7 @@ class SoakConfig:
     clients: int = 2  # serve
     num_workers: int = 2  # ray
     extra_args: tuple[str, ...] = ()  # more `dfe` options (e.g. --threads 1)
+    raw_samples: bool = False  # keep every sample in the result (``samples``), not only the profile
 
 
 def _dfe(*args: str) -> list[str]:
@@ -389,9 +441,11 @@ def _result(
             "warmup": cfg.warmup,
             "model": str(cfg.model),
             "videos": [v.name for v in cfg.videos],
+            "profile_period_s": PROFILE_PERIOD_S,
         },
         "summary": summary,
-        "samples": sampler.samples,
+        "profile": profile(sampler.samples),
+        **({"samples": sampler.samples} if cfg.raw_samples else {}),
         "stderr_tail": stderr_tail if rc not in (0, 3) else "",
     }
 
@@ -583,48 +637,58 @@ SOAKS: dict[str, Callable[[SoakConfig], dict[str, Any]]] = {
 # --------------------------------------------------------------------------- output
 
 
-def merge_results(path: Path, result: dict[str, Any]) -> dict[str, Any]:
-    """Add (or replace) ``result``'s mode in the JSON file at ``path``; returns the whole."""
+def merge_results(path: Path, result: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """Add (or replace) ``result`` in the JSON file at ``path`` under ``name`` (default: its
+    mode); returns the whole."""
     data: dict[str, Any] = {"benchmark": "soak", "runs": {}}
     if path.is_file():
         data = json.loads(path.read_text())
     data["machine"] = machine_info()
-    data["runs"][result["mode"]] = result
+    data["runs"][name or result["mode"]] = result
     write_json(path, data)
     return data
 
 
 def plot(data: dict[str, Any], png: Path) -> Path:
-    """RSS against videos done, one panel per mode, with the slope fitted after the warm-up."""
+    """RSS against videos done, one panel per run (the modes' runs first), from each run's
+    per-minute ``profile``: the median and the minute's range, PSS's median, the warm-up and
+    the slope fitted after it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [data["runs"][m] for m in MODES if m in data["runs"]]
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4.2), squeeze=False)
-    for ax, run in zip(axes[0], runs):
-        s, summ = run["samples"], run["summary"]
-        xs = [x["done"] for x in s]
-        ax.plot(xs, [x["rss_mb"] for x in s], lw=0.8, label="RSS, whole job")
-        ax.plot(xs, [x["pss_mb"] for x in s], lw=0.8, alpha=0.7, label="PSS, whole job")
-        start = summ["warmup_videos"]
-        ax.axvspan(0, start, color="0.9", label="warm-up")
-        steady = [x for x in s if start <= x["done"] < summ["inputs"]]
-        if steady and summ["rss_slope_mb_per_1000"] is not None:
-            mx = sum(x["done"] for x in steady) / len(steady)
-            my = sum(x["rss_mb"] for x in steady) / len(steady)
-            k = summ["rss_slope_mb_per_1000"] / 1000
-            x0, x1 = steady[0]["done"], steady[-1]["done"]
+    names = [m for m in MODES if m in data["runs"]]
+    names += [n for n in data["runs"] if n not in names]
+    cols = len(names) if len(names) <= 3 else 2
+    rows_n = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5.5 * cols, 4.2 * rows_n), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        run = data["runs"][name]
+        rows, summ = run["profile"], run["summary"]
+        xs = [r["done"][1] for r in rows]
+        ax.fill_between(
+            xs,
+            [r["rss_mb"]["min"] for r in rows],
+            [r["rss_mb"]["max"] for r in rows],
+            alpha=0.3,
+            lw=0,
+            label="RSS, range per minute",
+        )
+        ax.plot(xs, [r["rss_mb"]["p50"] for r in rows], lw=1.0, label="RSS, median per minute")
+        ax.plot(xs, [r["pss_mb"]["p50"] for r in rows], lw=1.0, alpha=0.7, label="PSS, median")
+        ax.axvspan(0, summ["warmup_videos"], color="0.9", label="warm-up")
+        line = summ.get("rss_fit_mb")
+        if line:
             ax.plot(
-                [x0, x1],
-                [my + k * (x0 - mx), my + k * (x1 - mx)],
+                [p[0] for p in line],
+                [p[1] for p in line],
                 "k--",
                 lw=1.2,
                 label=f"fit: {summ['rss_slope_mb_per_1000']:+.1f} MB / 1,000 videos",
             )
         ax.set_title(
-            f"{run['mode']}: {summ['records']}/{summ['inputs']} records, "
+            f"{name}: {summ['records']}/{summ['inputs']} records, "
             f"peak {summ['peak_rss_mb'] / 1024:.2f} GB",
             fontsize=10,
         )
@@ -632,18 +696,23 @@ def plot(data: dict[str, Any], png: Path) -> Path:
         ax.set_ylabel("resident memory (MB)")
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8, loc="lower right")
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=90)
     plt.close(fig)
     return png
 
 
-def run_soak(mode: str, cfg: SoakConfig, out: Path, png: Path | None = None) -> dict[str, Any]:
-    """Run one mode, merge its result into ``out`` and redraw ``png`` (default: next to it)."""
+def run_soak(
+    mode: str, cfg: SoakConfig, out: Path, png: Path | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """Run one mode, merge its result into ``out`` under ``name`` (default: the mode) and
+    redraw ``png`` (default: next to it)."""
     log.info("soak %s: %d entries (%d bad), N=%d", mode, cfg.entries, cfg.bad, cfg.seq_len)
     result = SOAKS[mode](cfg)
-    data = merge_results(out, result)
+    data = merge_results(out, result, name)
     plot(data, png or out.with_suffix(".png"))
     log.info("soak %s: %s", mode, json.dumps(result["summary"]))
     return result
@@ -670,11 +739,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=2, help="serve: concurrent uploaders")
     ap.add_argument("--num-workers", type=int, default=2, help="ray: actors")
     ap.add_argument("--workdir", type=Path, default=None, help="keep inputs and outputs here")
+    ap.add_argument(
+        "--raw-samples",
+        action="store_true",
+        help="keep every memory sample in the JSON (default: the per-minute profile only)",
+    )
+    ap.add_argument(
+        "--run",
+        default=None,
+        metavar="NAME",
+        help="the run's name in the JSON (default: the mode), e.g. a variant kept beside it; "
+        "one mode only",
+    )
     ap.add_argument("-o", "--out", type=Path, default=Path("bench_out/soak.json"))
     args = ap.parse_args(argv)
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:
         ap.error(f"unknown mode(s) {unknown}; supported values are {', '.join(MODES)}")
+    if args.run is not None and len(args.modes) > 1:
+        ap.error("--run names one run: give one mode")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     from engine.demo import shared_dir
@@ -698,8 +781,9 @@ def main(argv: list[str] | None = None) -> int:
             workdir=args.workdir,
             clients=args.clients,
             num_workers=args.num_workers,
+            raw_samples=args.raw_samples,
         )
-        summary = run_soak(mode, cfg, args.out)["summary"]
+        summary = run_soak(mode, cfg, args.out, name=args.run)["summary"]
         failed |= not (summary["flat"] and summary["one_record_each"])
     return 1 if failed else 0
 

@@ -21,6 +21,11 @@ job, the time per stage per video and per frame (from ``dfe predict``'s records,
 baselines' own stage timers), the machine's core count, and the ratios the issue targets. Fast
 mode's cost against exact mode is measured on the records: mean and min IoU of the crop boxes and
 max |delta p_fake| on the same videos.
+
+``-o FILE`` writes the run alone; with ``--run NAME`` it is merged into ``FILE``'s ``runs``
+under ``NAME`` (:func:`merge_run`), the form of the committed
+``benchmarks/results/throughput-<host>.json``: one file per machine, one named run per question
+(thread budget, decoders, ...), each with the command that made it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -361,6 +367,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="another checkout of the project: its dfe predict runs too (before/after)",
     )
     p.add_argument("-o", "--out", type=Path, required=True, help="JSON results")
+    p.add_argument(
+        "--run",
+        default=None,
+        metavar="NAME",
+        help="merge the run into the -o file's runs under NAME (the committed form) instead of "
+        "writing it alone",
+    )
+
+
+def merge_run(path: Path, name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Add (or replace) ``result`` under ``name`` in the ``runs`` of the JSON file at ``path``
+    (created as ``{"benchmark", "runs"}`` when missing); returns the whole. Raises
+    ``ValueError`` when the file holds a single run (no ``runs``)."""
+    data: dict[str, Any] = {"benchmark": result["benchmark"], "runs": {}}
+    if path.is_file():
+        data = json.loads(path.read_text())
+        if "runs" not in data:
+            raise ValueError(f"{path} holds a single run, not named runs; write another file")
+    data["runs"][name] = result
+    write_json(path, data)
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,7 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(p)
     args = p.parse_args(argv)
     result = measure(args)
-    write_json(args.out, result)
+    command = sys.argv[1:] if argv is None else list(argv)
+    result["command"] = shlex.join(["python", "-m", "benchmarks.throughput", *command])
+    if args.run:
+        merge_run(args.out, args.run, result)
+    else:
+        write_json(args.out, result)
     for r in result["rows"]:
         print(
             f"{r['pipeline']:26s} {r['videos_per_s'] or 0:6.3f} videos/s  peak "

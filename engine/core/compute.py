@@ -8,10 +8,10 @@ decodes each video on one thread too (``EngineConfig.decode_threads``). Why:
 - Multi-threaded kernels synchronise at every operator. When the stages overlap (decode,
   detection and classification at the same time) a thread of one kernel that loses its core to
   another stage stalls the kernel's other threads: measured on 2 cores with
-  ``dfe predict`` over 24 1080p videos at N=20, 3 rounds (``benchmarks.throughput``,
-  ``benchmarks/results/throughput-thread-budget-2core-cpu.json``), ONNX Runtime's and FFmpeg's
-  own thread pools spent 1.08 CPU-seconds per video (1.83 videos/s), single-threaded calls on
-  this pool 1.00 (1.98 videos/s), for the same records.
+  ``dfe predict`` over 24 1080p videos at N=20, 3 rounds (``benchmarks.throughput``, run
+  ``thread-budget`` of ``benchmarks/results/throughput-2core-cpu.json``), ONNX Runtime's and
+  FFmpeg's own thread pools spent 1.08 CPU-seconds per video (1.83 videos/s), single-threaded
+  calls on this pool 1.00 (1.98 videos/s), for the same records.
 - One thread per call is also the most efficient per frame (measured on 2 cores, 1 thread:
   SCRFD ``det_500m`` at 640x384 12.1 ms per frame at batch 1 against 13.1 at batch 4; the
   ResNeXt classifier 24.6 ms per 112x112 frame at batch 20; two threads cost 5-8% more CPU).
@@ -144,15 +144,15 @@ def default_decode_workers(sampling: str, cores: int, *, on_cpu: bool = True) ->
     - ``first``: one per two cores. Decoding the first N frames is about a quarter of a 1080p
       video's CPU at N=20 (131 of 579 ms in one thread; :class:`DecodeShare` reads 0.22-0.30).
       Measured on 2 cores, 24 1080p DFDC videos, 3 rounds
-      (``benchmarks/results/throughput-decode-workers-2core-cpu.json``): one decoding video
-      3.54 videos/s and 0.56 CPU s per video, two 3.17 and 0.62, peak RSS 1286 against 1441 MB,
-      identical records (runs whose JSON was not kept: 0.59 against 0.59 and 0.54 against 0.57
-      s of CPU, and 0.72 against 0.77 on an Intel host).
+      (run ``decode-workers`` of ``benchmarks/results/throughput-2core-cpu.json``): one
+      decoding video 3.54 videos/s and 0.56 CPU s per video, two 3.17 and 0.62, peak RSS 1286
+      against 1441 MB, identical records (runs whose JSON was not kept: 0.59 against 0.59 and
+      0.54 against 0.57 s of CPU, and 0.72 against 0.77 on an Intel host).
     - ``uniform``: one per core. Seeking to N points spread over the video decodes from the
       keyframe before each (~70% of the CPU); one decoding video on 2 cores starved the compute
       pool: 1.17 against 1.57 videos/s, 3 rounds, same records
-      (``benchmarks/results/throughput-decode-workers-sampling-2core-cpu.json``, which also
-      repeats the ``first`` comparison: 3.17 against 3.11 videos/s, 0.59 against 0.64 s).
+      (run ``decode-workers-sampling`` of ``benchmarks/results/throughput-2core-cpu.json``,
+      which also repeats the ``first`` comparison: 3.17 against 3.11 videos/s, 0.59 against 0.64 s).
     """
     if not on_cpu:
         return 2
@@ -177,8 +177,8 @@ class DecodeShare:
     (one decoder), uniform sampling's seeks on the same clips 0.58-0.66 (two: 1.57 against 1.17
     videos/s), the first frames of 4K clips 0.38-0.40 with one decoder (the gate stayed at one:
     2.30 videos/s and 1780 MB peak RSS, two decoders 2.10 and 3546 MB;
-    ``benchmarks/results/throughput-decode-share-4k-2core-cpu.json``), 480p clips 0.06-0.24
-    (one). A job of mixed videos follows its recent ones.
+    run ``decode-share-4k`` of ``benchmarks/results/throughput-2core-cpu.json``), 480p clips
+    0.06-0.24 (one). A job of mixed videos follows its recent ones.
 
     Thread-safe. ``clock`` and ``thread_clock`` (seconds) are injectable for tests. Raises
     :class:`InvalidInputError` for counts below 1 or ``start`` above ``maximum``.
@@ -192,7 +192,7 @@ class DecodeShare:
     #: (3.40 against 3.03 videos/s, 1559 against 3367 MB); uniform sampling read 0.58-0.66 and
     #: ran faster with two (committed JSON above): 2 x 0.55 lies between. With the margin, INT8
     #: on 4K stays at one (2.62 videos/s, 1629 MB; ``--decode-workers 1``: 2.60, 1608 MB;
-    #: ``throughput-decode-share-4k-2core-cpu.json``).
+    #: run ``decode-share-4k`` of ``throughput-2core-cpu.json``).
     RAISE_MARGIN = 0.1
 
     def __init__(

@@ -3,13 +3,15 @@ passes on the checkout, and a hand edit, a missing block or an unknown one fails
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from benchmarks import readme_tables
-from benchmarks.readme_tables import BLOCKS, END, main
+from benchmarks.readme_tables import BLOCKS, END, load_source, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +36,7 @@ def test_every_block_is_in_its_doc_once():
         assert text.count(block.marker()) == 1, f"{block.name} in {block.doc}"
 
 
-@pytest.mark.parametrize("name", ["targets", "soak", "int8-speed"])
+@pytest.mark.parametrize("name", ["targets", "soak", "int8-speed", "thread-budget", "timeline"])
 def test_a_hand_edit_of_a_generated_table_fails_the_check_and_a_run_restores_it(
     checkout: Path, name: str, capsys
 ):
@@ -71,10 +73,54 @@ def test_a_removed_block_and_an_unknown_block_fail_the_check(checkout: Path, cap
 
 def test_tables_reuse_the_report_renderer():
     """The targets block is the report's own "Targets" section, not a second renderer."""
-    import json
-
     from benchmarks.report import render_markdown
 
     block = next(b for b in BLOCKS if b.name == "targets")
     results = json.loads((REPO / readme_tables.RESULTS / block.sources[0]).read_text())
     assert block.text(REPO) in render_markdown(results)
+
+
+def test_a_source_names_a_file_or_one_run_of_it(tmp_path: Path):
+    results = tmp_path / readme_tables.RESULTS
+    results.mkdir(parents=True)
+    (results / "throughput-2core-cpu.json").write_text(
+        json.dumps({"benchmark": "b", "runs": {"a": {"rows": [1]}, "b": {"rows": [2]}}})
+    )
+    run = load_source(tmp_path, "throughput-2core-cpu.json#b")
+    assert run == {"rows": [2], "_file": "throughput-2core-cpu#b"}
+    whole = load_source(tmp_path, "throughput-2core-cpu.json")
+    assert whole["_file"] == "throughput-2core-cpu" and set(whole["runs"]) == {"a", "b"}
+    with pytest.raises(KeyError, match=r"no run 'c' \(it has \['a', 'b'\]\)"):
+        load_source(tmp_path, "throughput-2core-cpu.json#c")
+
+
+# a results file where the docs and the code name one: benchmarks/results/NAME or a bare
+# <suite>-<N>core-...-cpu name
+_NAMED = re.compile(
+    r"benchmarks/results/([a-z0-9][\w.-]*\.(?:json|png|md))"
+    r"|(?<![\w/.-])([a-z0-9]+(?:-[a-z0-9]+)*-\d+core(?:-[a-z0-9]+)*\.(?:json|png|md))\b"
+)
+
+
+def _named_results() -> dict[str, set[str]]:
+    """Results file name -> the files (README, docs, code, tests) that name it."""
+    texts = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    for folder in ("benchmarks", "engine", "preprocess", "export", "tests"):
+        texts += sorted(p for p in (REPO / folder).rglob("*.py") if p != Path(__file__))
+    named: dict[str, set[str]] = {}
+    for path in texts:
+        for match in _NAMED.finditer(path.read_text()):
+            named.setdefault(match[1] or match[2], set()).add(str(path.relative_to(REPO)))
+    return named
+
+
+def test_every_results_file_named_exists_and_every_kept_file_is_cited():
+    """One curated file per suite and machine: no doc or docstring cites a results file that
+    is gone, and no file in benchmarks/results/ is kept that no doc cites."""
+    named = _named_results()
+    results = REPO / readme_tables.RESULTS
+    missing = {n: sorted(w) for n, w in named.items() if not (results / n).is_file()}
+    assert not missing, f"named but not in {readme_tables.RESULTS}: {missing}"
+    docs = {n for n, where in named.items() if any(w.endswith(".md") for w in where)}
+    uncited = sorted(p.name for p in results.iterdir() if p.name not in docs)
+    assert not uncited, f"in {readme_tables.RESULTS} but cited by no doc: {uncited}"

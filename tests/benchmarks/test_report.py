@@ -155,3 +155,11 @@ def test_report_markdown_and_plots_rendered_from_json(tmp_path):
     assert "| exact fp32 vs the version before (--before) | >= 1.0x | not measured | - |" in text
     assert {p.name for p in plots} == {"classifier.png", "end_to_end.png", "stages.png"}
     assert all(p.stat().st_size > 1000 for p in plots)
+    # a committed run is rendered into another folder (python -m benchmarks.report FILE -o DIR)
+    from benchmarks.report import main
+
+    assert main([str(path), "-o", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "report.md").read_text() == text
+    assert {p.name for p in (tmp_path / "report").iterdir()} == {"report.md"} | {
+        p.name for p in plots
+    }

@@ -30,6 +30,8 @@ from benchmarks.soak import (
     fit_slope,
     make_inputs,
     merge_results,
+    plot,
+    profile,
     soak_predict,
     summarize,
     warmup_videos,
@@ -59,6 +61,48 @@ def test_soak_summary_fits_after_the_warmup_and_before_the_shutdown():
     assert warmup_videos(10_000, 0.1) == 1000 and warmup_videos(150, 0.1) == 75
 
 
+def test_soak_summary_gives_the_fitted_line_the_plot_draws():
+    samples = [{"t": i, "done": d, "rss_mb": 600 + 0.1 * d, "pss_mb": 500.0}
+               for i, d in enumerate(range(0, 1001, 50))]  # fmt: skip
+    s = summarize(samples, entries=1000, warmup=0.1)
+    assert s["rss_slope_mb_per_1000"] == pytest.approx(100.0)
+    # at the first and the last steady sample (100 and 950 videos done), on the line
+    assert s["rss_fit_mb"] == [[100, 610.0], [950, 695.0]]
+    assert summarize(samples[:2], entries=1000, warmup=0.1)["rss_fit_mb"] is None
+
+
+def test_soak_profile_summarises_the_samples_per_minute():
+    samples = [
+        {"t": t, "done": t // 10, "rss_mb": 500.0 + (t % 60), "pss_mb": 400.0, "processes": 1}
+        for t in range(0, 150, 2)
+    ]
+    samples[40]["processes"] = 3  # t = 80 s
+    rows = profile(samples)
+    assert [r["t_s"] for r in rows] == [[0, 58], [60, 118], [120, 148]]
+    assert [r["done"] for r in rows] == [[0, 5], [6, 11], [12, 14]]
+    assert [r["samples"] for r in rows] == [30, 30, 15]
+    assert rows[0]["rss_mb"] == {"min": 500.0, "p50": 529.0, "max": 558.0}
+    assert rows[2]["rss_mb"] == {"min": 500.0, "p50": 514.0, "max": 528.0}
+    assert rows[0]["pss_mb"] == {"p50": 400.0}
+    assert [r["processes"] for r in rows] == [1, 3, 1]
+    assert [r["samples"] for r in profile(samples, period_s=150)] == [75]
+    assert profile([]) == []
+    with pytest.raises(ValueError, match="period_s"):
+        profile(samples, period_s=0)
+
+
+def test_soak_plot_draws_every_run_from_its_profile(tmp_path):
+    pytest.importorskip("matplotlib")
+    samples = [{"t": 2.0 * i, "done": 5 * i, "rss_mb": 600.0 + i % 7, "pss_mb": 550.0}
+               for i in range(200)]  # fmt: skip
+    summary = summarize(samples, entries=1000, warmup=0.1)
+    summary.update(records=1000, inputs=1000)
+    run = {"mode": "predict", "summary": summary, "profile": profile(samples)}
+    data = {"runs": {"predict-trim30": run, "predict": run}}  # a variant beside the mode
+    png = plot(data, tmp_path / "soak.png")
+    assert png.stat().st_size > 1000
+
+
 def test_soak_inputs_and_record_check(tmp_path, video_paths):
     paths = make_inputs(video_paths[:2], tmp_path / "in", 20, default_bad(20))
     assert len(paths) == 20 and len(set(paths)) == 20
@@ -86,6 +130,10 @@ def test_soak_results_merge_by_mode(tmp_path):
         set(data["runs"]) == {"predict", "serve"} and data["runs"]["predict"]["summary"]["a"] == 3
     )
     assert json.loads(out.read_text()) == data
+    # a variant of a mode is kept beside it under its own name
+    data = merge_results(out, {"mode": "predict", "summary": {"a": 4}}, "predict-trim30")
+    assert set(data["runs"]) == {"predict", "serve", "predict-trim30"}
+    assert data["runs"]["predict"]["summary"]["a"] == 3
 
 
 def _tiny_face_clip(source: Path, path: Path, frames: int = 6, size=(320, 180)) -> Path:
@@ -132,3 +180,7 @@ def test_soak_predict_memory_stays_flat_over_a_short_job(
     assert s["one_record_each"] and (s["ok"], s["errors"]) == (GUARD_ENTRIES - bad, bad), s
     assert s["steady_samples"] >= 20, s  # enough samples for a slope
     assert s["slope_mb_per_1000"] < GUARD_BOUND_MB, s
+    # the JSON keeps the samples summarised per minute, not every sample (--raw-samples)
+    assert "samples" not in result and result["profile"], result.keys()
+    assert sum(r["samples"] for r in result["profile"]) >= s["steady_samples"]
+    assert result["profile"][-1]["done"][1] > s["warmup_videos"]

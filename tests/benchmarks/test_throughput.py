@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from benchmarks.throughput import _stage_times, compare_records
+import json
+
+import pytest
+
+from benchmarks.throughput import _stage_times, compare_records, merge_run
 
 
 def _rec(video, boxes, p, timings=None):
@@ -53,3 +57,18 @@ def test_stages_alone_crop_the_faces_they_time(tiny_model, shared_dir, tmp_path)
     alone = bench_stages_alone(cfg, n=4)
     assert alone["frames"] == 4 and alone["face_frames"] == 4, alone
     assert set(alone["seconds"]) == {"decode", "detect", "crop", "classify"}
+
+
+def test_runs_merge_by_name_into_one_file(tmp_path):
+    out = tmp_path / "throughput-2core-cpu.json"
+    merge_run(out, "thread-budget", {"benchmark": "b", "rows": [1]})
+    merge_run(out, "decode-workers", {"benchmark": "b", "rows": [2]})
+    data = merge_run(out, "thread-budget", {"benchmark": "b", "rows": [3]})
+    assert data["benchmark"] == "b" and list(data["runs"]) == ["thread-budget", "decode-workers"]
+    assert data["runs"]["thread-budget"]["rows"] == [3]
+    assert data["runs"]["decode-workers"]["rows"] == [2]
+    assert json.loads(out.read_text()) == data
+    single = tmp_path / "single.json"
+    single.write_text(json.dumps({"benchmark": "b", "rows": []}))
+    with pytest.raises(ValueError, match="single run"):
+        merge_run(single, "x", {"benchmark": "b"})
