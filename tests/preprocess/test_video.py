@@ -24,9 +24,17 @@ from engine.core.errors import (
     InvalidVideoError,
     MissingDependencyError,
 )
-from preprocess import video as video_mod
 from preprocess.sampling import SAMPLING_MODES, sample_indices
-from preprocess.video import VideoClip, iter_frames, probe_video, read_video
+from preprocess.video import (
+    VideoClip,
+    common,
+    h264,
+    iter_frames,
+    probe_video,
+    pyav_backend,
+    pyav_session,
+    read_video,
+)
 from tests.preprocess._synth import encode_audio, encode_video, pattern, read_index
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,7 +113,7 @@ def _avcc(*nals: bytes) -> bytes:
 
 def test_h264_disposable_detection() -> None:
     """Only pictures with every slice at nal_ref_idc 0 and no parameter set may be skipped."""
-    is_disposable = video_mod._h264_is_disposable
+    is_disposable = h264._h264_is_disposable
     b_slice = b"\x01\x9e\x00"  # type 1, nal_ref_idc 0
     p_slice = b"\x41\x9a\x00"  # type 1, nal_ref_idc 2
     sei, pps = b"\x06\x05\x00", b"\x68\xce\x00"
@@ -170,7 +178,7 @@ def test_real_clip_uniform_seek_matches_full_decode(path: Path, n: int) -> None:
     # to, or H.264 pictures no other picture references. A single-GOP stream of reference frames
     # only (the two pair480p clips: Constrained Baseline, one keyframe) must be decoded up to its
     # last frame, which uniform sampling always includes.
-    index = video_mod._PyAVBackend().index(str(path))
+    index = pyav_backend._PyAVBackend().index(str(path))
     if index.disposable or len(index.keyframes) > 1:
         assert clip.frames_decoded < count
     else:
@@ -332,7 +340,7 @@ def test_uniform_falls_back_to_sequential_when_pts_are_unreliable(
 ) -> None:
     path = encode_video(synth_dir / "fallback.mp4", codec="libx264", frames=60, gop=12)
     full = [frame for _, frame in iter_frames(path)]
-    monkeypatch.setattr(video_mod, "_seek_unsafe", lambda pts, keys: "pretend pts are missing")
+    monkeypatch.setattr(pyav_backend, "_seek_unsafe", lambda pts, keys: "pretend pts are missing")
     with caplog.at_level(logging.DEBUG, logger="preprocess.video"):
         clip = read_video(path, 7, sampling="uniform")
     assert "pretend pts are missing" in caplog.text
@@ -350,7 +358,7 @@ def test_uniform_recovers_when_a_seek_misbehaves(
         self.container.seek(10**9, stream=self.stream, backward=True)
         return self.packets()
 
-    monkeypatch.setattr(video_mod._PyAVSession, "seek_to_keyframe", seek_to_end)
+    monkeypatch.setattr(pyav_session._PyAVSession, "seek_to_keyframe", seek_to_end)
     clip = read_video(path, 5, sampling="uniform")
     assert clip.indices == sample_indices(120, 5, "uniform")
     assert _same(clip.frames, [full[i] for i in clip.indices])
@@ -434,14 +442,14 @@ def test_threads_option_is_validated_and_used(synth_dir: Path) -> None:
 def test_threads_reach_the_decoder(synth_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = encode_video(synth_dir / "threads2.mp4", codec="libx264", frames=5)
     seen = []
-    real_pick = video_mod._PyAVSession._pick_stream
+    real_pick = pyav_session._PyAVSession._pick_stream
 
     def spy(self, threads):
         stream = real_pick(self, threads)
         seen.append((stream.codec_context.thread_count, stream.codec_context.thread_type))
         return stream
 
-    monkeypatch.setattr(video_mod._PyAVSession, "_pick_stream", spy)
+    monkeypatch.setattr(pyav_session._PyAVSession, "_pick_stream", spy)
     read_video(path, 2, threads=3)
     assert seen[-1][0] == 3 and "AUTO" in str(seen[-1][1])  # frame + slice threading
 
@@ -486,7 +494,7 @@ def test_first_n_goes_on_demuxing_when_the_kept_packets_run_out(
     path = encode_video(synth_dir / "slack.mp4", codec="libx264", frames=40, max_b_frames=3)
     full = [frame for _, frame in iter_frames(path)]
     with_slack = read_video(path, 10, threads=1)
-    monkeypatch.setattr(video_mod, "_REPLAY_SLACK", 0)
+    monkeypatch.setattr(pyav_backend, "_REPLAY_SLACK", 0)
     opened = _count_opens(monkeypatch)
     clip = read_video(path, 10, threads=threads)
     assert len(opened) == 2
@@ -516,14 +524,14 @@ def test_auto_uses_opencv_when_pyav_is_missing(
     synth_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = encode_video(synth_dir / "nopyav.mp4", codec="libx264", frames=10)
-    real_import = video_mod._import
+    real_import = common._import
 
     def no_av(module: str, what: str):
         if module == "av":
             raise MissingDependencyError("No module named 'av'")
         return real_import(module, what)
 
-    monkeypatch.setattr(video_mod, "_import", no_av)
+    monkeypatch.setattr(pyav_backend, "_import", no_av)
     with caplog.at_level(logging.WARNING, logger="preprocess.video"):
         clip = read_video(path, 4)
     assert clip.backend == "opencv" and clip.indices == [0, 1, 2, 3]
@@ -538,9 +546,9 @@ def test_auto_uses_opencv_when_pyav_cannot_open(
     path = encode_video(synth_dir / "pyavfails.mp4", codec="libx264", frames=10)
 
     def fail(self, av, path, threads):
-        raise video_mod._CannotOpenError("simulated: no demuxer")
+        raise common._CannotOpenError("simulated: no demuxer")
 
-    monkeypatch.setattr(video_mod._PyAVSession, "__init__", fail)
+    monkeypatch.setattr(pyav_session._PyAVSession, "__init__", fail)
     with caplog.at_level(logging.WARNING, logger="preprocess.video"):
         clip = read_video(path, 3, sampling="uniform")
     assert clip.backend == "opencv" and len(clip.frames) == 3
