@@ -3,14 +3,22 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: setup test lint demo bench bench-full gpu-assets gpu-check gpu-check-dry clean
 
-$(STAMP): pyproject.toml Makefile
+# What `make demo` and the README's quick starts run (export with torch, ONNX Runtime on CPU, the
+# web app); InsightFace's wheel carries the photographs the demo renders clips from when the
+# shared videos are missing (--no-deps keeps opencv-python-headless intact).
+$(DEMO_STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,export,torch-gpu,serve,ray,eval,dev]"
-	# The reference detector for the tests; --no-deps keeps opencv-python-headless intact.
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,export,serve]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "insightface==2.1"
+	touch $@
+
+# Everything the tests use: also the torch detector (onnx2torch), Ray, plots and the test tools.
+$(STAMP): $(DEMO_STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,export,torch-gpu,serve,ray,eval,dev]"
 	touch $(STAMP)
 
 # Headless Chromium for the upload-page test, and FFmpeg's command-line tools for the tests that
@@ -31,8 +39,8 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest
 
-# The demo needs the Python install only (no browser, no FFmpeg command line).
-demo: $(STAMP)
+# The demo needs only its extras (no browser, no FFmpeg command line, no test tools).
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/dfe demo
 
 $(VENV)/.baseline: $(STAMP)

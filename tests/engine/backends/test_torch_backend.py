@@ -166,6 +166,7 @@ CUDA_CASES = [
 ]
 
 
+@pytest.mark.model  # the session's exported test checkpoint (gpu_model_dir)
 @pytest.mark.parametrize(("precision", "options"), CPU_CASES)
 def test_torch_cpu_classifier_matches_onnxruntime(model_dir, crops, reference, precision, options):
     desc = _check(model_dir, crops, reference, "torch", precision, options)
