@@ -107,7 +107,7 @@ def run_overlapped(
     ``decode_gate``: which of the ``decode_workers`` decoding threads may decode now, and what
     each decode cost (:class:`DecodeGate`, e.g. :class:`engine.core.compute.DecodeShare`; by
     default all of them). Raises ``ValueError`` for a worker count or ``max_in_flight`` below
-    1."""
+    1 (when the first result is asked for: this is a generator, and nothing starts before)."""
     for name, count in (
         ("max_in_flight", max_in_flight),
         ("decode_workers", decode_workers),
@@ -116,182 +116,267 @@ def run_overlapped(
     ):
         if count < 1:
             raise ValueError(f"{name} must be at least 1, got {count}")
-    source = iter(jobs)
-    gate: DecodeGate = decode_gate or _OPEN_GATE
-    todo: queue.Queue = queue.Queue()  # bounded by ``slots``
-    slots = threading.Semaphore(max_in_flight)
-    stop = threading.Event()
-    decoded: queue.Queue = queue.Queue(maxsize=max_in_flight)
-    detected: queue.Queue = queue.Queue(maxsize=max_in_flight)
-    results: queue.Queue = queue.Queue()
+    run = _Overlapped(
+        jobs,
+        stages,
+        decode_workers=decode_workers,
+        max_in_flight=max_in_flight,
+        detect_frames=detect_frames,
+        classify_frames=classify_frames,
+        detect_workers=detect_workers,
+        classify_workers=classify_workers,
+        gate=decode_gate or _OPEN_GATE,
+    )
+    run.start()
+    yield from run.results(ordered)
 
-    def isolate(stage: Callable[[list[J]], Any], batch: list[J]) -> list[Any]:
+
+class _Overlapped(Generic[J, R]):
+    """One run of :func:`run_overlapped`: its queues and threads.
+
+    Jobs flow ``source`` -> ``todo`` (the feeder; ``slots`` bounds the jobs in flight) ->
+    decoding threads -> ``decoded`` -> detect workers -> ``detected`` -> classify workers ->
+    ``results_q`` -> :meth:`results` (which gives a slot back per result yielded). ``decoded``
+    and ``detected`` hold at most ``max_in_flight`` jobs; ``todo`` and ``results_q`` are
+    bounded by the slots. The end of input travels as ``_SENTINEL`` through the queues; an
+    exception put on ``results_q`` (a failed input iterator, a bug in a stage) is raised to
+    the consumer. ``stop`` is set when the run stops early: the feeder takes no more jobs and
+    what is queued for decoding is dropped."""
+
+    def __init__(
+        self,
+        jobs: Iterable[J],
+        stages: Stages[J, R],
+        *,
+        decode_workers: int,
+        max_in_flight: int,
+        detect_frames: int,
+        classify_frames: int,
+        detect_workers: int,
+        classify_workers: int,
+        gate: DecodeGate,
+    ) -> None:
+        self.source = iter(jobs)
+        self.stages = stages
+        self.gate = gate
+        self.decode_workers = decode_workers
+        self.detect_workers = detect_workers
+        self.classify_workers = classify_workers
+        self.max_in_flight = max_in_flight
+        self.detect_frames = detect_frames
+        self.classify_frames = classify_frames
+        self.todo: queue.Queue = queue.Queue()  # bounded by ``slots``
+        self.slots = threading.Semaphore(max_in_flight)
+        self.stop = threading.Event()
+        self.decoded: queue.Queue = queue.Queue(maxsize=max_in_flight)
+        self.detected: queue.Queue = queue.Queue(maxsize=max_in_flight)
+        self.results_q: queue.Queue = queue.Queue()
+
+    # -------------------------------------------------------------- threads
+
+    def start(self) -> None:
+        """Start the feeder (which starts the decoding threads), ``detect_workers`` detect and
+        ``classify_workers`` classify threads (daemons, named ``dfe-<step>``)."""
+        close_detect = _closing(
+            self.detect_workers, self.decoded, lambda: self.detected.put(_SENTINEL)
+        )
+        close_classify = _closing(
+            self.classify_workers, self.detected, lambda: self.results_q.put(_SENTINEL)
+        )
+        workers: list[tuple[Callable[..., None], tuple[Any, ...]]] = [(self.feeder, ())]
+        workers += [(self.detect_stage, (close_detect,))] * self.detect_workers
+        workers += [(self.classify_stage, (close_classify,))] * self.classify_workers
+        threads = [
+            threading.Thread(target=self.guarded(f, *args), name=f"dfe-{f.__name__}", daemon=True)
+            for f, args in workers
+        ]
+        for t in threads:
+            t.start()
+
+    def guarded(self, stage: Callable[..., None], *args: Any) -> Callable[[], None]:
+        """``stage(*args)`` for a thread: a bug that escapes it stops the run and is raised to
+        the consumer (never a hang)."""
+
+        def run() -> None:
+            try:
+                stage(*args)
+            except BaseException as exc:  # a bug in a stage: surface it, never hang
+                log.exception("pipeline stage %s failed", stage.__name__)
+                self.stop.set()
+                self.results_q.put(exc)
+
+        return run
+
+    # -------------------------------------------------------------- decoding (the producer)
+
+    def feeder(self) -> None:
+        """The producer: start the decoding threads, queue the input's jobs for them as slots
+        free up (a failed input iterator is raised to the consumer), then end the decoding
+        threads, wait for them, and pass the end of input on to the detect workers."""
+        decoders = [
+            threading.Thread(target=self.decoder, args=(k,), name=f"dfe-decode-{k}", daemon=True)
+            for k in range(self.decode_workers)
+        ]
+        for t in decoders:
+            t.start()
+        try:
+            for job in self.source:
+                self.slots.acquire()
+                if self.stop.is_set():
+                    break
+                self.todo.put(job)
+        except Exception as exc:  # the input iterator itself failed
+            log.error("reading the list of inputs failed: %s", exc)
+            self.results_q.put(exc)
+        finally:
+            for _ in decoders:
+                self.todo.put(_SENTINEL)
+            self.gate.close()  # threads without a turn end; the others decode what is queued
+            for t in decoders:
+                t.join()
+        self.decoded.put(_SENTINEL)
+
+    def decoder(self, k: int) -> None:
+        """Decoding thread ``k``: decodes while the gate gives it a turn, so that with fewer
+        turns than threads the same threads do the work (fewer malloc arenas in use). A bug
+        that escapes ``decode_one`` stops the run with that exception (the gate is closed, so
+        no thread waits for a turn that will not come)."""
+        try:
+            while self.gate.wait_turn(k):
+                job = self.todo.get()
+                if job is _SENTINEL:
+                    return
+                if not self.stop.is_set():  # after a stop, what is queued is dropped
+                    self.decode_one(job)
+        except BaseException as exc:
+            log.exception("decoding thread %d failed", k)
+            self.stop.set()
+            self.gate.close()
+            self.results_q.put(exc)
+
+    def decode_one(self, job: J) -> None:
+        """Decode ``job`` (a failure is the job's ``error``, never fatal for the run) and pass
+        it on to the detect workers."""
+        try:
+            with self.gate.measure():
+                self.stages.decode(job)
+        except Exception as exc:  # recorded per job, never fatal for the run
+            job.error = self.stages.error_text(exc)
+        self.decoded.put(job)
+
+    # -------------------------------------------------------------- detect and classify
+
+    def detect_stage(self, close: Callable[[], None]) -> None:
+        """A detect worker: batches of about ``detect_frames`` decoded frames through
+        ``detect`` (jobs with an error pass untouched), on to the classify workers."""
+        done = False
+        while not done:
+            batch, done = _gather(self.decoded, self.detect_frames)
+            live = [j for j in batch if j.error is None]
+            if live:
+                self.isolate(self.stages.detect, live)
+            for job in batch:
+                self.detected.put(job)
+        close()
+
+    def classify_stage(self, close: Callable[[], None]) -> None:
+        """A classify worker: batches of about ``classify_frames`` frames through
+        ``classify``; every job of the batch goes to ``finish`` (with ``None`` for a job
+        that failed) and its result to the consumer, tagged with the job's index."""
+        done = False
+        while not done:
+            batch, done = _gather(self.detected, self.classify_frames)
+            live = [j for j in batch if j.error is None]
+            values: dict[int, Any] = {}
+            if live:
+                out = self.isolate(self.stages.classify, live)
+                values = {
+                    j.index: v for j, v in zip(live, out) if j.error is None and v is not None
+                }
+            for job in batch:
+                self.results_q.put((job.index, self.stages.finish(job, values.get(job.index))))
+        close()
+
+    def isolate(self, stage: Callable[[list[J]], Any], batch: list[J]) -> list[Any]:
         """``stage(batch)`` as a list aligned with ``batch``; on failure, each job alone, so
         only the culprit gets the error (and None)."""
         try:
             out = stage(batch)
         except Exception as exc:
             if len(batch) == 1:
-                batch[0].error = stages.error_text(exc)
+                batch[0].error = self.stages.error_text(exc)
                 return [None]
             log.debug("a batch of %d failed (%s); retrying one by one", len(batch), exc)
-            return [value for job in batch for value in isolate(stage, [job])]
+            return [value for job in batch for value in self.isolate(stage, [job])]
         return [None] * len(batch) if out is None else list(out)
 
-    def decode_one(job: J) -> None:
-        try:
-            with gate.measure():
-                stages.decode(job)
-        except Exception as exc:  # recorded per job, never fatal for the run
-            job.error = stages.error_text(exc)
-        decoded.put(job)
+    # -------------------------------------------------------------- results (the consumer)
 
-    def decoder(k: int) -> None:
-        """Decoding thread ``k``: decodes while the gate gives it a turn, so that with fewer
-        turns than threads the same threads do the work (fewer malloc arenas in use). A bug
-        that escapes ``decode_one`` stops the run with that exception (the gate is closed, so
-        no thread waits for a turn that will not come)."""
+    def results(self, ordered: bool) -> Iterator[R]:
+        """The results as they come (``ordered=False``) or in input order (held back until
+        the jobs before them are done); each result yielded frees one slot for the feeder.
+        Raises what a stage or the input iterator raised. On exit (the end, an exception, or
+        the consumer closing the generator) the run stops and every waiting feeder is let
+        go."""
+        pending: dict[int, R] = {}
+        next_index = 0
         try:
-            while gate.wait_turn(k):
-                job = todo.get()
-                if job is _SENTINEL:
-                    return
-                if not stop.is_set():  # after a stop, what is queued is dropped
-                    decode_one(job)
-        except BaseException as exc:
-            log.exception("decoding thread %d failed", k)
-            stop.set()
-            gate.close()
-            results.put(exc)
-
-    def feeder() -> None:
-        decoders = [
-            threading.Thread(target=decoder, args=(k,), name=f"dfe-decode-{k}", daemon=True)
-            for k in range(decode_workers)
-        ]
-        for t in decoders:
-            t.start()
-        try:
-            for job in source:
-                slots.acquire()
-                if stop.is_set():
+            while True:
+                item = self.results_q.get()
+                if item is _SENTINEL:
                     break
-                todo.put(job)
-        except Exception as exc:  # the input iterator itself failed
-            log.error("reading the list of inputs failed: %s", exc)
-            results.put(exc)
+                if isinstance(item, BaseException):
+                    raise item
+                index, result = item
+                if not ordered:
+                    self.slots.release()
+                    yield result
+                    continue
+                pending[index] = result
+                while next_index in pending:
+                    self.slots.release()
+                    yield pending.pop(next_index)
+                    next_index += 1
+            for index in sorted(pending):  # only if a stage lost an index
+                yield pending.pop(index)
         finally:
-            for _ in decoders:
-                todo.put(_SENTINEL)
-            gate.close()  # threads without a turn end; the others decode what is queued
-            for t in decoders:
-                t.join()
-        decoded.put(_SENTINEL)
+            self.stop.set()
+            for _ in range(self.max_in_flight + 1):
+                self.slots.release()
 
-    def gather(q: queue.Queue, limit: int) -> tuple[list[J], bool]:
-        first = q.get()
-        if first is _SENTINEL:
-            return [], True
-        batch, frames = [first], first.size
-        while frames < limit:
-            try:
-                item = q.get_nowait()
-            except queue.Empty:
-                break
-            if item is _SENTINEL:
-                return batch, True
-            batch.append(item)
-            frames += item.size
-        return batch, False
 
-    def closing(workers: int, q_in: queue.Queue, on_last: Callable[[], None]) -> Callable[[], None]:
-        """What a stage worker does at the end of input: pass the sentinel on to the next
-        worker of its stage; the last one out calls ``on_last``."""
-        left = [workers]
-        lock = threading.Lock()
+def _gather(q: queue.Queue, limit: int) -> tuple[list[J], bool]:
+    """A batch from ``q``: the next job (waiting for it), then those already queued while the
+    batch holds fewer than ``limit`` frames; and whether the end of input was taken."""
+    first = q.get()
+    if first is _SENTINEL:
+        return [], True
+    batch, frames = [first], first.size
+    while frames < limit:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            break
+        if item is _SENTINEL:
+            return batch, True
+        batch.append(item)
+        frames += item.size
+    return batch, False
 
-        def close() -> None:
-            with lock:
-                left[0] -= 1
-                last = left[0] == 0
-            if last:
-                on_last()
-            else:
-                q_in.put(_SENTINEL)
 
-        return close
+def _closing(workers: int, q_in: queue.Queue, on_last: Callable[[], None]) -> Callable[[], None]:
+    """What a stage worker does at the end of input: pass the sentinel on to the next worker
+    of its stage; the last one out calls ``on_last``."""
+    left = [workers]
+    lock = threading.Lock()
 
-    def detect_stage(close: Callable[[], None]) -> None:
-        done = False
-        while not done:
-            batch, done = gather(decoded, detect_frames)
-            live = [j for j in batch if j.error is None]
-            if live:
-                isolate(stages.detect, live)
-            for job in batch:
-                detected.put(job)
-        close()
+    def close() -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            on_last()
+        else:
+            q_in.put(_SENTINEL)
 
-    def classify_stage(close: Callable[[], None]) -> None:
-        done = False
-        while not done:
-            batch, done = gather(detected, classify_frames)
-            live = [j for j in batch if j.error is None]
-            values: dict[int, Any] = {}
-            if live:
-                out = isolate(stages.classify, live)
-                values = {
-                    j.index: v for j, v in zip(live, out) if j.error is None and v is not None
-                }
-            for job in batch:
-                results.put((job.index, stages.finish(job, values.get(job.index))))
-        close()
-
-    def guarded(stage: Callable[..., None], *args: Any) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                stage(*args)
-            except BaseException as exc:  # a bug in a stage: surface it, never hang
-                log.exception("pipeline stage %s failed", stage.__name__)
-                stop.set()
-                results.put(exc)
-
-        return run
-
-    close_detect = closing(detect_workers, decoded, lambda: detected.put(_SENTINEL))
-    close_classify = closing(classify_workers, detected, lambda: results.put(_SENTINEL))
-    workers = [(feeder, ())]
-    workers += [(detect_stage, (close_detect,))] * detect_workers
-    workers += [(classify_stage, (close_classify,))] * classify_workers
-    threads = [
-        threading.Thread(target=guarded(f, *args), name=f"dfe-{f.__name__}", daemon=True)
-        for f, args in workers
-    ]
-    for t in threads:
-        t.start()
-
-    pending: dict[int, R] = {}
-    next_index = 0
-    try:
-        while True:
-            item = results.get()
-            if item is _SENTINEL:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            index, result = item
-            if not ordered:
-                slots.release()
-                yield result
-                continue
-            pending[index] = result
-            while next_index in pending:
-                slots.release()
-                yield pending.pop(next_index)
-                next_index += 1
-        for index in sorted(pending):  # only if a stage lost an index
-            yield pending.pop(index)
-    finally:
-        stop.set()
-        for _ in range(max_in_flight + 1):
-            slots.release()
+    return close

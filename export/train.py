@@ -50,7 +50,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ from engine.core.labels import CLASSES, read_labels
 from engine.core.metrics import accuracy, confusion_matrix, roc_auc
 from export.datasets import (
     CropCache,
+    CropOptions,
     FaceCropper,
     LabelledVideo,
     PreparedSet,
@@ -707,6 +708,45 @@ def train(
     torch = require("torch", purpose="dfe train")
     if config.plots:
         _check_plots()
+    resume_path = _check_resume_path(out, config)
+    device = _select_device(config.device)
+    init = _initialise(config, detector, model)
+    data = _prepare_data(config, detector, init, train_videos, val_videos, out, progress=progress)
+    torch.manual_seed(config.seed)  # dropout draws do not depend on how the model was made
+    trainer = _Trainer(
+        config, init, data.train, data.val, device, progress=progress, on_step=on_step
+    )
+    run = _Run(
+        out=out,
+        config=config,
+        trainer=trainer,
+        data_name=_data_name(config, labels),
+        fingerprint=_fingerprint(
+            config,
+            {
+                "variant": init.variant,
+                "crops": data.crop_options.describe(),
+                "train": [[v.path, v.label] for v in data.train.videos],
+                "val": [[v.path, v.label] for v in data.val.videos],
+            },
+        ),
+        validated=bool(data.val.videos),
+    )
+    if config.resume:
+        run.resume(resume_path)
+    run.record = _training_record(
+        config, detector, labels, root_path, init, data, run.data_name, device, trainer.amp
+    )
+    run.train_epochs(on_epoch)
+    return run.result()
+
+
+# ------------------------------------------------------------------------------ train() steps
+
+
+def _check_resume_path(out: Path, config: TrainConfig) -> Path:
+    """``out``'s resume state: it must exist with ``config.resume`` and must not without it
+    (:class:`InvalidInputError` otherwise)."""
     resume_path = out / RESUME_FILE
     if resume_path.exists() and not config.resume:
         raise InvalidInputError(
@@ -718,14 +758,45 @@ def train(
             f"--resume: {out} holds no run to resume ({resume_path} is missing); start it "
             "without --resume"
         )
-    device = _select_device(config.device)
+    return resume_path
+
+
+def _initialise(config: TrainConfig, detector: EngineConfig, model: Any) -> Initialised:
+    """The model to train: built from ``config.init`` (:func:`initial_model`), or the
+    ``model`` passed to :func:`train` (variant ``config.variant``, default ``original``)."""
     if model is None:
-        init = initial_model(
+        return initial_model(
             config.init, config.variant, seed=config.seed, download=detector.download
         )
-    else:
-        variant = config.variant or "original"
-        init = Initialised(model, variant, {"init": "module passed to train()"}, "scrfd")
+    variant = config.variant or "original"
+    return Initialised(model, variant, {"init": "module passed to train()"}, "scrfd")
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The face crops of a run: the crop style and options, the crop cache, and the
+    training and validation sets (their usable videos and crops, those left out)."""
+
+    crop_style: str
+    crop_options: CropOptions
+    cache: CropCache
+    train: PreparedSet
+    val: PreparedSet
+
+
+def _prepare_data(
+    config: TrainConfig,
+    detector: EngineConfig,
+    init: Initialised,
+    train_videos: list[LabelledVideo],
+    val_videos: list[LabelledVideo],
+    out: Path,
+    *,
+    progress: bool,
+) -> _Data:
+    """Create ``out`` and the face crops of both sets (from the cache where they are, a
+    ``face crops`` progress bar on stderr). Raises :class:`InvalidInputError` when the training
+    set lacks a class; warns when validation is lost or has one class only."""
     crop_style = config.crop_style or init.crop_style
     crop_options = options_for(
         config.frames_per_video,
@@ -766,24 +837,106 @@ def train(
         log.warning("no usable validation video (all %d left out): no validation", len(val_videos))
     if val_set.videos and min(_counts(val_set.videos).values()) == 0:
         log.warning("the validation set has one class only: its ROC AUC is undefined (None)")
+    return _Data(crop_style, crop_options, cache, train_set, val_set)
 
-    torch.manual_seed(config.seed)  # dropout draws do not depend on how the model was made
-    trainer = _Trainer(config, init, train_set, val_set, device, progress=progress, on_step=on_step)
-    data_name = _data_name(config, labels)
-    fingerprint = _fingerprint(
-        config,
-        {
-            "variant": init.variant,
-            "crops": crop_options.describe(),
-            "train": [[v.path, v.label] for v in train_set.videos],
-            "val": [[v.path, v.label] for v in val_set.videos],
+
+def _training_record(
+    config: TrainConfig,
+    detector: EngineConfig,
+    labels: Path,
+    root: Path | None,
+    init: Initialised,
+    data: _Data,
+    data_name: str,
+    device: Any,
+    amp: bool,
+) -> dict[str, Any]:
+    """``train.json`` without its progress (``checkpoints``, ``best_epoch``, ``epochs_done``,
+    added after every epoch): options, data, crop style, semantics, versions."""
+    return {
+        "schema": "deepfake-engine/training",
+        "version": 1,
+        "command": "dfe train",
+        "labels": str(labels),
+        "root": str(root) if root else None,
+        "config": asdict(config),
+        "detector": {k: getattr(detector, k) for k in TRAIN_DETECTOR_FIELDS},
+        "variant": init.variant,
+        "semantics": (
+            "original: each frame one LSTM step from a zero state, video logits = linear1(mean "
+            "over frames), as the engine's FrameClassifier runs it"
+            if init.variant == "original"
+            else "sequence: batch_first LSTM with bias over each video's frames, video logits = "
+            "linear1(mean over steps), as head.onnx with reduce=mean"
+        ),
+        "reduce": "mean",
+        "seq_len": config.seq_len,
+        "sampling": config.sampling,
+        "crop_style": data.crop_style,
+        "crops": data.crop_options.describe(),
+        "input": "BGR crops, ImageNet RGB mean/std in channel order (preprocess.crop)",
+        "labels_map": {"0": "FAKE", "1": "REAL"},
+        "init": init.record,
+        "data": {
+            "name": data_name,
+            "train": _counts(data.train.videos),
+            "val": _counts(data.val.videos),
+            "validation": (
+                f"CSV {config.val}"
+                if config.val
+                else f"{config.validation_share:g} of each class, by video (seed {config.seed})"
+            ),
+            "skipped": data.train.skipped + data.val.skipped,
+            "crops_from_cache": data.train.from_cache + data.val.from_cache,
+            "cache": str(data.cache.directory),
         },
-    )
-    history: list[dict[str, Any]] = []
+        "data_name": data_name,
+        "device": str(device),
+        "amp": amp,
+        "versions": _versions(),
+        "accuracy_source": "val" if data.val.videos else "train",
+    }
+
+
+#: The keys of a ``history.json`` entry, in order.
+HISTORY_KEYS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_auc",
+    "confusion",
+    "seconds",
+)
+
+
+@dataclass
+class _Run:
+    """A run's epochs and what they leave in ``out``: the ``history`` so far, the ``best``
+    entry, the checkpoint ``files`` (name -> the info ``train.json`` lists), the first epoch
+    to run (``start``, 1-based), and the training ``record`` (``train.json``)."""
+
+    out: Path
+    config: TrainConfig
+    trainer: _Trainer
+    data_name: str
+    fingerprint: dict[str, Any]
+    validated: bool  # a validation set is used (else the last epoch is the best)
+    history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
-    files: dict[str, dict[str, Any]] = {}
-    start = 1
-    if config.resume:
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    start: int = 1
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def resume(self, resume_path: Path) -> None:
+        """Continue the run saved in ``resume_path``: the weights of its last epoch, optimizer,
+        gradient scaler and RNG states, history, best entry and files. Raises
+        :class:`InvalidInputError` (another version's state, options or data that differ
+        beyond :data:`RESUMABLE_CHANGES`) and :class:`CheckpointError` (the epoch's weights
+        missing or changed)."""
+        torch = self.trainer.torch
+        trainer, fingerprint, out = self.trainer, self.fingerprint, self.out
         state = torch.load(resume_path, map_location="cpu", weights_only=True)
         if state.get("format") != RESUME_FORMAT:
             raise InvalidInputError(f"{resume_path} is not a resume state of this version")
@@ -811,129 +964,127 @@ def train(
         if state.get("scaler") and trainer.amp:
             trainer.scaler.load_state_dict(state["scaler"])
         trainer.set_rng_state(state["rng"])
-        history, best, files = state["history"], state["best"], state["files"]
-        start = int(state["epoch"]) + 1
-        log.info("resuming %s after epoch %d", out, start - 1)
+        self.history, self.best, self.files = state["history"], state["best"], state["files"]
+        self.start = int(state["epoch"]) + 1
+        log.info("resuming %s after epoch %d", out, self.start - 1)
 
-    record = {
-        "schema": "deepfake-engine/training",
-        "version": 1,
-        "command": "dfe train",
-        "labels": str(labels),
-        "root": str(root_path) if root_path else None,
-        "config": asdict(config),
-        "detector": {k: getattr(detector, k) for k in TRAIN_DETECTOR_FIELDS},
-        "variant": init.variant,
-        "semantics": (
-            "original: each frame one LSTM step from a zero state, video logits = linear1(mean "
-            "over frames), as the engine's FrameClassifier runs it"
-            if init.variant == "original"
-            else "sequence: batch_first LSTM with bias over each video's frames, video logits = "
-            "linear1(mean over steps), as head.onnx with reduce=mean"
-        ),
-        "reduce": "mean",
-        "seq_len": config.seq_len,
-        "sampling": config.sampling,
-        "crop_style": crop_style,
-        "crops": crop_options.describe(),
-        "input": "BGR crops, ImageNet RGB mean/std in channel order (preprocess.crop)",
-        "labels_map": {"0": "FAKE", "1": "REAL"},
-        "init": init.record,
-        "data": {
-            "name": data_name,
-            "train": _counts(train_set.videos),
-            "val": _counts(val_set.videos),
-            "validation": (
-                f"CSV {config.val}"
-                if config.val
-                else f"{config.validation_share:g} of each class, by video (seed {config.seed})"
-            ),
-            "skipped": train_set.skipped + val_set.skipped,
-            "crops_from_cache": train_set.from_cache + val_set.from_cache,
-            "cache": str(cache.directory),
-        },
-        "data_name": data_name,
-        "device": str(device),
-        "amp": trainer.amp,
-        "versions": _versions(),
-        "accuracy_source": "val" if val_set.videos else "train",
-    }
-    ckpt_dir = out / CHECKPOINT_DIR
-    ckpt_dir.mkdir(exist_ok=True)
-    for epoch in range(start, config.epochs + 1):
+    def train_epochs(self, on_epoch: EpochCallback | None) -> None:
+        """Epochs ``start`` to ``config.epochs``: train, validate, checkpoint, then
+        ``on_epoch(entry)``."""
+        (self.out / CHECKPOINT_DIR).mkdir(exist_ok=True)
+        for epoch in range(self.start, self.config.epochs + 1):
+            entry = self.run_epoch(epoch)
+            self.history.append(entry)
+            self.checkpoint(epoch, entry)
+            if on_epoch is not None:
+                on_epoch(entry)
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train and validate epoch ``epoch``: its ``history.json`` entry (:data:`HISTORY_KEYS`;
+        ``seconds`` of training and validation)."""
         t0 = time.perf_counter()
-        entry: dict[str, Any] = {"epoch": epoch, **trainer.train_epoch(epoch)}
-        entry.update(trainer.validate())
+        entry: dict[str, Any] = {"epoch": epoch, **self.trainer.train_epoch(epoch)}
+        entry.update(self.trainer.validate())
         entry["seconds"] = round(time.perf_counter() - t0, 3)
-        keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc")
-        entry = {k: entry[k] for k in (*keys, "confusion", "seconds")}
-        history.append(entry)
+        return {k: entry[k] for k in HISTORY_KEYS}
+
+    def checkpoint(self, epoch: int, entry: dict[str, Any]) -> None:
+        """Save epoch ``epoch``: its weights, then the links to them (``last.pt``; ``best.pt``
+        and the named file if it is the best), ``history.json``, ``curves.png``,
+        ``train.json``, then the resume state (the commit point), then drop the epoch files no
+        link names."""
+        out, config = self.out, self.config
         # weights of this epoch, then the links to them, then the resume state (commit point)
-        weights_file = ckpt_dir / f"epoch_{epoch:03d}.pt"
-        digest = _save(trainer.weights(), weights_file)
-        acc = entry["val_acc"] if val_set.videos else entry["train_acc"]
+        weights_file = out / CHECKPOINT_DIR / f"epoch_{epoch:03d}.pt"
+        digest = _save(self.trainer.weights(), weights_file)
+        acc = entry["val_acc"] if self.validated else entry["train_acc"]
         info = {
             "epoch": epoch,
             "sha256": digest,
             "weights": str(weights_file.relative_to(out)),
             "accuracy": None if acc is None else round(100 * acc, 5),
-            "accuracy_source": record["accuracy_source"],
+            "accuracy_source": self.record["accuracy_source"],
             "val_auc": entry["val_auc"],
             "seq_len": config.seq_len,
-            "data_name": data_name,
+            "data_name": self.data_name,
         }
         _link(weights_file, out / LAST_FILE)
-        files[LAST_FILE] = info
-        if _is_better(entry, best):
-            best = entry
-            _link(weights_file, out / BEST_FILE)
-            named = f"model_{int(100 * (acc or 0))}_acc_{config.seq_len}_frames_{data_name}.pt"
-            for old in [k for k in files if k.startswith("model_") and k != named]:
-                (out / old).unlink(missing_ok=True)
-                del files[old]
-            _link(weights_file, out / named)
-            files[BEST_FILE] = files[named] = info
-        record.update(checkpoints=files, best_epoch=best["epoch"], epochs_done=epoch)
+        self.files[LAST_FILE] = info
+        if _is_better(entry, self.best):
+            self._link_best(entry, weights_file, acc, info)
+        self._write_reports(epoch)
+        self._save_resume_state(epoch, weights_file, digest)
+        self._drop_unlinked_epochs()
+
+    def _link_best(
+        self, entry: dict[str, Any], weights_file: Path, acc: float | None, info: dict[str, Any]
+    ) -> None:
+        """``entry`` is the new best: ``best.pt`` and the named file link to its weights (the
+        previous named file is removed)."""
+        out, config = self.out, self.config
+        self.best = entry
+        _link(weights_file, out / BEST_FILE)
+        named = f"model_{int(100 * (acc or 0))}_acc_{config.seq_len}_frames_{self.data_name}.pt"
+        for old in [k for k in self.files if k.startswith("model_") and k != named]:
+            (out / old).unlink(missing_ok=True)
+            del self.files[old]
+        _link(weights_file, out / named)
+        self.files[BEST_FILE] = self.files[named] = info
+
+    def _write_reports(self, epoch: int) -> None:
+        """``history.json``, ``curves.png`` (with ``config.plots``) and ``train.json`` after
+        epoch ``epoch``."""
+        out, best = self.out, self.best or {}  # never None: the first epoch is a best one
+        self.record.update(checkpoints=self.files, best_epoch=best["epoch"], epochs_done=epoch)
         _write_json(
             out / HISTORY_FILE,
             {
-                "epochs": history,
+                "epochs": self.history,
                 "best_epoch": best["epoch"],
-                "selection": "val_auc, then val_loss" if val_set.videos else "last epoch",
+                "selection": "val_auc, then val_loss" if self.validated else "last epoch",
             },
         )
-        if config.plots:
-            plot_history(history, out / CURVES_FILE)
-        _write_json(out / TRAINING_RECORD, record)
+        if self.config.plots:
+            plot_history(self.history, out / CURVES_FILE)
+        _write_json(out / TRAINING_RECORD, self.record)
+
+    def _save_resume_state(self, epoch: int, weights_file: Path, digest: str) -> None:
+        """``resume.pt``: what :meth:`resume` needs to continue after epoch ``epoch``."""
+        trainer = self.trainer
         state = {
             "format": RESUME_FORMAT,
             "epoch": epoch,
-            "weights": str(weights_file.relative_to(out)),
+            "weights": str(weights_file.relative_to(self.out)),
             "weights_sha256": digest,
             "optimizer": trainer.optimizer.state_dict(),
             "scaler": trainer.scaler.state_dict() if trainer.amp else None,
             "rng": trainer.rng_state(),
-            "history": history,
-            "best": best,
-            "files": files,
-            "fingerprint": fingerprint,
+            "history": self.history,
+            "best": self.best,
+            "files": self.files,
+            "fingerprint": self.fingerprint,
         }
-        _save(state, resume_path)
-        keep = {out / e["weights"] for e in files.values()}
-        for old in ckpt_dir.glob("epoch_*.pt"):
+        _save(state, self.out / RESUME_FILE)
+
+    def _drop_unlinked_epochs(self) -> None:
+        """Delete the epoch files under ``checkpoints/`` that no checkpoint file names."""
+        keep = {self.out / e["weights"] for e in self.files.values()}
+        for old in (self.out / CHECKPOINT_DIR).glob("epoch_*.pt"):
             if old not in keep:
                 old.unlink()
-        if on_epoch is not None:
-            on_epoch(entry)
-    if best is None:
-        raise InvalidInputError(f"{out}: no epoch has finished (epochs={config.epochs})")
-    named_file = next(k for k in files if k.startswith("model_"))
-    return TrainResult(
-        out_dir=out,
-        last=out / LAST_FILE,
-        best=out / BEST_FILE,
-        named=out / named_file,
-        history=history,
-        best_epoch=int(best["epoch"]),
-        record=out / TRAINING_RECORD,
-    )
+
+    def result(self) -> TrainResult:
+        """The :class:`TrainResult`; :class:`InvalidInputError` if no epoch has finished."""
+        out = self.out
+        if self.best is None:
+            raise InvalidInputError(f"{out}: no epoch has finished (epochs={self.config.epochs})")
+        named_file = next(k for k in self.files if k.startswith("model_"))
+        return TrainResult(
+            out_dir=out,
+            last=out / LAST_FILE,
+            best=out / BEST_FILE,
+            named=out / named_file,
+            history=self.history,
+            best_epoch=int(self.best["epoch"]),
+            record=out / TRAINING_RECORD,
+        )

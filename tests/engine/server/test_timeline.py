@@ -12,8 +12,8 @@ from html import unescape
 import pytest
 
 from engine.server import pages
-from engine.server.app import _FILE_NAME
 from engine.server.jobs import JobStore
+from engine.server.routes_pages import FILE_NAME
 from tests.engine.server.conftest import wait_done
 
 VIDEO = "pair480p_fake.mp4"  # 10 s: the tiny model finds it manipulated throughout
@@ -138,10 +138,10 @@ def test_a_server_started_with_timeline_checks_the_box():
 
 def test_file_route_pattern_takes_the_thumbnails_only():
     for name in ("tl_frame_00012.jpg", "tl_p0_00012.jpg", "tl_p11_1234567.jpg", "scores.png"):
-        assert _FILE_NAME.match(name), name
+        assert FILE_NAME.match(name), name
     for name in ("tl_frame_12.jpg", "tl_frame_00012.png", "tl_x_00012.jpg", "../tl_p0_00012.jpg",
                  "tl_p0_00012.jpg/..", "tl_p1234_00012.jpg"):  # fmt: skip
-        assert not _FILE_NAME.match(name), name
+        assert not FILE_NAME.match(name), name
 
 
 def test_an_older_data_directory_gets_the_timeline_column(tmp_path):
