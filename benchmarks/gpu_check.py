@@ -412,8 +412,9 @@ def section_model(ctx: dict[str, Any]) -> dict[str, Any]:
     out["model_dir"] = str(model)
     out["checkpoint"] = str(ckpt)
     parity = getattr(result, "parity", None)
-    sidecar = json.loads((model / "classifier.json").read_text())
-    out["export_parity"] = parity if parity is not None else sidecar.get("parity")
+    from engine.core.sidecar import load_sidecar
+
+    out["export_parity"] = parity if parity is not None else load_sidecar(model).sidecar.parity
     return out
 
 

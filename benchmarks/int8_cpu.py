@@ -81,7 +81,7 @@ def run(model_dir: Path, batches: list[int], rounds: int, models_dir: str | None
     return {
         "benchmark": "classifier fp32 vs int8 (ONNX Runtime CPU)",
         "model": str(model_dir),
-        "int8": spec.raw["graphs"]["classifier_int8"]["file"],
+        "int8": spec.graphs.classifier_int8.file,
         "ort_threads": os.environ.get("DFE_ORT_THREADS", "default"),
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],

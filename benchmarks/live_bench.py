@@ -641,12 +641,14 @@ def _seconds(path: Path) -> float:
 
 
 def _model_info(model: Path) -> dict[str, Any]:
+    from engine.core.sidecar import load_sidecar
+
     out: dict[str, Any] = {"path": str(model), "backend": "ort", "precision": "fp32"}
     try:
-        sidecar = json.loads((Path(model) / "classifier.json").read_text())
-        out["architecture"] = sidecar.get("model", {}).get("architecture")
-        out["seq_len"] = (sidecar.get("checkpoint") or {}).get("seq_len")
-        out["demo"] = bool(sidecar.get("demo"))
+        spec = load_sidecar(model)
+        out["architecture"] = spec.model.architecture
+        out["seq_len"] = spec.seq_len
+        out["demo"] = spec.demo
     except (OSError, ValueError):
         pass
     return out

@@ -240,7 +240,7 @@ class Engine:
                 "calibration_sha256": spec.calibration_sha256,
                 "precision": self.config.precision,
                 **pipeline.graphs,
-                "checkpoint_sha256": spec.raw.get("checkpoint", {}).get("sha256"),
+                "checkpoint_sha256": spec.checkpoint.sha256,
             },
             "detector": {
                 "name": self.config.detector,

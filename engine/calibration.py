@@ -185,11 +185,6 @@ def calibrate(
 
 def write(model_dir: str | Path, calibration: Calibration) -> Path:
     """Store ``calibration`` in the model's sidecar (its other sections kept); returns it."""
-    from engine.core.sidecar import SIDECAR_NAME, load_sidecar, write_sidecar
+    from engine.core.sidecar import update_sidecar
 
-    spec = load_sidecar(model_dir)
-    raw = dict(spec.raw)
-    raw["calibration"] = calibration.to_sidecar()
-    path = spec.directory / SIDECAR_NAME
-    write_sidecar(path, {k: v for k, v in raw.items() if k not in ("schema", "schema_version")})
-    return path
+    return update_sidecar(model_dir, calibration=calibration)

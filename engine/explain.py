@@ -84,8 +84,8 @@ class Explanation:
 
 def explain_weights(spec: ModelSpec) -> np.ndarray:
     """``linear1``'s weight (2, 2048), from the file named in the sidecar."""
-    info = spec.raw.get("graphs", {}).get("classifier", {}).get("explain", {})
-    path = spec.directory / info.get("weights", DEFAULT_WEIGHTS_FILE)
+    info = spec.graphs.classifier.explain
+    path = spec.directory / (info.weights if info and info.weights else DEFAULT_WEIGHTS_FILE)
     if not path.is_file():
         raise ArtifactNotFoundError(
             f"{spec.directory} has no {path.name} (linear1's weights for heatmaps): it was "

@@ -54,7 +54,7 @@ from engine.core.config import DEFAULT_DETECTOR_INPUT_SHAPE, FACES_MODES, Engine
 from engine.core.errors import EngineError, InvalidInputError
 from engine.core.records import Prediction
 from engine.core.reduce import VideoScore, fake_index, score_video
-from engine.core.sidecar import INT8_GRAPH, ModelSpec
+from engine.core.sidecar import ModelSpec
 from engine.core.verdict import Verdict, combine, decide, logit_margin, reason_text
 from preprocess.crop import Preprocessor, resize_pil
 from preprocess.face_extraction import DecodeOptions, FaceExtractor, FaceSequence
@@ -349,7 +349,7 @@ class VideoPipeline:
     def _notes(self) -> list[str]:
         """Warnings every record of this pipeline carries (what its score rests on)."""
         notes = []
-        if self.spec.raw.get("demo"):
+        if self.spec.demo:
             notes.append(
                 "untrained demo model (dfe demo): its labels and confidences mean nothing; "
                 "export a trained checkpoint with dfe export"
@@ -365,25 +365,25 @@ class VideoPipeline:
                 "the picture's lower edge can differ from exact mode's by a pixel "
                 "(--detector-input-shape square for exact mode)"
             )
-        if self.precision == "int8":
-            record = self.spec.raw.get("graphs", {}).get(INT8_GRAPH, {})
-            accuracy = record.get("accuracy", {})
-            if accuracy and not accuracy.get("within_bound", True):
+        record = self.spec.graphs.classifier_int8
+        if self.precision == "int8" and record is not None:
+            accuracy = record.accuracy
+            if accuracy is not None and accuracy.within_bound is False:
                 notes.append(
                     "the INT8 graph is outside its agreement bound (built with --force): max "
-                    f"|delta p_fake| {accuracy.get('max_abs_delta_p_fake')} against fp32 on "
+                    f"|delta p_fake| {accuracy.max_abs_delta_p_fake} against fp32 on "
                     "held-out frames; scores may differ from fp32 by that much"
                 )
-            trt_form = record.get("tensorrt_form_accuracy", {})
-            if self.backend == "tensorrt" and trt_form and not trt_form.get("within_bound", True):
+            trt_form = record.tensorrt_form_accuracy
+            if self.backend == "tensorrt" and trt_form and trt_form.within_bound is False:
                 notes.append(
                     "the TensorRT form of the INT8 graph (signed symmetric activations) was "
                     "outside the agreement bound in the CPU check: max |delta p_fake| "
-                    f"{trt_form.get('max_abs_delta_p_fake')}; --backend ort runs the Q/DQ graph "
+                    f"{trt_form.max_abs_delta_p_fake}; --backend ort runs the Q/DQ graph "
                     "that met it"
                 )
-            calibration = record.get("calibration", {})
-            calibrated = calibration.get("policy")
+            calibration = record.calibration
+            calibrated = calibration.policy if calibration is not None else None
             if calibrated is not None and calibrated != self.policy.describe():
                 notes.append(
                     f"the INT8 graph was calibrated and checked on crops made with {calibrated}, "
@@ -391,7 +391,8 @@ class VideoPipeline:
                     "measured for the former (rebuild with dfe build --precision int8 and the "
                     "same options)"
                 )
-            calibrated_faces = calibration.get("faces")  # None: built before it was recorded
+            # None: built before it was recorded
+            calibrated_faces = calibration.faces if calibration is not None else None
             if calibrated_faces is not None and calibrated_faces != self.faces:
                 notes.append(
                     f"the INT8 graph was calibrated and checked on the crops of --faces "
@@ -711,15 +712,16 @@ class VideoPipeline:
         on fewer frames averages out less of its per-frame error: say so, with that error."""
         if self.precision != "int8":
             return []
-        accuracy = self.spec.raw.get("graphs", {}).get(INT8_GRAPH, {}).get("accuracy", {})
-        measured = accuracy.get("seq_lens") or []
-        if not measured or frames >= min(measured):
+        record = self.spec.graphs.classifier_int8
+        accuracy = record.accuracy if record is not None else None
+        measured = list(accuracy.seq_lens) if accuracy is not None else []
+        if accuracy is None or not measured or frames >= min(measured):
             return []
         return [
             f"INT8 was checked against fp32 at N={measured} (max |delta p_fake| "
-            f"{accuracy.get('max_abs_delta_p_fake')} per video); this video was scored on "
+            f"{accuracy.max_abs_delta_p_fake} per video); this video was scored on "
             f"{frames} frames, which average out less of its per-frame error (up to "
-            f"{accuracy.get('max_abs_delta_p_fake_frame')} on held-out frames): use fp32 or more "
+            f"{accuracy.max_abs_delta_p_fake_frame} on held-out frames): use fp32 or more "
             "frames for a close call"
         ]
 

@@ -28,7 +28,21 @@ from engine.core.errors import InvalidInputError, ParityError
 from engine.core.hashing import sha256_file
 from engine.core.onnx_session import create_session
 from engine.core.reduce import LABELS, score_video
-from engine.core.sidecar import SIDECAR_NAME, InputSpec, remove_derived_files, write_sidecar
+from engine.core.sidecar import (
+    SIDECAR_NAME,
+    CheckpointInfo,
+    ClassifierGraph,
+    ExplainInfo,
+    GraphRecord,
+    Graphs,
+    InputSpec,
+    ModelInfo,
+    PreprocessingInfo,
+    Sidecar,
+    TrainingInfo,
+    remove_derived_files,
+    write_sidecar,
+)
 from network.checkpoint import LoadedCheckpoint, build_model, load_checkpoint, training_record
 from preprocess.crop import INPUT_SIZE, normalize
 from preprocess.dlib_map import check_crop_style
@@ -43,7 +57,7 @@ HEAD_FILE = "head.onnx"
 # linear1's weight (2, 2048), float32: ``dfe explain`` weights the ``fmap`` output with the row of
 # the predicted class (the original's plot_heat_map). A small file, so the graph stays as is.
 EXPLAIN_WEIGHTS_FILE = "linear1.npy"
-FMAP_SHAPE = ["frames", 2048, 4, 4]
+FMAP_SHAPE = ("frames", 2048, 4, 4)
 
 
 @dataclass(frozen=True)
@@ -232,46 +246,24 @@ def _trained(record: dict[str, Any] | None, key: str) -> Any:
     return record["checkpoint"].get(key, record.get(key))
 
 
-def export_checkpoint(
-    checkpoint: str | Path,
-    outdir: str | Path,
-    *,
-    reduce: str = "mean",
-    variant: str | None = None,
-    seq_len: int | None = None,
-    parity_seq_lens: tuple[int, ...] = PARITY_SEQ_LENS,
-    parity_videos: list[np.ndarray] | None = None,
-    tolerance: float = PARITY_TOLERANCE,
-    extra: dict[str, Any] | None = None,
-    crop_style: str | None = None,
-) -> ExportResult:
-    """Export ``checkpoint`` into ``outdir`` and verify it. ``parity_videos`` (normalised
-    float32 arrays, one per video) default to synthetic crops at ``parity_seq_lens``.
-    ``crop_style`` is the model's default crop style recorded in the sidecar; None picks it
-    (see :func:`default_crop_style`)."""
-    if crop_style is not None:
-        check_crop_style(crop_style)
-    if reduce not in REDUCE_MODES:
-        raise InvalidInputError(
-            f"unknown reduce mode {reduce!r}; supported values are {', '.join(REDUCE_MODES)}"
-        )
-    torch = require("torch", purpose="exporting checkpoints")
-    t0 = time.perf_counter()
-    ckpt = load_checkpoint(checkpoint, variant=variant)
-    model = build_model(ckpt)
-    torch.manual_seed(0)
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    # Build in a scratch directory next to the target, move into place only after parity.
+def write_verified_graphs(
+    ckpt: LoadedCheckpoint,
+    model: Any,
+    outdir: Path,
+    parity_videos: list[np.ndarray],
+    tolerance: float,
+) -> tuple[Path, Path | None, Path, dict[str, Any]]:
+    """Export the graphs of ``model`` (and ``linear1``'s weights for ``dfe explain``) into a
+    scratch folder in ``outdir``, check parity on ``parity_videos`` (:func:`check_parity`) and
+    only then move them into place, removing a stale head and what was made from the graphs
+    replaced (:data:`engine.core.sidecar.DERIVED_FILES`). Returns the classifier graph, the
+    head graph (None: the original variant), the explain weights and the parity report;
+    raises :class:`ParityError` (nothing written) when parity fails."""
     with tempfile.TemporaryDirectory(dir=outdir, prefix=".export-") as tmp:
         tmpdir = Path(tmp)
         cls_tmp, head_tmp = export_model_graphs(ckpt, model, tmpdir)
         weights_tmp = tmpdir / EXPLAIN_WEIGHTS_FILE
         np.save(weights_tmp, model.linear1.weight.detach().float().numpy())
-        if parity_videos is None:
-            parity_videos = [
-                normalize(synthetic_crops(n, seed=100 + i)) for i, n in enumerate(parity_seq_lens)
-            ]
         runner = ClassifierRunner(  # the runtime's default classifier batch
             create_session(cls_tmp), create_session(head_tmp) if head_tmp else None
         )
@@ -296,40 +288,58 @@ def export_checkpoint(
             (outdir / HEAD_FILE).unlink()  # stale head from an earlier sequence-variant export
         for stale in remove_derived_files(outdir):  # made from the graphs just replaced
             log.info("removed %s (made from the graphs this export replaced)", stale)
-    graphs: dict[str, Any] = {
-        "classifier": {
-            "file": classifier.name,
-            "sha256": sha256_file(classifier),
-            "inputs": {"frames": ["frames", 3, INPUT_SIZE, INPUT_SIZE]},
-            "outputs": (
-                {"logits": ["frames", 2], "features": ["frames", 2048], "fmap": FMAP_SHAPE}
+    return classifier, head, explain_weights, parity
+
+
+def graph_records(classifier: Path, head: Path | None, explain_weights: Path) -> Graphs:
+    """The sidecar's ``graphs`` section of the exported graphs: files, sha256, input and
+    output shapes, what ``dfe explain`` reads, and what the outputs mean."""
+    frames_in = {"frames": ("frames", 3, INPUT_SIZE, INPUT_SIZE)}
+    features = ("frames", 2048)
+    return Graphs(
+        classifier=ClassifierGraph(
+            file=classifier.name,
+            sha256=sha256_file(classifier),
+            inputs=frames_in,
+            outputs=(
+                {"logits": ("frames", 2), "features": features, "fmap": FMAP_SHAPE}
                 if head is None
-                else {"features": ["frames", 2048], "fmap": FMAP_SHAPE}
+                else {"features": features, "fmap": FMAP_SHAPE}
             ),
-            "explain": {
-                "output": "fmap",
-                "weights": explain_weights.name,
-                "weights_sha256": sha256_file(explain_weights),
-                "semantics": "last conv feature map (optional output, request it only to "
+            explain=ExplainInfo(
+                output="fmap",
+                weights=explain_weights.name,
+                weights_sha256=sha256_file(explain_weights),
+                semantics="last conv feature map (optional output, request it only to "
                 "explain); heatmap = fmap^T . linear1.weight[predicted class], as the "
                 "original's plot_heat_map",
-            },
-            "semantics": (
+            ),
+            semantics=(
                 "per-frame logits: one LSTM step from a zero state per frame (W_hh and the "
                 "forget gate folded away), then linear1; reduce per video in the runtime"
                 if head is None
                 else "per-frame pooled CNN features; the head runs the LSTM over each video"
             ),
-        }
-    }
-    if head is not None:
-        graphs["head"] = {
-            "file": head.name,
-            "sha256": sha256_file(head),
-            "inputs": {"features": ["videos", "steps", 2048]},
-            "outputs": {"logits": ["videos", "steps", 2]},
-            "semantics": "per-step logits of a batch_first LSTM; pad videos at the end",
-        }
+        ),
+        head=None
+        if head is None
+        else GraphRecord(
+            file=head.name,
+            sha256=sha256_file(head),
+            inputs={"features": ("videos", "steps", 2048)},
+            outputs={"logits": ("videos", "steps", 2)},
+            semantics="per-step logits of a batch_first LSTM; pad videos at the end",
+        ),
+    )
+
+
+def checkpoint_record(
+    ckpt: LoadedCheckpoint, *, seq_len: int | None, crop_style: str | None
+) -> tuple[CheckpointInfo, PreprocessingInfo]:
+    """The sidecar's ``checkpoint`` section (file, sha256, the N it was trained for: ``seq_len``,
+    else its file name's, else its training record's; accuracy, data, training record) and
+    ``preprocessing`` section (the crop style: ``crop_style``, else
+    :func:`default_crop_style`, and where it came from)."""
     name = ckpt.name
     trained = training_record(ckpt)
     style = crop_style or default_crop_style(ckpt)
@@ -342,53 +352,103 @@ def export_checkpoint(
     trained_seq_len = seq_len if seq_len is not None else (name.seq_len if name else None)
     if trained_seq_len is None and trained is not None:
         trained_seq_len = trained.get("seq_len")
-    data: dict[str, Any] = {
-        "model": {
-            "architecture": "resnext50_32x4d + LSTM(2048, 2048) + Linear(2048, 2)",
-            "variant": ckpt.variant,
-            "variant_source": ckpt.variant_source,
-            "lstm_bias": ckpt.lstm_bias,
-            "lstm_batch_first": ckpt.variant == "sequence",
-        },
-        "reduce": reduce,
-        "input": InputSpec().as_dict(),
-        "preprocessing": {
-            "sampling": "first",
-            "crop": "tight",
-            "crop_style": style,
-            "crop_style_source": style_source,
-            "crop_rounding": "nearest, then clipped to the frame",
-            "no_face": "full_frame",
-        },
-        "labels": {str(k): v for k, v in LABELS.items()},
-        "checkpoint": {
-            "file": ckpt.path.name,
-            "path": str(ckpt.path.resolve()),
-            "sha256": ckpt.sha256,
-            "size_bytes": ckpt.size_bytes,
-            "layout": ckpt.layout,
-            "seq_len": trained_seq_len,
-            "accuracy": name.accuracy if name else _trained(trained, "accuracy"),
-            "data": name.data if name else _trained(trained, "data_name"),
-            "training": None
-            if trained is None
-            else {
-                "record": str(ckpt.path.parent / "train.json"),
-                "epoch": trained["checkpoint"].get("epoch"),
-                "accuracy_source": trained.get("accuracy_source"),
-                "crop_style": trained.get("crop_style"),
-                "sampling": trained.get("sampling"),
-            },
-        },
-        "graphs": graphs,
-        "opset": OPSET,
-        "exporter": "torch.onnx.export (TorchScript-based, dynamo=False)",
-        "versions": _versions(),
-        "parity": parity,
-        "export_seconds": round(time.perf_counter() - t0, 2),
-        **(extra or {}),
-    }
-    sidecar = outdir / SIDECAR_NAME
-    write_sidecar(sidecar, data)
+    checkpoint = CheckpointInfo(
+        file=ckpt.path.name,
+        path=str(ckpt.path.resolve()),
+        sha256=ckpt.sha256,
+        size_bytes=ckpt.size_bytes,
+        layout=ckpt.layout,
+        seq_len=trained_seq_len,
+        accuracy=name.accuracy if name else _trained(trained, "accuracy"),
+        data=name.data if name else _trained(trained, "data_name"),
+        training=None
+        if trained is None
+        else TrainingInfo(
+            record=str(ckpt.path.parent / "train.json"),
+            epoch=trained["checkpoint"].get("epoch"),
+            accuracy_source=trained.get("accuracy_source"),
+            crop_style=trained.get("crop_style"),
+            sampling=trained.get("sampling"),
+        ),
+    )
+    preprocessing = PreprocessingInfo(
+        sampling="first",
+        crop="tight",
+        crop_style=style,
+        crop_style_source=style_source,
+        crop_rounding="nearest, then clipped to the frame",
+        no_face="full_frame",
+    )
+    return checkpoint, preprocessing
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    outdir: str | Path,
+    *,
+    reduce: str = "mean",
+    variant: str | None = None,
+    seq_len: int | None = None,
+    parity_seq_lens: tuple[int, ...] = PARITY_SEQ_LENS,
+    parity_videos: list[np.ndarray] | None = None,
+    tolerance: float = PARITY_TOLERANCE,
+    extra: dict[str, Any] | None = None,
+    crop_style: str | None = None,
+) -> ExportResult:
+    """Export ``checkpoint`` into ``outdir`` and verify it. ``parity_videos`` (normalised
+    float32 arrays, one per video) default to synthetic crops at ``parity_seq_lens``.
+    ``crop_style`` is the model's default crop style recorded in the sidecar; None picks it
+    (see :func:`default_crop_style`). ``extra`` adds top-level keys to the sidecar
+    (``demo``: True for an untrained model; others are kept as they are).
+
+    The steps: the graphs written and checked (:func:`write_verified_graphs`), then the
+    sidecar made of :func:`graph_records` and :func:`checkpoint_record`."""
+    if crop_style is not None:
+        check_crop_style(crop_style)
+    if reduce not in REDUCE_MODES:
+        raise InvalidInputError(
+            f"unknown reduce mode {reduce!r}; supported values are {', '.join(REDUCE_MODES)}"
+        )
+    torch = require("torch", purpose="exporting checkpoints")
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(checkpoint, variant=variant)
+    model = build_model(ckpt)
+    torch.manual_seed(0)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    if parity_videos is None:
+        parity_videos = [
+            normalize(synthetic_crops(n, seed=100 + i)) for i, n in enumerate(parity_seq_lens)
+        ]
+    # Built in a scratch directory next to the target, moved into place only after parity.
+    classifier, head, explain_weights, parity = write_verified_graphs(
+        ckpt, model, outdir, parity_videos, tolerance
+    )
+    checkpoint_info, preprocessing = checkpoint_record(ckpt, seq_len=seq_len, crop_style=crop_style)
+    extra = dict(extra or {})
+    sidecar = Sidecar(
+        model=ModelInfo(
+            architecture="resnext50_32x4d + LSTM(2048, 2048) + Linear(2048, 2)",
+            variant=ckpt.variant,
+            variant_source=ckpt.variant_source,
+            lstm_bias=ckpt.lstm_bias,
+            lstm_batch_first=ckpt.variant == "sequence",
+        ),
+        reduce=reduce,
+        input=InputSpec(),
+        preprocessing=preprocessing,
+        labels=LABELS,
+        checkpoint=checkpoint_info,
+        graphs=graph_records(classifier, head, explain_weights),
+        opset=OPSET,
+        exporter="torch.onnx.export (TorchScript-based, dynamo=False)",
+        versions=_versions(),
+        parity=parity,
+        export_seconds=round(time.perf_counter() - t0, 2),
+        demo=bool(extra.pop("demo", False)),
+        extra=extra,
+    )
+    path = outdir / SIDECAR_NAME
+    write_sidecar(path, sidecar)
     log.info("exported %s to %s (parity %.2g)", ckpt.path, outdir, parity["max_abs_prob_diff"])
-    return ExportResult(outdir, classifier, head, sidecar, parity)
+    return ExportResult(outdir, classifier, head, path, parity)

@@ -88,24 +88,24 @@ def find_checkpoint(spec: Any, explicit: str | Path | None = None) -> Path:
     or where it was at export time; its sha256 must match the sidecar's."""
     from engine.core.hashing import sha256_file
 
-    info = spec.raw.get("checkpoint", {})
+    info = spec.checkpoint
     if explicit and not Path(explicit).is_file():  # a typo must not fall back to another file
         raise ArtifactNotFoundError(
             f"--checkpoint {explicit}: no such file; give the checkpoint {spec.directory} was "
-            f"exported from ({info.get('file')!r}), or leave --checkpoint out to use it"
+            f"exported from ({info.file!r}), or leave --checkpoint out to use it"
         )
     candidates = [Path(explicit)] if explicit else []
-    candidates += [spec.directory / info.get("file", ""), Path(info.get("path", ""))]
+    candidates += [spec.directory / (info.file or ""), Path(info.path or "")]
     for c in candidates:
         if c.is_file():
-            if info.get("sha256") and sha256_file(c) != info["sha256"]:
+            if info.sha256 and sha256_file(c) != info.sha256:
                 raise ModelFormatError(
                     f"{c} is not the checkpoint {spec.directory} was exported from (sha256 "
                     f"differs from the sidecar's); pass the right file or re-export"
                 )
             return c
     raise ArtifactNotFoundError(
-        f"the torch backend needs the training checkpoint {info.get('file')!r} of "
+        f"the torch backend needs the training checkpoint {info.file!r} of "
         f"{spec.directory}; put it next to classifier.json or pass checkpoint=PATH"
     )
 

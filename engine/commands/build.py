@@ -18,11 +18,14 @@ import argparse
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.core.config import EngineConfig, default_of
 from engine.core.errors import InvalidInputError
 from engine.options import DETECTOR_FIELDS, add_options, config_from_args
+
+if TYPE_CHECKING:
+    from engine.core.sidecar import Int8Graph
 
 # the options of the detector and face policy that make the calibration crops
 CROP_FIELDS = (*DETECTOR_FIELDS, "face", "margin", "crop_style")
@@ -143,15 +146,18 @@ def _build_int8(args: argparse.Namespace, spec: Any) -> None:
 
     selection = FrameSelection(args.calib_start, args.calib_step, args.calib_frames)
     if "int8" in spec.precisions and not (args.rebuild or args.report) and args.calib is None:
-        rec = spec.raw["graphs"]["classifier_int8"]
-        cal = rec.get("calibration", {})
-        first = cal.get("first_method", cal.get("method"))
-        if first == args.calib_method and cal.get("frames") == {
-            "start": selection.start,
-            "step": selection.step,
-            "count": selection.count,
-        }:
-            print(f"{spec.directory / rec['file']} is up to date (--rebuild to redo)")
+        rec = spec.graphs.classifier_int8
+        assert rec is not None  # "int8" in spec.precisions
+        cal = rec.calibration
+        first = (cal.first_method or cal.method) if cal is not None else None
+        frames = cal.frames if cal is not None else None
+        if (
+            first == args.calib_method
+            and frames is not None
+            and (frames.start, frames.step, frames.count)
+            == (selection.start, selection.step, selection.count)
+        ):
+            print(f"{spec.directory / rec.file} is up to date (--rebuild to redo)")
             _print_int8(rec)
             return
     calib = list(expand_inputs(args.calib)) if args.calib else None
@@ -200,8 +206,13 @@ def _print_report(directory: Path) -> None:
     print(f"  full table: {directory / (REPORT_STEM + '.md')} (and .json)")
 
 
-def _print_int8(rec: dict[str, Any]) -> None:
-    cal, acc, q = rec["calibration"], rec["accuracy"], rec["quantization"]
+def _print_int8(rec: Int8Graph) -> None:
+    """What the sidecar records of an INT8 graph, in a few lines (a record missing a section
+    ``dfe build`` writes cannot be printed: rebuild it with --rebuild)."""
+    cal, acc, q = rec.calibration, rec.accuracy, rec.quantization
+    if cal is None or cal.frames is None or acc is None or acc.bound is None:
+        print(f"  {rec.file}: its sidecar record is incomplete; rebuild it with --rebuild")
+        return
     g = q["graph"]
     print(
         f"  Q/DQ: {g['quantize_linear']} QuantizeLinear, {g['dequantize_linear']} "
@@ -209,31 +220,32 @@ def _print_int8(rec: dict[str, Any]) -> None:
         f"{'/'.join(g['weight_types'])} ({g['per_channel_weights']} per-channel)"
     )
     print(
-        f"  calibration: {cal['crops']} crops from {len(cal['videos'])} videos "
-        f"(frames {cal['frames']['start']}+ step {cal['frames']['step']}), {cal['method']}"
+        f"  calibration: {cal.crops} crops from {len(cal.videos)} videos "
+        f"(frames {cal.frames.start}+ step {cal.frames.step}), {cal.method}"
     )
-    search = rec.get("search")
+    search = rec.search
+    bound = acc.bound.max_abs_delta_p_fake
     if search:
         from engine.optimize.int8_search import format_trials
 
         print(
-            f"  chosen: {search['chosen']['method']} ranges, {len(search['fp32_nodes'])} nodes "
-            f"in fp32, {search['speed']['speedup']:.2f}x fp32 classifier frames/s "
-            f"({search['stopped']}); tried:"
+            f"  chosen: {search.chosen['method']} ranges, {len(search.fp32_nodes)} nodes "
+            f"in fp32, {search.speed['speedup']:.2f}x fp32 classifier frames/s "
+            f"({search.stopped}); tried:"
         )
-        bound = acc["bound"]["max_abs_delta_p_fake"]
-        print("    " + format_trials(search["trials"], bound).replace("\n", "\n    "))
+        print("    " + format_trials(search.trials, bound).replace("\n", "\n    "))
+    held = acc.held_out.crops if acc.held_out is not None else None
     print(
-        f"  held-out cost (N={acc['seq_lens']}, {acc['held_out']['crops']} crops): max |delta "
-        f"p_fake| {acc['max_abs_delta_p_fake']:.4f} (bound {acc['bound']['max_abs_delta_p_fake']})"
-        f", decisive label agreement {acc['label_agreement_decisive']}, "
-        f"{'within bound' if acc['within_bound'] else 'OUTSIDE THE BOUND'}"
+        f"  held-out cost (N={list(acc.seq_lens)}, {held} crops): max |delta "
+        f"p_fake| {acc.max_abs_delta_p_fake:.4f} (bound {bound})"
+        f", decisive label agreement {acc.label_agreement_decisive}, "
+        f"{'within bound' if acc.within_bound else 'OUTSIDE THE BOUND'}"
     )
-    trt = rec.get("tensorrt_form_accuracy") or {}
-    if trt and not trt.get("within_bound", True):
+    trt = rec.tensorrt_form_accuracy
+    if trt and trt.within_bound is False:
         print(
             f"  warning: the TensorRT form of this graph (signed symmetric activations) is "
-            f"outside the bound on CPU: max |delta p_fake| {trt['max_abs_delta_p_fake']:.4f}; "
+            f"outside the bound on CPU: max |delta p_fake| {trt.max_abs_delta_p_fake:.4f}; "
             "check TensorRT INT8 results before relying on them",
             file=sys.stderr,
         )

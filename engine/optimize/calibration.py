@@ -23,6 +23,7 @@ import numpy as np
 
 from engine.core.errors import ArtifactNotFoundError, InvalidInputError, InvalidVideoError
 from engine.core.paths import env, in_checkout, shared_dir
+from engine.core.sidecar import FrameRange
 from preprocess.crop import Preprocessor
 from preprocess.face_extraction import DecodeOptions, FaceExtractor
 from preprocess.faces import FacePolicy
@@ -161,14 +162,13 @@ def video_crops(
     return out
 
 
-def describe_set(
-    crops: Sequence[VideoCrops], selection: FrameSelection, **extra: Any
-) -> dict[str, Any]:
-    """The sidecar record of a crop set: videos, frames per video, crop count, selection."""
+def describe_set(crops: Sequence[VideoCrops], selection: FrameSelection) -> dict[str, Any]:
+    """The fields of a crop set's sidecar record (:class:`engine.core.sidecar.CropSet` and
+    the records built on it): the videos (file names), the frame selection, the frames used per
+    video and the crop count."""
     return {
-        "videos": [Path(c.video).name for c in crops],
-        "frames": asdict(selection),
+        "videos": tuple(Path(c.video).name for c in crops),
+        "frames": FrameRange(**asdict(selection)),
         "frames_per_video": {Path(c.video).name: len(c.frame_indices) for c in crops},
         "crops": int(sum(len(c.crops) for c in crops)),
-        **extra,
     }

@@ -39,7 +39,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,12 +52,18 @@ from engine.core.qdq_rewrite import cpu_qdq_model
 from engine.core.reduce import score_video
 from engine.core.sidecar import (
     INT8_FILE,
-    INT8_GRAPH,
     INT8_REPORT_STEM,
-    SIDECAR_NAME,
+    AgreementBound,
+    GraphSource,
+    HeldOutSet,
+    Int8Accuracy,
+    Int8Calibration,
+    Int8Graph,
+    Int8Search,
     ModelSpec,
+    TensorRTFormAccuracy,
     load_sidecar,
-    write_sidecar,
+    update_sidecar,
 )
 from engine.optimize.calibration import (
     CALIBRATION_FRAMES,
@@ -88,6 +94,9 @@ from engine.optimize.int8_search import (  # re-exported: the CLI and tests impo
 )
 from engine.optimize.trt_qdq import tensorrt_qdq  # re-exported: tests import it here
 
+if TYPE_CHECKING:
+    from preprocess.faces import FacePolicy
+
 log = logging.getLogger(__name__)
 
 REPORT_STEM = INT8_REPORT_STEM  # + .json / .md, next to the model
@@ -106,7 +115,7 @@ REPORT_CROPS = 48  # held-out crops for the per-node measurements (8 per default
 class Int8Result:
     path: Path
     sidecar: Path
-    record: dict[str, Any]  # what went into graphs["classifier_int8"]
+    record: Int8Graph  # what went into graphs["classifier_int8"]
     report: tuple[Path, Path] | None = None  # the --report files (JSON, Markdown)
     search: SearchResult | None = None
 
@@ -258,6 +267,283 @@ def compare_outputs(
 # ------------------------------------------------------------------------------ the build
 
 
+@dataclass(frozen=True)
+class CropSets:
+    """The crops an INT8 build calibrates on and checks against (:func:`gather_crops`)."""
+
+    calib: list[VideoCrops]  # the calibration crops of each video
+    held: list[VideoCrops]  # the held-out crops of each video (faceless frames kept)
+    seconds: float  # wall time spent making them
+    overlap: list[str]  # videos whose held-out frames are also calibration frames
+
+    def interleaved_held(self) -> np.ndarray:
+        """Every held-out crop, in round-robin order over the videos (every video in any
+        prefix: what the speed and per-node measurements take the first crops of)."""
+        return _interleave([c.crops for c in self.held])
+
+
+def gather_crops(
+    spec: ModelSpec,
+    config: EngineConfig,
+    policy: FacePolicy,
+    videos: Sequence[Path],
+    held_videos: Sequence[Path],
+    calib_frames: FrameSelection,
+    eval_frames: FrameSelection,
+) -> CropSets:
+    """Step 1 of :func:`build_int8`: the calibration crops (``calib_frames`` of ``videos``)
+    and the held-out ones (``eval_frames`` of ``held_videos``, faceless frames kept as the
+    runtime scores them), made by the runtime's face chain as ``config`` and ``policy``
+    describe it (the detector opened from ``config``, who is scored, the detector input, fast
+    mode, decode options). Warns when held-out frames overlap the calibration frames."""
+    from engine.api import open_detector
+    from preprocess.crop import Preprocessor
+    from preprocess.face_extraction import DecodeOptions
+
+    preprocessor = Preprocessor(spec.input)
+    det = open_detector(config)
+    t0 = time.perf_counter()
+    chain = {  # the runtime's face chain: who is scored, the detector input, fast mode, decode
+        "policy": policy,
+        "preprocessor": preprocessor,
+        "faces": config.faces,
+        "size_probe": config.size_probe,
+        "detect_every": config.detect_every,
+        "decode": DecodeOptions.from_config(config),
+    }
+    calib = video_crops(videos, det, calib_frames, **chain)
+    held = video_crops(held_videos, det, eval_frames, keep_faceless=True, **chain)
+    seconds = time.perf_counter() - t0
+    overlap = [
+        Path(c.video).name
+        for c in calib
+        for h in held
+        if c.video == h.video and set(c.frame_indices) & set(h.frame_indices)
+    ]
+    if overlap:
+        log.warning("held-out frames overlap the calibration frames of %s", overlap)
+    return CropSets(calib, held, seconds, overlap)
+
+
+def calibrate(classifier: Path, crops: CropSets, tmp: Path) -> tuple[Path, Calibration]:
+    """Step 2 of :func:`build_int8`: the fp32 graph pre-processed for quantization (written
+    to ``tmp``) and one ONNX Runtime calibration pass over every calibration crop (videos
+    interleaved, read in chunks), from which each configuration tried takes its ranges."""
+    pre = pre_process(classifier, tmp / "preprocessed.onnx")
+    calibration = Calibration.collect(
+        pre, _interleave([c.crops for c in crops.calib]), batch=CALIB_BATCH, chunk=CALIB_CHUNK
+    )
+    return pre, calibration
+
+
+class Int8Trials:
+    """Step 3 of :func:`build_int8`: what the search (:func:`engine.optimize.int8_search.
+    search`) calls. Each configuration is quantized (ONNX Runtime static Q/DQ, from the one
+    calibration) into ``tmp``, loaded as the CPU runtime loads it, measured against the fp32
+    graph on the held-out crops (:func:`compare_outputs`) and timed against it in the same loop
+    (:func:`~engine.optimize.int8_search.relative_speed`); per-node contributions to the error
+    are measured on demand, once per graph. Making one runs the fp32 graph on the held-out
+    crops (``ref``)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        pre: Path,
+        calibration: Calibration,
+        held: Sequence[VideoCrops],
+        tmp: Path,
+        *,
+        batch_size: int,
+        speed_crops: np.ndarray,
+        report_crops: np.ndarray,
+        speed_rounds: int,
+        bar: Any,
+    ) -> None:
+        self.spec = spec
+        self.pre = pre  # the pre-processed fp32 graph every configuration is quantized from
+        self.calibration = calibration
+        self.held = held
+        self.tmp = tmp  # where the trial graphs are written
+        self.batch_size = batch_size
+        self.speed_crops = speed_crops  # held-out crops timed per run
+        self.report_crops = report_crops  # held-out crops of the per-node measurements
+        self.speed_rounds = speed_rounds
+        self.bar = bar  # the build's progress bar (tqdm)
+        self.head = create_session(spec.head_file) if spec.head_file is not None else None
+        self.fp32_session = create_session(spec.classifier_file)
+        self.ref = self.outputs(self.fp32_session)
+        self._contributions: dict[Path, dict[str, Any]] = {}
+
+    def outputs(self, classifier: Any) -> HeldOutOutputs:
+        """The held-out outputs of a classifier session (with the model's head, if any)."""
+        runner = ClassifierRunner(classifier, self.head, batch_size=self.batch_size)
+        return held_out_outputs(runner, self.held, spec=self.spec)
+
+    def cost(self, classifier: Any) -> dict[str, Any]:
+        """What a classifier session costs against fp32 on the held-out crops."""
+        return compare_outputs(
+            self.ref, self.outputs(classifier), self.held, reduce=self.spec.reduce
+        )
+
+    def try_config(self, cfg: QuantConfig) -> Trial:
+        """Quantize ``cfg`` and measure its accuracy and speed: one row of the search."""
+        self.bar.set_description(f"int8: {cfg.label()[:40]}")
+        t = time.perf_counter()
+        path = self.tmp / f"trial{len(list(self.tmp.glob('trial*.onnx')))}.onnx"
+        settings = quantize_with(self.pre, path, self.calibration, cfg)
+        session = create_session(cpu_qdq_model(path)[0])  # as the CPU runtime loads it
+        cost = self.cost(session)
+        speed = relative_speed(
+            self.fp32_session, session, self.speed_crops, rounds=self.speed_rounds
+        )
+        del session
+        trial = Trial(cfg, cost, speed, settings, path, time.perf_counter() - t)
+        log.info(
+            "int8 trial %s: max |delta p_fake| %.4f, %.2fx fp32",
+            cfg.label(),
+            cost["max_abs_delta_p_fake"],
+            speed["speedup"],
+        )
+        return trial
+
+    def measured_contributions(self, trial: Trial) -> dict[str, Any]:
+        """Each quantized node's contribution to the error of ``trial``'s graph
+        (:func:`engine.optimize.qdq_debug.node_contributions`), measured once per graph."""
+        from engine.optimize.qdq_debug import node_contributions
+
+        self.bar.set_description("int8: contributions per node")
+        assert trial.path is not None
+        if trial.path not in self._contributions:
+            self._contributions[trial.path] = node_contributions(
+                self.pre, trial.path, self.report_crops, labels=self.spec.labels
+            )
+        return self._contributions[trial.path]
+
+    def contributions_of(self, trial: Trial) -> list[dict[str, Any]]:
+        """The per-node rows of :meth:`measured_contributions` (what the search ranks)."""
+        return self.measured_contributions(trial)["nodes"]
+
+    def tensorrt_form_cost(self, trial: Trial) -> dict[str, Any]:
+        """What the TensorRT form of ``trial``'s graph (:func:`tensorrt_qdq`: signed symmetric
+        activations, float biases) costs against fp32, run by ONNX Runtime on CPU."""
+        onnx = require("onnx")
+        assert trial.path is not None
+        session = create_session(tensorrt_qdq(onnx.load(str(trial.path))).SerializeToString())
+        return self.cost(session)
+
+
+def choose(
+    spec: ModelSpec, result: SearchResult, report_files: tuple[Path, Path] | None, force: bool
+) -> Trial:
+    """Step 4 of :func:`build_int8`: the configuration the search chose; without one,
+    :class:`Int8SearchError` with the table of what was tried, or with ``force`` the most
+    accurate configuration tried."""
+    chosen = result.chosen
+    if chosen is None:
+        if not force:
+            raise Int8SearchError(_refusal(spec, result, report_files), result)
+        chosen = min(result.trials, key=lambda t: t.accuracy["max_abs_delta_p_fake"])
+    assert chosen.path is not None
+    return chosen
+
+
+def int8_record(
+    dst: Path,
+    spec: ModelSpec,
+    *,
+    chosen: Trial,
+    first: QuantConfig,
+    summary: dict[str, Any],
+    crops: CropSets,
+    calib_frames: FrameSelection,
+    eval_frames: FrameSelection,
+    calibration_seconds: float,
+    policy: FacePolicy,
+    config: EngineConfig,
+    result: SearchResult,
+    min_speedup: float,
+    speed_rounds: int,
+    speed_crops: int,
+    seconds: float,
+    report_files: tuple[Path, Path] | None,
+    trt_cost: dict[str, Any],
+) -> Int8Graph:
+    """Step 5 of :func:`build_int8`: the sidecar record of the INT8 graph written at ``dst``
+    (``graphs.classifier_int8``): its file and sha256, the fp32 graph it was made from, how it
+    was quantized (``chosen``'s settings and the Q/DQ ``summary``), the calibration set and how
+    its crops were made, the accuracy cost on the held-out crops, the search (``speed_crops``
+    crops timed ``speed_rounds`` times; ``seconds`` the whole build), the TensorRT form's cost
+    and the library versions."""
+    cost = chosen.accuracy
+    classifier = spec.graphs.classifier
+    return Int8Graph(
+        file=dst.name,
+        sha256=sha256_file(dst),
+        precision="int8",
+        source=GraphSource(graph="classifier", sha256=classifier.sha256),
+        inputs=classifier.inputs,
+        outputs=classifier.outputs,
+        quantization={**chosen.settings, "graph": summary},
+        calibration=Int8Calibration(
+            **describe_set(crops.calib, calib_frames),
+            method=chosen.config.method,
+            first_method=first.method,
+            ranges=chosen.config.ranges,
+            crop_style=policy.crop_style,
+            policy=policy.describe(),
+            faces=config.faces,
+            size_probe=config.size_probe,
+            detect_every=config.detect_every,
+            detector=Path(config.detector).name,
+            seconds_crops=round(crops.seconds, 2),
+            seconds_calibrate=round(calibration_seconds, 2),
+        ),
+        accuracy=Int8Accuracy(
+            reference=cost["reference"],
+            seq_lens=tuple(cost["seq_lens"]),
+            reduce=cost["reduce"],
+            max_abs_delta_p_fake=cost["max_abs_delta_p_fake"],
+            max_abs_delta_p_fake_frame=cost["max_abs_delta_p_fake_frame"],
+            label_agreement=cost["label_agreement"],
+            label_agreement_decisive=cost["label_agreement_decisive"],
+            bound=AgreementBound(**cost["bound"]),
+            within_bound=cost["within_bound"],
+            videos=tuple(cost["videos"]),
+            held_out=HeldOutSet(
+                **describe_set(crops.held, eval_frames),
+                faceless_frames=f"no_face={policy.no_face}",
+            ),
+            held_out_note="frames disjoint from the calibration frames"
+            if not crops.overlap
+            else f"overlaps calibration frames in {crops.overlap}",
+        ),
+        search=Int8Search(
+            chosen=chosen.config.to_record(),
+            fp32_nodes=tuple(chosen.config.fp32_nodes),
+            speed=chosen.speed,
+            speed_note="classifier only, ONNX Runtime CPU, fp32 and int8 timed interleaved "
+            f"in the same loop (median of {speed_rounds} runs of {speed_crops} held-out "
+            "crops), the int8 graph as the CPU runtime loads it (grouped convolutions merged, "
+            "engine.core.qdq_rewrite); speedup: ratio of CPU time per run, speedup_wall: of "
+            "wall time; load "
+            f"average {[round(v, 2) for v in _loadavg()]} at the end of the build",
+            min_speedup=min_speedup,
+            trials=tuple(result.table()),
+            stopped=result.stopped,
+            seconds=round(seconds, 1),
+            report=tuple(p.name for p in report_files) if report_files else None,
+        ),
+        tensorrt_form_accuracy=TensorRTFormAccuracy(
+            what="tensorrt_qdq() of this file (int8 symmetric activations, float biases), "
+            "run by ONNX Runtime on CPU as a proxy for TensorRT INT8; not measured on TensorRT",
+            max_abs_delta_p_fake=trt_cost["max_abs_delta_p_fake"],
+            label_agreement_decisive=trt_cost["label_agreement_decisive"],
+            within_bound=trt_cost["within_bound"],
+        ),
+        built_with=_versions(),
+    )
+
+
 def build_int8(
     model_dir: str | Path,
     calib_videos: Sequence[str | Path] | None = None,
@@ -298,14 +584,14 @@ def build_int8(
     FaceExtractor`) as ``config`` (an :class:`EngineConfig`: detector, who is scored (``faces``,
     ``main`` by default), the per-video detector input, face rule, crop style, margin, decode
     options) describes them, on ONNX Runtime CPU; the face policy and who was scored are
-    recorded, and the engine warns when it scores with another policy."""
+    recorded, and the engine warns when it scores with another policy.
+
+    The steps: :func:`gather_crops`, :func:`calibrate`, the search over :class:`Int8Trials`
+    (plus the error report), :func:`choose`, the TensorRT form's cost, then the graph moved
+    into place and :func:`int8_record` written into the sidecar (:func:`update_sidecar`)."""
     from tqdm import tqdm
 
-    from engine.api import open_detector
-    from engine.optimize.qdq_debug import node_contributions
     from engine.pipeline import policy_for
-    from preprocess.crop import Preprocessor
-    from preprocess.face_extraction import DecodeOptions
 
     first = QuantConfig(
         method,
@@ -316,86 +602,33 @@ def build_int8(
     config = (config or EngineConfig()).replace(backend="ort", precision="fp32")
     spec = load_sidecar(model_dir)
     policy = policy_for(config, spec)
-    preprocessor = Preprocessor(spec.input)
     directory = spec.directory
     videos = [Path(v) for v in calib_videos] if calib_videos else default_calibration_videos()
     held_videos = [Path(v) for v in eval_videos] if eval_videos else videos
     t_start = time.perf_counter()
     bar = tqdm(total=3, desc="int8: crops", unit="step", disable=not progress, leave=False)
-    det = open_detector(config)
-    t0 = time.perf_counter()
-    chain = {  # the runtime's face chain: who is scored, the detector input, fast mode, decode
-        "policy": policy,
-        "preprocessor": preprocessor,
-        "faces": config.faces,
-        "size_probe": config.size_probe,
-        "detect_every": config.detect_every,
-        "decode": DecodeOptions.from_config(config),
-    }
-    calib = video_crops(videos, det, calib_frames, **chain)
-    held = video_crops(held_videos, det, eval_frames, keep_faceless=True, **chain)
-    t_crops = time.perf_counter() - t0
+    crops = gather_crops(spec, config, policy, videos, held_videos, calib_frames, eval_frames)
     bar.update(1)
-    overlap = [
-        Path(c.video).name
-        for c in calib
-        for h in held
-        if c.video == h.video and set(c.frame_indices) & set(h.frame_indices)
-    ]
-    if overlap:
-        log.warning("held-out frames overlap the calibration frames of %s", overlap)
     dst = directory / INT8_FILE
-    mixed = _interleave([c.crops for c in held])  # every video in any prefix
+    mixed = crops.interleaved_held()
     speed_crops = mixed[:SPEED_BATCH]
-    report_set = mixed[: max(1, report_crops)]
-    contributions: dict[Path, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(dir=directory, prefix=".int8-") as tmp_dir:
         tmp = Path(tmp_dir)
         bar.set_description("int8: calibration")
-        pre = pre_process(spec.classifier_file, tmp / "preprocessed.onnx")
-        calibration = Calibration.collect(
-            pre, _interleave([c.crops for c in calib]), batch=CALIB_BATCH, chunk=CALIB_CHUNK
-        )
+        pre, calibration = calibrate(spec.classifier_file, crops, tmp)
         bar.update(1)
-        head = create_session(spec.head_file) if spec.head_file is not None else None
-
-        def runner(classifier: Any) -> ClassifierRunner:
-            return ClassifierRunner(classifier, head, batch_size=config.batch_size)
-
-        fp32_session = create_session(spec.classifier_file)
-        ref = held_out_outputs(runner(fp32_session), held, spec=spec)
-
-        def try_config(cfg: QuantConfig) -> Trial:
-            bar.set_description(f"int8: {cfg.label()[:40]}")
-            t = time.perf_counter()
-            path = tmp / f"trial{len(list(tmp.glob('trial*.onnx')))}.onnx"
-            settings = quantize_with(pre, path, calibration, cfg)
-            session = create_session(cpu_qdq_model(path)[0])  # as the CPU runtime loads it
-            cost = compare_outputs(
-                ref, held_out_outputs(runner(session), held, spec=spec), held, reduce=spec.reduce
-            )
-            speed = relative_speed(fp32_session, session, speed_crops, rounds=speed_rounds)
-            del session
-            trial = Trial(cfg, cost, speed, settings, path, time.perf_counter() - t)
-            log.info(
-                "int8 trial %s: max |delta p_fake| %.4f, %.2fx fp32",
-                cfg.label(),
-                cost["max_abs_delta_p_fake"],
-                speed["speedup"],
-            )
-            return trial
-
-        def measured_contributions(trial: Trial) -> dict[str, Any]:
-            bar.set_description("int8: contributions per node")
-            assert trial.path is not None
-            if trial.path not in contributions:
-                contributions[trial.path] = node_contributions(
-                    pre, trial.path, report_set, labels=spec.labels
-                )
-            return contributions[trial.path]
-
-        def contributions_of(trial: Trial) -> list[dict[str, Any]]:
-            return measured_contributions(trial)["nodes"]
+        trials = Int8Trials(
+            spec,
+            pre,
+            calibration,
+            crops.held,
+            tmp,
+            batch_size=config.batch_size,
+            speed_crops=speed_crops,
+            report_crops=mixed[: max(1, report_crops)],
+            speed_rounds=speed_rounds,
+            bar=bar,
+        )
 
         def on_trial(_trial: Trial) -> None:
             bar.total = max(bar.total, bar.n + 2)
@@ -403,8 +636,8 @@ def build_int8(
 
         result = search(
             first=first,
-            try_config=try_config,
-            contributions=contributions_of,
+            try_config=trials.try_config,
+            contributions=trials.contributions_of,
             min_speedup=min_speedup,
             max_seconds=max_minutes * 60,
             max_trials=max_trials,
@@ -416,89 +649,38 @@ def build_int8(
         if report:
             bar.set_description("int8: error report")
             report_files = _write_error_report(
-                directory, spec, pre, result, report_set, measured_contributions
+                directory, spec, pre, result, trials.report_crops, trials.measured_contributions
             )
         bar.close()
-        chosen = result.chosen
-        if chosen is None:
-            if not force:
-                raise Int8SearchError(_refusal(spec, result, report_files), result)
-            chosen = min(result.trials, key=lambda t: t.accuracy["max_abs_delta_p_fake"])
-        assert chosen.path is not None
-        cost = chosen.accuracy
-        onnx = require("onnx")
-        trt_form = create_session(tensorrt_qdq(onnx.load(str(chosen.path))).SerializeToString())
-        trt_cost = compare_outputs(
-            ref, held_out_outputs(runner(trt_form), held, spec=spec), held, reduce=spec.reduce
-        )
+        chosen = choose(spec, result, report_files, force)
+        trt_cost = trials.tensorrt_form_cost(chosen)
         summary = qdq_summary(chosen.path)
         chosen.path.replace(dst)
-    total_seconds = time.perf_counter() - t_start
-    record = {
-        "file": dst.name,
-        "sha256": sha256_file(dst),
-        "precision": "int8",
-        "source": {"graph": "classifier", "sha256": spec.raw["graphs"]["classifier"]["sha256"]},
-        "inputs": spec.raw["graphs"]["classifier"]["inputs"],
-        "outputs": spec.raw["graphs"]["classifier"]["outputs"],
-        "quantization": {**chosen.settings, "graph": summary},
-        "calibration": describe_set(
-            calib,
-            calib_frames,
-            method=chosen.config.method,
-            first_method=first.method,
-            ranges=chosen.config.ranges,
-            crop_style=policy.crop_style,
-            policy=policy.describe(),
-            faces=config.faces,
-            size_probe=config.size_probe,
-            detect_every=config.detect_every,
-            detector=Path(config.detector).name,
-            seconds_crops=round(t_crops, 2),
-            seconds_calibrate=round(calibration.seconds, 2),
-        ),
-        "accuracy": {
-            **cost,
-            "held_out": describe_set(
-                held, eval_frames, faceless_frames=f"no_face={policy.no_face}"
-            ),
-            "held_out_note": "frames disjoint from the calibration frames"
-            if not overlap
-            else f"overlaps calibration frames in {overlap}",
-        },
-        "search": {
-            "chosen": chosen.config.to_record(),
-            "fp32_nodes": list(chosen.config.fp32_nodes),
-            "speed": chosen.speed,
-            "speed_note": "classifier only, ONNX Runtime CPU, fp32 and int8 timed interleaved "
-            f"in the same loop (median of {speed_rounds} runs of {len(speed_crops)} held-out "
-            "crops), the int8 graph as the CPU runtime loads it (grouped convolutions merged, "
-            "engine.core.qdq_rewrite); speedup: ratio of CPU time per run, speedup_wall: of "
-            "wall time; load "
-            f"average {[round(v, 2) for v in _loadavg()]} at the end of the build",
-            "min_speedup": min_speedup,
-            "trials": result.table(),
-            "stopped": result.stopped,
-            "seconds": round(total_seconds, 1),
-            **({"report": [p.name for p in report_files]} if report_files else {}),
-        },
-        "tensorrt_form_accuracy": {
-            "what": "tensorrt_qdq() of this file (int8 symmetric activations, float biases), "
-            "run by ONNX Runtime on CPU as a proxy for TensorRT INT8; not measured on TensorRT",
-            "max_abs_delta_p_fake": trt_cost["max_abs_delta_p_fake"],
-            "label_agreement_decisive": trt_cost["label_agreement_decisive"],
-            "within_bound": trt_cost["within_bound"],
-        },
-        "built_with": _versions(),
-    }
-    raw = load_sidecar(directory).raw  # re-read: keep whatever else changed meanwhile
-    raw["graphs"][INT8_GRAPH] = record
-    sidecar = directory / SIDECAR_NAME
-    write_sidecar(sidecar, {k: v for k, v in raw.items() if k not in ("schema", "schema_version")})
+    record = int8_record(
+        dst,
+        spec,
+        chosen=chosen,
+        first=first,
+        summary=summary,
+        crops=crops,
+        calib_frames=calib_frames,
+        eval_frames=eval_frames,
+        calibration_seconds=calibration.seconds,
+        policy=policy,
+        config=config,
+        result=result,
+        min_speedup=min_speedup,
+        speed_rounds=speed_rounds,
+        speed_crops=len(speed_crops),
+        seconds=time.perf_counter() - t_start,
+        report_files=report_files,
+        trt_cost=trt_cost,
+    )
+    sidecar = update_sidecar(directory, int8=record)  # re-read: keeps what else changed meanwhile
     log.info(
         "wrote %s: max |delta p_fake| %.4f on held-out frames, %.2fx fp32",
         dst,
-        cost["max_abs_delta_p_fake"],
+        chosen.accuracy["max_abs_delta_p_fake"],
         chosen.speedup,
     )
     return Int8Result(dst, sidecar, record, report_files, result)

@@ -238,11 +238,11 @@ def test_demo_model_records_say_it_is_untrained(tiny_model, models_dir, shared_d
 
     demo = tmp_path / "demo"
     shutil.copytree(tiny_model, demo)
-    raw = load_sidecar(demo).raw
+    assert not load_sidecar(demo).demo
     write_sidecar(
-        demo / SIDECAR_NAME,
-        {**{k: v for k, v in raw.items() if k not in ("schema", "schema_version")}, "demo": True},
+        demo / SIDECAR_NAME, {**json.loads((demo / SIDECAR_NAME).read_text()), "demo": True}
     )
+    assert load_sidecar(demo).demo
     video = shared_dir / "videos" / "pair480p_real.mp4"
     common = {"backend": "ort", "models_dir": models_dir, "download": False}
     got = Engine.load(demo, **common).predict(video, seq_len=2)

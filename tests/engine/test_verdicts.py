@@ -284,11 +284,9 @@ def test_calibration_is_written_to_the_sidecar_and_used_everywhere(
 
     spec = load_sidecar(calibrated)
     cal = spec.calibration
-    section = spec.raw["calibration"]
-    assert (
-        cal.calibrated and section["fitted_on"]["real"] == 2 and section["fitted_on"]["fake"] == 4
-    )
-    assert section["fitted_on"]["settings"]["seq_len"] == 4 and section["fitted_on"]["date"]
+    fitted_on = spec.sidecar.calibration.fitted_on
+    assert cal.calibrated and fitted_on["real"] == 2 and fitted_on["fake"] == 4
+    assert fitted_on["settings"]["seq_len"] == 4 and fitted_on["date"]
     video = shared_dir / "videos" / "pair480p_fake.mp4"
     # the Python API
     engine = Engine.load(calibrated, backend="ort", models_dir=models_dir, download=False)

@@ -120,7 +120,20 @@ def test_export_records_crop_style_in_sidecar(exported_model):
     # the test checkpoint is named like a published one: model_87_acc_20_frames_final_data.pt
     spec = load_sidecar(exported_model)
     assert spec.crop_style == "dlib"
-    assert spec.raw["preprocessing"]["crop_style_source"] == "from the checkpoint"
+    assert spec.preprocessing.crop_style_source == "from the checkpoint"
+
+
+def test_exported_sidecar_round_trips_through_the_typed_sections(exported_model):
+    """Every section of what ``dfe export`` writes is read into the typed sidecar and written
+    back by its ``to_json`` unchanged: the same keys, order and values."""
+    from engine.core.sidecar import SIDECAR_NAME, load_sidecar
+
+    text = (exported_model / SIDECAR_NAME).read_text()
+    data = {k: v for k, v in json.loads(text).items() if k not in ("schema", "schema_version")}
+    spec = load_sidecar(exported_model)
+    assert json.dumps(spec.sidecar.to_json()) == json.dumps(data)
+    assert spec.sidecar.extra == {} and spec.checkpoint.sha256 and spec.sidecar.parity["passed"]
+    assert spec.graphs.classifier.explain.weights_sha256
 
 
 def test_classifier_fmap_output_pools_to_features(exported_model):

@@ -217,16 +217,16 @@ def test_build_int8_records_the_search_in_the_sidecar(tiny_copy, shared_dir, mod
         config=EngineConfig(models_dir=models_dir, download=False),
         min_speedup=0.0, **SMALL,
     )  # fmt: skip
-    rec = load_sidecar(tiny_copy).raw["graphs"][INT8_GRAPH]
-    search_rec = rec["search"]
-    assert search_rec["chosen"]["method"] == "percentile" and search_rec["fp32_nodes"] == []
-    assert search_rec["trials"][0]["configuration"] == QuantConfig().label()
-    assert search_rec["speed"]["speedup"] > 0 and "interleaved" in search_rec["speed_note"]
+    rec = load_sidecar(tiny_copy).graphs.get(INT8_GRAPH)
+    assert rec.to_json() == result.record.to_json()  # what build_int8 returned
+    search_rec = rec.search
+    assert search_rec.chosen["method"] == "percentile" and search_rec.fp32_nodes == ()
+    assert search_rec.trials[0]["configuration"] == QuantConfig().label()
+    assert search_rec.speed["speedup"] > 0 and "interleaved" in search_rec.speed_note
     assert (
-        rec["accuracy"]["max_abs_delta_p_fake"]
-        == result.search.chosen.accuracy["max_abs_delta_p_fake"]
+        rec.accuracy.max_abs_delta_p_fake == result.search.chosen.accuracy["max_abs_delta_p_fake"]
     )
-    assert rec["calibration"]["first_method"] == "percentile"
+    assert rec.calibration.first_method == "percentile"
 
 
 def test_node_contributions_gated_graph_reproduces_fp32_and_qdq(tiny_model, tmp_path):
@@ -287,11 +287,11 @@ def test_int8_calibrated_on_the_runtimes_faces_and_says_when_scoring_others(
     """Calibration crops are the runtime's (``--faces main`` by default, recorded); scoring
     with another face rule says the agreement bound was measured for the recorded one."""
     from engine.api import Engine
-    from engine.core.sidecar import INT8_GRAPH, load_sidecar
+    from engine.core.sidecar import load_sidecar
 
     if not (tiny_copy / "classifier.int8.onnx").exists():
         test_build_int8_records_the_search_in_the_sidecar(tiny_copy, shared_dir, models_dir)
-    assert load_sidecar(tiny_copy).raw["graphs"][INT8_GRAPH]["calibration"]["faces"] == "main"
+    assert load_sidecar(tiny_copy).graphs.classifier_int8.calibration.faces == "main"
     common = {"precision": "int8", "backend": "ort", "models_dir": models_dir, "download": False}
     for faces, said in (("main", False), ("per-frame", True)):
         engine = Engine.load(tiny_copy, faces=faces, **common)
@@ -307,7 +307,7 @@ def test_int8_outside_bound_is_said_in_every_record(tiny_copy, shared_dir, model
 
     if not (tiny_copy / "classifier.int8.onnx").exists():
         test_build_int8_records_the_search_in_the_sidecar(tiny_copy, shared_dir, models_dir)
-    raw = load_sidecar(tiny_copy).raw
+    raw = json.loads((tiny_copy / SIDECAR_NAME).read_text())
     common = {"models_dir": models_dir, "download": False}
 
     def notes(backend: str) -> list[str]:
@@ -320,10 +320,7 @@ def test_int8_outside_bound_is_said_in_every_record(tiny_copy, shared_dir, model
     rec = raw["graphs"][INT8_GRAPH]
     rec["accuracy"] = {**rec["accuracy"], "within_bound": False, "max_abs_delta_p_fake": 0.2}
     rec["tensorrt_form_accuracy"] = {"max_abs_delta_p_fake": 0.1, "within_bound": False}
-    write_sidecar(
-        tiny_copy / SIDECAR_NAME,
-        {k: v for k, v in raw.items() if k not in ("schema", "schema_version")},
-    )
+    write_sidecar(tiny_copy / SIDECAR_NAME, raw)
     ort_notes = notes("ort")
     assert any("outside its agreement bound" in n and "0.2" in n for n in ort_notes)
     assert not any("TensorRT form" in n for n in ort_notes)

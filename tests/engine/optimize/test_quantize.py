@@ -106,42 +106,41 @@ def test_int8_sidecar_records_calibration_set_and_cost(int8_model, video_paths):
     spec = load_sidecar(int8_model)
     assert spec.precisions == ("fp32", "int8")
     assert spec.classifier_for("int8") == int8_model / INT8_FILE
-    rec = spec.raw["graphs"][INT8_GRAPH]
+    rec = spec.graphs.get(INT8_GRAPH)
     from engine.core.hashing import sha256_file
+    from engine.core.sidecar import FrameRange
 
-    assert rec["sha256"] == sha256_file(int8_model / INT8_FILE)
-    assert rec["source"]["sha256"] == spec.raw["graphs"]["classifier"]["sha256"]
-    cal = rec["calibration"]
-    assert cal["videos"] == [p.name for p in video_paths]
-    assert cal["frames"] == {
-        "start": CALIB_START,
-        "step": CALIB_STEP,
-        "count": CALIB_FRAMES_PER_VIDEO,
-    }
+    assert rec.sha256 == sha256_file(int8_model / INT8_FILE)
+    assert rec.source.sha256 == spec.graphs.classifier.sha256
+    cal = rec.calibration
+    assert cal.videos == tuple(p.name for p in video_paths)
+    assert cal.frames == FrameRange(
+        start=CALIB_START, step=CALIB_STEP, count=CALIB_FRAMES_PER_VIDEO
+    )
     per_video = CALIB_FRAMES_PER_VIDEO
-    assert cal["crops"] == sum(cal["frames_per_video"].values()) == per_video * len(video_paths)
-    assert cal["method"] == cal["first_method"] == "percentile"
-    assert cal["crop_style"] == spec.crop_style
+    assert cal.crops == sum(cal.frames_per_video.values()) == per_video * len(video_paths)
+    assert cal.method == cal.first_method == "percentile"
+    assert cal.crop_style == spec.crop_style
     # the runtime's face chain: its default face rule (the main person) and detector input
-    assert (cal["faces"], cal["size_probe"], cal["detect_every"]) == ("main", True, 1)
-    acc = rec["accuracy"]
-    assert acc["held_out"]["frames"] == {"start": 0, "step": 1, "count": 60}
-    assert acc["held_out_note"] == "frames disjoint from the calibration frames"
-    assert acc["seq_lens"] == [20, 60] and len(acc["videos"]) == 2 * len(video_paths)
-    assert 0 < acc["max_abs_delta_p_fake"] <= MAX_DELTA_P_FAKE and acc["within_bound"]
-    assert acc["label_agreement_decisive"] == 1.0
-    q = rec["quantization"]
+    assert (cal.faces, cal.size_probe, cal.detect_every) == ("main", True, 1)
+    acc = rec.accuracy
+    assert acc.held_out.frames == FrameRange(start=0, step=1, count=60)
+    assert acc.held_out_note == "frames disjoint from the calibration frames"
+    assert acc.seq_lens == (20, 60) and len(acc.videos) == 2 * len(video_paths)
+    assert 0 < acc.max_abs_delta_p_fake <= MAX_DELTA_P_FAKE and acc.within_bound
+    assert acc.label_agreement_decisive == 1.0
+    q = rec.quantization
     assert q["activations"].startswith("uint8") and q["weights"].startswith("int8, per channel")
 
 
 def test_int8_search_record_on_the_test_checkpoint(int8_model):
     """The whole graph in INT8 meets the bound at the first try: chosen, nothing in fp32, and
     the speed-up measured against fp32 during the build recorded with what was tried."""
-    search = load_sidecar(int8_model).raw["graphs"][INT8_GRAPH]["search"]
-    assert search["fp32_nodes"] == [] and search["chosen"]["method"] == "percentile"
-    assert len(search["trials"]) == 1 and search["trials"][0]["within_bound"]
-    assert search["speed"]["speedup"] >= MIN_SPEEDUP
-    assert search["stopped"] == "the first configuration met the bound"
+    search = load_sidecar(int8_model).graphs.classifier_int8.search
+    assert search.fp32_nodes == () and search.chosen["method"] == "percentile"
+    assert len(search.trials) == 1 and search.trials[0]["within_bound"]
+    assert search.speed["speedup"] >= MIN_SPEEDUP
+    assert search.stopped == "the first configuration met the bound"
 
 
 @pytest.mark.parametrize("n", [20, 60])
@@ -266,8 +265,8 @@ def test_tensorrt_qdq_of_the_int8_model_runs_and_stays_close(int8_model, real_cr
         return softmax(sess.run(["logits"], {"frames": x})[0].mean(0))[0]
 
     assert abs(p_fake(trt_form) - p_fake(q)) < 0.05
-    rec = load_sidecar(int8_model).raw["graphs"][INT8_GRAPH]["tensorrt_form_accuracy"]
-    assert "not measured on TensorRT" in rec["what"]
+    rec = load_sidecar(int8_model).graphs.classifier_int8.tensorrt_form_accuracy
+    assert "not measured on TensorRT" in rec.what
 
 
 # ------------------------------------------------------------------------------ issue 16
@@ -323,9 +322,9 @@ def test_int8_hard_build_writes_within_bound_or_refuses_with_the_table(hard_buil
             # the search went as far as keeping nodes in fp32, or says why it stopped
             assert any(t.config.fp32_nodes for t in trials) or "stopped" in outcome.result.stopped
         else:
-            rec = load_sidecar(d).raw["graphs"][INT8_GRAPH]
-            assert rec["accuracy"]["within_bound"] and rec["search"]["speed"]["speedup"] >= 1.2
-            assert rec["search"]["fp32_nodes"] == list(outcome.search.chosen.config.fp32_nodes)
+            rec = load_sidecar(d).graphs.classifier_int8
+            assert rec.accuracy.within_bound and rec.search.speed["speedup"] >= 1.2
+            assert rec.search.fp32_nodes == tuple(outcome.search.chosen.config.fp32_nodes)
 
 
 def test_int8_report_names_nodes_errors_and_contributions(hard_builds, hard_models):
