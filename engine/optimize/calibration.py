@@ -63,7 +63,7 @@ EVALUATION_FRAMES = FrameSelection(0, 1, EVAL_FRAMES)
 
 
 @dataclass
-class VideoCrops:
+class NormalisedCrops:
     """Normalised crops of one video (``[n, 3, 112, 112]`` float32) and where they came from:
     ``frame_indices`` (the video frame of each crop), ``faces`` (crops cut at a face detected
     in that frame; the others, if kept, are whole frames), ``people`` (people in enough of the
@@ -76,6 +76,12 @@ class VideoCrops:
     faces: int
     people: int = 0
     detector_input: dict[str, Any] | None = None
+
+
+#: The former name, still imported by :mod:`engine.optimize.quantize` (being refactored
+#: elsewhere); remove once it imports :class:`NormalisedCrops` (training's cached crops are
+#: :class:`export.datasets.VideoCrops`, another thing).
+VideoCrops = NormalisedCrops
 
 
 def default_calibration_videos() -> list[Path]:
@@ -110,7 +116,7 @@ def video_crops(
     size_probe: bool = True,
     detect_every: int = 1,
     decode: DecodeOptions | None = None,
-) -> list[VideoCrops]:
+) -> list[NormalisedCrops]:
     """Normalised face crops of the selected frames of each video.
 
     The runtime's face chain (:class:`~preprocess.face_extraction.FaceExtractor` with
@@ -157,12 +163,12 @@ def video_crops(
             log.info("%s: %d of %d frames without the scored face", path, missing, len(indices))
         choice = got.detector_input.to_record() if got.detector_input is not None else None
         normalised = extractor.preprocessor(np.stack(crops))
-        out.append(VideoCrops(path, normalised, kept, found, got.people, choice))
+        out.append(NormalisedCrops(path, normalised, kept, found, got.people, choice))
     return out
 
 
 def describe_set(
-    crops: Sequence[VideoCrops], selection: FrameSelection, **extra: Any
+    crops: Sequence[NormalisedCrops], selection: FrameSelection, **extra: Any
 ) -> dict[str, Any]:
     """The sidecar record of a crop set: videos, frames per video, crop count, selection."""
     return {
