@@ -6,12 +6,16 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from engine.core.errors import MissingDependencyError
+from engine.core.provenance import library_versions
 
 
 @dataclass(frozen=True)
@@ -78,23 +82,22 @@ def _isa() -> list[str]:
 
 
 def machine_info() -> dict[str, Any]:
-    versions: dict[str, str] = {}
-    for mod in (
-        "numpy",
-        "onnxruntime",
-        "onnx",
-        "av",
-        "cv2",
-        "torch",
-        "torchvision",
-        "dlib",
-        "insightface",
-        "PIL",
-    ):
-        try:
-            versions[mod] = str(__import__(mod).__version__)
-        except Exception:  # not installed, or no __version__
-            continue
+    versions = library_versions(
+        (
+            "numpy",
+            "onnxruntime",
+            "onnx",
+            "av",
+            "cv2",
+            "torch",
+            "torchvision",
+            "dlib",
+            "insightface",
+            "PIL",
+        ),
+        engine=False,
+        python=False,
+    )
     mem_gb = None
     try:
         pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -154,3 +157,27 @@ def process_tree(root: int) -> list[int]:
         tree.extend(sorted(nxt))
         frontier = nxt
     return tree
+
+
+def ffmpeg_path(purpose: str) -> str:
+    """The ``ffmpeg`` command line tool's path; raises :class:`MissingDependencyError` saying
+    what needs it (``purpose``, e.g. "the live benchmark encodes and serves its streams") and
+    how to install it when it is not on PATH."""
+    path = shutil.which("ffmpeg")
+    if path is None:
+        raise MissingDependencyError(
+            f"{purpose} with the ffmpeg command line tool, which is not on PATH; install it "
+            "(apt-get install -y ffmpeg)"
+        )
+    return path
+
+
+def wait_for_job(client: Any, job_id: str, poll_s: float = 0.1) -> dict[str, Any]:
+    """Poll ``dfe serve``'s ``GET /api/v1/jobs/{job_id}`` through ``client`` (an
+    ``httpx.Client`` on the server's base URL) every ``poll_s`` seconds until the job is
+    ``done`` or ``error``; returns that last answer (JSON)."""
+    while True:
+        job = client.get(f"/api/v1/jobs/{job_id}").json()
+        if job["status"] in ("done", "error"):
+            return job
+        time.sleep(poll_s)

@@ -51,8 +51,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine_info, write_json
-from engine.core.errors import EngineError, MissingDependencyError
+from benchmarks.common import ffmpeg_path, machine_info, write_json
+from engine.core.errors import EngineError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,13 +91,7 @@ ENCODER = ("-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-
 
 
 def _ffmpeg() -> str:
-    path = shutil.which("ffmpeg")
-    if path is None:
-        raise MissingDependencyError(
-            "the live benchmark encodes and serves its streams with the ffmpeg command line "
-            "tool, which is not on PATH; install it (apt-get install -y ffmpeg)"
-        )
-    return path
+    return ffmpeg_path("the live benchmark encodes and serves its streams")
 
 
 def encode_stream(clip: Path, size: tuple[int, int], path: Path, seconds: float = 0) -> Path:

@@ -32,7 +32,7 @@ def _quantiles(xs: list[float]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict:
     import httpx
 
-    from benchmarks.common import machine_info
+    from benchmarks.common import machine_info, wait_for_job
     from engine.api import Engine
     from engine.server.live import live_server
 
@@ -59,12 +59,7 @@ def run(args: argparse.Namespace) -> dict:
                 accepted = time.perf_counter() - t0
                 if r.status_code != 202:
                     return {"status": f"http {r.status_code}", "detail": r.text}
-                job_id = r.json()["id"]
-                while True:
-                    job = c.get(f"/api/v1/jobs/{job_id}").json()
-                    if job["status"] in ("done", "error"):
-                        break
-                    time.sleep(0.1)
+                job = wait_for_job(c, r.json()["id"])
                 job["accept_s"] = accepted
                 job["latency_s"] = time.perf_counter() - t0
                 return job

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine_info, process_tree, write_json
+from benchmarks.common import machine_info, process_tree, wait_for_job, write_json
 
 log = logging.getLogger(__name__)
 
@@ -511,11 +511,7 @@ def soak_serve(cfg: SoakConfig) -> dict[str, Any]:
                         answer = {"video": path, "status": f"refused {r.status_code}"}
                     else:
                         job_id = r.json()["id"]
-                        while True:
-                            job = c.get(f"/api/v1/jobs/{job_id}").json()
-                            if job["status"] in ("done", "error"):
-                                break
-                            time.sleep(0.1)
+                        job = wait_for_job(c, job_id)
                         ok = job["filename"] == name
                         answer = {
                             "video": path if ok else job["filename"],

@@ -41,9 +41,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine_info, write_json
+from benchmarks.common import ffmpeg_path, machine_info, write_json
 from benchmarks.throughput import _OURS_CHILD, REPO, _run_child
-from engine.core.errors import EngineError, MissingDependencyError
+from engine.core.errors import EngineError
 
 #: Durations of the quick suite and of ``--full``, seconds.
 QUICK_DURATIONS = (300.0, 600.0)
@@ -52,13 +52,7 @@ DEFAULT_FPS = 2.0
 
 
 def _ffmpeg() -> str:
-    path = shutil.which("ffmpeg")
-    if path is None:
-        raise MissingDependencyError(
-            "the timeline benchmark builds its long videos with the ffmpeg command line tool, "
-            "which is not on PATH; install it (apt-get install -y ffmpeg)"
-        )
-    return path
+    return ffmpeg_path("the timeline benchmark builds its long videos")
 
 
 def _probe(path: Path) -> tuple[float, int, int]:

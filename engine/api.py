@@ -319,11 +319,6 @@ class Engine:
         """The model of the catalog for ``seq_len`` frames."""
         return self.catalog.pick(seq_len)
 
-    def crop_style_for(self, spec: ModelSpec) -> str:
-        """The configured crop style, else the model's default (``scrfd`` when its sidecar
-        names none)."""
-        return self.face_policy(spec).crop_style
-
     def face_policy(self, spec: ModelSpec) -> FacePolicy:
         """The face policy this engine applies for ``spec`` (:func:`engine.pipeline.policy_for`)."""
         return policy_for(self.config, spec)

@@ -36,7 +36,7 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -239,16 +239,23 @@ def require_videos(found: InputSet, inputs: Iterable[str]) -> None:
 # ------------------------------------------------------------------------------ outputs
 
 
-def output_format(path: Path | None) -> str:
-    """``.jsonl`` or ``.csv`` from ``path``'s suffix (JSONL for standard output); raises
-    :class:`InvalidInputError` for another suffix."""
+def output_format(
+    path: str | os.PathLike[str] | None,
+    formats: Sequence[str] = OUTPUT_FORMATS,
+    *,
+    note: str = "",
+) -> str:
+    """The format of ``--out path`` from its suffix, lower case: one of ``formats`` (by default
+    ``.jsonl`` or ``.csv``; JSONL for standard output, ``path`` None). Raises
+    :class:`InvalidInputError` for another suffix, naming the supported ones (``note`` is said
+    after the suffix, as :data:`engine.distributed.output_format`'s Ray job)."""
     if path is None:
         return ".jsonl"
-    suffix = path.suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
+    suffix = Path(path).suffix.lower()
+    if suffix not in formats:
         raise InvalidInputError(
-            f"--out {path}: unsupported format {suffix!r}; supported values are "
-            f"{', '.join(OUTPUT_FORMATS)}"
+            f"--out {path}: unsupported format {suffix!r}{note}; supported values are "
+            f"{', '.join(formats)}"
         )
     return suffix
 

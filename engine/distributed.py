@@ -19,6 +19,7 @@ Ray is optional (the ``ray`` extra) and imported only here, lazily.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.batch import ResumePlan
+from engine.batch import output_format as batch_output_format
 from engine.core.compute import default_decode_workers
 from engine.core.config import GPU_BACKENDS, EngineConfig, RayConfig, SequenceConfig
 from engine.core.errors import InvalidInputError, MissingDependencyError
@@ -200,14 +202,13 @@ class VideoScorer:
         return record
 
 
-def output_format(out: str | os.PathLike[str]) -> str:
-    suffix = Path(out).suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise InvalidInputError(
-            f"--out {out}: unsupported format {suffix!r} for a Ray job (a directory Ray writes "
-            f"files into); supported values are {', '.join(OUTPUT_FORMATS)}"
-        )
-    return suffix
+#: ``--out`` of a Ray job (a directory Ray writes files into): its format, one of
+#: :data:`OUTPUT_FORMATS` (:func:`engine.batch.output_format`, which raises InvalidInputError).
+output_format = functools.partial(
+    batch_output_format,
+    formats=OUTPUT_FORMATS,
+    note=" for a Ray job (a directory Ray writes files into)",
+)
 
 
 def record_files(out: str | os.PathLike[str]) -> list[Path]:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from engine.core.classifier import FMAP
 from engine.core.errors import ArtifactNotFoundError, ModelFormatError
 from engine.core.sidecar import ModelSpec
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FMAP_OUTPUT = "fmap"
 DEFAULT_WEIGHTS_FILE = "linear1.npy"
 TILE = 192  # contact-sheet tile and per-frame overlay size, pixels
 FAKE_BGR = (40, 40, 220)
@@ -134,14 +134,14 @@ def explain(
         video,
         seq_len=seq_len,
         sampling=sampling,
-        outputs=(FMAP_OUTPUT,),
+        outputs=(FMAP,),
         keep_frames=keep_frames,
         progress=progress,
     )
     t = time.perf_counter()
     pred = seen.prediction
     cls = 0 if pred.label == "FAKE" else 1
-    cams = cam_maps(seen.outputs[FMAP_OUTPUT], weights, cls)
+    cams = cam_maps(seen.outputs[FMAP], weights, cls)
     people = []
     for person in seen.people:
         person_cls = 0 if person.label == "FAKE" else 1
@@ -153,7 +153,7 @@ def explain(
                 frame_indices=person.frame_indices,
                 frame_p_fake=person.frame_p_fake,
                 crops=person.crops,
-                cams=cam_maps(person.outputs[FMAP_OUTPUT], weights, person_cls),
+                cams=cam_maps(person.outputs[FMAP], weights, person_cls),
                 predicted_class=person_cls,
             )
         )

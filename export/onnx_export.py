@@ -11,7 +11,6 @@ tolerance raises :class:`ParityError` and nothing is left behind that looks vali
 from __future__ import annotations
 
 import logging
-import platform
 import tempfile
 import time
 import warnings
@@ -27,6 +26,7 @@ from engine.core.deps import require
 from engine.core.errors import InvalidInputError, ParityError
 from engine.core.hashing import sha256_file
 from engine.core.onnx_session import create_session
+from engine.core.provenance import library_versions
 from engine.core.reduce import LABELS, score_video
 from engine.core.sidecar import (
     SIDECAR_NAME,
@@ -78,18 +78,6 @@ def synthetic_crops(n: int, *, seed: int = 0, size: int = INPUT_SIZE) -> np.ndar
     img = (img + np.roll(img, 3, axis=1) + np.roll(img, 3, axis=2) + np.roll(img, -3, axis=1)) / 4
     img += rng.normal(0, 12, size=img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _versions() -> dict[str, str]:
-    from engine.core import __version__
-
-    out = {"deepfake-engine": __version__, "python": platform.python_version()}
-    for mod in ("torch", "torchvision", "onnx", "onnxruntime", "numpy"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            continue
-    return out
 
 
 def run_onnx_videos(runner: ClassifierRunner, videos: list[np.ndarray], reduce: str) -> np.ndarray:
@@ -442,7 +430,7 @@ def export_checkpoint(
         graphs=graph_records(classifier, head, explain_weights),
         opset=OPSET,
         exporter="torch.onnx.export (TorchScript-based, dynamo=False)",
-        versions=_versions(),
+        versions=library_versions(("torch", "torchvision", "onnx", "onnxruntime", "numpy")),
         parity=parity,
         export_seconds=round(time.perf_counter() - t0, 2),
         demo=bool(extra.pop("demo", False)),

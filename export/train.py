@@ -44,7 +44,6 @@ import json
 import logging
 import math
 import os
-import platform
 import re
 import shutil
 import sys
@@ -68,6 +67,7 @@ from engine.core.errors import (
 from engine.core.hashing import sha256_file
 from engine.core.labels import CLASSES, read_labels
 from engine.core.metrics import accuracy, confusion_matrix, roc_auc
+from engine.core.provenance import library_versions
 from export.datasets import (
     CropCache,
     CropOptions,
@@ -425,18 +425,6 @@ def _link(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copyfile(src, tmp)
     tmp.replace(dst)
-
-
-def _versions() -> dict[str, str]:
-    from engine.core import __version__
-
-    out = {"deepfake-engine": __version__, "python": platform.python_version()}
-    for mod in ("torch", "torchvision", "numpy"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            continue
-    return out
 
 
 # ------------------------------------------------------------------------------ training
@@ -893,7 +881,7 @@ def _training_record(
         "data_name": data_name,
         "device": str(device),
         "amp": amp,
-        "versions": _versions(),
+        "versions": library_versions(("torch", "torchvision", "numpy")),
         "accuracy_source": "val" if data.val.videos else "train",
     }
 

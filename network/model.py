@@ -27,6 +27,8 @@ import torch
 import torchvision
 from torch import nn
 
+from engine.core.config import REDUCE_MODES
+
 LATENT_DIM = 2048
 HIDDEN_DIM = 2048
 NUM_CLASSES = 2
@@ -97,15 +99,17 @@ class DeepfakeModel(nn.Module):
         return fmap, self.dp(self.linear1(reduced))
 
 
-REDUCE_MODES = ("mean", "last")
-
-
 def reduce_lstm(x_lstm: torch.Tensor, reduce: str) -> torch.Tensor:
+    """(videos, frames, hidden) LSTM outputs -> (videos, hidden): their mean over the frames
+    (``reduce="mean"``, training's) or the last frame's (``"last"``, the original app's).
+    Raises ValueError for another mode (:data:`engine.core.config.REDUCE_MODES`)."""
     if reduce == "mean":
         return torch.mean(x_lstm, dim=1)
     if reduce == "last":
         return x_lstm[:, -1, :]
-    raise ValueError(f"unknown reduce mode {reduce!r}; supported values are mean, last")
+    raise ValueError(
+        f"unknown reduce mode {reduce!r}; supported values are {', '.join(REDUCE_MODES)}"
+    )
 
 
 def _pooled(trunk: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -94,10 +94,6 @@ class GraphLayout:
     output_names: tuple[str, ...]
     output_channels: tuple[int | None, ...]
 
-    @property
-    def needs_rewrite(self) -> bool:
-        return self.kind != "batched_dynamic"
-
 
 @dataclass(frozen=True)
 class _Head:

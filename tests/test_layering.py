@@ -297,7 +297,9 @@ def test_missing_dependency_names_the_extra(monkeypatch):
 @pytest.mark.slow
 def test_suite_collects_and_runs_without_torch(tmp_path):
     """As in an environment installed with `.[cpu,dev]`: with torch hidden, every test module
-    is collected, and the tests that need torch are skipped with the reason."""
+    is collected, and the tests that need torch are skipped with the reason (a module-level
+    importorskip, a test's own, a `model` fixture), while the torch-free ones run: `dfe
+    train`'s command line among them, which must parse and refuse bad labels before torch."""
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.hide_torch", "--collect-only", "-q",
          "-p", "no:cacheprovider", str(REPO / "tests")],
@@ -313,6 +315,12 @@ def test_suite_collects_and_runs_without_torch(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:]
     assert "skipped" in run.stdout and "the `export` extra" in run.stdout
+    cli = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.hide_torch", "-q", "-p",
+         "no:cacheprovider", "-rs", str(REPO / "tests" / "engine" / "commands" / "test_train.py")],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert cli.returncode == 0 and "skipped" not in cli.stdout, cli.stdout[-3000:]
 
 
 def test_extras_are_distinct():

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,33 @@ def engine_versions() -> dict[str, str | None]:
         out["ffmpeg"] = ".".join(map(str, av.library_versions.get("libavcodec", ())))
     except Exception:  # a version string is informative only
         out["ffmpeg"] = None
+    return out
+
+
+def library_versions(
+    modules: Sequence[str], *, engine: bool = True, python: bool = True
+) -> dict[str, str]:
+    """What made an artifact, for its metadata (an export's sidecar, a training run, an INT8
+    build, a benchmark's machine): ``{"deepfake-engine": version}`` (unless ``engine`` is
+    False), ``{"python": "3.11.9"}`` (unless ``python`` is False), then ``{module: its
+    __version__}`` for each of ``modules`` in the order given. A module that does not import
+    or has no ``__version__`` is left out; nothing raises. Imports each module: call it where
+    those libraries are loaded anyway (unlike :func:`engine_versions`, which reads the
+    installed distributions for every record)."""
+    import platform
+
+    from engine.core import __version__
+
+    out: dict[str, str] = {}
+    if engine:
+        out["deepfake-engine"] = __version__
+    if python:
+        out["python"] = platform.python_version()
+    for mod in modules:
+        try:
+            out[mod] = str(__import__(mod).__version__)
+        except Exception:  # not installed, broken, or no __version__
+            continue
     return out
 
 

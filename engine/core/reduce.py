@@ -9,7 +9,7 @@ confidence is the winning class's softmax probability x 100, as the original sho
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,13 +45,6 @@ def reduce_logits(frame_logits: np.ndarray, reduce: str) -> np.ndarray:
     if x.ndim != 2 or x.shape[0] == 0:
         raise InvalidInputError(f"expected (frames, classes) logits, got shape {x.shape}")
     return x.mean(axis=0) if reduce == "mean" else x[-1]
-
-
-def split_videos(rows: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray]:
-    """Cut a batch of frames that concatenates several videos back into one array per video."""
-    if sum(lengths) != len(rows):
-        raise InvalidInputError(f"lengths {list(lengths)} do not add up to {len(rows)} rows")
-    return np.split(rows, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
 
 def label_of(probs: np.ndarray, labels: Mapping[int, str] = LABELS) -> tuple[str, float]:

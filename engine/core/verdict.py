@@ -183,10 +183,6 @@ class Verdict:
     verdict: str
     reasons: tuple[str, ...] = ()
 
-    @property
-    def main_reason(self) -> str | None:
-        return self.reasons[0] if self.reasons else None
-
 
 def decide(
     p_fake: float,

@@ -64,7 +64,7 @@ EVALUATION_FRAMES = FrameSelection(0, 1, EVAL_FRAMES)
 
 
 @dataclass
-class VideoCrops:
+class NormalisedCrops:
     """Normalised crops of one video (``[n, 3, 112, 112]`` float32) and where they came from:
     ``frame_indices`` (the video frame of each crop), ``faces`` (crops cut at a face detected
     in that frame; the others, if kept, are whole frames), ``people`` (people in enough of the
@@ -111,7 +111,7 @@ def video_crops(
     size_probe: bool = True,
     detect_every: int = 1,
     decode: DecodeOptions | None = None,
-) -> list[VideoCrops]:
+) -> list[NormalisedCrops]:
     """Normalised face crops of the selected frames of each video.
 
     The runtime's face chain (:class:`~preprocess.face_extraction.FaceExtractor` with
@@ -158,11 +158,11 @@ def video_crops(
             log.info("%s: %d of %d frames without the scored face", path, missing, len(indices))
         choice = got.detector_input.to_record() if got.detector_input is not None else None
         normalised = extractor.preprocessor(np.stack(crops))
-        out.append(VideoCrops(path, normalised, kept, found, got.people, choice))
+        out.append(NormalisedCrops(path, normalised, kept, found, got.people, choice))
     return out
 
 
-def describe_set(crops: Sequence[VideoCrops], selection: FrameSelection) -> dict[str, Any]:
+def describe_set(crops: Sequence[NormalisedCrops], selection: FrameSelection) -> dict[str, Any]:
     """The fields of a crop set's sidecar record (:class:`engine.core.sidecar.CropSet` and
     the records built on it): the videos (file names), the frame selection, the frames used per
     video and the crop count."""

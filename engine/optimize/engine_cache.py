@@ -28,6 +28,7 @@ from typing import Any
 
 from engine.core.errors import InvalidInputError, ModelFormatError
 from engine.core.hashing import sha256_file
+from engine.core.paths import engines_dir
 
 log = logging.getLogger(__name__)
 
@@ -373,12 +374,7 @@ def default_cache_dir(model_dir: Path | None = None) -> Path:
                 return target
         except OSError:
             pass
-    env = os.environ.get("DFE_ENGINES")
-    return Path(env) if env else Path.home() / ".cache" / "deepfake-engine" / "engines"
-
-
-def key_summary(key: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: key[k] for k in (*IDENTITY_FIELDS, "profiles") if k in key}
+    return engines_dir()
 
 
 __all__ = [

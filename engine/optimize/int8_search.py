@@ -381,20 +381,6 @@ def quantize_with(
     }
 
 
-def quantizable_nodes(model: Any) -> list[str]:
-    """Names of the Conv, MatMul and Gemm nodes with a constant weight, in graph order: the
-    nodes a U8S8 graph runs in INT8 and the search may keep in fp32."""
-    onnx = require("onnx")
-    if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model))
-    inits = {i.name for i in model.graph.initializer}
-    return [
-        n.name
-        for n in model.graph.node
-        if n.op_type in ("Conv", "MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in inits
-    ]
-
-
 # ------------------------------------------------------------------------------ speed
 
 

@@ -48,6 +48,7 @@ from engine.core.config import EngineConfig
 from engine.core.deps import require
 from engine.core.hashing import sha256_file
 from engine.core.onnx_session import create_session
+from engine.core.provenance import library_versions
 from engine.core.qdq_rewrite import cpu_qdq_model
 from engine.core.reduce import score_video
 from engine.core.sidecar import (
@@ -69,7 +70,7 @@ from engine.optimize.calibration import (
     CALIBRATION_FRAMES,
     EVALUATION_FRAMES,
     FrameSelection,
-    VideoCrops,
+    NormalisedCrops,
     default_calibration_videos,
     describe_set,
     video_crops,
@@ -204,7 +205,7 @@ class HeldOutOutputs:
 
 def held_out_outputs(
     runner: ClassifierRunner,
-    held_out: Sequence[VideoCrops],
+    held_out: Sequence[NormalisedCrops],
     *,
     spec: ModelSpec,
     seq_lens: Sequence[int] = EVAL_SEQ_LENS,
@@ -227,7 +228,7 @@ def held_out_outputs(
 
 
 def compare_outputs(
-    ref: HeldOutOutputs, got: HeldOutOutputs, held_out: Sequence[VideoCrops], *, reduce: str
+    ref: HeldOutOutputs, got: HeldOutOutputs, held_out: Sequence[NormalisedCrops], *, reduce: str
 ) -> dict[str, Any]:
     """The accuracy cost of ``got`` against the fp32 ``ref``: issue 5's agreement bound."""
     rows = []
@@ -271,8 +272,8 @@ def compare_outputs(
 class CropSets:
     """The crops an INT8 build calibrates on and checks against (:func:`gather_crops`)."""
 
-    calib: list[VideoCrops]  # the calibration crops of each video
-    held: list[VideoCrops]  # the held-out crops of each video (faceless frames kept)
+    calib: list[NormalisedCrops]  # the calibration crops of each video
+    held: list[NormalisedCrops]  # the held-out crops of each video (faceless frames kept)
     seconds: float  # wall time spent making them
     overlap: list[str]  # videos whose held-out frames are also calibration frames
 
@@ -350,7 +351,7 @@ class Int8Trials:
         spec: ModelSpec,
         pre: Path,
         calibration: Calibration,
-        held: Sequence[VideoCrops],
+        held: Sequence[NormalisedCrops],
         tmp: Path,
         *,
         batch_size: int,
@@ -540,7 +541,7 @@ def int8_record(
             label_agreement_decisive=trt_cost["label_agreement_decisive"],
             within_bound=trt_cost["within_bound"],
         ),
-        built_with=_versions(),
+        built_with=library_versions(("onnx", "onnxruntime", "numpy"), python=False),
     )
 
 
@@ -760,15 +761,3 @@ def _interleave(per_video: Sequence[np.ndarray]) -> np.ndarray:
         ((i, v) for v, crops in enumerate(per_video) for i in range(len(crops))),
     )
     return np.stack([per_video[v][i] for i, v in order])
-
-
-def _versions() -> dict[str, str]:
-    import engine
-
-    out = {"deepfake-engine": engine.__version__}
-    for mod in ("onnx", "onnxruntime", "numpy"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            continue
-    return out

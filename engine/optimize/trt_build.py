@@ -21,7 +21,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.core.deps import require
 from engine.core.errors import EngineError, ModelFormatError
@@ -284,11 +284,3 @@ def build_engines(
         )
         out.append(BuiltEngine("detector", "fp16", r.path, r.built, r.reason))
     return out
-
-
-def describe_device(device: DeviceInfo) -> dict[str, Any]:
-    return {
-        "gpu": device.gpu_name,
-        "compute_capability": device.compute_capability,
-        "tensorrt": device.tensorrt_version,
-    }

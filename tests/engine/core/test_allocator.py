@@ -189,3 +189,20 @@ def test_allocator_bad_trim_interval_fails_at_load_not_after_a_video(tiny_model,
     )  # fmt: skip
     assert proc.returncode == 2 and "DFE_MALLOC_TRIM_INTERVAL='abc'" in proc.stderr
     assert proc.stdout == ""  # no record: the job did not start
+
+
+def test_the_trim_interval_default_is_one_and_documented_as_defined(monkeypatch):
+    """One default, :data:`allocator.TRIM_INTERVAL`: what an unset variable gives, and what
+    ``paths.ENVIRONMENT``, docs/layout.md's table and docs/performance.md say it is."""
+    from engine.core import paths
+
+    monkeypatch.delenv("DFE_MALLOC_TRIM_INTERVAL", raising=False)
+    assert allocator.trim_interval() == allocator.TRIM_INTERVAL
+    default = f"{allocator.TRIM_INTERVAL:g}"
+    assert f"(default {default};" in paths.ENVIRONMENT["DFE_MALLOC_TRIM_INTERVAL"]
+    layout = (ROOT / "docs" / "layout.md").read_text()
+    (row,) = [r for r in layout.splitlines() if r.startswith("| `DFE_MALLOC_TRIM_INTERVAL` |")]
+    assert f"(default {default};" in row, row
+    performance = " ".join((ROOT / "docs" / "performance.md").read_text().split())
+    assert f"at most every {default} s" in performance
+    assert f"the interval is {default} s" in performance
