@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.deps import require
-from engine.core.errors import MissingDependencyError
+from core.deps import require
+from core.errors import MissingDependencyError
 
 
 def _transforms() -> Any:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.core.errors import MissingDependencyError
-from engine.core.provenance import library_versions
+from core.errors import MissingDependencyError
+from engine.provenance import library_versions
 
 
 @dataclass(frozen=True)

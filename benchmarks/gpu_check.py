@@ -183,7 +183,7 @@ def prepare(
     """Gather what the GPU machine needs into ``assets`` (git-ignored): the cp312 manylinux
     wheels of PyAV and onnx2torch, the detector and the test clips; write ``manifest.json`` and
     check that checkout + assets fit the 64 MiB the device tool carries."""
-    from engine.core.hashing import sha256_file
+    from core.hashing import sha256_file
 
     wheels = assets / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
@@ -412,7 +412,7 @@ def section_model(ctx: dict[str, Any]) -> dict[str, Any]:
     out["model_dir"] = str(model)
     out["checkpoint"] = str(ckpt)
     parity = getattr(result, "parity", None)
-    from engine.core.sidecar import load_sidecar
+    from core.sidecar import load_sidecar
 
     out["export_parity"] = parity if parity is not None else load_sidecar(model).sidecar.parity
     return out
@@ -475,8 +475,8 @@ def section_classifier(ctx: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from core.sidecar import load_sidecar
     from engine.backends import get_factory
-    from engine.core.sidecar import load_sidecar
 
     dry, deadline, save = ctx["dry_run"], ctx["deadline"], ctx["save"]
     cuda = torch.cuda.is_available() and not dry
@@ -730,8 +730,8 @@ def section_compile(ctx: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from core.sidecar import load_sidecar
     from engine.backends import get_factory
-    from engine.core.sidecar import load_sidecar
 
     dry, deadline, save = ctx["dry_run"], ctx["deadline"], ctx["save"]
     cuda = torch.cuda.is_available() and not dry

@@ -22,8 +22,8 @@ from benchmarks.common import machine_info, write_json
 
 
 def _crops(count: int, models_dir: str | None) -> np.ndarray:
+    from core.config import EngineConfig
     from engine.api import open_detector
-    from engine.core.config import EngineConfig
     from engine.optimize.calibration import (
         FrameSelection,
         default_calibration_videos,
@@ -38,8 +38,8 @@ def _crops(count: int, models_dir: str | None) -> np.ndarray:
 
 
 def run(model_dir: Path, batches: list[int], rounds: int, models_dir: str | None) -> dict[str, Any]:
+    from core.sidecar import load_sidecar
     from engine.backends import get_factory
-    from engine.core.sidecar import load_sidecar
 
     spec = load_sidecar(model_dir)
     runners = {

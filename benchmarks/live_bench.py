@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import ffmpeg_path, machine_info, write_json
-from engine.core.errors import EngineError
+from core.errors import EngineError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -635,7 +635,7 @@ def _seconds(path: Path) -> float:
 
 
 def _model_info(model: Path) -> dict[str, Any]:
-    from engine.core.sidecar import load_sidecar
+    from core.sidecar import load_sidecar
 
     out: dict[str, Any] = {"path": str(model), "backend": "ort", "precision": "fp32"}
     try:

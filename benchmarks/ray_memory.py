@@ -119,8 +119,8 @@ def main() -> None:
 
     import ray
 
+    from core.config import EngineConfig, RayConfig, SequenceConfig
     from engine import distributed
-    from engine.core.config import EngineConfig, RayConfig, SequenceConfig
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster
     ray.init(include_dashboard=False, log_to_driver=False)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import machine_info, peak_rss_mb, time_call, write_json
-from engine.core.errors import EngineError
+from core.errors import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ def _crops(n: int) -> np.ndarray:
 
 def bench_classifier(cfg: SuiteConfig) -> dict[str, Any]:
     """Frames/s of the whole model (CNN + LSTM step + linear) per backend/precision/batch."""
+    from core.sidecar import load_sidecar
     from engine.backends import get_factory
-    from engine.core.sidecar import load_sidecar
 
     spec = load_sidecar(cfg.model_dir)
     batches = [1, 20, 64] if cfg.quick else [1, 8, 20, 32, 64, 100]

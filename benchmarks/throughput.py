@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import machine_info, write_json
-from engine.core.compute import ThreadBudget
+from core.compute import ThreadBudget
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("decode", "detect", "track", "crop", "classify")

@@ -43,7 +43,7 @@ from typing import Any
 
 from benchmarks.common import ffmpeg_path, machine_info, write_json
 from benchmarks.throughput import _OURS_CHILD, REPO, _run_child
-from engine.core.errors import EngineError
+from core.errors import EngineError
 
 #: Durations of the quick suite and of ``--full``, seconds.
 QUICK_DURATIONS = (300.0, 600.0)

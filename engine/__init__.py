@@ -6,8 +6,8 @@ imported where they are used.
 
 from __future__ import annotations
 
-from engine.core import __version__
-from engine.core.errors import (
+from core import __version__
+from core.errors import (
     ArtifactNotFoundError,
     BackendUnavailableError,
     CheckpointError,

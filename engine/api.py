@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.classifier import ClassifierRunner, runner_outputs
+from core.compute import CPU_POOL_BACKENDS, shared_pool
+from core.config import DEFAULT_SEQ_LEN, EngineConfig
+from core.errors import EngineError, ModelFormatError
+from core.sidecar import ModelSpec
+from engine.allocator import tune_allocator
 from engine.backends import get_factory
-from engine.core.allocator import tune_allocator
-from engine.core.classifier import ClassifierRunner, runner_outputs
-from engine.core.compute import CPU_POOL_BACKENDS, shared_pool
-from engine.core.config import DEFAULT_SEQ_LEN, EngineConfig
-from engine.core.errors import EngineError, ModelFormatError
-from engine.core.records import Prediction
-from engine.core.sidecar import ModelSpec
 from engine.executor import Stages, run_overlapped
 from engine.models import ModelCatalog, load_catalog
 from engine.pipeline import VideoJob, VideoPipeline, error_text, job_for, policy_for
+from engine.records import Prediction
 from preprocess.faces import FacePolicy
 from preprocess.sampling import check_count, check_sampling
 
@@ -94,7 +94,7 @@ def open_detector(
     that graph (:meth:`~engine.backends.base.BackendFactory.detector`: the SCRFD maths over its
     runner on ONNX Runtime and TensorRT, the PyTorch detector on torch-cuda). ``model_dir``: the
     exported model whose ``engines/`` folder caches a TensorRT detector engine.
-    Raises :class:`~engine.core.errors.ArtifactNotFoundError` when the model file is missing
+    Raises :class:`~core.errors.ArtifactNotFoundError` when the model file is missing
     and cannot be downloaded."""
     from engine.backends.base import DetectorOptions
     from preprocess.scrfd import DetectorConfig
@@ -125,7 +125,7 @@ class Engine:
 
     def __init__(self, catalog: ModelCatalog, config: EngineConfig) -> None:
         # Frames and batches on mappings of their own, so that a long job's heap stays flat
-        # (engine.core.allocator); once per process, before the first session or frame.
+        # (engine.allocator); once per process, before the first session or frame.
         tune_allocator()
         self.catalog = catalog
         self.config = config
@@ -138,7 +138,7 @@ class Engine:
             max_batch=config.batch_size,
         )
         self.backend = self._factory.name
-        #: how the threads share the cores (engine.core.compute)
+        #: how the threads share the cores (core.compute)
         self.threads = config.thread_budget(self.backend)
         if self.threads.threads != config.intra_op_threads:
             self._factory = get_factory(
@@ -219,11 +219,11 @@ class Engine:
 
     def provenance(self, spec: ModelSpec) -> dict[str, Any]:
         """The engine's part of a record's ``provenance`` for model ``spec``
-        (:mod:`engine.core.provenance`): versions, the model's and the detector's checksums,
+        (:mod:`engine.provenance`): versions, the model's and the detector's checksums,
         and every score-changing option as it runs (``seq_len``/``sampling`` left None: the
         call sets them). Computed once per model; the detector file is found here."""
-        from engine.core import provenance
-        from engine.core.hashing import file_sha256
+        from core.hashing import file_sha256
+        from engine import provenance
 
         pipeline = self.pipeline_for(spec)
         with self._lock:

@@ -14,11 +14,11 @@ The guarantees (docs/scoring.md, "What a scoring job guarantees"):
   over the old one when the job ends, so an interrupted job leaves the old file as it was).
   Records are appended one by one with ``os.write`` and are on disk when the next video starts;
   a write that fails (disk full, quota, I/O error) is cut back to the last complete record and
-  ends the job with :class:`~engine.core.errors.OutputError`; a torn last line left by a killed
+  ends the job with :class:`~core.errors.OutputError`; a torn last line left by a killed
   job is removed when the file is resumed.
 - **Resume means the same work.** A record counts as done only when it is ``ok``, its input is
-  the same file unchanged (:func:`engine.core.provenance.same_input`) and it was made by the same
-  model, detector and score-changing settings (:func:`engine.core.provenance.differences`); a
+  the same file unchanged (:func:`engine.provenance.same_input`) and it was made by the same
+  model, detector and score-changing settings (:func:`engine.provenance.differences`); a
   file holding ``ok`` records made otherwise is refused, naming what differs. Error records and
   records of changed files are scored again and replaced, so a resumed file holds one record
   per input.
@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from engine.core.errors import InvalidInputError, OutputError
-from engine.core.provenance import differences, input_identity, same_input
-from engine.core.records import RECORD_FIELDS, csv_row, from_csv_row
+from core.errors import InvalidInputError, OutputError
+from engine.provenance import differences, input_identity, same_input
+from engine.records import RECORD_FIELDS, csv_row, from_csv_row
 from preprocess.video import is_animated_image
 
 log = logging.getLogger(__name__)
@@ -413,7 +413,7 @@ class RecordWriter:
     :meth:`close` renames over it when the job succeeded (``commit=True``) and removes
     otherwise. Each record is written with ``os.write`` (no buffer left in the process), so
     what was written survives a killed job. A failed write is cut back to the last complete
-    record and raises :class:`~engine.core.errors.OutputError` saying how many are kept.
+    record and raises :class:`~core.errors.OutputError` saying how many are kept.
 
     CSV has one column per field of the record schema (:data:`RECORD_FIELDS`; lists and
     dicts as JSON text), so no field is dropped."""

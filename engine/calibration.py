@@ -5,7 +5,7 @@ Networks", ICML 2017): the one ``T > 0`` that minimises the negative log-likelih
 labels under ``p_fake = sigmoid((z_fake - z_real) / T)``, found on ``log T`` by bounded scalar
 minimisation (SciPy's ``minimize_scalar``; the loss is convex in ``1/T``). :func:`thresholds`
 turns a stated operating point into the two thresholds of the verdict rule
-(:mod:`engine.core.verdict`): ``fake_at``, the lowest p_fake at which at most
+(:mod:`core.verdict`): ``fake_at``, the lowest p_fake at which at most
 ``max_false_fake`` of the REAL videos would be called FAKE, and ``real_below``, the highest at
 which at most ``max_missed_fake`` of the FAKE videos would be called REAL. Between them the
 engine answers UNCERTAIN. :func:`calibrate` scores the set with an engine, fits both and
@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.errors import InvalidInputError
-from engine.core.metrics import brier_score, expected_calibration_error
-from engine.core.reduce import fake_index
-from engine.core.verdict import Calibration, calibrated_p_fake, logit_margin
+from core.errors import InvalidInputError
+from core.metrics import brier_score, expected_calibration_error
+from core.reduce import fake_index
+from core.verdict import Calibration, calibrated_p_fake, logit_margin
 
 if TYPE_CHECKING:
     from engine.api import Engine
@@ -185,6 +185,6 @@ def calibrate(
 
 def write(model_dir: str | Path, calibration: Calibration) -> Path:
     """Store ``calibration`` in the model's sidecar (its other sections kept); returns it."""
-    from engine.core.sidecar import update_sidecar
+    from core.sidecar import update_sidecar
 
     return update_sidecar(model_dir, calibration=calibration)

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from engine.core.errors import EngineError
+from core.errors import EngineError
 from engine.options import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_PORT_BUSY, format_error
 
 log = logging.getLogger("dfe")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.core.errors import ArtifactNotFoundError
-from engine.core.paths import env, shared_dir
+from core.errors import ArtifactNotFoundError
+from core.paths import env, shared_dir
 
 log = logging.getLogger(__name__)
 

@@ -29,13 +29,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.compute import default_decode_workers
+from core.config import GPU_BACKENDS, EngineConfig, RayConfig, SequenceConfig
+from core.errors import InvalidInputError, MissingDependencyError
+from core.paths import env
 from engine.batch import ResumePlan
 from engine.batch import output_format as batch_output_format
-from engine.core.compute import default_decode_workers
-from engine.core.config import GPU_BACKENDS, EngineConfig, RayConfig, SequenceConfig
-from engine.core.errors import InvalidInputError, MissingDependencyError
-from engine.core.paths import env
-from engine.core.records import (
+from engine.records import (
     arrow_schema,
     decode_json_columns,
     encode_json_columns,
@@ -73,7 +73,7 @@ def require_ray() -> Any:
 
 
 def record_schema() -> pa.Schema:
-    """The Arrow schema of one scored video: :func:`engine.core.records.arrow_schema`."""
+    """The Arrow schema of one scored video: :func:`engine.records.arrow_schema`."""
     return arrow_schema()
 
 
@@ -173,7 +173,7 @@ class VideoScorer:
     def _error(self, path: str, message: str) -> dict[str, Any]:
         """An error record made here (not by the pipeline), with the provenance it would have
         had, so that ``--resume`` knows its input and retries it."""
-        from engine.core.provenance import input_identity
+        from engine.provenance import input_identity
 
         try:
             prov = self.engine.job_provenance(self.seq_len, self.sampling)
@@ -310,7 +310,7 @@ def write_records_file(out: Path, name: str, records: Sequence[dict[str, Any]]) 
         os.replace(tmp, final)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        from engine.core.errors import OutputError
+        from core.errors import OutputError
 
         raise OutputError(
             f"writing {final} failed: {exc.strerror or exc}. The files already in {out} are "
@@ -348,7 +348,7 @@ def actor_config(
 ) -> EngineConfig:
     """The config an actor with ``cpus`` CPUs (and ``gpus`` GPUs) reserved runs: unless given,
     as many network calls at once as its CPUs (at least 1), as many videos decoded at once as
-    :func:`~engine.core.compute.default_decode_workers` gives for those CPUs and
+    :func:`~core.compute.default_decode_workers` gives for those CPUs and
     ``sequence.sampling``, and ``ort-cuda`` for ``backend="auto"`` with GPUs. Sized by the
     reservation, not by the node's cores: Ray does not pin an actor to its CPUs."""
     cores = max(1, int(cpus))
@@ -375,13 +375,13 @@ def build_dataset(
     """A lazy Ray Dataset of ``dfe predict`` records (storage form, see :func:`read_records`)
     for ``paths``, scored by an actor pool of ``layout.num_workers`` Engines.
 
-    Each actor receives the frozen ``config`` (:class:`~engine.core.config.EngineConfig`) and
-    ``sequence`` (:class:`~engine.core.config.SequenceConfig`) objects. Call it after
+    Each actor receives the frozen ``config`` (:class:`~core.config.EngineConfig`) and
+    ``sequence`` (:class:`~core.config.SequenceConfig`) objects. Call it after
     ``ray.init`` (it reads the cluster's CPUs to size ``cpus_per_worker`` when not given). An
     actor runs as many network calls at once, one ONNX Runtime thread each, as the CPUs reserved
-    for it (at least 1; :mod:`engine.core.compute`) unless ``config.intra_op_threads`` or
+    for it (at least 1; :mod:`core.compute`) unless ``config.intra_op_threads`` or
     ``config.compute_workers`` is set, and decodes as many videos at once as
-    :func:`~engine.core.compute.default_decode_workers` gives for those CPUs unless
+    :func:`~core.compute.default_decode_workers` gives for those CPUs unless
     ``config.decode_workers`` is set; with GPUs per actor and ``backend="auto"`` the actors
     run ``ort-cuda``. ``layout.memory_per_worker`` (GB) reserves memory per actor in Ray's
     scheduler (an actor scoring 1080p videos peaks near 1.5 GiB), so a node is never given more
@@ -443,7 +443,7 @@ def score(
     :func:`resume_dataset` apply: videos recorded there as scored, unchanged, with the same
     model and settings are skipped, error records and changed files are scored again and their
     records replaced, and records made with other settings raise
-    :class:`~engine.core.errors.InvalidInputError` (nothing scored); new files are added next
+    :class:`~core.errors.InvalidInputError` (nothing scored); new files are added next
     to the old ones. Returns (scored, skipped)."""
     fmt = output_format(out)
     paths = [str(p) for p in paths]

@@ -3,13 +3,13 @@ per-class precision/recall, ROC AUC and the calibration of ``p_fake_calibrated``
 
 Pure functions on labels and ``dfe predict`` records, so they are checked against hand-computed
 cases. The label file reader and the metric functions themselves live in the shared base
-(:mod:`engine.core.labels`, :mod:`engine.core.metrics`), where ``dfe train``'s validation uses
+(:mod:`core.labels`, :mod:`core.metrics`), where ``dfe train``'s validation uses
 the same ones. Class order is the original's: FAKE first, then REAL (its label indices 0 and
 1); the confusion matrix's rows are the true class and its columns the predicted one, as the
 original printed it.
 
 What each number covers (the engine answers FAKE, REAL, UNCERTAIN or NO_FACE,
-:mod:`engine.core.verdict`):
+:mod:`core.verdict`):
 
 * ``verdicts`` and ``coverage``: every scored video has a verdict; coverage is the share of
   them that got a decided one (FAKE or REAL).
@@ -32,9 +32,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.core.errors import MissingDependencyError
-from engine.core.labels import CLASSES, read_labels
-from engine.core.metrics import (
+from core.errors import MissingDependencyError
+from core.labels import CLASSES, read_labels
+from core.metrics import (
     CALIBRATION_BINS,
     accuracy,
     brier_score,
@@ -46,7 +46,7 @@ from engine.core.metrics import (
     roc_auc,
     roc_curve,
 )
-from engine.core.verdict import DEFAULT_FAKE_AT, DEFAULT_REAL_BELOW, VERDICTS
+from core.verdict import DEFAULT_FAKE_AT, DEFAULT_REAL_BELOW, VERDICTS
 
 log = logging.getLogger(__name__)
 

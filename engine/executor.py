@@ -5,7 +5,7 @@ of ``decode_workers`` threads runs ``decode`` on one job each; ``detect_workers`
 decoded jobs into batches of about ``detect_frames`` frames for ``detect``; ``classify_workers``
 threads gather detected jobs into batches of about ``classify_frames`` frames for ``classify``,
 whose results ``finish`` turns into the values yielded (how the cores are shared by the
-network calls of the stages: :mod:`engine.core.compute`). At most ``max_in_flight`` jobs are
+network calls of the stages: :mod:`core.compute`). At most ``max_in_flight`` jobs are
 between decoding and their result
 at any time, so memory stays bounded over any job length.
 
@@ -57,7 +57,7 @@ class Stages(Generic[J, R]):
 
 
 class DecodeGate(Protocol):
-    """Which decoding threads may decode (``engine.core.compute.DecodeShare`` is one)."""
+    """Which decoding threads may decode (``core.compute.DecodeShare`` is one)."""
 
     def wait_turn(self, decoder: int) -> bool:
         """Block decoding thread ``decoder`` (0-based) until it may take the next video (True),
@@ -105,7 +105,7 @@ def run_overlapped(
     of the results taken). ``detect_workers``/``classify_workers``: threads calling ``detect``/
     ``classify`` at the same time (the stage callables must then be thread-safe).
     ``decode_gate``: which of the ``decode_workers`` decoding threads may decode now, and what
-    each decode cost (:class:`DecodeGate`, e.g. :class:`engine.core.compute.DecodeShare`; by
+    each decode cost (:class:`DecodeGate`, e.g. :class:`core.compute.DecodeShare`; by
     default all of them). Raises ``ValueError`` for a worker count or ``max_in_flight`` below
     1 (when the first result is asked for: this is a generator, and nothing starts before)."""
     for name, count in (

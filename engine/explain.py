@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from engine.core.classifier import FMAP
-from engine.core.errors import ArtifactNotFoundError, ModelFormatError
-from engine.core.sidecar import ModelSpec
+from core.classifier import FMAP
+from core.errors import ArtifactNotFoundError, ModelFormatError
+from core.sidecar import ModelSpec
 
 if TYPE_CHECKING:
     from engine.api import Engine, Prediction
@@ -42,7 +42,7 @@ FAKE_BGR = (40, 40, 220)
 REAL_BGR = (60, 160, 40)
 UNCERTAIN_BGR = (0, 130, 220)
 NO_FACE_BGR = (110, 110, 110)
-#: The colour of each verdict's headline (engine.core.verdict.VERDICTS).
+#: The colour of each verdict's headline (core.verdict.VERDICTS).
 VERDICT_BGR = {
     "FAKE": FAKE_BGR,
     "REAL": REAL_BGR,
@@ -174,7 +174,7 @@ def with_timeline(
     """``pred`` with the timeline of ``video`` at the engine's ``timeline_fps`` applied (its
     segments decide the verdict as in ``dfe predict --timeline``); an error making it is a
     warning and ``pred`` keeps its verdict."""
-    from engine.core.errors import EngineError
+    from core.errors import EngineError
     from engine.timeline import apply_segments
 
     if not pred.ok:
@@ -308,7 +308,7 @@ def verdict_headline(pred: Prediction) -> tuple[str, str, tuple[int, int, int]]:
     p_fake, ``REAL 88.0%`` with its complement, ``UNCERTAIN``, ``NO FACE``: no probability is a
     verdict), the line under it (the main reason in words for UNCERTAIN and NO_FACE; the rule
     for FAKE and REAL) and the colour."""
-    from engine.core.verdict import reason_text
+    from core.verdict import reason_text
 
     verdict = pred.verdict or ("NO_FACE" if not pred.faces else pred.label or "UNCERTAIN")
     p = pred.p_fake_calibrated if pred.p_fake_calibrated is not None else pred.p_fake
@@ -576,7 +576,7 @@ def write_timeline_plot(
     each; a break in the line where their face is absent), the thresholds dashed, the
     segments shaded. Needs matplotlib (the ``eval`` extra). Raises ``ValueError`` for a
     prediction without a timeline."""
-    from engine.core.deps import require
+    from core.deps import require
 
     require("matplotlib", purpose="the timeline plot (timeline.png)")
     import matplotlib

@@ -25,8 +25,8 @@
   ``hop`` seconds of stream time it gives one :class:`PersonVerdict` per person in the last
   ``window`` seconds: ``seq_len`` of the person's frames spread over the window, reduced and
   calibrated exactly as ``dfe predict`` reduces a person's frames
-  (:func:`engine.core.reduce.score_video`, the sidecar's calibration), their crops' quality
-  (:func:`preprocess.quality.measure`) and :func:`engine.core.verdict.decide`. So a line's
+  (:func:`core.reduce.score_video`, the sidecar's calibration), their crops' quality
+  (:func:`preprocess.quality.measure`) and :func:`core.verdict.decide`. So a line's
   ``frame_p_fake``, ``boxes`` and ``p_fake_calibrated`` are those ``Engine.predict`` gives for
   the same frames.
 
@@ -59,11 +59,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.allocator import release_free_memory
-from engine.core.classifier import FEATURES, LOGITS
-from engine.core.errors import ArtifactNotFoundError, EngineError, InvalidInputError
-from engine.core.reduce import fake_index, score_video
-from engine.core.verdict import VERDICTS, decide, logit_margin
+from core.classifier import FEATURES, LOGITS
+from core.errors import ArtifactNotFoundError, EngineError, InvalidInputError
+from core.reduce import fake_index, score_video
+from core.verdict import VERDICTS, decide, logit_margin
+from engine.allocator import release_free_memory
 from engine.timeline import next_step_after, time_sampler
 from preprocess.face_extraction import TRACK_HISTORY_FRAMES
 
@@ -640,7 +640,7 @@ class _Reader:
                 attempt += 1
 
     def _av_frames(self) -> Iterator[LiveFrame]:
-        from engine.core.deps import require
+        from core.deps import require
 
         require("av", purpose="reading live video (PyAV)")
         import av

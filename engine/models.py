@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.core.errors import ArtifactNotFoundError, InvalidInputError
-from engine.core.sidecar import SIDECAR_NAME, ModelSpec, load_sidecar
+from core.errors import ArtifactNotFoundError, InvalidInputError
+from core.sidecar import SIDECAR_NAME, ModelSpec, load_sidecar
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Command-line options generated from the config dataclasses: the one place flags are mapped.
 
-Each field of :class:`~engine.core.config.EngineConfig`, :class:`SequenceConfig` and
+Each field of :class:`~core.config.EngineConfig`, :class:`SequenceConfig` and
 :class:`RayConfig` becomes a flag (its metadata names the flag, the help, the allowed values and
 bounds), and :func:`config_from_args` builds the frozen config back from the parsed arguments,
 validated by the dataclass itself. Subcommands use these public helpers; none maps an option by
@@ -15,7 +15,7 @@ import textwrap
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from engine.core.config import (
+from core.config import (
     DETECTOR_FIELDS,
     EngineConfig,
     RayConfig,
@@ -28,7 +28,7 @@ from engine.core.config import (
 EXIT_OK = 0
 EXIT_ERROR = 2  # a user-facing error: bad input, missing file or dependency
 EXIT_PARTIAL = 3  # a batch job finished, but some inputs failed (recorded)
-EXIT_PORT_BUSY = 4  # dfe serve: --port is taken on --host (engine.core.errors.PortBusyError)
+EXIT_PORT_BUSY = 4  # dfe serve: --port is taken on --host (core.errors.PortBusyError)
 
 C = TypeVar("C")
 

@@ -19,8 +19,8 @@ select faces       :meth:`~preprocess.face_extraction.FaceExtractor.select`: who
                    :class:`preprocess.faces.FacePolicy` (crop style, margin, no-face rule)
 crop / preprocess  :meth:`~preprocess.face_extraction.FaceExtractor.crop`, then
                    :class:`preprocess.crop.Preprocessor` (the model sidecar's input spec)
-classify           :class:`engine.core.classifier.ClassifierRunner` (batching, sequence head)
-reduce             :func:`engine.core.reduce.score_video` (the sidecar's reduction and labels)
+classify           :class:`core.classifier.ClassifierRunner` (batching, sequence head)
+reduce             :func:`core.reduce.score_video` (the sidecar's reduction and labels)
 =================  ==========================================================================
 
 The face steps are those of :class:`preprocess.face_extraction.FaceExtractor`, the one face
@@ -48,14 +48,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.allocator import release_free_memory
-from engine.core.classifier import ClassifierOutput, ClassifierRunner
-from engine.core.config import DEFAULT_DETECTOR_INPUT_SHAPE, FACES_MODES, EngineConfig
-from engine.core.errors import EngineError, InvalidInputError
-from engine.core.records import Prediction
-from engine.core.reduce import VideoScore, fake_index, score_video
-from engine.core.sidecar import ModelSpec
-from engine.core.verdict import Verdict, combine, decide, logit_margin, reason_text
+from core.classifier import ClassifierOutput, ClassifierRunner
+from core.config import DEFAULT_DETECTOR_INPUT_SHAPE, FACES_MODES, EngineConfig
+from core.errors import EngineError, InvalidInputError
+from core.reduce import VideoScore, fake_index, score_video
+from core.sidecar import ModelSpec
+from core.verdict import Verdict, combine, decide, logit_margin, reason_text
+from engine.allocator import release_free_memory
+from engine.records import Prediction
 from preprocess.crop import Preprocessor, resize_pil
 from preprocess.face_extraction import DecodeOptions, FaceExtractor, FaceSequence
 from preprocess.faces import FacePolicy
@@ -93,7 +93,7 @@ class VideoJob:
     colour: dict[str, Any] | None = None  # the source's colour and what was converted
     # what else the decoder did and saw: deinterlacing, the frames' sizes (decode_record)
     decode: dict[str, Any] | None = None
-    # the input file's identity when it was read (engine.core.provenance.input_identity)
+    # the input file's identity when it was read (engine.provenance.input_identity)
     input: dict[str, Any] | None = None
     # what the decoder said of the source: share of frames flagged interlaced, bits per pixel
     source_quality: dict[str, float | None] = field(default_factory=dict)
@@ -222,7 +222,7 @@ def job_for(index: int, source: Any, *, crops: bool = False, size: int = 112) ->
 @dataclass(frozen=True)
 class SequenceResult:
     """One scored sequence: its frames and boxes, per-frame and overall scores, the calibrated
-    p_fake, the quality of its evidence and its verdict (:mod:`engine.core.verdict`)."""
+    p_fake, the quality of its evidence and its verdict (:mod:`core.verdict`)."""
 
     sequence: ScoredSequence
     score: VideoScore
@@ -409,7 +409,7 @@ class VideoPipeline:
 
     def decode(self, job: VideoJob, n: int, sampling: str) -> None:
         """Read ``n`` frames of ``job.source`` chosen by ``sampling``."""
-        from engine.core.provenance import input_identity
+        from engine.provenance import input_identity
 
         t = time.perf_counter()
         job.input = input_identity(job.source, content=self.hash_inputs)
@@ -558,7 +558,7 @@ class VideoPipeline:
     def results(self, job: VideoJob, logits: Sequence[np.ndarray]) -> list[SequenceResult]:
         """Each sequence's score (reduction and labels of the model's sidecar), calibrated
         p_fake (the sidecar's calibration), quality (:func:`preprocess.quality.measure`) and
-        verdict (:func:`engine.core.verdict.decide`)."""
+        verdict (:func:`core.verdict.decide`)."""
         from preprocess.quality import measure
 
         calibration = self.spec.calibration
@@ -592,7 +592,7 @@ class VideoPipeline:
     @staticmethod
     def deciding(results: Sequence[SequenceResult]) -> int:
         """The position of the sequence that decides the video: a video is FAKE if anyone in
-        it is, else UNCERTAIN if anyone is, else REAL (:func:`engine.core.verdict.combine`);
+        it is, else UNCERTAIN if anyone is, else REAL (:func:`core.verdict.combine`);
         among people of that verdict, the most fake; with one sequence, that one."""
         order = sorted(range(len(results)), key=lambda i: (-results[i].score.p_fake, i))
         return order[combine([results[i].verdict for i in order])]
@@ -668,7 +668,7 @@ class VideoPipeline:
     def provenance(
         self, job: VideoJob, *, n: int | None, sampling: str | None
     ) -> dict[str, Any] | None:
-        """The record's ``provenance`` (:mod:`engine.core.provenance`): the engine's part
+        """The record's ``provenance`` (:mod:`engine.provenance`): the engine's part
         (model, detector, settings), this job's ``seq_len`` and ``sampling``, and its input's
         identity. None when the pipeline was built without one (a test's bare pipeline)."""
         if self._provenance is None:
@@ -683,7 +683,7 @@ class VideoPipeline:
         """The calibration holds for the settings it was fitted with: say which of this
         run's score-changing settings differ from them (frames per video, sampling, the face
         options, the detector, the precision ...; the timeline's are not the first frames')."""
-        from engine.core.provenance import flag_for
+        from engine.provenance import flag_for
 
         fitted = self.spec.calibration.fitted_on.get("settings") or {}
         if not fitted:

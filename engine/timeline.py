@@ -46,13 +46,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.errors import InvalidInputError
-from engine.core.reduce import fake_index
-from engine.core.verdict import calibrated_p_fake
+from core.errors import InvalidInputError
+from core.reduce import fake_index
+from core.verdict import calibrated_p_fake
 
 if TYPE_CHECKING:
-    from engine.core.records import Prediction
     from engine.pipeline import VideoPipeline
+    from engine.records import Prediction
 
 #: Default sampling rate of a timeline, frames per second of presentation time.
 TIMELINE_FPS = 2.0

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.config import TRAIN_INPUTS, EngineConfig
-from engine.core.errors import EngineError, InvalidInputError
-from engine.core.labels import CLASSES
+from core.config import TRAIN_INPUTS, EngineConfig
+from core.errors import EngineError, InvalidInputError
+from core.labels import CLASSES
 from preprocess.crop import INPUT_SIZE, Preprocessor
 from preprocess.face_extraction import FaceExtractor
 from preprocess.faces import FacePolicy, clip_policy
@@ -194,7 +194,7 @@ def open_detector(config: EngineConfig) -> Detector:
     """The detector of ``config`` on ONNX Runtime CPU, as the engine opens it there: the
     runtime's one :func:`engine.api.open_detector` with ``backend="ort"`` (training data is made
     on the CPU; the crops are those ``dfe predict --backend ort`` scores). Raises
-    :class:`~engine.core.errors.ArtifactNotFoundError` when the model file is missing and cannot
+    :class:`~core.errors.ArtifactNotFoundError` when the model file is missing and cannot
     be downloaded."""
     from engine.api import open_detector as open_engine_detector
 
@@ -235,7 +235,7 @@ class FaceCropper:
         return self._detector
 
     def __call__(self, path: str | os.PathLike[str]) -> VideoCrops:
-        """The crops of one file; raises :class:`~engine.core.errors.InvalidVideoError` for an
+        """The crops of one file; raises :class:`~core.errors.InvalidVideoError` for an
         unreadable file and :class:`InvalidInputError` when no crop is kept."""
         opts = self.options
         clip = self.extractor.read(path, opts.frames, opts.sampling)

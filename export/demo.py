@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.core.deps import require
+from core.deps import require
 from preprocess.crop import normalize
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
 axis), ``head.onnx`` for the ``sequence`` variant, and the sidecar ``classifier.json``. Before it
 returns it runs ``onnx.checker`` and compares ONNX Runtime (CPU) with the faithful PyTorch module
 on several videos of different lengths, run through the runtime's own classifier stage
-(:class:`engine.core.classifier.ClassifierRunner`), for both reductions; a mismatch beyond
+(:class:`core.classifier.ClassifierRunner`), for both reductions; a mismatch beyond
 tolerance raises :class:`ParityError` and nothing is left behind that looks valid.
 """
 
@@ -20,15 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.classifier import ClassifierRunner
-from engine.core.config import REDUCE_MODES
-from engine.core.deps import require
-from engine.core.errors import InvalidInputError, ParityError
-from engine.core.hashing import sha256_file
-from engine.core.onnx_session import create_session
-from engine.core.provenance import library_versions
-from engine.core.reduce import LABELS, score_video
-from engine.core.sidecar import (
+from core.classifier import ClassifierRunner
+from core.config import REDUCE_MODES
+from core.deps import require
+from core.errors import InvalidInputError, ParityError
+from core.hashing import sha256_file
+from core.onnx_session import create_session
+from core.reduce import LABELS, score_video
+from core.sidecar import (
     SIDECAR_NAME,
     CheckpointInfo,
     ClassifierGraph,
@@ -43,6 +42,7 @@ from engine.core.sidecar import (
     remove_derived_files,
     write_sidecar,
 )
+from engine.provenance import library_versions
 from network.checkpoint import LoadedCheckpoint, build_model, load_checkpoint, training_record
 from preprocess.crop import INPUT_SIZE, normalize
 from preprocess.dlib_map import check_crop_style
@@ -116,7 +116,7 @@ def check_parity(
     ref = run_reference_videos(model, videos)
     report: dict[str, Any] = {
         "reference": "PyTorch DeepfakeModel (original forward, nn.LSTM), one video per call",
-        "onnx": "ONNX Runtime CPUExecutionProvider through engine.core.classifier."
+        "onnx": "ONNX Runtime CPUExecutionProvider through core.classifier."
         "ClassifierRunner (the runtime's classifier stage): all videos' frames concatenated "
         f"and run in the runtime's batches of {runner.batch_size}",
         "seq_lens": [len(v) for v in videos],
@@ -244,7 +244,7 @@ def write_verified_graphs(
     """Export the graphs of ``model`` (and ``linear1``'s weights for ``dfe explain``) into a
     scratch folder in ``outdir``, check parity on ``parity_videos`` (:func:`check_parity`) and
     only then move them into place, removing a stale head and what was made from the graphs
-    replaced (:data:`engine.core.sidecar.DERIVED_FILES`). Returns the classifier graph, the
+    replaced (:data:`core.sidecar.DERIVED_FILES`). Returns the classifier graph, the
     head graph (None: the original variant), the explain weights and the parity report;
     raises :class:`ParityError` (nothing written) when parity fails."""
     with tempfile.TemporaryDirectory(dir=outdir, prefix=".export-") as tmp:

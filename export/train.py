@@ -22,7 +22,7 @@ The original's training notebook, redone so that what is trained is what is serv
 - **Added**: a fixed seed (initialisation, split, data order, windows, augmentation, dropout),
   light augmentation that keeps the tight crop (:func:`export.datasets.augment_video`),
   mixed precision on CUDA, validation by video with the metrics of ``dfe eval``
-  (:mod:`engine.core.metrics`), the best checkpoint by validation AUC, and ``resume`` from the
+  (:mod:`core.metrics`), the best checkpoint by validation AUC, and ``resume`` from the
   last finished epoch with bitwise-equal results.
 - **Frozen backbone.** With ``freeze_backbone`` the CNN (BatchNorm statistics included) stays
   as initialised and runs without gradients; without augmentation its features are computed
@@ -55,19 +55,19 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.config import TRAIN_DETECTOR_FIELDS, TRAIN_INITS, EngineConfig, TrainConfig
-from engine.core.deps import require
-from engine.core.errors import (
+from core.config import TRAIN_DETECTOR_FIELDS, TRAIN_INITS, EngineConfig, TrainConfig
+from core.deps import require
+from core.errors import (
     ArtifactNotFoundError,
     BackendUnavailableError,
     CheckpointError,
     InvalidInputError,
     MissingDependencyError,
 )
-from engine.core.hashing import sha256_file
-from engine.core.labels import CLASSES, read_labels
-from engine.core.metrics import accuracy, confusion_matrix, roc_auc
-from engine.core.provenance import library_versions
+from core.hashing import sha256_file
+from core.labels import CLASSES, read_labels
+from core.metrics import accuracy, confusion_matrix, roc_auc
+from engine.provenance import library_versions
 from export.datasets import (
     CropCache,
     CropOptions,
@@ -659,7 +659,7 @@ def train(
     ``labels``: a ``file,label`` CSV (REAL/FAKE, any case, header optional), paths relative to
     ``root`` (default: the CSV's directory); files are videos or ``dfe preprocess`` face clips
     (:mod:`export.datasets`). ``config``: the options of ``dfe train``
-    (:class:`engine.core.config.TrainConfig`), or pass its fields as keywords (``seq_len=4,
+    (:class:`core.config.TrainConfig`), or pass its fields as keywords (``seq_len=4,
     lr=1e-3, ...``). ``detector``: the face detection options (``detector``, ``models_dir``,
     ``download``, ``detector_input``, ``score_threshold``, ``detector_batch``,
     ``intra_op_threads``, ``size_probe`` of :class:`EngineConfig`; ``download`` also allows

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.core.deps import require
-from engine.core.errors import ArtifactNotFoundError, CheckpointError
-from engine.core.hashing import sha256_file
+from core.deps import require
+from core.errors import ArtifactNotFoundError, CheckpointError
+from core.hashing import sha256_file
 
 if TYPE_CHECKING:
     import torch

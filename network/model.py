@@ -27,7 +27,7 @@ import torch
 import torchvision
 from torch import nn
 
-from engine.core.config import REDUCE_MODES
+from core.config import REDUCE_MODES
 
 LATENT_DIM = 2048
 HIDDEN_DIM = 2048
@@ -102,7 +102,7 @@ class DeepfakeModel(nn.Module):
 def reduce_lstm(x_lstm: torch.Tensor, reduce: str) -> torch.Tensor:
     """(videos, frames, hidden) LSTM outputs -> (videos, hidden): their mean over the frames
     (``reduce="mean"``, training's) or the last frame's (``"last"``, the original app's).
-    Raises ValueError for another mode (:data:`engine.core.config.REDUCE_MODES`)."""
+    Raises ValueError for another mode (:data:`core.config.REDUCE_MODES`)."""
     if reduce == "mean":
         return torch.mean(x_lstm, dim=1)
     if reduce == "last":

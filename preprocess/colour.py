@@ -59,9 +59,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from engine.core.config import COLOUR_MODES as CONFIG_COLOUR_MODES
-from engine.core.config import DEINTERLACE_MODES as CONFIG_DEINTERLACE_MODES
-from engine.core.errors import InvalidInputError, InvalidVideoError
+from core.config import COLOUR_MODES as CONFIG_COLOUR_MODES
+from core.config import DEINTERLACE_MODES as CONFIG_DEINTERLACE_MODES
+from core.errors import InvalidInputError, InvalidVideoError
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ __all__ = [
     "plan_conversion",
 ]
 
-COLOUR_MODES = CONFIG_COLOUR_MODES  # defined once, in engine.core.config
+COLOUR_MODES = CONFIG_COLOUR_MODES  # defined once, in core.config
 DEINTERLACE_MODES = CONFIG_DEINTERLACE_MODES
 
 # FFmpeg's names (libavutil/pixdesc.c, av_color_*_name; what ffprobe prints) for the values of

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from engine.core.errors import InvalidInputError
-from engine.core.sidecar import InputSpec
+from core.errors import InvalidInputError
+from core.sidecar import InputSpec
 
 _DEFAULT_INPUT = InputSpec()
 INPUT_SIZE = _DEFAULT_INPUT.size

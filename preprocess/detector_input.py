@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.errors import InvalidInputError
+from core.errors import InvalidInputError
 from preprocess.scrfd import Face, letterbox, nms
 
 if TYPE_CHECKING:

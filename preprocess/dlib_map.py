@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.core.config import CROP_STYLES
-from engine.core.errors import InvalidInputError
+from core.config import CROP_STYLES
+from core.errors import InvalidInputError
 from preprocess.dlib_map_coefficients import COEFFICIENTS
 
 if TYPE_CHECKING:

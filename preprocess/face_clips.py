@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.errors import InvalidInputError, InvalidVideoError
+from core.errors import InvalidInputError, InvalidVideoError
 from preprocess.crop import INPUT_SIZE, Preprocessor
 from preprocess.face_extraction import ExtractedFaces, FaceExtractor
 from preprocess.faces import FacePolicy, face_record

@@ -61,13 +61,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.config import FACES_MODES
-from engine.core.errors import InvalidInputError
+from core.config import FACES_MODES
+from core.errors import InvalidInputError
 from preprocess.crop import Box, Preprocessor
 from preprocess.faces import FacePolicy
 
 if TYPE_CHECKING:
-    from engine.core.config import EngineConfig
+    from core.config import EngineConfig
     from preprocess.detector_input import DetectorInput
     from preprocess.faces import Detector
     from preprocess.scrfd import Face
@@ -104,7 +104,7 @@ class DecodeOptions:
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> DecodeOptions:
-        """The decode options of an :class:`~engine.core.config.EngineConfig`
+        """The decode options of an :class:`~core.config.EngineConfig`
         (``decode_backend``, ``decode_threads``, ``colour``, ``deinterlace``)."""
         return cls(config.decode_backend, config.decode_threads, config.colour, config.deinterlace)
 
@@ -238,7 +238,7 @@ class FaceExtractor:
         policy: FacePolicy,
         preprocessor: Preprocessor | None = None,
     ) -> FaceExtractor:
-        """The extractor of an :class:`~engine.core.config.EngineConfig`: its ``faces``,
+        """The extractor of an :class:`~core.config.EngineConfig`: its ``faces``,
         ``size_probe``, ``detect_every`` and decode options (:meth:`DecodeOptions.from_config`),
         with ``policy`` (the runtime's: ``engine.pipeline.policy_for``)."""
         return cls(

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from engine.core.config import CLIP_NO_FACE_RULES, CROP_STYLES, FACE_RULES
-from engine.core.errors import InvalidInputError
+from core.config import CLIP_NO_FACE_RULES, CROP_STYLES, FACE_RULES
+from core.errors import InvalidInputError
 from preprocess.crop import Box, crop_box
 from preprocess.dlib_map import face_box
 

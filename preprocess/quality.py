@@ -3,7 +3,7 @@
 Pure functions on what the face chain already has (the crops, the crop boxes in source pixels,
 the decoder's report), measured per scored person and recorded with the score. The classifier
 was trained on faces of reasonable size, sharpness and exposure in colour, progressive, moderately
-compressed video; outside that range its score says little, and the verdict (``engine.core.
+compressed video; outside that range its score says little, and the verdict (``core.
 verdict``) turns UNCERTAIN with the reason.
 
 =====================  ======================================================================
@@ -127,7 +127,7 @@ class Quality:
     face_coverage: float
 
     def reasons(self) -> list[str]:
-        """The reason codes (their words: ``engine.core.verdict.REASONS``) of the limits this
+        """The reason codes (their words: ``core.verdict.REASONS``) of the limits this
         person is outside, in that order (empty when every measure is within range)."""
         out = []
         if self.face_px is not None and self.face_px < MIN_FACE_PX:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import operator
 
-from engine.core.config import SAMPLING_MODES
-from engine.core.errors import InvalidInputError
+from core.config import SAMPLING_MODES
+from core.errors import InvalidInputError
 
 
 def check_sampling(sampling: str) -> str:

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from engine.core.compute import INLINE, ComputePool
-from engine.core.config import (
+from core.compute import INLINE, ComputePool
+from core.config import (
     CPU_DETECTOR_BATCH,
     DEFAULT_DETECTOR_INPUT,
     DEFAULT_DETECTOR_INPUT_SHAPE,
@@ -33,12 +33,12 @@ from engine.core.config import (
     DEFAULT_SCORE_THRESHOLD,
     DETECTOR_INPUT_SHAPES,
 )
-from engine.core.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
-from engine.core.onnx_session import create_session, provider_name
+from core.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
+from core.onnx_session import create_session, provider_name
 from preprocess.scrfd_graph import DetectorGraph, load_detector_graph
 
 if TYPE_CHECKING:
-    from engine.core.classifier import Runner
+    from core.classifier import Runner
 
 logger = logging.getLogger(__name__)
 
@@ -500,7 +500,7 @@ class BatchedSCRFD:
     (:class:`DetectorConfig`) and ``spec`` (:class:`SCRFDSpec`) and implement
     :meth:`_run_letterboxed`: letterboxed uint8 BGR images of one shape and their scales ->
     faces per image. The batches of one call run at once on ``pool``
-    (:class:`engine.core.compute.ComputePool`, the CPU thread budget; inline by default).
+    (:class:`core.compute.ComputePool`, the CPU thread budget; inline by default).
     """
 
     config: DetectorConfig
@@ -611,13 +611,13 @@ class SCRFDDetector(BatchedSCRFD):
     ``graph`` is the loaded batch-dynamic graph (:func:`preprocess.scrfd_graph.load_detector_graph`:
     any InsightFace SCRFD ONNX file, batch-1 packs rewritten once into the cache); ``runner``
     runs it: any object with ONNX Runtime's ``run(output_names, feeds) -> list of arrays``
-    (:class:`engine.core.classifier.Runner`): a backend's runner (ONNX Runtime, a TensorRT
+    (:class:`core.classifier.Runner`): a backend's runner (ONNX Runtime, a TensorRT
     engine; :func:`engine.api.open_detector` makes the engine's detector that way), or an
     ``InferenceSession`` (:meth:`from_file`). ``input_dims`` are the input dims the runner takes
     (ints where fixed: a TensorRT engine built for one size; default the graph's own);
     ``providers`` says where the runner runs (logs, :attr:`providers`). Safe to call from
     several threads when the runner is (sessions and backend runners are); no per-call state is
-    kept on the instance. ``pool`` (:class:`engine.core.compute.ComputePool`) runs the batches of
+    kept on the instance. ``pool`` (:class:`core.compute.ComputePool`) runs the batches of
     one call at once (the engine passes its CPU thread budget: one SCRFD call per core).
     """
 
@@ -707,7 +707,7 @@ class SCRFDDetector(BatchedSCRFD):
         ``model_path`` is any InsightFace SCRFD ONNX file (``det_500m``, ``det_2.5g``,
         ``det_10g``) or a batch-dynamic export (loaded by
         :func:`preprocess.scrfd_graph.load_detector_graph`); the session runs on ``providers``
-        (the first one, or :class:`~engine.core.errors.BackendUnavailableError`: no silent
+        (the first one, or :class:`~core.errors.BackendUnavailableError`: no silent
         fallback) with ``intra_op_threads`` threads; ``options`` are the constructor's.
         Raises :class:`ArtifactNotFoundError` for a missing file and
         :class:`InvalidInputError` for a bad option.

@@ -36,10 +36,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from engine.core import paths
-from engine.core.deps import require
-from engine.core.errors import ArtifactNotFoundError, EngineError, ModelFormatError
-from engine.core.hashing import file_sha256
+from core import paths
+from core.deps import require
+from core.errors import ArtifactNotFoundError, EngineError, ModelFormatError
+from core.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class _Head:
 
 def cache_dir() -> Path:
     """Where rewrites are written: the cache of derived graphs (``$DFE_CACHE``, else
-    ``~/.cache/deepfake-engine/graphs``; :func:`engine.core.paths.cache_dir`), never the folder
+    ``~/.cache/deepfake-engine/graphs``; :func:`core.paths.cache_dir`), never the folder
     of the source."""
     return paths.cache_dir()
 

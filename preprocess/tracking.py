@@ -62,8 +62,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.core.deps import require
-from engine.core.errors import InvalidInputError
+from core.deps import require
+from core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from preprocess.scrfd import Face

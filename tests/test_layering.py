@@ -1,17 +1,16 @@
-"""The package layering: what may import what, no import cycles, no private names across
-packages, heavy libraries imported lazily, and a test suite that collects without torch.
+"""The package layering: what may import what, no import cycles among modules or folders, no
+private names across packages, heavy libraries imported lazily, and a test suite that collects
+without torch.
 
-Layers (docs/layout.md), bottom to top: ``engine.core`` is the shared base; ``preprocess``,
-``weights`` and ``network`` build on it alone; the runtime (``engine`` but its command line)
-composes them; ``export`` (ONNX export, training) uses the runtime; ``benchmarks`` use the
-runtime and ``export``; the command line (``engine.cli`` and ``engine.commands``) is the top
-layer, which may reach every package. Imports are read from the source: every ``import``
-(including those inside functions, so a lazy import cannot hide a dependency), every
-``importlib.import_module`` / ``__import__`` of a literal name, and every registry of module
-names (a module-level dict, list or tuple whose strings name project modules, as
-``engine.backends``' backends and ``engine.cli``'s commands), so an import behind a string
-cannot hide one either.
-"""
+Layers (docs/layout.md), bottom to top: ``core`` is the shared base; ``preprocess``, ``weights``
+and ``network`` build on it alone; the runtime (``engine`` but its command line) composes them;
+``export`` (ONNX export, training) uses the runtime; ``benchmarks`` use the runtime and
+``export``; the command line (``engine.cli`` and ``engine.commands``) is the top layer, which may
+reach every package. Imports are read from the source: every ``import`` (including those inside
+functions, so a lazy import cannot hide a dependency), every ``importlib.import_module`` /
+``__import__`` of a literal name, and every registry of module names (a module-level dict, list
+or tuple whose strings name project modules, as ``engine.backends``' backends and
+``engine.cli``'s commands), so an import behind a string cannot hide one either."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("engine", "preprocess", "weights", "network", "export", "benchmarks")
+PACKAGES = ("core", "engine", "preprocess", "weights", "network", "export", "benchmarks")
 HEAVY = ("torch", "torchvision", "tensorrt", "onnxruntime", "insightface")
 #: The command line: the top layer (``dfe train`` runs export/, ``dfe bench`` the benchmarks).
 CLI = ("engine.cli", "engine.commands")
@@ -152,9 +151,9 @@ def _violations(importer, allowed) -> list[str]:
 
 @pytest.mark.parametrize("package", ["preprocess", "weights", "network"])
 def test_lower_layers_import_only_the_shared_base(package):
-    """preprocess/, weights/ and network/ import engine.core and nothing else of the project
+    """preprocess/, weights/ and network/ import core and nothing else of the project
     (but themselves), not even inside a function or through a string."""
-    bad = _violations(lambda m: _in(m, package), lambda t: _in(t, (package, "engine.core")))
+    bad = _violations(lambda m: _in(m, package), lambda t: _in(t, (package, "core")))
     assert not bad, "\n".join(bad)
 
 
@@ -162,7 +161,7 @@ def test_the_runtime_never_imports_export_benchmarks_or_the_command_line():
     """The runtime (engine/ but engine.cli and engine.commands) uses the layers below it only:
     not export/ (training, ONNX export), not benchmarks/, not the command line, counting the
     imports behind its registries (the backends)."""
-    below = ("engine", "preprocess", "weights", "network")
+    below = ("core", "engine", "preprocess", "weights", "network")
     bad = _violations(
         lambda m: _in(m, "engine") and not _in(m, CLI), lambda t: _in(t, below) and not _in(t, CLI)
     )
@@ -192,12 +191,12 @@ def test_registries_and_import_module_are_followed():
 def test_core_imports_nothing_above_it():
     bad = []
     for name, path in MODULES.items():
-        if not name.startswith("engine.core"):
+        if not _in(name, "core"):
             continue
         for module, names, _top, line in _imports(name, path):
             if module.split(".")[0] in PACKAGES:
                 for target in _resolve(module, names) or [module]:
-                    if not target.startswith("engine.core") and target != "engine":
+                    if not _in(target, "core"):
                         bad.append(f"{path.relative_to(REPO)}:{line} imports {target}")
     assert not bad, "\n".join(bad)
 
@@ -255,8 +254,40 @@ def test_the_cycle_check_sees_a_cycle_behind_the_backend_registry():
     """The cycle once hidden behind the registry's strings (api -> backends -> trt_backend ->
     trt_build -> quantize -> api) is found when it comes back."""
     graph = _without_child_to_parent(_edges())
-    graph["engine.optimize.trt_build"] = {*graph["engine.optimize.trt_build"], "engine.api"}
+    graph["engine.backends.trt_build"] = {*graph["engine.backends.trt_build"], "engine.api"}
     assert any("engine.backends.trt_backend" in c for c in _cycles(graph))
+
+
+def _folder(name: str) -> str:
+    """The folder a module sits in, dotted (``engine.backends``); the command line
+    (``engine/cli.py`` and ``engine/commands/``) counts as one folder, the top one."""
+    if _in(name, CLI):
+        return "engine.commands"
+    return ".".join(MODULES[name].relative_to(REPO).parent.parts)
+
+
+def _folder_edges() -> dict[str, set[str]]:
+    """Folder -> the folders its modules import (lazy and string imports counted), but a
+    folder using its parent folder's modules: ``engine/backends`` reads ``engine/options.py``,
+    the runtime's own ground, as any submodule imports its package first anyway."""
+    graph: dict[str, set[str]] = defaultdict(set)
+    for name, targets in _without_child_to_parent(_edges()).items():
+        for target in targets:
+            a, b = _folder(name), _folder(target)
+            if a != b and not a.startswith(b + "."):
+                graph[a].add(b)
+    return graph
+
+
+def test_no_folder_cycles():
+    """Folders depend one way: no cycle among folders (``engine/backends`` and
+    ``engine/optimize`` once imported each other: the TensorRT builder, engine cache and Q/DQ
+    form are the TensorRT backend's, in ``engine/backends``; ``engine/optimize`` builds INT8
+    graphs on top)."""
+    graph = _folder_edges()
+    assert not _cycles(graph), _cycles(graph)
+    assert "engine.backends" in graph["engine.optimize"]
+    assert "engine.optimize" not in graph["engine.backends"]
 
 
 def test_no_private_name_used_across_packages():
@@ -275,8 +306,8 @@ def test_no_private_name_used_across_packages():
 
 def test_import_engine_and_preprocess_pulls_in_no_heavy_library():
     code = (
-        "import sys, engine, preprocess, engine.cli, engine.api, engine.core.sidecar, "
-        "engine.core.reduce, engine.pipeline, engine.executor, preprocess.crop, preprocess.faces, "
+        "import sys, engine, preprocess, engine.cli, engine.api, core.sidecar, "
+        "core.reduce, engine.pipeline, engine.executor, preprocess.crop, preprocess.faces, "
         "preprocess.scrfd, preprocess.video, weights, network\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
@@ -285,8 +316,8 @@ def test_import_engine_and_preprocess_pulls_in_no_heavy_library():
 
 
 def test_missing_dependency_names_the_extra(monkeypatch):
-    from engine.core.deps import require
-    from engine.core.errors import MissingDependencyError
+    from core.deps import require
+    from core.errors import MissingDependencyError
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` fail
     with pytest.raises(MissingDependencyError, match=r"deepfake-engine\[gpu\]") as info:

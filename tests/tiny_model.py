@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.core.hashing import sha256_file
-from engine.core.sidecar import SIDECAR_NAME, InputSpec, write_sidecar
+from core.hashing import sha256_file
+from core.sidecar import SIDECAR_NAME, InputSpec, write_sidecar
 
 CHANNELS = 8
 

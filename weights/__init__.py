@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from engine.core import paths
-from engine.core.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
-from engine.core.hashing import sha256_file
+from core import paths
+from core.errors import ArtifactNotFoundError, InvalidInputError, ModelFormatError
+from core.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def known_models() -> Mapping[str, ModelInfo]:
 
 def models_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The models directory: ``explicit`` (the ``--models DIR`` value), else ``$DFE_MODELS``,
-    else ``~/.cache/deepfake-engine/models`` (:func:`engine.core.paths.models_dir`). Not
+    else ``~/.cache/deepfake-engine/models`` (:func:`core.paths.models_dir`). Not
     created here."""
     return paths.models_dir(explicit)
 

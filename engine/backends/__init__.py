@@ -3,7 +3,7 @@
 Every backend runs the exported graphs (``classifier`` and, for the sequence variant, ``head``)
 behind the same :meth:`~engine.backends.base.GraphBackend.infer`, which validates inputs before
 the backend's own ``infer_impl``. A backend asked for by name that cannot run here raises
-:class:`~engine.core.errors.BackendUnavailableError`; nothing falls back silently. Each backend
+:class:`~core.errors.BackendUnavailableError`; nothing falls back silently. Each backend
 runs exactly the precision it is asked for (:data:`PRECISION_BACKENDS`), or refuses.
 """
 
@@ -13,8 +13,8 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from engine.core.config import AUTO_ORDER, BACKEND_NAMES, canonical_backend
-from engine.core.errors import BackendUnavailableError, EngineError, InvalidInputError
+from core.config import AUTO_ORDER, BACKEND_NAMES, canonical_backend
+from core.errors import BackendUnavailableError, EngineError, InvalidInputError
 
 if TYPE_CHECKING:
     from engine.backends.base import BackendFactory

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from engine.core.compute import INLINE, ComputePool
-from engine.core.errors import InvalidInputError
+from core.compute import INLINE, ComputePool
+from core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from preprocess.faces import Detector
@@ -84,7 +84,7 @@ class GraphBackend(ABC):
         self, output_names: Sequence[str] | None, feeds: dict[str, np.ndarray]
     ) -> list[np.ndarray]:
         """ONNX Runtime's calling convention (``InferenceSession.run``), so a backend can stand
-        wherever a session is expected (:class:`engine.core.classifier.ClassifierRunner`)."""
+        wherever a session is expected (:class:`core.classifier.ClassifierRunner`)."""
         names = tuple(output_names) if output_names else self.outputs
         out = self.infer(feeds, names)
         return [out[n] for n in names]

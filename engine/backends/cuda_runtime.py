@@ -1,7 +1,7 @@
 """The few CUDA runtime calls the TensorRT path needs (cuda-python, imported lazily).
 
 Shared by the TensorRT backend (:mod:`engine.backends.trt_backend`) and the engine builder
-(:mod:`engine.optimize.trt_build`), so neither imports the other for them.
+(:mod:`engine.backends.trt_build`), so neither imports the other for them.
 
 NOT TESTED ON A GPU here: exercised by the ``gpu``-marked tests and, on CPU, with a fake
 ``cudart`` module in the tests.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.core.deps import require
-from engine.core.errors import BackendUnavailableError, MissingDependencyError
+from core.deps import require
+from core.errors import BackendUnavailableError, MissingDependencyError
 
 
 def import_cudart() -> Any:
@@ -62,7 +62,7 @@ class Cuda:
 
 def device_info(device_id: int = 0) -> Any:
     """The :class:`DeviceInfo` an engine built here is tied to."""
-    from engine.optimize.engine_cache import DeviceInfo
+    from engine.backends.engine_cache import DeviceInfo
 
     trt = require("tensorrt", purpose="the TensorRT backend")
     name, cc = Cuda(device_id).device_properties()

@@ -1,6 +1,6 @@
 """ONNX Runtime: the CPU execution provider, and CUDA / TensorRT providers with onnxruntime-gpu.
 
-Sessions come from :func:`engine.core.onnx_session.create_session`, which checks that the
+Sessions come from :func:`core.onnx_session.create_session`, which checks that the
 provider asked for is the one running (ONNX Runtime quietly drops to CPU when a GPU provider
 fails to load) and raises instead. Precision is what was asked: the CPU and CUDA providers run
 the graph they are given (fp32, or the INT8 Q/DQ graph on CPU); the TensorRT provider compiles
@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.errors import InvalidInputError
+from core.onnx_session import Provider, check_available, create_session, provider_name
+from core.paths import engines_dir
 from engine.backends.base import DetectorOptions, GraphBackend, TensorSpec, scrfd_over
-from engine.core.errors import InvalidInputError
-from engine.core.onnx_session import Provider, check_available, create_session, provider_name
-from engine.core.paths import engines_dir
-from engine.core.qdq_rewrite import cpu_qdq_model
+from engine.backends.qdq_rewrite import cpu_qdq_model
 
 if TYPE_CHECKING:
     from preprocess.scrfd import SCRFDDetector
@@ -95,7 +95,7 @@ class OrtFactory:
     ) -> OrtBackend:
         """A runner over any ONNX graph (a path, or serialized bytes) on this factory's
         providers (or ``providers``), with ``intra_op_threads`` threads (default: the
-        factory's). Raises :class:`~engine.core.errors.BackendUnavailableError` when the first
+        factory's). Raises :class:`~core.errors.BackendUnavailableError` when the first
         provider is not the one running."""
         providers = list(providers or self.providers)
         threads = self.intra_op_threads if intra_op_threads is None else intra_op_threads
@@ -118,8 +118,8 @@ class OrtFactory:
 
     def __call__(self, graph: str, onnx_path: Path, *, spec: object = None) -> OrtBackend:
         """A backend over ``onnx_path``. On the CPU provider the INT8 Q/DQ graph of ``spec``
-        (a :class:`~engine.core.sidecar.ModelSpec`) is loaded with its grouped convolutions
-        merged (:mod:`engine.core.qdq_rewrite`: bit-identical outputs, ~27% faster)."""
+        (a :class:`~core.sidecar.ModelSpec`) is loaded with its grouped convolutions
+        merged (:mod:`engine.backends.qdq_rewrite`: bit-identical outputs, ~27% faster)."""
         int8_file = getattr(spec, "onnx_files", {}).get("int8")
         model: Path | bytes = onnx_path
         if (

@@ -42,15 +42,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.backends.base import DetectorOptions, GraphBackend, TensorSpec
-from engine.backends.torch_detector import use_ieee_fp32
-from engine.core.deps import require
-from engine.core.errors import (
+from core.deps import require
+from core.errors import (
     ArtifactNotFoundError,
     BackendUnavailableError,
     InvalidInputError,
     ModelFormatError,
 )
+from engine.backends.base import DetectorOptions, GraphBackend, TensorSpec
+from engine.backends.torch_detector import use_ieee_fp32
 
 if TYPE_CHECKING:
     from preprocess.faces import Detector
@@ -86,7 +86,7 @@ DEFAULT_MAX_BATCH = 1024
 def find_checkpoint(spec: Any, explicit: str | Path | None = None) -> Path:
     """The checkpoint a model directory was exported from: ``explicit``, next to the sidecar,
     or where it was at export time; its sha256 must match the sidecar's."""
-    from engine.core.hashing import sha256_file
+    from core.hashing import sha256_file
 
     info = spec.checkpoint
     if explicit and not Path(explicit).is_file():  # a typo must not fall back to another file

@@ -51,15 +51,15 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.config import DEFAULT_DETECTOR_INPUT_SHAPE
-from engine.core.deps import require
-from engine.core.errors import (
+from core.config import DEFAULT_DETECTOR_INPUT_SHAPE
+from core.deps import require
+from core.errors import (
     ArtifactNotFoundError,
     BackendUnavailableError,
     InvalidInputError,
     ModelFormatError,
 )
-from engine.core.hashing import file_sha256
+from core.hashing import file_sha256
 from preprocess.scrfd import (
     BatchedSCRFD,
     DetectorConfig,

@@ -2,7 +2,7 @@
 
 NOT TESTED ON A GPU: this module was written without access to TensorRT or an NVIDIA GPU. Its
 pure parts (profiles, range checks, the engine cache and its keys) live in
-:mod:`engine.optimize.engine_cache` and are unit-tested on CPU; the code here that calls
+:mod:`engine.backends.engine_cache` and are unit-tested on CPU; the code here that calls
 TensorRT and CUDA is only exercised by the ``gpu``-marked tests.
 
 Design:
@@ -22,7 +22,7 @@ Design:
   synchronised; outputs are copied out of the pinned buffers before the lock is released, so
   callers never see a buffer that is reused.
 - A missing or mismatched engine is built (see
-  :func:`engine.optimize.trt_build.ensure_graph_engine`), never loaded; asking for this backend
+  :func:`engine.backends.trt_build.ensure_graph_engine`), never loaded; asking for this backend
   without TensorRT raises MissingDependencyError naming the ``gpu`` extra.
 """
 
@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.deps import require
+from core.errors import BackendUnavailableError
 from engine.backends.base import DetectorOptions, GraphBackend, TensorSpec, scrfd_over
 from engine.backends.cuda_runtime import Cuda, device_info
-from engine.core.deps import require
-from engine.core.errors import BackendUnavailableError
-from engine.optimize.engine_cache import TensorProfile, check_in_profile
+from engine.backends.engine_cache import TensorProfile, check_in_profile
 
 if TYPE_CHECKING:
     from preprocess.scrfd import SCRFDDetector
@@ -229,8 +229,8 @@ class _TrtFactory:
 
     def __call__(self, graph: str, onnx_path: Path, *, spec: Any = None) -> TrtBackend:
         """The runner of a model graph (``classifier`` or ``head``): its engine, cached or
-        built now (:func:`engine.optimize.trt_build.ensure_graph_engine`)."""
-        from engine.optimize.trt_build import ensure_graph_engine, graph_precision
+        built now (:func:`engine.backends.trt_build.ensure_graph_engine`)."""
+        from engine.backends.trt_build import ensure_graph_engine, graph_precision
 
         result = ensure_graph_engine(
             graph,
@@ -248,7 +248,7 @@ class _TrtFactory:
         """SCRFD over an fp16 engine of ``graph`` on this factory's stream: built for batches
         up to the detector batch at the square ``input_size`` (the engine's profile), so the
         detector takes that size only (``fixed_input``)."""
-        from engine.optimize.trt_build import ensure_detector_engine
+        from engine.backends.trt_build import ensure_detector_engine
 
         result = ensure_detector_engine(
             graph,

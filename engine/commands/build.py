@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.core.config import EngineConfig, default_of
-from engine.core.errors import InvalidInputError
+from core.config import EngineConfig, default_of
+from core.errors import InvalidInputError
 from engine.options import DETECTOR_FIELDS, add_options, config_from_args
 
 if TYPE_CHECKING:
-    from engine.core.sidecar import Int8Graph
+    from core.sidecar import Int8Graph
 
 # the options of the detector and face policy that make the calibration crops
 CROP_FIELDS = (*DETECTOR_FIELDS, "face", "margin", "crop_style")
@@ -252,7 +252,7 @@ def _print_int8(rec: Int8Graph) -> None:
 
 
 def _build_engines(args: argparse.Namespace, spec: Any) -> None:
-    from engine.optimize.trt_build import build_engines
+    from engine.backends.trt_build import build_engines
     from weights import find_model
 
     config = config_from_args(EngineConfig, args, only=CROP_FIELDS)
@@ -273,8 +273,8 @@ def _build_engines(args: argparse.Namespace, spec: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.core.deps import require
-    from engine.core.sidecar import load_sidecar
+    from core.deps import require
+    from core.sidecar import load_sidecar
 
     try:
         return _run(args, require, load_sidecar)

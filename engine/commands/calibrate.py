@@ -52,10 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.labels import read_labels
+    from core.sidecar import load_sidecar
     from engine import calibration as cal
     from engine.api import Engine
-    from engine.core.labels import read_labels
-    from engine.core.sidecar import load_sidecar
     from engine.options import sequence_config
 
     sequence = sequence_config(args)  # validated: --seq-len 0 is refused, as by dfe predict

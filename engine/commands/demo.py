@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.core.config import BACKEND_NAMES
+from core.config import BACKEND_NAMES
 from engine.options import EXIT_OK, EXIT_PARTIAL
 
 

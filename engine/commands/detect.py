@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine.core.config import CROP_STYLES, EngineConfig
+from core.config import CROP_STYLES, EngineConfig
 from engine.options import (
     EXIT_OK,
     add_detector_options,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.core.config import SequenceConfig
+from core.config import SequenceConfig
 from engine.options import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -79,10 +79,10 @@ def _score(paths: list[str], seq_len: int | None, args: argparse.Namespace, engi
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from core.errors import InvalidInputError, OutputError
     from engine import evaluation
     from engine.api import Engine
     from engine.commands.score import init_ray
-    from engine.core.errors import InvalidInputError, OutputError
 
     labels = evaluation.read_labels(args.labels, root=args.root)
     # one video per real file: a symlink or another path to the same file is not a second one

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from engine.options import add_engine_options, add_sequence_options, engine_config, sequence_config
 
 if TYPE_CHECKING:
-    from engine.core.records import Prediction
+    from engine.records import Prediction
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    from core.deps import require
     from engine.api import Engine
-    from engine.core.deps import require
     from engine.explain import explain, write_explanation
 
     sequence = sequence_config(args)
@@ -49,7 +49,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     expl = explain(engine, args.video, seq_len=sequence.seq_len, sampling=sequence.sampling)
     files = write_explanation(expl, args.out)
     pred = expl.prediction
-    from engine.core.verdict import reason_text
+    from core.verdict import reason_text
 
     why = f" ({reason_text(pred.reasons[0])})" if pred.reasons else ""
     print(

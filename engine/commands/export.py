@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from engine.core.config import CROP_STYLES, REDUCE_MODES, VARIANTS
+from core.config import CROP_STYLES, REDUCE_MODES, VARIANTS
 from engine.options import EXIT_OK
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.core.verdict import DEFAULT_FAKE_AT, DEFAULT_REAL_BELOW, REASONS, VERDICTS, reason_text
+from core.verdict import DEFAULT_FAKE_AT, DEFAULT_REAL_BELOW, REASONS, VERDICTS, reason_text
 from engine.evaluation import CALIBRATE_HINT, LOW_COVERAGE, is_untrained
 from engine.options import (
     EXIT_OK,
@@ -165,14 +165,14 @@ def run_predict(
     when the job has finished; an existing ``out`` is refused otherwise. Records are written as
     they come and not kept (see :class:`PredictTally`). Returns (tally, seconds).
 
-    Raises :class:`~engine.core.errors.InvalidInputError` when the inputs hold no video, when
+    Raises :class:`~core.errors.InvalidInputError` when the inputs hold no video, when
     ``out`` would be destroyed or holds records made with other settings, and
-    :class:`~engine.core.errors.OutputError` when it cannot be written (the complete records
+    :class:`~core.errors.OutputError` when it cannot be written (the complete records
     stay in it)."""
     import contextlib
 
+    from core.errors import InvalidInputError
     from engine.batch import OutputLock, check_output, resolve_output
-    from engine.core.errors import InvalidInputError
 
     if (resume or overwrite) and out is None:
         raise InvalidInputError("--resume and --overwrite need --out FILE")
@@ -394,9 +394,9 @@ def print_summary(tally: PredictTally, seconds: float, *, table: bool = True) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.errors import InvalidInputError
     from engine.api import Engine
     from engine.batch import check_output, resolve_output
-    from engine.core.errors import InvalidInputError
 
     sequence = sequence_config(args)
     config = engine_config(args)
@@ -433,8 +433,8 @@ def write_segments(records_file: Path | None, path: Path) -> None:
     import json
     import os
 
+    from core.errors import InvalidInputError
     from engine.batch import read_output
-    from engine.core.errors import InvalidInputError
     from engine.timeline import av1m_segments
 
     if records_file is None:

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.core.config import CLIP_NO_FACE_RULES, CROP_STYLES, EngineConfig
+from core.config import CLIP_NO_FACE_RULES, CROP_STYLES, EngineConfig
 from engine.options import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -68,9 +68,9 @@ def clip_paths(videos: list[str], out: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.errors import EngineError
     from engine.api import open_detector
     from engine.batch import expand_inputs
-    from engine.core.errors import EngineError
     from preprocess.face_clips import write_face_clip
     from preprocess.faces import clip_policy
     from preprocess.sampling import check_count

@@ -1,7 +1,7 @@
 """``dfe reproduce RECORDS``: score each record again from its own provenance alone and say
 whether it agrees.
 
-A record's ``provenance`` (:mod:`engine.core.provenance`) names the model folder and the
+A record's ``provenance`` (:mod:`engine.provenance`) names the model folder and the
 checksums of the graphs that ran, the detector file and its sha256, every score-changing option
 and the input's identity. This command checks that the model, the detector and the input are
 still what the record names (a difference is reported and gives exit code 2: the record can no
@@ -75,9 +75,9 @@ class Check:
 
 def read_any(path: Path) -> list[dict[str, Any]]:
     """The records of a ``dfe predict`` file or a ``dfe score`` folder."""
+    from core.errors import InvalidInputError
     from engine import distributed
     from engine.batch import OUTPUT_FORMATS, read_output
-    from engine.core.errors import InvalidInputError
 
     kinds = "a dfe predict .jsonl or .csv file, or a dfe score folder (*.parquet, *.jsonl)"
     if path.is_dir():
@@ -102,10 +102,10 @@ def read_any(path: Path) -> list[dict[str, Any]]:
 def changed(prov: dict[str, Any]) -> str:
     """Why the model, detector or input a provenance names is no longer the one that made the
     record ("" when all three still match their checksums)."""
-    from engine.core.errors import EngineError
-    from engine.core.hashing import file_sha256
-    from engine.core.provenance import input_identity, same_input
-    from engine.core.sidecar import load_sidecar
+    from core.errors import EngineError
+    from core.hashing import file_sha256
+    from core.sidecar import load_sidecar
+    from engine.provenance import input_identity, same_input
 
     model = prov.get("model") or {}
     try:
@@ -139,7 +139,7 @@ def changed(prov: dict[str, Any]) -> str:
 
 def _config(prov: dict[str, Any]) -> tuple[Any, Any]:
     """The (EngineConfig, SequenceConfig) a provenance's settings describe."""
-    from engine.core.config import EngineConfig, SequenceConfig
+    from core.config import EngineConfig, SequenceConfig
 
     settings = dict(prov["settings"])
     fields = {f.name for f in dataclasses.fields(EngineConfig)}
@@ -199,7 +199,7 @@ def _is_number(value: Any) -> bool:
 def _incomplete(record: dict[str, Any]) -> str:
     """Why a record cannot be reproduced from its own fields ("" when it can): no provenance,
     a setting missing or unknown, a probability that is not a number."""
-    from engine.core.config import EngineConfig, score_fields
+    from core.config import EngineConfig, score_fields
 
     prov = record.get("provenance")
     if not isinstance(prov, dict) or not prov.get("model") or not prov.get("settings"):
@@ -243,7 +243,7 @@ def _other_fields_differ(recorded: dict[str, Any], now: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.core.errors import InvalidInputError
+    from core.errors import InvalidInputError
 
     if not args.tolerance >= 0:
         raise InvalidInputError(f"--tolerance must be a number >= 0, got {args.tolerance}")

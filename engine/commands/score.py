@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from engine.core.config import EngineConfig, RayConfig, SequenceConfig
+from core.config import EngineConfig, RayConfig, SequenceConfig
 from engine.options import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def init_ray(address: str | None) -> None:
     """Join (or start) the Ray cluster at ``address``."""
-    from engine.core.errors import BackendUnavailableError
+    from core.errors import BackendUnavailableError
     from engine.distributed import require_ray
 
     ray = require_ray()

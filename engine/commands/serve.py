@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def validate_options(args: argparse.Namespace) -> None:
     """Refuse out-of-range or non-finite numbers, naming the flag (InvalidInputError)."""
-    from engine.core.errors import InvalidInputError
+    from core.errors import InvalidInputError
 
     if not 1 <= args.port <= 65535:
         raise InvalidInputError(f"--port must be from 1 to 65535, got {args.port}")
@@ -117,7 +117,7 @@ def check_port_free(host: str, port: int) -> None:
     ``create_server``: SO_REUSEADDR, IPv6 sockets IPv6 only). Raises PortBusyError when
     another process has the port, InvalidInputError when ``host`` does not resolve or is not
     an address of this machine, or binding is refused."""
-    from engine.core.errors import InvalidInputError, PortBusyError
+    from core.errors import InvalidInputError, PortBusyError
 
     try:
         infos = socket.getaddrinfo(
@@ -160,8 +160,8 @@ def check_port_free(host: str, port: int) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     validate_options(args)  # before anything loads
+    from core.deps import require
     from engine.api import Engine
-    from engine.core.deps import require
 
     uvicorn = require("uvicorn", purpose="dfe serve")
     from engine.server.app import create_app

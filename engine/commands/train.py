@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.core.config import TRAIN_DETECTOR_FIELDS, EngineConfig, TrainConfig
+from core.config import TRAIN_DETECTOR_FIELDS, EngineConfig, TrainConfig
 from engine.options import EXIT_OK, add_options, config_from_args
 
 

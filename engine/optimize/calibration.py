@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.errors import ArtifactNotFoundError, InvalidInputError, InvalidVideoError
-from engine.core.paths import env, in_checkout, shared_dir
-from engine.core.sidecar import FrameRange
+from core.errors import ArtifactNotFoundError, InvalidInputError, InvalidVideoError
+from core.paths import env, in_checkout, shared_dir
+from core.sidecar import FrameRange
 from preprocess.crop import Preprocessor
 from preprocess.face_extraction import DecodeOptions, FaceExtractor
 from preprocess.faces import FacePolicy
@@ -163,7 +163,7 @@ def video_crops(
 
 
 def describe_set(crops: Sequence[NormalisedCrops], selection: FrameSelection) -> dict[str, Any]:
-    """The fields of a crop set's sidecar record (:class:`engine.core.sidecar.CropSet` and
+    """The fields of a crop set's sidecar record (:class:`core.sidecar.CropSet` and
     the records built on it): the videos (file names), the frame selection, the frames used per
     video and the crop count."""
     return {

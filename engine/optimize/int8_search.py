@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.deps import require
-from engine.core.errors import InvalidInputError, MissingDependencyError, ParityError
+from core.deps import require
+from core.errors import InvalidInputError, MissingDependencyError, ParityError
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.deps import require
-from engine.core.reduce import fake_index, softmax
+from core.deps import require
+from core.reduce import fake_index, softmax
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def node_contributions(
     p_fake(node alone quantized) - p_fake(fp32); ``all_gates_rms`` the same with every gate on
     (the simulated whole graph); ``check_fp32_max`` the largest logit difference with every
     gate off (the gated graph must reproduce fp32)."""
-    from engine.core.onnx_session import create_session
+    from core.onnx_session import create_session
 
     model, names = gated_graph(fp32_model, qdq_model)
     fake = fake_index(labels) if labels else 0

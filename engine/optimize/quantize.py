@@ -25,7 +25,7 @@ The recipe, measured on 2-core x86 CPUs with AVX-512 VNNI (PITFALLS.md, docs/int
   2.4 GB peak in chunks of 32).
 
 TensorRT accepts only signed, symmetric (zero point 0) INT8 Q/DQ and float biases.
-:func:`engine.optimize.trt_qdq.tensorrt_qdq` (re-exported here) derives that form from the same
+:func:`engine.backends.trt_qdq.tensorrt_qdq` (re-exported here) derives that form from the same
 file at build time: a uint8 tensor with zero point 128 becomes int8 with the same scale (exact),
 one with zero point 0 (a clamp at 0) gets an explicit Relu and the symmetric scale covering its
 range, and int32 bias DequantizeLinear nodes are folded into float constants.
@@ -43,15 +43,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.classifier import ClassifierRunner
-from engine.core.config import EngineConfig
-from engine.core.deps import require
-from engine.core.hashing import sha256_file
-from engine.core.onnx_session import create_session
-from engine.core.provenance import library_versions
-from engine.core.qdq_rewrite import cpu_qdq_model
-from engine.core.reduce import score_video
-from engine.core.sidecar import (
+from core.classifier import ClassifierRunner
+from core.config import EngineConfig
+from core.deps import require
+from core.hashing import sha256_file
+from core.onnx_session import create_session
+from core.reduce import score_video
+from core.sidecar import (
     INT8_FILE,
     INT8_REPORT_STEM,
     AgreementBound,
@@ -66,6 +64,8 @@ from engine.core.sidecar import (
     load_sidecar,
     update_sidecar,
 )
+from engine.backends.qdq_rewrite import cpu_qdq_model
+from engine.backends.trt_qdq import tensorrt_qdq  # re-exported: tests import it here
 from engine.optimize.calibration import (
     CALIBRATION_FRAMES,
     EVALUATION_FRAMES,
@@ -93,7 +93,7 @@ from engine.optimize.int8_search import (  # re-exported: the CLI and tests impo
     relative_speed,
     search,
 )
-from engine.optimize.trt_qdq import tensorrt_qdq  # re-exported: tests import it here
+from engine.provenance import library_versions
 
 if TYPE_CHECKING:
     from preprocess.faces import FacePolicy
@@ -525,7 +525,7 @@ def int8_record(
             speed_note="classifier only, ONNX Runtime CPU, fp32 and int8 timed interleaved "
             f"in the same loop (median of {speed_rounds} runs of {speed_crops} held-out "
             "crops), the int8 graph as the CPU runtime loads it (grouped convolutions merged, "
-            "engine.core.qdq_rewrite); speedup: ratio of CPU time per run, speedup_wall: of "
+            "engine.backends.qdq_rewrite); speedup: ratio of CPU time per run, speedup_wall: of "
             "wall time; load "
             f"average {[round(v, 2) for v in _loadavg()]} at the end of the build",
             min_speedup=min_speedup,

@@ -21,8 +21,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.core.deps import require
-from engine.core.errors import EngineError, InvalidInputError
+from core.deps import require
+from core.errors import EngineError, InvalidInputError
 from engine.server import routes_api, routes_live, routes_pages
 from engine.server.jobs import (
     JANITOR_INTERVAL_S,

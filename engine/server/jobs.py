@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.core.errors import EngineError
+from core.errors import EngineError
 
 if TYPE_CHECKING:
     from engine.api import Engine
@@ -379,7 +379,7 @@ class JobRunner:
             ]
             prov = record.get("provenance")
             if prov and prov.get("input"):  # the upload is identified by its content
-                from engine.core.hashing import sha256_file
+                from core.hashing import sha256_file
 
                 prov["input"] = {
                     "path": None,

@@ -14,7 +14,7 @@ from typing import Any
 @contextmanager
 def live_server(engine: Any, data_dir: Path, **options: Any) -> Iterator[str]:
     """A real uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL."""
-    from engine.core.deps import require
+    from core.deps import require
 
     uvicorn = require("uvicorn", purpose="dfe serve")
 

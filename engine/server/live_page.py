@@ -18,7 +18,7 @@ import json
 from html import escape
 from typing import Any
 
-from engine.core.verdict import REASONS
+from core.verdict import REASONS
 
 #: The largest side (pixels) of the frames the page sends (a 4K screen is scaled down).
 PAGE_MAX_PX = 1280

@@ -64,8 +64,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from engine.core.deps import require
-from engine.core.errors import EngineError, InvalidInputError, MissingDependencyError
+from core.deps import require
+from core.errors import EngineError, InvalidInputError, MissingDependencyError
 from engine.live import DEFAULT_HOP_S, DEFAULT_QUEUE, DEFAULT_WINDOW_S, LiveOptions
 
 require("fastapi", purpose="dfe serve")

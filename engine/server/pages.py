@@ -11,7 +11,7 @@ import re
 from html import escape
 from typing import Any
 
-from engine.core.verdict import REASONS, reason_text
+from core.verdict import REASONS, reason_text
 from engine.server.live_page import live_section
 from preprocess.quality import (
     GRAYSCALE_BELOW,
@@ -212,7 +212,7 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-#: The badge's words per verdict (engine.core.verdict.VERDICTS).
+#: The badge's words per verdict (core.verdict.VERDICTS).
 VERDICT_WORDS = {
     "FAKE": "Manipulated",
     "REAL": "Authentic",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from engine.core.deps import require
+from core.deps import require
 from engine.server.jobs import FINISHED, ID_PATTERN
 from engine.server.state import AppState, ServerState
 from engine.server.uploads import UPLOAD_SCHEMA, create_job

@@ -3,7 +3,7 @@ app's :class:`engine.server.live_ws.LiveHub` (the protocol: :mod:`engine.server.
 
 from __future__ import annotations
 
-from engine.core.deps import require
+from core.deps import require
 from engine.server.state import server_state
 
 require("fastapi", purpose="dfe serve")

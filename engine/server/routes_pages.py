@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import time
 
-from engine.core.deps import require
+from core.deps import require
 from engine.server import pages
 from engine.server.routes_api import JOB_ID, job_json
 from engine.server.state import ServerState

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
-from engine.core.deps import require
+from core.deps import require
 from engine.server.jobs import Janitor, JobRunner, JobStore
 from engine.server.live_ws import LiveHub
 

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.core.deps import require
-from engine.core.errors import EngineError
+from core.deps import require
+from core.errors import EngineError
 from engine.server.jobs import QueueFullError, new_id
 from engine.server.state import AppState
 

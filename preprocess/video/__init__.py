@@ -82,7 +82,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.errors import InvalidInputError, InvalidVideoError, MissingDependencyError
+from core.errors import InvalidInputError, InvalidVideoError, MissingDependencyError
 from preprocess.colour import COLOUR_MODES, DEINTERLACE_MODES, check_colour, check_deinterlace
 from preprocess.sampling import SAMPLING_MODES, as_int, check_count, check_sampling, sample_indices
 from preprocess.video.common import BACKENDS, _CannotOpenError

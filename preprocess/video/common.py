@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.errors import InvalidVideoError, MissingDependencyError
+from core.errors import InvalidVideoError, MissingDependencyError
 
 # "pillow" reads animated WebP and APNG (chosen by "auto" for those files; see pillow_backend).
 BACKENDS = ("auto", "pyav", "opencv", "pillow")

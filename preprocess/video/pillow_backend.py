@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.errors import InvalidVideoError
+from core.errors import InvalidVideoError
 from preprocess.sampling import sample_indices
 from preprocess.video.common import _CannotOpenError, _import, _upright
 from preprocess.video.info import VideoClip, VideoInfo, _size_warnings

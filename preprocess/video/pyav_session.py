@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.errors import InvalidVideoError
+from core.errors import InvalidVideoError
 from preprocess.colour import ColourDescription, Deinterlacer, FrameConverter, describe_frame
 from preprocess.video.common import _CannotOpenError, _rotation_cw, _upright
 from preprocess.video.sniff import _BAD_FILE_HINT, _describe

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.core.errors import ArtifactNotFoundError, InvalidInputError, InvalidVideoError
+from core.errors import ArtifactNotFoundError, InvalidInputError, InvalidVideoError
 
 _BAD_FILE_HINT = (
     "Pass a video file (mp4, webm, avi, mkv, gif, ...); if it is one, it is probably truncated "

@@ -9,7 +9,7 @@ per video, a seventh of what issue 20 measured) fails it. On 2 cores, eight runs
 -6 to +8 MB per 1,000 videos (standard error 2-4), and the same job with 150 KB kept per video
 +147: the bound is more than ten standard errors from the noise. Heap fragmentation from
 large frames, the cause issue 20 found, needs 1080p clips and thousands of videos to show; the
-trimming that prevents it is pinned by ``tests/engine/core/test_allocator.py`` and measured by
+trimming that prevents it is pinned by ``tests/engine/test_allocator.py`` and measured by
 ``python -m benchmarks.soak``.
 """
 

@@ -10,9 +10,9 @@ import threading
 import numpy as np
 import pytest
 
+from core.config import EngineConfig
+from core.errors import ArtifactNotFoundError, BackendUnavailableError, InvalidInputError
 from engine.api import Engine, Prediction
-from engine.core.config import EngineConfig
-from engine.core.errors import ArtifactNotFoundError, BackendUnavailableError, InvalidInputError
 from preprocess.video import read_video
 
 
@@ -83,7 +83,7 @@ def test_predict_many_decodes_as_many_videos_at_once_as_the_budget_says(
     tiny_model, models_dir, monkeypatch
 ):
     import engine.api as api
-    from engine.core.compute import DecodeShare, usable_cores
+    from core.compute import DecodeShare, usable_cores
 
     seen: list[tuple[int, object]] = []
 
@@ -95,7 +95,7 @@ def test_predict_many_decodes_as_many_videos_at_once_as_the_budget_says(
     cores = usable_cores()
     # the default (0) on CPU: a thread per core behind a gate that follows decoding's share of
     # the CPU, starting at one decoder per two cores for the first N frames, one per core for
-    # uniform sampling (engine.core.compute.default_decode_workers)
+    # uniform sampling (core.compute.default_decode_workers)
     auto = Engine.load(tiny_model, models_dir=models_dir, download=False)
     for sampling, start in (("first", max(1, cores // 2)), ("uniform", cores)):
         list(auto.predict_many([], sampling=sampling))
@@ -234,7 +234,7 @@ def test_engine_sidecar_input_spec_drives_preprocessing(tmp_path, models_dir, sh
 
 def test_demo_model_records_say_it_is_untrained(tiny_model, models_dir, shared_dir, tmp_path):
 
-    from engine.core.sidecar import SIDECAR_NAME, load_sidecar, write_sidecar
+    from core.sidecar import SIDECAR_NAME, load_sidecar, write_sidecar
 
     demo = tmp_path / "demo"
     shutil.copytree(tiny_model, demo)

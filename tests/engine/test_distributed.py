@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from core.config import EngineConfig, RayConfig, SequenceConfig
+from core.errors import InvalidInputError
 from engine import distributed
-from engine.core.config import EngineConfig, RayConfig, SequenceConfig
-from engine.core.errors import InvalidInputError
 from tests.engine.test_evaluation import run_command, write_shared_labels
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
@@ -66,7 +66,7 @@ def test_actors_are_sized_by_their_reserved_cpus_not_the_node():
 
 
 def test_records_survive_storage_form():
-    from engine.core.records import Prediction
+    from engine.records import Prediction
 
     rec = Prediction(
         video="v", status="ok", timings={"total": 1.5}, boxes=[[1, 2, 3, 4], None]

@@ -170,7 +170,7 @@ def test_worker_counts_below_one_are_refused():
 def test_a_decode_gate_picks_the_decoding_threads_and_sees_every_decode():
     """Four decoding threads behind a gate that gives one of them turns: the same thread
     decodes every video (failures too), never two at once, and every job gets one result."""
-    from engine.core.compute import DecodeShare
+    from core.compute import DecodeShare
 
     gate = DecodeShare(cores=4, start=1, maximum=4, window=100)
     running, peak, names, lock = [0], [0], set(), threading.Lock()
@@ -198,7 +198,7 @@ def test_a_decode_gate_picks_the_decoding_threads_and_sees_every_decode():
 def test_a_bug_in_a_decoding_thread_stops_the_run_instead_of_hanging_it():
     """``error_text`` itself raising while a decode fails: with a gate giving thread 0 the
     only turn, its death must not leave the other threads waiting for turns forever."""
-    from engine.core.compute import DecodeShare
+    from core.compute import DecodeShare
 
     base = _stages(fail_decode={1})
 

@@ -41,7 +41,7 @@ def test_explain_matches_predict_and_writes_a_contact_sheet(tiny_engine, shared_
 def test_inspect_keeps_crops_frames_and_extra_outputs(tiny_engine, shared_dir):
     import pytest
 
-    from engine.core.errors import ModelFormatError
+    from core.errors import ModelFormatError
     from tests.tiny_model import CHANNELS
 
     engine = tiny_engine

@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 import pytest
 
-from engine.core.config import EngineConfig
+from core.config import EngineConfig
 from preprocess.crop import Preprocessor
 from tests.preprocess import _face_videos as fv
 

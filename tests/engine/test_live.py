@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.core.errors import ArtifactNotFoundError, InvalidInputError
+from core.errors import ArtifactNotFoundError, InvalidInputError
 from engine.live import LiveOptions, parse_ffmpeg_options
 from preprocess.face_extraction import OnlineTracker
 

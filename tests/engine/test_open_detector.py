@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.core.config import EngineConfig
+from core.config import EngineConfig
 
 
 @pytest.fixture

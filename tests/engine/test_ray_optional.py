@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from engine.core.errors import MissingDependencyError
+from core.errors import MissingDependencyError
 
 
 def test_distributed_and_eval_modules_import_nothing_optional():

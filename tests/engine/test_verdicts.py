@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.core.verdict import (
+from core.verdict import (
     DEFAULT_FAKE_AT,
     DEFAULT_REAL_BELOW,
     Calibration,
@@ -277,10 +277,10 @@ def calibrated(tiny_model, tmp_path_factory, shared_dir, models_dir):
 def test_calibration_is_written_to_the_sidecar_and_used_everywhere(
     calibrated, shared_dir, models_dir, tmp_path, capsys
 ):
+    from core.sidecar import load_sidecar
+    from core.verdict import calibrated_p_fake
     from engine.api import Engine
     from engine.cli import main
-    from engine.core.sidecar import load_sidecar
-    from engine.core.verdict import calibrated_p_fake
 
     spec = load_sidecar(calibrated)
     cal = spec.calibration

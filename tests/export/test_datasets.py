@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.core.config import EngineConfig
-from engine.core.errors import InvalidInputError
+from core.config import EngineConfig
+from core.errors import InvalidInputError
 from export.datasets import (
     CropCache,
     FaceCropper,

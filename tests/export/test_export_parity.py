@@ -115,7 +115,7 @@ def test_export_cli_maps_its_flags(monkeypatch, tmp_path, capsys):
 
 
 def test_export_records_crop_style_in_sidecar(exported_model):
-    from engine.core.sidecar import load_sidecar
+    from core.sidecar import load_sidecar
 
     # the test checkpoint is named like a published one: model_87_acc_20_frames_final_data.pt
     spec = load_sidecar(exported_model)
@@ -126,7 +126,7 @@ def test_export_records_crop_style_in_sidecar(exported_model):
 def test_exported_sidecar_round_trips_through_the_typed_sections(exported_model):
     """Every section of what ``dfe export`` writes is read into the typed sidecar and written
     back by its ``to_json`` unchanged: the same keys, order and values."""
-    from engine.core.sidecar import SIDECAR_NAME, load_sidecar
+    from core.sidecar import SIDECAR_NAME, load_sidecar
 
     text = (exported_model / SIDECAR_NAME).read_text()
     data = {k: v for k, v in json.loads(text).items() if k not in ("schema", "schema_version")}

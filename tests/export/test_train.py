@@ -9,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from engine.core.errors import (
+from core.errors import (
     ArtifactNotFoundError,
     CheckpointError,
     InvalidInputError,
     MissingDependencyError,
 )
-from engine.core.hashing import sha256_file
+from core.hashing import sha256_file
 from tests.export._train_data import face_clip_set, tiny_module
 
 # the shared clips labelled by their names (DFDC fakes also by their metadata)

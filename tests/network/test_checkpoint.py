@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="checkpoints are torch files (the `export` extra)")
 
-from engine.core.errors import ArtifactNotFoundError, CheckpointError  # noqa: E402
+from core.errors import ArtifactNotFoundError, CheckpointError  # noqa: E402
 from network.checkpoint import load_checkpoint, parse_checkpoint_name  # noqa: E402
 
 

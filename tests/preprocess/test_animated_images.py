@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.core.errors import InvalidVideoError
+from core.errors import InvalidVideoError
 from preprocess.video import iter_frames, probe_video, read_video
 
 REPO = Path(__file__).resolve().parents[2]

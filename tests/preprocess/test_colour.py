@@ -19,7 +19,7 @@ import av
 import numpy as np
 import pytest
 
-from engine.core.errors import InvalidInputError
+from core.errors import InvalidInputError
 from preprocess.colour import COLOUR_MODES, check_colour, plan_conversion
 from preprocess.video import iter_frames, read_video
 from tests.preprocess._synth import encode_video

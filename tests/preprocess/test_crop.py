@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.core.errors import InvalidInputError
-from engine.core.sidecar import InputSpec
+from core.errors import InvalidInputError
+from core.sidecar import InputSpec
 from preprocess.crop import Preprocessor, crop_box, face_crop, normalize, resize_pil
 
 

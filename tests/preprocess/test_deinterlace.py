@@ -21,7 +21,7 @@ import av
 import numpy as np
 import pytest
 
-from engine.core.errors import InvalidInputError
+from core.errors import InvalidInputError
 from preprocess.colour import Deinterlacer, field_order_name
 from preprocess.video import iter_frames, probe_video, read_video
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.core.errors import InvalidInputError
+from core.errors import InvalidInputError
 from preprocess.detector_input import (
     MAX_INPUT_SIDE,
     RELIABLE_MAX,

@@ -18,7 +18,7 @@ from benchmarks.fit_dlib_map import (
     on_lattice,
     snap_to_lattice,
 )
-from engine.core.errors import InvalidInputError
+from core.errors import InvalidInputError
 from preprocess.dlib_map import COEFFICIENTS, check_crop_style, dlib_box, face_box, map_boxes
 from preprocess.dlib_map_coefficients import FIT
 from preprocess.scrfd import Face

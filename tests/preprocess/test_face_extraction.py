@@ -10,8 +10,8 @@ import itertools
 import numpy as np
 import pytest
 
-from engine.core.config import EngineConfig
-from engine.core.errors import InvalidInputError
+from core.config import EngineConfig
+from core.errors import InvalidInputError
 from preprocess.crop import Preprocessor
 from preprocess.face_extraction import DecodeOptions, FaceExtractor, chooses_input
 from preprocess.faces import FacePolicy

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.core.errors import InvalidInputError
+from core.errors import InvalidInputError
 from preprocess.crop import crop_box
 from preprocess.dlib_map import dlib_box
 from preprocess.face_clips import detect_video, write_face_clip

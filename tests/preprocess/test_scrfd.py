@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.core.errors import (
+from core.errors import (
     ArtifactNotFoundError,
     BackendUnavailableError,
     InvalidInputError,
@@ -510,7 +510,7 @@ def test_detector_is_thread_safe(det500: SCRFDDetector) -> None:
 
 @needs_videos
 def test_detector_on_a_compute_pool_gives_the_same_faces_in_order(model_copies: Path) -> None:
-    from engine.core.compute import ComputePool
+    from core.compute import ComputePool
 
     frames = decode_video(VIDEO_FILES[0], 6) + decode_video(VIDEO_FILES[-1], 6)
     inline = SCRFDDetector.from_file(

@@ -12,8 +12,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from engine.core.errors import ArtifactNotFoundError, EngineError, ModelFormatError
-from engine.core.hashing import sha256_file
+from core.errors import ArtifactNotFoundError, EngineError, ModelFormatError
+from core.hashing import sha256_file
 from preprocess.scrfd_graph import (
     META_REWRITE,
     META_SOURCE_SHA256,

@@ -269,7 +269,7 @@ def test_tracking_one_size_is_unchanged_by_frame_sizes() -> None:
 
 
 def test_tracking_rejects_bad_frame_sizes() -> None:
-    from engine.core.errors import InvalidInputError
+    from core.errors import InvalidInputError
 
     dets = [(0, [_face((1, 1, 5, 5))]), (1, [])]
     with pytest.raises(InvalidInputError, match="frame sizes"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.core.errors import InvalidInputError
+from core.errors import InvalidInputError
 from preprocess.scrfd import Face
 from preprocess.tracking import (
     Track,

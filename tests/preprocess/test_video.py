@@ -17,7 +17,7 @@ import av
 import numpy as np
 import pytest
 
-from engine.core.errors import (
+from core.errors import (
     ArtifactNotFoundError,
     EngineError,
     InvalidInputError,

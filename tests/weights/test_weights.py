@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import weights
-from engine.core.errors import ArtifactNotFoundError, ModelFormatError
+from core.errors import ArtifactNotFoundError, ModelFormatError
 from weights import ModelInfo, find_model, known_models, models_dir, sha256_file, verify_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.errors import BackendUnavailableError, InvalidInputError
 from engine.backends import PRECISION_BACKENDS, get_factory
-from engine.core.errors import BackendUnavailableError, InvalidInputError
 
 
 def test_each_precision_lists_its_backends():

@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
+from core.errors import InvalidInputError
 from engine.api import Engine
-from engine.core.errors import InvalidInputError
 
 pytestmark = pytest.mark.gpu
 

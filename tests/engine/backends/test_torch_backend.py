@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import BackendUnavailableError, InvalidInputError
 from engine.backends import get_factory
-from engine.core.errors import BackendUnavailableError, InvalidInputError
 from tests.engine.backends._assets import face_crops, gpu_model_dir, missing_clips
 
 # |delta p_fake| against ONNX Runtime CPU fp32: of each clip (the mean of its frames' logits, as
@@ -115,7 +115,7 @@ def crops(shared_dir) -> np.ndarray:
 
 
 def _clip_and_frame_p_fake(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from engine.core.reduce import reduce_logits, softmax
+    from core.reduce import reduce_logits, softmax
 
     clips = [
         softmax(reduce_logits(logits[i : i + PER_CLIP], "mean"))[0]
@@ -126,7 +126,7 @@ def _clip_and_frame_p_fake(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def reference(model_dir, crops) -> tuple[np.ndarray, np.ndarray]:
-    from engine.core.sidecar import load_sidecar
+    from core.sidecar import load_sidecar
 
     spec = load_sidecar(model_dir)
     ort = get_factory("ort")("classifier", spec.classifier_file, spec=spec)
@@ -134,7 +134,7 @@ def reference(model_dir, crops) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check(model_dir, crops, reference, backend, precision, options) -> dict:
-    from engine.core.sidecar import load_sidecar
+    from core.sidecar import load_sidecar
 
     spec = load_sidecar(model_dir)
     fac = get_factory(backend, precision=precision, **options)

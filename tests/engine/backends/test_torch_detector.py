@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.core.errors import BackendUnavailableError, InvalidInputError
+from core.errors import BackendUnavailableError, InvalidInputError
 from tests.engine.backends._assets import detector_frames, iou, missing_clips
 
 IOU_MIN = 0.99
@@ -116,8 +116,8 @@ def test_torch_detector_channels_last_and_max_faces(det_path, reference, frames,
 def test_torch_detector_conversion_is_cached_and_checked(det_path, cache):
     import torch
 
+    from core.hashing import sha256_file
     from engine.backends.torch_detector import CONVERT_TAG, convert_scrfd, converted_path
-    from engine.core.hashing import sha256_file
 
     _, first = convert_scrfd(det_path)
     target = converted_path(det_path, sha256_file(det_path))

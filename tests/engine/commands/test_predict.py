@@ -109,7 +109,7 @@ def test_predict_resume_skips_recorded_videos(predict, shared_dir, tmp_path):
 
 
 def test_predict_csv_output_and_glob(predict, shared_dir, tmp_path):
-    from engine.core.records import RECORD_FIELDS
+    from engine.records import RECORD_FIELDS
 
     out = tmp_path / "r.csv"
     pattern = str(shared_dir / "videos" / "pair480p_*.mp4")
@@ -264,8 +264,8 @@ def _rows(err: str) -> dict[str, str]:
 def test_predict_summary_table_leads_with_verdict_main_reason_and_warning_count(
     capsys, monkeypatch
 ):
+    from core.verdict import reason_text
     from engine.commands.predict import PredictTally, print_summary
-    from engine.core.verdict import reason_text
 
     monkeypatch.delenv("COLUMNS", raising=False)  # not a terminal: the reasons in full
     tally = PredictTally.of(_verdict_records())
@@ -292,8 +292,8 @@ def test_predict_summary_table_leads_with_verdict_main_reason_and_warning_count(
 
 
 def test_predict_summary_reasons_shorten_to_the_terminal_then_become_codes(capsys, monkeypatch):
+    from core.verdict import reason_text
     from engine.commands.predict import PredictTally, print_summary
-    from engine.core.verdict import reason_text
 
     records = _verdict_records()
     words = reason_text("FACE_TOO_BLURRY")
@@ -345,7 +345,7 @@ def test_predict_summary_marks_untrained_and_uncalibrated_models(capsys):
 def test_predict_table_of_the_tiny_and_the_demo_model(predict, shared_dir, tmp_path, monkeypatch):
     """The real job's table: the records' verdicts and reasons, and the marks (the tiny model
     is trained but uncalibrated; the demo model is untrained)."""
-    from engine.core.verdict import reason_text
+    from core.verdict import reason_text
     from tests.tiny_model import make_tiny_model
 
     monkeypatch.delenv("COLUMNS", raising=False)  # not a terminal: the reasons in full

@@ -249,7 +249,7 @@ def test_inputs_with_no_video_are_exit_2(dfe, tmp_path):
 
 
 def test_records_say_how_they_were_made_in_every_format(dfe, clips, tmp_path, models_dir):
-    from engine.core.hashing import sha256_file
+    from core.hashing import sha256_file
 
     flags = ["--detector", "det_2.5g", "--margin", "0.3", "--score-threshold", "0.6", "--faces",
              "per-frame", "--face", "largest", "--no-face", "drop", "--input-size", "320",
@@ -298,8 +298,8 @@ def test_records_say_how_they_were_made_in_every_format(dfe, clips, tmp_path, mo
 def test_every_score_changing_option_reaches_the_record(tiny_model, models_dir, clips):
     """Derived from the config: each field marked score=True is in the settings, with a value
     different from the default when one is given (so none can be left out)."""
+    from core.config import EngineConfig, score_fields
     from engine.api import Engine
-    from engine.core.config import EngineConfig, score_fields
 
     changed = {"margin": 0.25, "score_threshold": 0.55, "detector_input": 416, "face": "largest",
                "faces": "all", "no_face": "drop", "detect_every": 2, "detector_input_shape":
@@ -330,10 +330,10 @@ def _flip(path: Path, at: int = 200) -> None:
 
 
 def test_tampered_graphs_are_refused_at_load(dfe, tiny_model, clips, tmp_path):
+    from core.errors import ModelFormatError
+    from core.hashing import sha256_file
+    from core.sidecar import INT8_FILE, INT8_GRAPH, SIDECAR_NAME
     from engine.api import Engine
-    from engine.core.errors import ModelFormatError
-    from engine.core.hashing import sha256_file
-    from engine.core.sidecar import INT8_FILE, INT8_GRAPH, SIDECAR_NAME
 
     model = _copy_model(tiny_model, tmp_path / "m")
     _flip(model / "classifier.onnx")
@@ -359,8 +359,8 @@ def test_tampered_graphs_are_refused_at_load(dfe, tiny_model, clips, tmp_path):
 
 
 def test_two_models_for_one_n_are_an_error_naming_both(tiny_model, tmp_path):
+    from core.errors import InvalidInputError
     from engine.api import Engine
-    from engine.core.errors import InvalidInputError
 
     root = tmp_path / "models"
     _copy_model(tiny_model, root / "n20_a")
@@ -372,7 +372,7 @@ def test_two_models_for_one_n_are_an_error_naming_both(tiny_model, tmp_path):
 
 def test_derived_graphs_are_removed_by_a_new_export(tmp_path):
     """`dfe export` into a folder removes what was made from the graphs it replaces."""
-    from engine.core.sidecar import DERIVED_FILES, INT8_FILE, remove_derived_files
+    from core.sidecar import DERIVED_FILES, INT8_FILE, remove_derived_files
 
     (tmp_path / INT8_FILE).write_bytes(b"old int8")
     (tmp_path / "engines").mkdir()

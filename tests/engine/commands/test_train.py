@@ -8,8 +8,8 @@ import dataclasses
 import subprocess
 import sys
 
+from core.config import TRAIN_DETECTOR_FIELDS, EngineConfig, TrainConfig
 from engine.cli import build_parser
-from engine.core.config import TRAIN_DETECTOR_FIELDS, EngineConfig, TrainConfig
 from engine.options import config_from_args, flag_of
 
 

@@ -1,6 +1,6 @@
 """Stand-ins for ``tensorrt`` and cuda-python's runtime, to run the glue code on CPU.
 
-They implement only what :mod:`engine.optimize.trt_build` and :mod:`engine.backends.trt_backend`
+They implement only what :mod:`engine.backends.trt_build` and :mod:`engine.backends.trt_backend`
 call, with "device" memory that is host memory, and an "engine" that computes, per frame,
 logits ``[mean, -mean]`` of its input. They check what the real APIs would: the profile set before
 building, tensor addresses bound before launch, shapes inside the profile.

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from engine.core.errors import InvalidInputError
-from engine.optimize.engine_cache import (
+from core.errors import InvalidInputError
+from engine.backends.engine_cache import (
     DeviceInfo,
     TensorProfile,
     batch_ranges,

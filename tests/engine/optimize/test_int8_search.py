@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 import pytest
 
-from engine.core.config import EngineConfig
-from engine.core.errors import ParityError
+from core.config import EngineConfig
+from core.errors import ParityError
 from engine.optimize.calibration import FrameSelection
 from engine.optimize.int8_search import (
     Calibration,
@@ -209,7 +209,7 @@ def test_build_int8_refusal_shows_the_table_and_writes_only_the_report(
 
 
 def test_build_int8_records_the_search_in_the_sidecar(tiny_copy, shared_dir, models_dir):
-    from engine.core.sidecar import INT8_GRAPH, load_sidecar
+    from core.sidecar import INT8_GRAPH, load_sidecar
     from engine.optimize.quantize import build_int8
 
     result = build_int8(
@@ -286,8 +286,8 @@ def test_int8_calibrated_on_the_runtimes_faces_and_says_when_scoring_others(
 ):
     """Calibration crops are the runtime's (``--faces main`` by default, recorded); scoring
     with another face rule says the agreement bound was measured for the recorded one."""
+    from core.sidecar import load_sidecar
     from engine.api import Engine
-    from engine.core.sidecar import load_sidecar
 
     if not (tiny_copy / "classifier.int8.onnx").exists():
         test_build_int8_records_the_search_in_the_sidecar(tiny_copy, shared_dir, models_dir)
@@ -302,8 +302,8 @@ def test_int8_calibrated_on_the_runtimes_faces_and_says_when_scoring_others(
 def test_int8_outside_bound_is_said_in_every_record(tiny_copy, shared_dir, models_dir):
     """A graph kept with --force (outside the bound), or whose TensorRT form missed the bound,
     is named in the warnings every record of the run carries."""
+    from core.sidecar import INT8_GRAPH, SIDECAR_NAME, load_sidecar, write_sidecar
     from engine.api import Engine
-    from engine.core.sidecar import INT8_GRAPH, SIDECAR_NAME, load_sidecar, write_sidecar
 
     if not (tiny_copy / "classifier.int8.onnx").exists():
         test_build_int8_records_the_search_in_the_sidecar(tiny_copy, shared_dir, models_dir)

@@ -10,7 +10,7 @@ HEAVY = ("torch", "tensorrt", "onnxruntime", "cuda")
 
 def test_build_and_tensorrt_modules_import_nothing_heavy():
     code = (
-        "import sys, engine.optimize.engine_cache, engine.optimize.trt_build, "
+        "import sys, engine.backends.engine_cache, engine.backends.trt_build, "
         "engine.optimize.quantize, engine.optimize.calibration, engine.optimize.int8_search, "
         "engine.optimize.qdq_debug, engine.backends.trt_backend, "
         "engine.commands.build\n"

@@ -23,15 +23,15 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from engine.api import Engine
-from engine.core.config import EngineConfig
-from engine.core.errors import (
+from core.config import EngineConfig
+from core.errors import (
     ArtifactNotFoundError,
     BackendUnavailableError,
     InvalidInputError,
     MissingDependencyError,
 )
-from engine.core.sidecar import INT8_GRAPH, load_sidecar
+from core.sidecar import INT8_GRAPH, load_sidecar
+from engine.api import Engine
 from engine.optimize.calibration import (
     CALIB_FRAMES_PER_VIDEO,
     CALIB_START,
@@ -107,8 +107,8 @@ def test_int8_sidecar_records_calibration_set_and_cost(int8_model, video_paths):
     assert spec.precisions == ("fp32", "int8")
     assert spec.classifier_for("int8") == int8_model / INT8_FILE
     rec = spec.graphs.get(INT8_GRAPH)
-    from engine.core.hashing import sha256_file
-    from engine.core.sidecar import FrameRange
+    from core.hashing import sha256_file
+    from core.sidecar import FrameRange
 
     assert rec.sha256 == sha256_file(int8_model / INT8_FILE)
     assert rec.source.sha256 == spec.graphs.classifier.sha256
@@ -224,8 +224,8 @@ def test_build_int8_without_tensorrt_makes_only_the_qdq_graph(int8_model, monkey
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """``model`` on ONNX Runtime CPU with the engine's session options (on CPUs without VNNI
-    they keep uint8 x int8 products from saturating: engine.core.onnx_session)."""
-    from engine.core.onnx_session import create_session
+    they keep uint8 x int8 products from saturating: core.onnx_session)."""
+    from core.onnx_session import create_session
 
     return create_session(model.SerializeToString()).run(None, {"x": x})[0]
 
@@ -258,7 +258,7 @@ def test_tensorrt_qdq_of_the_int8_model_runs_and_stays_close(int8_model, real_cr
     x = real_crops.videos[1].numpy()[:8]
     import onnxruntime as ort
 
-    from engine.core.reduce import softmax
+    from core.reduce import softmax
 
     def p_fake(model):
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -347,18 +347,18 @@ def test_cpu_runtime_loads_the_int8_graph_with_merged_groups_bit_identically(
     int8_model, real_crops, caplog
 ):
     """The ORT CPU factory merges layer1-2's grouped convolutions of the INT8 graph at load
-    (engine.core.qdq_rewrite); the classifier's outputs are the stored file's, bit for bit,
+    (engine.backends.qdq_rewrite); the classifier's outputs are the stored file's, bit for bit,
     and the file keeps the exported groups (TensorRT and the error report read it)."""
     import logging
 
     import onnxruntime as ort
 
+    from core.onnx_session import session_options
     from engine.backends import get_factory
-    from engine.core.onnx_session import session_options
 
     spec = load_sidecar(int8_model)
     x = real_crops.videos[1].numpy()[:6]
-    with caplog.at_level(logging.INFO, logger="engine.core.qdq_rewrite"):
+    with caplog.at_level(logging.INFO, logger="engine.backends.qdq_rewrite"):
         backend = get_factory("ort", precision="int8")(
             "classifier", spec.onnx_files["int8"], spec=spec
         )

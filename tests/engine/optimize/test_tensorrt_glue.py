@@ -13,9 +13,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.core.errors import InvalidInputError, MissingDependencyError
-from engine.optimize.engine_cache import DeviceInfo, meta_path
-from engine.optimize.trt_build import (
+from core.errors import InvalidInputError, MissingDependencyError
+from engine.backends.engine_cache import DeviceInfo, meta_path
+from engine.backends.trt_build import (
     compile_onnx,
     detector_profiles,
     ensure_graph_engine,
@@ -190,7 +190,7 @@ def test_detector_engine_is_built_from_the_loaded_graph_once(
 ):
     """The detector's engine comes from the graph the loader made (its file and its sha256:
     nothing is hashed or rewritten again), with the detector's profile; then from the cache."""
-    from engine.optimize import trt_build
+    from engine.backends import trt_build
     from preprocess.scrfd_graph import load_detector_graph
 
     graph = load_detector_graph(shared_dir / "models" / "scrfd_500m_kps_dynamic.onnx", verify=False)
@@ -216,12 +216,11 @@ def test_tensorrt_detector_is_the_scrfd_maths_over_an_engine_runner(
     input size), a runner over it, and SCRFDDetector over that runner, which takes the runner's
     fixed square input (the engine's profile) and so letterboxes to it. The runner here is
     ONNX Runtime declaring that profile, standing in for the engine the fake cannot run."""
-    from engine.backends import get_factory
+    from core.onnx_session import create_session
+    from engine.backends import get_factory, trt_build
     from engine.backends.base import DetectorOptions, TensorSpec
+    from engine.backends.engine_cache import EnsureResult
     from engine.backends.ort_backend import OrtBackend
-    from engine.core.onnx_session import create_session
-    from engine.optimize import trt_build
-    from engine.optimize.engine_cache import EnsureResult
     from preprocess.scrfd import DetectorConfig, SCRFDDetector
     from preprocess.scrfd_graph import load_detector_graph
 

@@ -133,8 +133,8 @@ def calibrated_copy(model: Path, path: Path, *, fake_at: float, real_below: floa
     thresholds: a model whose verdicts a test chooses."""
     import shutil
 
+    from core.verdict import Calibration
     from engine import calibration
-    from engine.core.verdict import Calibration
 
     shutil.copytree(model, path)
     calibration.write(

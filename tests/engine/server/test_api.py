@@ -40,7 +40,7 @@ def test_jobs_upload_poll_result_matches_predict_record(make_client, shared_dir,
     # how it was made, as in a dfe predict record; the upload named by its content only
     assert rec["provenance"]["settings"] == direct["provenance"]["settings"]
     assert rec["provenance"]["model"] == direct["provenance"]["model"]
-    from engine.core.hashing import sha256_file
+    from core.hashing import sha256_file
 
     video = shared_dir / "videos" / VIDEO
     assert rec["provenance"]["input"] == {"path": None, "name": VIDEO, "mtime_ns": None,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.core.records import Prediction
 from engine.explain import (
     FAKE_BGR,
     NO_FACE_BGR,
@@ -16,6 +15,7 @@ from engine.explain import (
     contact_sheet,
     verdict_headline,
 )
+from engine.records import Prediction
 
 CALIBRATED = {"status": "calibrated", "temperature": 1.2, "fake_at": 0.7, "real_below": 0.3}
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine.core.records import Prediction
+from engine.records import Prediction
 from engine.server import pages
 
 CALIBRATED = {"status": "calibrated", "temperature": 1.3, "fake_at": 0.7, "real_below": 0.3}

@@ -171,7 +171,7 @@ def test_app_sweeps_after_each_finished_job(make_client, shared_dir):
 
 
 def test_create_app_refuses_non_finite_limits(serve_engine, tmp_path):
-    from engine.core.errors import InvalidInputError
+    from core.errors import InvalidInputError
     from engine.server.app import create_app
 
     for options in ({"retention_hours": float("nan")}, {"max_results_bytes": -1},

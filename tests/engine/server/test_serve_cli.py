@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
+from core.errors import PortBusyError
 from engine.cli import main
-from engine.core.errors import PortBusyError
 from engine.options import EXIT_ERROR, EXIT_PORT_BUSY
 
 
