@@ -64,17 +64,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "model" in item.keywords and not torch_ok:
             item.add_marker(skip_model)
-        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
-
-
-def _xdist_group(item) -> str:
-    """The worker group of a test under ``pytest -n N --dist loadgroup`` (``make test``): the
-    tests that build full models with torch share one worker, so the session's checkpoints and
-    their export are made once; every other test file runs whole on one worker, so its module
-    fixtures are made once."""
-    if "model" in item.keywords:
-        return "model"
-    return item.nodeid.split("::", 1)[0]
 
 
 @pytest.fixture(scope="session")
