@@ -385,23 +385,30 @@ def quantize_with(
 
 
 def relative_speed(
-    fp32_session: Any, int8_session: Any, crops: np.ndarray, *, rounds: int = 5
+    fp32_session: Any,
+    int8_session: Any,
+    crops: np.ndarray,
+    *,
+    rounds: int = 5,
+    output: str = "logits",
 ) -> dict[str, float]:
     """Frames/s of both sessions on the same batch, runs interleaved (fp32, int8, int8, fp32,
     ...) after one warm-up each, medians. ``speedup`` is the ratio of the median CPU time per
     run (this process's, all threads), which other jobs on a busy machine disturb far less than
     wall time (preempted threads wait, they do not count); ``speedup_wall`` is the wall-time
-    ratio of the same runs. On an idle machine the two agree."""
+    ratio of the same runs. On an idle machine the two agree. ``output`` is the classifier
+    output asked for: ``logits``, or ``features`` for the sequence variant (whose classifier
+    graph ends at the pooled features; its head stays fp32)."""
     feeds = {"frames": np.ascontiguousarray(crops)}
     for s in (fp32_session, int8_session):
-        s.run(["logits"], feeds)
+        s.run([output], feeds)
     wall: dict[str, list[float]] = {"fp32": [], "int8": []}
     cpu: dict[str, list[float]] = {"fp32": [], "int8": []}
     for i in range(rounds):
         pair = [("fp32", fp32_session), ("int8", int8_session)]
         for name, s in pair if i % 2 == 0 else pair[::-1]:
             t, c = time.perf_counter(), time.process_time()
-            s.run(["logits"], feeds)
+            s.run([output], feeds)
             wall[name].append(time.perf_counter() - t)
             cpu[name].append(time.process_time() - c)
     n = len(crops)

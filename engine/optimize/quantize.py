@@ -43,9 +43,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.classifier import ClassifierRunner
+from core.classifier import FEATURES, LOGITS, ClassifierRunner
 from core.config import EngineConfig
 from core.deps import require
+from core.errors import InvalidInputError
 from core.hashing import sha256_file
 from core.onnx_session import create_session
 from core.reduce import score_video
@@ -395,7 +396,11 @@ class Int8Trials:
         session = create_session(cpu_qdq_model(path)[0])  # as the CPU runtime loads it
         cost = self.cost(session)
         speed = relative_speed(
-            self.fp32_session, session, self.speed_crops, rounds=self.speed_rounds
+            self.fp32_session,
+            session,
+            self.speed_crops,
+            rounds=self.speed_rounds,
+            output=FEATURES if self.head is not None else LOGITS,
         )
         del session
         trial = Trial(cfg, cost, speed, settings, path, time.perf_counter() - t)
@@ -412,6 +417,14 @@ class Int8Trials:
         (:func:`engine.optimize.qdq_debug.node_contributions`), measured once per graph."""
         from engine.optimize.qdq_debug import node_contributions
 
+        if self.head is not None:
+            raise InvalidInputError(
+                f"{self.spec.directory}: per-node contributions (--report, and the search's "
+                "fp32 fallback when no whole-graph configuration meets the bound) measure the "
+                "per-frame p_fake of the original variant's logits; this sequence-variant "
+                "model's classifier ends at the features (its head runs over the video). "
+                "Build it without --report, or keep its fp32 graph"
+            )
         self.bar.set_description("int8: contributions per node")
         assert trial.path is not None
         if trial.path not in self._contributions:

@@ -16,7 +16,7 @@ import onnx
 import pytest
 
 from core.config import EngineConfig
-from core.errors import ParityError
+from core.errors import InvalidInputError, ParityError
 from engine.optimize.calibration import FrameSelection
 from engine.optimize.int8_search import (
     Calibration,
@@ -325,3 +325,27 @@ def test_int8_outside_bound_is_said_in_every_record(tiny_copy, shared_dir, model
     assert any("outside its agreement bound" in n and "0.2" in n for n in ort_notes)
     assert not any("TensorRT form" in n for n in ort_notes)
     assert any("TensorRT form" in n and "0.1" in n for n in notes("tensorrt"))
+
+
+def test_build_int8_on_a_sequence_model_times_its_features_and_refuses_a_report(
+    tmp_path, shared_dir, models_dir
+):
+    """The sequence variant's classifier ends at the pooled features (no ``logits`` output):
+    the build times that output, and the per-node report, which measures p_fake from per-frame
+    logits, is refused with a message naming the model, not an ONNX Runtime error."""
+    from core.sidecar import INT8_GRAPH, load_sidecar
+    from engine.optimize.quantize import build_int8
+    from tests.tiny_model import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "seq", variant="sequence")
+    config = EngineConfig(models_dir=models_dir, download=False)
+    result = build_int8(model, _videos(shared_dir), config=config, min_speedup=0.0, **SMALL)
+    rec = load_sidecar(model).graphs.get(INT8_GRAPH)
+    assert rec.to_json() == result.record.to_json()
+    assert rec.search.speed["speedup"] > 0
+    with pytest.raises(InvalidInputError, match=r"sequence-variant model") as info:
+        build_int8(
+            model, _videos(shared_dir), config=config, min_speedup=0.0, force=True,
+            report=True, **SMALL,
+        )  # fmt: skip
+    assert str(model) in str(info.value)
