@@ -87,8 +87,41 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="frames per second the page sends in live mode; the server accepts up to twice "
         "that per session (default 4)",
     )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name the server answers to (repeat for more; *.example.com patterns); "
+        "others get 400. Default: localhost, 127.0.0.1 and [::1] when --host is a loopback "
+        "address (a page whose name is made to resolve to this machine is refused), any name "
+        "otherwise",
+    )
     add_engine_options(p)
     p.set_defaults(func=_cmd_serve)
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def allowed_hosts(bind: str, extra: list[str]) -> list[str] | None:
+    """The ``Host`` names ``dfe serve`` answers to: ``extra`` (``--allowed-host``) plus, when
+    ``bind`` (``--host``) is a loopback address or ``localhost``, :data:`LOOPBACK_HOSTS`; None
+    (any name) for another address with no ``--allowed-host``. The loopback default is what
+    stops DNS rebinding: a web page at ``evil.example`` that makes its name resolve to 127.0.0.1
+    reaches the server with ``Host: evil.example`` (its Origin then matches its Host, so the
+    live WebSocket's same-origin check alone would let it in)."""
+    names = [h.strip().lower() for h in extra if h.strip()]
+    if _is_loopback(bind):
+        return [*LOOPBACK_HOSTS, *names]
+    return names or None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def validate_options(args: argparse.Namespace) -> None:
@@ -171,12 +204,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if live.sessions:
         require_websockets()  # uvicorn would refuse every live session without one
     check_port_free(args.host, args.port)  # a busy port fails now, not after the models load
-    try:
-        public = not ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        public = args.host != "localhost"
-    if public:
+    hosts = allowed_hosts(args.host, args.allowed_host)
+    if not _is_loopback(args.host):
         log.warning("binding to %s: the service is reachable from other machines", args.host)
+        if hosts is None:
+            log.warning(
+                "any Host name is answered; pass --allowed-host NAME for the names clients use"
+            )
     engine = Engine.load(args.model, config=engine_config(args))
     engine.prepare()  # the classifier and the detector load now, or serving fails at once
     app = create_app(
@@ -188,6 +222,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         retention_hours=args.retention_hours,
         max_results_bytes=int(args.max_results_mb * 2**20),
         live=live,
+        allowed_hosts=hosts,
     )
     check_port_free(args.host, args.port)  # again: loading took a while
     server_log = logging.getLogger("engine.server")

@@ -16,7 +16,7 @@ HTML pages with the result files (:mod:`engine.server.routes_pages`).
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +57,7 @@ def create_app(
     max_results_bytes: int = int(MAX_RESULTS_MB * 2**20),
     janitor_interval: float = JANITOR_INTERVAL_S,
     live: LiveLimits | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """The app; the runner's and the janitor's threads start and stop with the app's lifespan.
     ``workers=0`` accepts jobs without running them (for tests of the queue). Finished jobs
@@ -64,6 +65,12 @@ def create_app(
     first while results and uploads exceed ``max_results_bytes`` (0: no limit); the janitor
     runs at start, every ``janitor_interval`` seconds and after each finished job. ``live``:
     the limits of the page's live mode (``/api/v1/live``, :mod:`engine.server.live_ws`).
+    ``allowed_hosts``: the only ``Host`` header values (names or addresses, no port;
+    ``*.example.com`` patterns) a request or WebSocket may carry, others get 400 (Starlette's
+    ``TrustedHostMiddleware``): with a browser, a page on another site whose name is made to
+    resolve to this server (DNS rebinding) sends its own name as ``Host`` and is refused; None
+    accepts any host (``dfe serve`` passes the loopback names when it binds to loopback, see
+    :func:`engine.commands.serve.allowed_hosts`).
 
     The routes are those of :mod:`engine.server.routes_live`, :mod:`engine.server.routes_api`
     and :mod:`engine.server.routes_pages`; they share an :class:`engine.server.state.AppState`
@@ -99,6 +106,10 @@ def create_app(
     app.include_router(routes_api.router)
     app.include_router(routes_pages.router)
     app.middleware("http")(security_headers)
+    if allowed_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_exception_handler(EngineError, engine_error)
     return app
 

@@ -154,3 +154,52 @@ def test_free_port_serves_with_the_options_passed_to_the_app(
     assert janitor.retention_s == 1.5 * 3600 and janitor.max_bytes == 3 * 2**20
     live = ran["app"].state.live.limits
     assert (live.sessions, live.fps, live.accept_fps) == (1, 2.0, 4.0)
+
+
+def test_dfe_serve_on_loopback_answers_only_loopback_host_names(
+    tmp_path, monkeypatch, serve_engine, capsys
+):
+    """DNS rebinding: a page at evil.example whose name is made to resolve to 127.0.0.1 sends
+    ``Host: evil.example`` (and a matching Origin, which the live WebSocket's same-origin check
+    accepts). `dfe serve` on loopback answers only loopback names (and --allowed-host), over
+    HTTP and the live WebSocket alike."""
+    import logging
+
+    import uvicorn
+    from fastapi.testclient import TestClient
+    from starlette.testclient import WebSocketDenialResponse
+
+    from engine.api import Engine
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ran = {}
+    monkeypatch.setattr(Engine, "load", lambda *a, **k: serve_engine)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, **kw))
+    level = logging.getLogger("engine.server").level
+    try:
+        argv = _serve(tmp_path, "--port", str(port), "--allowed-host", "Scorer.Lan")
+        assert main(argv) == 0, capsys.readouterr().err
+    finally:
+        logging.getLogger("engine.server").setLevel(level)
+    with TestClient(ran["app"]) as client:
+        for name in ("localhost", "127.0.0.1", "[::1]", "scorer.lan"):
+            got = client.get("/api/v1/health", headers={"host": f"{name}:{port}"})
+            assert got.status_code == 200, name
+        evil = {"host": f"evil.example:{port}", "origin": f"http://evil.example:{port}"}
+        assert client.get("/api/v1/health", headers=evil).status_code == 400
+        assert client.get("/", headers=evil).status_code == 400
+        with pytest.raises(WebSocketDenialResponse) as denied:  # refused at the handshake
+            client.websocket_connect("/api/v1/live", headers=evil).__enter__()
+        assert denied.value.status_code == 400
+
+
+def test_allowed_hosts_default_follows_the_bind_address():
+    from engine.commands.serve import LOOPBACK_HOSTS, allowed_hosts
+
+    assert allowed_hosts("127.0.0.1", []) == list(LOOPBACK_HOSTS)
+    assert allowed_hosts("::1", ["a.lan"]) == [*LOOPBACK_HOSTS, "a.lan"]
+    assert allowed_hosts("localhost", []) == list(LOOPBACK_HOSTS)
+    assert allowed_hosts("0.0.0.0", []) is None  # any name, with a warning
+    assert allowed_hosts("0.0.0.0", ["Scorer.Lan "]) == ["scorer.lan"]
