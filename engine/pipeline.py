@@ -104,7 +104,16 @@ class VideoJob:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     error: str | None = None
-    started: float = field(default_factory=time.perf_counter)
+    # time.perf_counter() when its first stage began (begin()); None before: the time a job
+    # waits for a slot or a decoding thread is not its own
+    started: float | None = None
+
+    def begin(self) -> None:
+        """Note that a stage of this job begins (the first call counts; later ones keep it).
+        Each stage calls it, so ``started`` is the start of the first stage the job went
+        through: decoding for a video, detection for frames, classification for crops."""
+        if self.started is None:
+            self.started = time.perf_counter()
 
     @property
     def size(self) -> int:
@@ -411,6 +420,7 @@ class VideoPipeline:
         """Read ``n`` frames of ``job.source`` chosen by ``sampling``."""
         from engine.provenance import input_identity
 
+        job.begin()
         t = time.perf_counter()
         job.input = input_identity(job.source, content=self.hash_inputs)
         clip = self.extractor.read(job.source, n, sampling)
@@ -454,6 +464,8 @@ class VideoPipeline:
         :meth:`~preprocess.face_extraction.FaceExtractor.detect_default` and
         :meth:`~preprocess.face_extraction.FaceExtractor.complete_detection`."""
         todo = [j for j in jobs if j.error is None and j.detect]
+        for j in todo:
+            j.begin()
         if not any(j.frames for j in todo):
             return
         extractor = self.extractor
@@ -542,6 +554,8 @@ class VideoPipeline:
         """Per-frame logits of each sequence of each job (all frames share classifier
         batches), plus the classifier's ``extra_outputs``: one :class:`ClassifierOutput` per
         job, one entry per sequence."""
+        for j in jobs:
+            j.begin()
         t = time.perf_counter()
         seqs = [(k, q) for k, j in enumerate(jobs) for q in j.sequences]
         batches = [self.preprocessor(np.stack(q.crops)) for _, q in seqs]
@@ -605,10 +619,15 @@ class VideoPipeline:
         n: int | None,
         sampling: str | None,
     ) -> Prediction:
-        """The job's :class:`Prediction` (an error record when it failed)."""
+        """The job's :class:`Prediction` (an error record when it failed). Its
+        ``timings["total"]`` is this job's wall time in seconds, from the start of its first
+        stage (:meth:`VideoJob.begin`) to now: its stages and its waits between them (for a
+        batch, a worker), not the time before its first stage (0 for a job that reached no
+        stage)."""
         release_free_memory()  # the video's frames are freed: keep a long job's RSS flat
         timings = {k: round(v, 6) for k, v in job.timings.items()}
-        timings["total"] = round(time.perf_counter() - job.started, 6)
+        now = time.perf_counter()
+        timings["total"] = round(now - (now if job.started is None else job.started), 6)
         common = {
             "video": job.name,
             "seq_len": n,

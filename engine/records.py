@@ -78,7 +78,11 @@ class Prediction:
     # score, person}
     timeline: dict[str, Any] | None = None
     segments: list[dict[str, Any]] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    # wall-clock seconds of this video: per stage ("decode", "detect", "track", "crop",
+    # "classify"; "timeline", "explain" when they ran; a stage that did not run is absent) and
+    # "total", from the start of its first stage to its record (plus "timeline"; stages of
+    # several videos overlap in predict_many, so a job's stage sums can exceed its wall time)
+    timings: dict[str, float] = field(default_factory=dict)
     seq_len: int | None = None
     sampling: str | None = None
     reduce: str | None = None

@@ -1,5 +1,6 @@
-"""The README and docs/: every relative link resolves (file and heading), the README shows the
-two commands and lists every `dfe` command, and the docs index lists every page."""
+"""The README and docs/: every relative link resolves (file and heading), every test file they
+name exists, the README shows the two commands and lists every `dfe` command, and the docs
+index lists every page."""
 
 from __future__ import annotations
 
@@ -51,6 +52,29 @@ def test_relative_links_resolve(page: Path):
             bad.append(f"{target}: no file {dest}")
         elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
             bad.append(f"{target}: no heading #{anchor} in {dest.relative_to(REPO)}")
+    assert not bad, "\n".join(bad)
+
+
+TEST_PATH = re.compile(r"\btests/[\w/]+\.py(?:::\w+)?")
+
+
+def _current(text: str) -> str:
+    """The text without the sections about history ("What moved ..."), whose tables name
+    where files were."""
+    return re.sub(r"^(#{1,6}) What moved.*?(?=^#{1,6} |\Z)", "", text, flags=re.M | re.S)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_named_test_files_exist(page: Path):
+    """Every ``tests/...py`` (and ``::test_name``) a page names exists."""
+    bad = []
+    for named in sorted(set(TEST_PATH.findall(_current(page.read_text())))):
+        path, _, func = named.partition("::")
+        file = REPO / path
+        if not file.is_file():
+            bad.append(f"{named}: no file")
+        elif func and not re.search(rf"^\s*(?:async )?def {func}\(", file.read_text(), re.M):
+            bad.append(f"{named}: no test {func} in {path}")
     assert not bad, "\n".join(bad)
 
 

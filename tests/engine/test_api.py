@@ -79,6 +79,43 @@ def test_engine_predict_many_ordered_and_streamed(engine, video_paths, tmp_path)
         assert by_video[r.video] == r.p_fake or (r.p_fake is None and by_video[r.video] is None)
 
 
+def test_predict_many_totals_are_each_videos_own_time(tiny_model, models_dir, video_paths):
+    """``timings.total`` is this video's wall time from its first stage to its record, not the
+    time since the job started. With one decoding thread the videos decode one after another,
+    so a video's first stage starts after every earlier video's decoding: its total is at most
+    the job's wall time less their decode times (a total counted from the start of the job, or
+    from when the video was queued, breaks this by about their sum). Decoding is slowed so that
+    the bound discriminates."""
+    import time
+
+    eng = Engine.load(
+        tiny_model, models_dir=models_dir, download=False, decode_workers=1, max_in_flight=8
+    )
+    extractor = eng.pipeline_for(eng.spec_for(6)).extractor
+    read = extractor.read
+
+    def slow_read(*args, **kwargs):
+        time.sleep(0.25)
+        return read(*args, **kwargs)
+
+    extractor.read = slow_read  # this engine only
+    paths = [*video_paths, *video_paths][:8]
+    t = time.perf_counter()
+    preds = list(eng.predict_many(paths, seq_len=6))
+    wall = time.perf_counter() - t
+    assert [p.status for p in preds] == ["ok"] * len(paths)
+    tol = 1e-3  # the rounding of the recorded seconds
+    decoded_before = 0.0
+    for p in preds:
+        timings = p.timings
+        stages = sum(v for k, v in timings.items() if k != "total")
+        assert timings["decode"] >= 0.25
+        assert stages - tol <= timings["total"] <= wall - decoded_before + tol, (p.video, timings)
+        decoded_before += timings["decode"]
+    totals = [p.timings["total"] for p in preds]
+    assert totals[-1] < sum(totals) / 3  # not the running time of the job
+
+
 def test_predict_many_decodes_as_many_videos_at_once_as_the_budget_says(
     tiny_model, models_dir, monkeypatch
 ):

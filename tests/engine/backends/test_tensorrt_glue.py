@@ -23,7 +23,7 @@ from engine.backends.trt_build import (
     graph_profiles,
     onnx_input_dims,
 )
-from tests.engine.optimize._fake_trt import PLAN, FakeCudart, FakeTensorRT
+from tests.engine.backends._fake_trt import PLAN, FakeCudart, FakeTensorRT
 
 DEVICE = DeviceInfo("Fake GPU 80GB", "9.0", FakeTensorRT.__version__)
 
@@ -97,7 +97,7 @@ def test_compile_onnx_sets_profile_flags_and_timing_cache(fake_trt, tiny_classif
 
 
 def test_int8_engines_are_built_from_the_tensorrt_form_of_the_qdq_graph(fake_trt, tmp_path):
-    from tests.engine.optimize._qdq_models import tiny_qdq_model
+    from tests.engine.backends._qdq_models import tiny_qdq_model
 
     path = tmp_path / "classifier.int8.onnx"
     onnx.save(tiny_qdq_model(), path)
