@@ -19,11 +19,13 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "uvicorn": ("serve", "dfe serve"),
     "multipart": ("serve", "dfe serve (multipart uploads)"),
     "matplotlib": ("eval", "plots (dfe eval, dfe train's curves.png, the benchmark report)"),
+    "pyarrow": ("ray", "Parquet output (dfe score --out DIR.parquet)"),
 }
 
 
-def require(module: str, *, purpose: str | None = None) -> ModuleType:
-    """Import ``module`` or raise :class:`MissingDependencyError` naming the extra to install."""
+def require(module: str, *, purpose: str | None = None, instead: str | None = None) -> ModuleType:
+    """Import ``module`` or raise :class:`MissingDependencyError` naming the extra to install
+    (and ``instead``, a way to do without it, e.g. ``"pass --no-plots"``)."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -32,7 +34,7 @@ def require(module: str, *, purpose: str | None = None) -> ModuleType:
             f"install it with: pip install 'deepfake-engine[{extra}]'"
             if extra
             else f"install it with: pip install {module}"
-        )
+        ) + (f" (or {instead})" if instead else "")
         raise MissingDependencyError(
             f"{module} is needed for {purpose or default_purpose} but could not be imported "
             f"({exc}); {hint}"

@@ -971,15 +971,55 @@ def update_sidecar(
 
 def _sidecar_path(model_dir: str | Path) -> Path:
     """``<model_dir>/classifier.json``, or ``model_dir`` itself when it names a ``.json``; an
-    :class:`ArtifactNotFoundError` saying how to make it when it is missing."""
+    :class:`ArtifactNotFoundError` saying how to make it when it is missing (or which folder
+    was meant: :func:`model_path_advice`)."""
     p = Path(model_dir)
     path = p if p.suffix == ".json" else p / SIDECAR_NAME
     if not path.is_file():
-        raise ArtifactNotFoundError(
-            f"no model sidecar at {path}; export a checkpoint first: "
-            f"dfe export CHECKPOINT -o {path.parent}"
+        advice = (
+            f"export a checkpoint first: dfe export CHECKPOINT -o {path.parent}"
+            if p.suffix == ".json"
+            else model_path_advice(p)
         )
+        raise ArtifactNotFoundError(f"no model sidecar at {path}; {advice}")
     return path
+
+
+def holds_model(folder: Path) -> bool:
+    """Whether ``folder`` holds an exported model (its :data:`SIDECAR_NAME`) or a folder of
+    them (``*/classifier.json``)."""
+    try:
+        return (folder / SIDECAR_NAME).is_file() or any(folder.glob(f"*/{SIDECAR_NAME}"))
+    except OSError:  # unreadable: not one to suggest
+        return False
+
+
+def model_path_advice(path: str | Path) -> str:
+    """What to tell a user whose model path names no model folder: for a file inside a model
+    folder (its ``classifier.onnx``), to give that folder; for a path that does not exist, the
+    existing sibling folder holding a model whose name is closest (a typo, by
+    :func:`difflib.get_close_matches`); otherwise how to export one into it."""
+    import difflib
+
+    p = Path(path)
+    if p.is_file() and (p.parent / SIDECAR_NAME).is_file():
+        return f"{p} is a file of an exported model: give the model folder {p.parent}"
+    if p.is_file():
+        return (
+            f"{p} is a file, not an exported model folder; give the folder that holds "
+            f"{SIDECAR_NAME} (a checkpoint is exported into one with: dfe export CHECKPOINT -o "
+            "DIR)"
+        )
+    if not p.exists() and p.parent.is_dir():
+        try:
+            siblings = [d for d in p.parent.iterdir() if d.is_dir() and holds_model(d)]
+        except OSError:
+            siblings = []
+        names = {d.name: d for d in siblings}
+        close = difflib.get_close_matches(p.name, list(names), n=1)
+        if close:
+            return f"did you mean {names[close[0]]}? (it holds an exported model)"
+    return f"export one with: dfe export CHECKPOINT -o {p}"
 
 
 def _read_json(path: Path) -> dict[str, Any]:

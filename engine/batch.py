@@ -267,6 +267,30 @@ def is_nonempty(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
 
+def holds_records(path: Path) -> bool:
+    """Whether the file ``path`` starts as an output of ``dfe predict`` does (read from its
+    first line, at most 1 MiB): for ``.csv`` a header with the ``video`` and ``status``
+    columns; else a JSON object with ``video`` and ``status``, or one cut short (a torn last
+    line of a killed job). An empty file holds nothing, so not records either: False."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    text = head.lstrip()
+    line, newline, _ = text.partition("\n")
+    if not line.strip():
+        return False
+    if Path(path).suffix.lower() == ".csv":
+        header = next(csv.reader([line]), [])
+        return "video" in header and "status" in header
+    try:
+        rec = json.loads(line)
+    except ValueError:  # a first record cut short (killed while writing it) is still one
+        return not newline and line.startswith('{"')
+    return isinstance(rec, dict) and "video" in rec and "status" in rec
+
+
 def resolve_output(path: Path) -> Path:
     """The file (or folder) an output path names: a symlink's target, so a job writes where
     the link points and never replaces the link by a file of its own."""
@@ -278,7 +302,10 @@ def check_output(path: Path, *, resume: bool, overwrite: bool, kind: str = "file
     cannot write. ``path`` is the resolved output (:func:`resolve_output`). Raises
     :class:`InvalidInputError` when ``path`` holds results and neither ``resume`` nor
     ``overwrite`` is given, or both are, or it is of the wrong kind; :class:`OutputError` when
-    it cannot be created or written, or its file system is full."""
+    it cannot be created or written, or its file system is full. A file output's format
+    (:func:`output_format`) is checked first, and a file that holds something other than
+    records (:func:`holds_records`) is refused with ``resume`` or without either flag, named
+    as such (it holds no results to keep or add to)."""
     if resume and overwrite:
         raise InvalidInputError("give --resume or --overwrite, not both")
     if path.exists() and kind == "file" and not path.is_file():
@@ -292,6 +319,14 @@ def check_output(path: Path, *, resume: bool, overwrite: bool, kind: str = "file
         raise InvalidInputError(
             f"--out {path} is a file; dfe score writes a folder named *.parquet or *.jsonl"
         )
+    if kind == "file":
+        output_format(path)  # an unsupported format is refused before anything loads
+        if is_nonempty(path) and not overwrite and not holds_records(path):
+            raise InvalidInputError(
+                f"--out {path} holds data that is not records of this tool (dfe predict's "
+                f"{' or '.join(OUTPUT_FORMATS)}); nothing was written. Choose another --out"
+                + ("" if resume else ", or add --overwrite to replace the file")
+            )
     if is_nonempty(path) and not (resume or overwrite):
         raise InvalidInputError(
             f"--out {path} already holds results; nothing was written. Add --resume to score "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ArtifactNotFoundError, InvalidInputError
-from core.sidecar import SIDECAR_NAME, ModelSpec, load_sidecar
+from core.sidecar import SIDECAR_NAME, ModelSpec, load_sidecar, model_path_advice
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,18 @@ class ModelCatalog:
 
 
 def load_catalog(model: str | Path) -> ModelCatalog:
+    """The model(s) at ``model``: one model folder (or its ``classifier.json``), or a folder
+    of them. Raises :class:`ArtifactNotFoundError` when it holds none, naming the folder meant
+    (a file inside a model folder, a typo of a sibling's name) or how to export one."""
     root = Path(model)
     if not root.exists():
         raise ArtifactNotFoundError(
-            f"model directory {root} does not exist; export one with: "
-            f"dfe export CHECKPOINT -o {root}"
+            f"model directory {root} does not exist; {model_path_advice(root)}"
         )
     if (root / SIDECAR_NAME).is_file() or root.suffix == ".json":
         return ModelCatalog(root, (load_sidecar(root),))
+    if not root.is_dir():  # a file of the model (classifier.onnx), a checkpoint, ...
+        raise ArtifactNotFoundError(model_path_advice(root))
     subdirs = sorted(p.parent for p in root.glob(f"*/{SIDECAR_NAME}"))
     if not subdirs:
         raise ArtifactNotFoundError(

@@ -23,6 +23,18 @@ from engine.options import (
     ray_config,
 )
 
+#: The evaluation's report, written last: a folder holding it holds a complete evaluation.
+METRICS = "metrics.json"
+
+
+def evaluation_files(out_dir: Path) -> list[Path]:
+    """The files an evaluation writes besides :data:`METRICS` (``predictions_N<n>.jsonl``,
+    ``eval_N<n>.png``) found in ``out_dir``; without :data:`METRICS` they are an evaluation
+    that did not finish."""
+    if not out_dir.is_dir():
+        return []
+    return [*out_dir.glob("predictions_N*.jsonl"), *out_dir.glob("eval_N*.png")]
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -79,6 +91,7 @@ def _score(paths: list[str], seq_len: int | None, args: argparse.Namespace, engi
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from core.deps import require
     from core.errors import InvalidInputError, OutputError
     from engine import evaluation
     from engine.api import Engine
@@ -94,13 +107,18 @@ def run(args: argparse.Namespace) -> int:
     out_dir: Path = args.out_dir
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"-o {out_dir} is a file; give a folder for the evaluation's results")
-    earlier = [p.name for p in [out_dir / "metrics.json", *out_dir.glob("predictions_N*.jsonl")]
-               if p.exists()] if out_dir.is_dir() else []  # fmt: skip
-    if earlier and not args.overwrite:
+    # an evaluation is complete once its metrics.json is written (last): only a complete one
+    # is kept from being replaced; the files of one that failed are its retry's to replace
+    complete = (out_dir / METRICS).exists()
+    if complete and not args.overwrite:
+        earlier = [METRICS, *(p.name for p in sorted(out_dir.glob("predictions_N*.jsonl")))]
         raise InvalidInputError(
             f"-o {out_dir} already holds an evaluation ({', '.join(earlier[:3])}); nothing was "
             "written. Choose another folder, or add --overwrite to replace it"
         )
+    leftovers = [] if complete else sorted(p.name for p in evaluation_files(out_dir))
+    if not args.no_plots:  # before anything is scored: the plots' library
+        require("matplotlib", purpose="the evaluation plots", instead="pass --no-plots")
     config = engine_config(args)
     engine = Engine.load(args.model, config=config)
     for n in args.seq_len:  # every model and the detector load before the first video
@@ -111,8 +129,19 @@ def run(args: argparse.Namespace) -> int:
         init_ray(ray_config(args).address)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        # the earlier evaluation (--overwrite) or the files of one that did not finish: the
+        # report goes first, so a run that fails now never leaves a mix that looks complete
+        (out_dir / METRICS).unlink(missing_ok=True)
+        for old in evaluation_files(out_dir):
+            old.unlink()
     except OSError as exc:
         raise OutputError(f"-o {out_dir}: cannot create it ({exc.strerror or exc})") from exc
+    if leftovers:
+        print(
+            f"-o {out_dir}: removed the files of an evaluation that did not finish (no "
+            f"{METRICS}): {', '.join(leftovers[:3])}" + (" ..." if len(leftovers) > 3 else ""),
+            file=sys.stderr,
+        )
     report: dict[str, Any] = {
         "labels": str(args.labels),
         "model": str(args.model),
@@ -147,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
     report["untrained"] = untrained or any(r["untrained"] for r in report["results"])
     flags = [r["calibrated"] for r in report["results"] if r["calibrated"] is not None]
     report["calibrated"] = all(flags) if flags else None
-    out = args.out_dir / "metrics.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = args.out_dir / METRICS
+    tmp = out.with_name(f".{METRICS}.{os.getpid()}.tmp")  # renamed into place: all or nothing
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out)
     print(f"metrics: {out}", file=sys.stderr)
     return EXIT_PARTIAL if any_errors else EXIT_OK

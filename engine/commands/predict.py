@@ -295,7 +295,9 @@ def _shorten(text: str, width: int) -> str:
 def print_table(records: list[dict], out: Any = None) -> None:
     """The table of ``records``: video, verdict, calibrated p_fake (``*``: an uncalibrated
     model's plain softmax), frames, faces, people, the number of warnings, the main reason in
-    words (shortened to the terminal; its code when there is no room), seconds."""
+    words (shortened to the terminal; its code when there is no room), seconds. A failed
+    video's row holds its error when it fits the terminal; otherwise the error is printed in
+    full after the table (``error K: NAME: ...``), never cut."""
     out = out or sys.stderr
     width = min(max(len(Path(r["video"]).name) for r in records), 40)
     head = (
@@ -312,10 +314,16 @@ def print_table(records: list[dict], out: Any = None) -> None:
         shown = [c or "-" for c in reasons]
     rwidth = max(len("reason"), *(len(t) for t in shown))
     print(f"{head}{'reason':{rwidth}s}  {'seconds':>7s}", file=out)
+    below: list[tuple[str, str]] = []  # errors too long for their row: in full after the table
     for r, reason in zip(records, shown, strict=True):
         name = Path(r["video"]).name[:width]
         if r["status"] != "ok":
-            print(f"{name:{width}s}  ERROR  {(r.get('error') or '')[:80]}", file=out)
+            error = " ".join((r.get("error") or "-").split())
+            room_left = None if columns is None else columns - width - len("  ERROR  ")
+            if room_left is not None and len(error) > room_left:
+                below.append((Path(r["video"]).name, error))
+                error = f"(error {len(below)} below)"
+            print(f"{name:{width}s}  ERROR  {error}", file=out)
             continue
         p = r.get("p_fake_calibrated")
         p = r.get("p_fake") if p is None else p
@@ -331,6 +339,8 @@ def print_table(records: list[dict], out: Any = None) -> None:
             + ("      -" if seconds is None else f"{seconds:7.2f}"),
             file=out,
         )
+    for n, (name, error) in enumerate(below, 1):  # whole, never cut mid-word
+        print(f"error {n}: {name}: {error}", file=out)
 
 
 def print_summary(tally: PredictTally, seconds: float, *, table: bool = True) -> None:

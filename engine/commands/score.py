@@ -92,31 +92,42 @@ def _score_locally(engine: Any, paths: list[str], out: Path, sequence: SequenceC
     from engine import distributed
 
     preds = engine.predict_many(paths, seq_len=sequence.seq_len, sampling=sequence.sampling)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     name = f"local_{uuid.uuid4().hex}"
     chunk: list[dict[str, Any]] = []
     part = 0
     since = time.monotonic()
     try:
-        for pred in preds:
-            chunk.append(pred.to_record())
-            if len(chunk) >= LOCAL_CHUNK or time.monotonic() - since > LOCAL_FLUSH_SECONDS:
+        try:
+            for pred in preds:
+                chunk.append(pred.to_record())
+                if len(chunk) >= LOCAL_CHUNK or time.monotonic() - since > LOCAL_FLUSH_SECONDS:
+                    distributed.write_records_file(out, f"{name}_{part:06d}", chunk)
+                    chunk, part, since = [], part + 1, time.monotonic()
+        finally:
+            preds.close()
+            if chunk:  # an interrupted job keeps what it scored
                 distributed.write_records_file(out, f"{name}_{part:06d}", chunk)
-                chunk, part, since = [], part + 1, time.monotonic()
-    finally:
-        preds.close()
-        if chunk:  # an interrupted job keeps what it scored
-            distributed.write_records_file(out, f"{name}_{part:06d}", chunk)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a job that wrote nothing leaves no empty output folder behind
+        raise
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.deps import require
     from engine import distributed
     from engine.batch import OutputLock, check_output, resolve_output
 
     out: Path = resolve_output(args.out)  # a symlink's target: the link stays a link
-    distributed.output_format(out)
+    # before anything loads or is scored: the libraries this output and --ray need
+    if distributed.output_format(out) == ".parquet":
+        require("pyarrow", purpose=f"--out {args.out} (Parquet files)")
+    if args.ray:
+        distributed.require_ray()
+    distributed.check_record_folder(out)  # a folder of other files: said as such, first
     check_output(out, resume=args.resume, overwrite=args.overwrite, kind="directory")
-    distributed.check_record_folder(out)
     with OutputLock(out):  # one job per output at a time
         return _run_locked(args, out)
 

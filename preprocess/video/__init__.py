@@ -270,8 +270,10 @@ def _dispatch(backend: str, path: str, op: Any) -> Any:
             opencv = _OpenCVBackend()
         except MissingDependencyError:
             raise exc from None
-        logger.warning("PyAV cannot open '%s' (%s); trying OpenCV", path, exc)
+        logger.info("PyAV cannot open '%s' (%s); trying OpenCV", path, exc)
         try:
-            return op(opencv)
-        except _CannotOpenError as exc2:
+            result = op(opencv)
+        except _CannotOpenError as exc2:  # the error says both: no warning of its own
             raise InvalidVideoError(f"{exc} (OpenCV cannot open it either)") from exc2
+        logger.warning("PyAV cannot open '%s' (%s); read with OpenCV", path, exc)
+        return result

@@ -5,6 +5,8 @@ try the next backend, and the rotation of decoded pictures upright."""
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,40 @@ def _import(module: str, package: str) -> Any:
             f"failed ({exc}); install it with: pip install {package} (a dependency of "
             f"deepfake-engine), or pass another backend= of {', '.join(repr(b) for b in BACKENDS)}"
         ) from exc
+
+
+#: The libraries whose own logs :func:`_native_logs` has set up in this process.
+_NATIVE_LOGS_SET: set[str] = set()
+
+
+def _native_logs(module: Any) -> None:
+    """Quiet the native log of ``module`` (``av`` or ``cv2``) once per process: a file that
+    cannot be read is reported by this engine's own error (and the record's), so FFmpeg's
+    lines (``[mov,mp4,... @ 0x..] moov atom not found``) and OpenCV's (``[ WARN:0@0.9]
+    global cap.cpp ...``) on stderr only repeat it. With logging at INFO or more verbose
+    (``dfe -v``) they stay visible: FFmpeg's warnings and errors printed by FFmpeg itself.
+
+    PyAV: ``av.logging.set_level(None)`` (no FFmpeg log at all; PyAV's own default), or with
+    ``-v`` FFmpeg's default printer at its WARNING level. OpenCV: its log at ERROR, and its
+    bundled FFmpeg's at ``OPENCV_FFMPEG_LOGLEVEL=-8`` (quiet; read when its first FFmpeg
+    capture starts, so set before it; a value the user set is kept)."""
+    name = module.__name__
+    if name in _NATIVE_LOGS_SET:
+        return
+    _NATIVE_LOGS_SET.add(name)
+    visible = logging.getLogger("preprocess.video").isEnabledFor(logging.INFO)
+    try:
+        if name == "av":
+            if visible:
+                module.logging.set_libav_level(module.logging.WARNING)
+                module.logging.restore_default_callback()  # FFmpeg prints, no Python callback
+            else:
+                module.logging.set_level(None)
+        elif name == "cv2" and not visible:
+            os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+            module.utils.logging.setLogLevel(module.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # a build without these functions: its logs stay as they are
+        pass
 
 
 def _rotation_cw(ccw_degrees: float) -> tuple[int, str | None]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from core.errors import InvalidVideoError
 from preprocess.sampling import sample_indices
-from preprocess.video.common import _CannotOpenError, _import, _rotation_cw
+from preprocess.video.common import _CannotOpenError, _import, _native_logs, _rotation_cw
 from preprocess.video.info import VideoClip, VideoInfo, _size_warnings
 from preprocess.video.sniff import _BAD_FILE_HINT, _describe
 
@@ -25,6 +25,7 @@ class _OpenCVBackend:
 
     def __init__(self) -> None:
         self.cv2 = _import("cv2", "opencv-python-headless")
+        _native_logs(self.cv2)  # our errors report a file that cannot be read
 
     def _open(self, path: str, threads: int = 0) -> Any:
         cv2 = self.cv2

@@ -15,7 +15,7 @@ import numpy as np
 
 from preprocess.colour import DeinterlaceGapError, Deinterlacer, FrameConverter
 from preprocess.sampling import sample_indices
-from preprocess.video.common import _import
+from preprocess.video.common import _import, _native_logs
 from preprocess.video.h264 import _h264_is_disposable, _h264_nal_length_size
 from preprocess.video.info import VideoClip, VideoInfo, _size_warnings
 from preprocess.video.pyav_session import _PyAVSession, _SeekFailedError
@@ -46,6 +46,7 @@ class _PyAVBackend:
 
     def __init__(self) -> None:
         self.av = _import("av", "av")
+        _native_logs(self.av)  # our errors report a file that cannot be read
 
     def _session(
         self, path: str, threads: int = 0, colour: str = "keep", deinterlace: str = "off"
