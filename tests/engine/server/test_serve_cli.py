@@ -125,11 +125,9 @@ def test_help_documents_exit_codes_and_the_new_options(capsys):
     assert "--retention-hours" in out and "--max-results-mb" in out and "DELETE" in out
 
 
-def test_free_port_serves_with_the_options_passed_to_the_app(
-    tmp_path, monkeypatch, serve_engine, capsys
-):
-    """With a free port, the model loads and uvicorn gets an app with the retention and the
-    budget asked for (uvicorn.run is replaced: nothing listens)."""
+def _serve_without_listening(monkeypatch, serve_engine, tmp_path, *options) -> tuple[int, dict]:
+    """``dfe serve`` on a free port with ``options``, the model load and ``uvicorn.run``
+    replaced (nothing listens): (exit code, the keywords and ``app`` uvicorn got)."""
     import logging
 
     import uvicorn
@@ -139,17 +137,28 @@ def test_free_port_serves_with_the_options_passed_to_the_app(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ran = {}
+    ran = {"port_asked": port}
     monkeypatch.setattr(Engine, "load", lambda *a, **k: serve_engine)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, **kw))
     level = logging.getLogger("engine.server").level
     try:
-        argv = _serve(tmp_path, "--port", str(port), "--retention-hours", "1.5")
-        code = main([*argv, "--max-results-mb", "3", "--live-sessions", "1", "--live-fps", "2"])
+        code = main([*_serve(tmp_path, "--port", str(port)), *options])
     finally:
         logging.getLogger("engine.server").setLevel(level)
+    return code, ran
+
+
+def test_free_port_serves_with_the_options_passed_to_the_app(
+    tmp_path, monkeypatch, serve_engine, capsys
+):
+    """With a free port, the model loads and uvicorn gets an app with the retention and the
+    budget asked for (uvicorn.run is replaced: nothing listens)."""
+    code, ran = _serve_without_listening(
+        monkeypatch, serve_engine, tmp_path, "--retention-hours", "1.5",
+        "--max-results-mb", "3", "--live-sessions", "1", "--live-fps", "2",
+    )  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    assert ran["port"] == port and ran["host"] == "127.0.0.1"
+    assert ran["port"] == ran["port_asked"] and ran["host"] == "127.0.0.1"
     janitor = ran["app"].state.janitor
     assert janitor.retention_s == 1.5 * 3600 and janitor.max_bytes == 3 * 2**20
     live = ran["app"].state.live.limits
@@ -163,26 +172,14 @@ def test_dfe_serve_on_loopback_answers_only_loopback_host_names(
     ``Host: evil.example`` (and a matching Origin, which the live WebSocket's same-origin check
     accepts). `dfe serve` on loopback answers only loopback names (and --allowed-host), over
     HTTP and the live WebSocket alike."""
-    import logging
-
-    import uvicorn
     from fastapi.testclient import TestClient
     from starlette.testclient import WebSocketDenialResponse
 
-    from engine.api import Engine
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ran = {}
-    monkeypatch.setattr(Engine, "load", lambda *a, **k: serve_engine)
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, **kw))
-    level = logging.getLogger("engine.server").level
-    try:
-        argv = _serve(tmp_path, "--port", str(port), "--allowed-host", "Scorer.Lan")
-        assert main(argv) == 0, capsys.readouterr().err
-    finally:
-        logging.getLogger("engine.server").setLevel(level)
+    code, ran = _serve_without_listening(
+        monkeypatch, serve_engine, tmp_path, "--allowed-host", "Scorer.Lan"
+    )
+    assert code == 0, capsys.readouterr().err
+    port = ran["port"]
     with TestClient(ran["app"]) as client:
         for name in ("localhost", "127.0.0.1", "[::1]", "scorer.lan"):
             got = client.get("/api/v1/health", headers={"host": f"{name}:{port}"})
