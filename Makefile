@@ -36,8 +36,11 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# Two pytest-xdist workers; the tests that build full models run on one of them, from the
+# start (tests/conftest.py; docs/testing.md).
+TEST_WORKERS ?= 2
 test: setup lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The demo needs only its extras (no browser, no FFmpeg command line, no test tools).
 demo: $(DEMO_STAMP)

@@ -50,6 +50,35 @@ def _has_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None
 
 
+def _workers() -> int:
+    """How many pytest-xdist workers share this machine (1 outside xdist)."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) each worker, and each
+    process its tests start, runs torch, OpenMP and ONNX Runtime on one thread: two workers with
+    two-thread pools on two cores wait for each other (measured in docs/testing.md).
+
+    ``--dist loadgroup`` on pytest 9 is refused: pytest-xdist's grouping silently stops working
+    there (pytest-xdist issue 1386), and each worker would build the full models on its own."""
+    if _workers() > 1:
+        for var in (
+            "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "DFE_ORT_THREADS",
+        ):
+            os.environ.setdefault(var, "1")
+    pytest_major = int(pytest.__version__.split(".")[0])
+    if getattr(config.option, "dist", "no") == "loadgroup" and pytest_major >= 9:
+        raise pytest.UsageError(
+            f"--dist loadgroup does not group tests on pytest {pytest.__version__} (pytest-xdist "
+            "issue 1386): install the dev extra's pytest<9 (make setup), or run without it"
+        )
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers
 def pytest_collection_modifyitems(config, items):
     require_gpu = os.environ.get("REQUIRE_GPU") == "1"
     skip_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU (set REQUIRE_GPU=1 to make this fail)")
@@ -60,10 +89,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.model)
+            # one worker builds the session's full models (--dist loadgroup), from the start
+            item.add_marker(pytest.mark.xdist_group("model"))
         if "gpu" in item.keywords and not (_has_gpu() or require_gpu):
             item.add_marker(skip_gpu)
         if "model" in item.keywords and not torch_ok:
             item.add_marker(skip_model)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the longest group first (a stable sort)
+        items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
 
 
 @pytest.fixture(scope="session")

@@ -106,11 +106,17 @@ def _engine(model: Path, shared_dir: Path, **options):
     return engine
 
 
+def _wait(browser, seconds: float):
+    """A WebDriverWait that checks every 50 ms (Selenium's default is 500 ms)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, seconds, poll_frequency=0.05)
+
+
 def _upload(browser, base: str, video: Path, *, check_slider: bool = False) -> None:
     """Upload ``video`` through the form (SEQ_LEN frames) and wait for its result page."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(base + "/")
     if check_slider:  # the original's steps: index 0 is 10 frames
@@ -124,7 +130,7 @@ def _upload(browser, base: str, video: Path, *, check_slider: bool = False) -> N
     browser.execute_script(f"document.getElementById('seq_len').value = {SEQ_LEN}")
     browser.find_element(By.ID, "video").send_keys(str(video))
     browser.find_element(By.ID, "submit").click()
-    WebDriverWait(browser, 180).until(ec.presence_of_element_located((By.ID, "verdict")))
+    _wait(browser, 180).until(ec.presence_of_element_located((By.ID, "verdict")))
 
 
 def _loaded(browser, selector: str) -> list:
@@ -290,7 +296,6 @@ def test_timeline_chart_click_shows_that_moment_in_headless_chromium(
     the frame nearest that moment and the person's face there."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     clip = shutil.copy(shared_dir / "videos" / "pair480p_fake.mp4", tmp_path / "clip.mp4")
     with live_server(serve_engine, tmp_path / "data") as base:
@@ -301,7 +306,7 @@ def test_timeline_chart_click_shows_that_moment_in_headless_chromium(
         browser.execute_script(f"document.getElementById('seq_len').value = {SEQ_LEN}")
         browser.find_element(By.ID, "video").send_keys(str(clip))
         browser.find_element(By.ID, "submit").click()
-        WebDriverWait(browser, 180).until(lambda b: b.find_elements(By.ID, "verdict"))
+        _wait(browser, 180).until(lambda b: b.find_elements(By.ID, "verdict"))
         chart = browser.find_element(By.CSS_SELECTOR, "svg.timeline")
         assert chart.size["width"] > 600
         assert browser.find_elements(By.CSS_SELECTOR, "svg.timeline .segment")
@@ -316,7 +321,7 @@ def test_timeline_chart_click_shows_that_moment_in_headless_chromium(
         ActionChains(browser).move_to_element_with_offset(
             chart, int(chart.size["width"] * 0.4), 0
         ).click().perform()
-        WebDriverWait(browser, 10).until(lambda b: frame.get_attribute("src") != first)
+        _wait(browser, 10).until(lambda b: frame.get_attribute("src") != first)
         late = frame.get_attribute("src")
         _loaded(browser, "#tl_frame")
         crop = _loaded(browser, "#tl_crop")[0]
@@ -333,7 +338,7 @@ def test_timeline_chart_click_shows_that_moment_in_headless_chromium(
         link = browser.find_element(By.CSS_SELECTOR, "#segments a")
         assert link.text.startswith("Manipulated from 0:00.")
         link.click()
-        WebDriverWait(browser, 10).until(lambda b: frame.get_attribute("src") != late)
+        _wait(browser, 10).until(lambda b: frame.get_attribute("src") != late)
         assert int(frame.get_attribute("data-index")) < 24
         _shot(browser, tmp_path / "timeline.png")
 
@@ -366,7 +371,6 @@ def test_live_mode_draws_each_persons_rolling_verdict_from_the_camera(
     line the server sent, and Stop ends the session with a clean close (1000). A page the
     browser would not give the camera to says why live mode is unavailable."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from engine.server.pages import VERDICT_WORDS
 
@@ -389,7 +393,7 @@ def test_live_mode_draws_each_persons_rolling_verdict_from_the_camera(
         assert not browser.find_element(By.ID, "live_unavailable").is_displayed()
         assert browser.find_element(By.ID, "live_stop").get_attribute("disabled")
         browser.find_element(By.ID, "live_camera").click()
-        WebDriverWait(browser, 60).until(
+        _wait(browser, 60).until(
             lambda b: b.execute_script("return window.dfeLive.lines.length") >= 2
         )
         drawn = browser.execute_script(_DRAWN)
@@ -412,7 +416,7 @@ def test_live_mode_draws_each_persons_rolling_verdict_from_the_camera(
         _shot(browser, tmp_path / "live.png")
 
         browser.find_element(By.ID, "live_stop").click()
-        WebDriverWait(browser, 30).until(lambda b: b.execute_script("return window.dfeLive.closed"))
+        _wait(browser, 30).until(lambda b: b.execute_script("return window.dfeLive.closed"))
         state = browser.execute_script(
             "const S = window.dfeLive; return {closed: S.closed, record: S.closedRecord, "
             "summary: S.summary, video: document.getElementById('live_video').srcObject}"
