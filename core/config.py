@@ -157,8 +157,9 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
 
 @functools.cache
 def type_hints(cls: type) -> dict[str, Any]:
-    """``typing.get_type_hints(cls)``, resolved once per class (it re-evaluates every string
-    annotation on each call: 49,000 calls cost the test suite about 12 s)."""
+    """``typing.get_type_hints(cls)``, resolved once per class: it re-evaluates every string
+    annotation on each call (the suite's tests without full models made 49,000 such calls, 31 s
+    of their 548 s under cProfile)."""
     return typing.get_type_hints(cls)
 
 
