@@ -113,33 +113,18 @@ def test_int8_engines_are_built_from_the_tensorrt_form_of_the_qdq_graph(fake_trt
 
 
 def test_ensure_graph_engine_caches_by_key(fake_trt, tiny_classifier, tmp_path):
-    first = ensure_graph_engine(
-        "classifier",
-        tiny_classifier,
-        precision="fp16",
-        max_batch=8,
-        device=DEVICE,
-        cache_dir=tmp_path,
-    )
+    def build(device: DeviceInfo):
+        return ensure_graph_engine(
+            "classifier", tiny_classifier, precision="fp16", max_batch=8, device=device,
+            cache_dir=tmp_path,
+        )  # fmt: skip
+
+    first = build(DEVICE)
     assert first.built and meta_path(first.path).is_file()
-    again = ensure_graph_engine(
-        "classifier",
-        tiny_classifier,
-        precision="fp16",
-        max_batch=8,
-        device=DEVICE,
-        cache_dir=tmp_path,
-    )
+    again = build(DEVICE)
     assert not again.built and len(fake_trt.builds) == 1
     upgraded = DeviceInfo(DEVICE.gpu_name, DEVICE.compute_capability, "11.0.0.1")
-    rebuilt = ensure_graph_engine(
-        "classifier",
-        tiny_classifier,
-        precision="fp16",
-        max_batch=8,
-        device=upgraded,
-        cache_dir=tmp_path,
-    )
+    rebuilt = build(upgraded)
     assert rebuilt.built and "tensorrt_version" in rebuilt.reason and len(fake_trt.builds) == 2
 
 
