@@ -10,6 +10,9 @@ import pytest
 
 from tests.engine.backends._assets import CLIPS, gpu_model_dir, missing_clips
 
+# every test here uses a full model (the session's exported test checkpoint, gpu_model_dir)
+pytestmark = pytest.mark.model
+
 N = 8
 CLIP_TOL = {"fp32": 1e-3, "fp16": 0.01, "bf16": 0.01}
 

@@ -174,6 +174,7 @@ def test_torch_cpu_classifier_matches_onnxruntime(model_dir, crops, reference, p
 
 
 @pytest.mark.gpu
+@pytest.mark.model
 @pytest.mark.parametrize(("precision", "options"), CUDA_CASES)
 def test_torch_cuda_classifier_matches_onnxruntime(model_dir, crops, reference, precision, options):
     desc = _check(model_dir, crops, reference, "torch-cuda", precision, options)
