@@ -148,6 +148,24 @@ def _reader(crops: np.ndarray, batch: int, chunk: int) -> Any:
     return _Reader()
 
 
+def _calibration_session(calibrater: Any) -> Any:
+    """The session ONNX Runtime's calibrater makes for its augmented graph (no graph
+    optimization, its providers), with the engine's thread count (``$DFE_ORT_THREADS``) and
+    without spinning threads (:func:`core.onnx_session.session_options`): ONNX Runtime's own
+    takes a spinning thread on every core, whatever the engine was told."""
+    import onnxruntime as ort
+
+    from core.onnx_session import session_options
+
+    options = session_options()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(
+        calibrater.augmented_model_path,
+        sess_options=options,
+        providers=calibrater.execution_providers,
+    )
+
+
 @dataclass
 class Calibration:
     """Signed histograms of every tensor to quantize, collected once over the calibration crops
@@ -182,7 +200,7 @@ class Calibration:
                 num_bins=HIST_BINS,
             )
             calibrater.augment_graph()
-            calibrater.create_inference_session()
+            calibrater.infer_session = _calibration_session(calibrater)
             reader = _reader(crops, batch, chunk)
             for start in range(0, len(reader), chunk):
                 reader.set_range(start, start + chunk)

@@ -18,21 +18,22 @@ def _reference_boxes(path, indices, detector) -> dict[int, list[int] | None]:
     wanted = set(indices)
     out: dict[int, list[int] | None] = {}
     cap = cv2.VideoCapture(str(path))
-    i = 0
-    while len(out) < len(wanted):
+    for i in range(max(wanted) + 1):
+        if i not in wanted:
+            if not cap.grab():  # decoded, not converted to BGR
+                break
+            continue
         ok, frame = cap.read()
         if not ok:
             break
-        if i in wanted:
-            dets, _ = detector.detect(frame, input_size=(640, 640))
-            if len(dets):
-                h, w = frame.shape[:2]
-                x1, y1, x2, y2 = (int(np.floor(v + 0.5)) for v in dets[0][:4])
-                out[i] = [int(np.clip(x1, 0, w)), int(np.clip(y1, 0, h)),
-                          int(np.clip(x2, 0, w)), int(np.clip(y2, 0, h))]  # fmt: skip
-            else:
-                out[i] = None
-        i += 1
+        dets, _ = detector.detect(frame, input_size=(640, 640))
+        if len(dets):
+            h, w = frame.shape[:2]
+            x1, y1, x2, y2 = (int(np.floor(v + 0.5)) for v in dets[0][:4])
+            out[i] = [int(np.clip(x1, 0, w)), int(np.clip(y1, 0, h)),
+                      int(np.clip(x2, 0, w)), int(np.clip(y2, 0, h))]  # fmt: skip
+        else:
+            out[i] = None
     cap.release()
     return out
 
