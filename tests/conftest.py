@@ -39,10 +39,11 @@ pytest_plugins = ["tests.model_fixtures"]
 #: Runtime's large buffers (a ResNeXt50 batch's activations, tens of MB) are then reused from the
 #: heap instead of being mapped, zeroed by the kernel and unmapped on every call. Measured on the
 #: export-parity tests (one process, one thread): 94 s -> 80 s wall, system time 22.6 s -> 9.1 s,
-#: minor page faults 7.9 M -> 2.4 M; in the suite the two INT8 builds took 133 + 149 s -> 97 +
-#: 125 s. Not for the other tests: on the decoding tests (PyAV threads) it faulted more (1.1-1.6 M
-#: -> 2.1 M). The engine keeps glibc's adaptive threshold (engine/allocator.py); processes the
-#: tests start do not inherit this.
+#: minor page faults 7.9 M -> 2.4 M; in a suite run with the threshold set for both workers (by
+#: the environment) the two INT8 builds took 133 + 149 s -> 97 + 125 s. Not for the other tests:
+#: on the decoding tests (PyAV threads) it faulted more (1.1-1.6 M -> 2.1 M). The engine keeps
+#: glibc's adaptive threshold (engine/allocator.py); processes the tests start do not inherit
+#: this.
 MODEL_MMAP_THRESHOLD = 1 << 30
 _mmap_tuned = False
 
