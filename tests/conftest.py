@@ -54,12 +54,12 @@ def _tune_mmap_threshold() -> None:
     if _mmap_tuned:
         return
     _mmap_tuned = True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
+    from engine.allocator import M_MMAP_THRESHOLD, _libc
+
+    libc = _libc()  # None where the C library is not glibc: nothing to tune
+    if libc is not None:
         libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-        libc.mallopt(-3, MODEL_MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (<malloc.h>)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
+        libc.mallopt(M_MMAP_THRESHOLD, MODEL_MMAP_THRESHOLD)
 
 
 def shared_videos() -> list[Path]:

@@ -3,7 +3,6 @@ detector tests run without it)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -14,8 +13,10 @@ def insightface_session(model_path: Path):
     take the other worker's core."""
     import onnxruntime as ort
 
+    from core.onnx_session import default_threads
+
     options = ort.SessionOptions()
-    threads = int(os.environ.get("DFE_ORT_THREADS") or 0)
+    threads = default_threads()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
