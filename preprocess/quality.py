@@ -178,14 +178,16 @@ def hue_spread(crop: np.ndarray, lab: np.ndarray | None = None) -> float:
     """How many hues a crop (HxWx3 uint8 BGR; ``lab``: its :func:`lab_pixels` when already
     made) has: the circular standard deviation, degrees, of the CIELAB hue angle of its pixels
     with chroma above :data:`CHROMATIC_ABOVE` (module docstring); 0.0 when under 1% of the
-    pixels have colour."""
+    pixels have colour. The mean resultant length R is the length of the mean unit vector
+    (a*, b*) / chroma of those pixels (Mardia & Jupp 2000)."""
     lab = lab_pixels(crop) if lab is None else lab
     a, b = lab[:, 1] - 128.0, lab[:, 2] - 128.0
     chroma = np.hypot(a, b)
     keep = chroma > CHROMATIC_ABOVE
-    if keep.sum() < max(1, 0.01 * len(chroma)):
+    if np.count_nonzero(keep) < max(1, 0.01 * len(chroma)):
         return 0.0
-    resultant = float(np.abs(((a[keep] + 1j * b[keep]) / chroma[keep]).mean()))
+    kept = chroma[keep]
+    resultant = float(np.hypot((a[keep] / kept).mean(), (b[keep] / kept).mean()))
     return float(np.degrees(np.sqrt(-2.0 * np.log(max(resultant, 1e-12)))))
 
 
@@ -203,13 +205,25 @@ def chroma_spread(crop: np.ndarray, lab: np.ndarray | None = None) -> float:
     """The colour of a crop (HxWx3 uint8 BGR; ``lab``: its :func:`lab_pixels` when already
     made) that lightness does not explain: the root of the summed variances of CIELAB a* and
     b* (OpenCV's 8-bit Lab) around their least-squares quadratic fits on L*. About 0 for gray
-    and for a tint over gray (sepia)."""
+    and for a tint over gray (sepia).
+
+    The fit solves the 3x3 normal equations of the basis (1, l, l^2), l = L*/255 centred on its
+    mean (the same fitted values as a least-squares solve of the pixel system, and a residual
+    computed from the pixels; a flat crop, whose basis has rank 1, gets the minimum-norm
+    solution, as ``numpy.linalg.lstsq`` would give)."""
     lab = lab_pixels(crop) if lab is None else lab
     lum = lab[:, 0] / 255.0
-    basis = np.stack([np.ones_like(lum), lum, lum * lum], axis=1)
-    chroma = lab[:, 1:]
-    coef, *_ = np.linalg.lstsq(basis, chroma, rcond=None)
-    return float(np.sqrt(((chroma - basis @ coef) ** 2).mean(axis=0).sum()))
+    lum -= lum.mean()
+    lum2 = lum * lum
+    s2, s3, s4 = lum2.sum(), lum2 @ lum, lum2 @ lum2  # sum(lum) is 0 (centred)
+    gram = np.array([[len(lum), 0.0, s2], [0.0, s2, s3], [s2, s3, s4]])
+    variance = 0.0
+    for channel in (1, 2):  # a*, b*
+        y = np.ascontiguousarray(lab[:, channel])
+        coef, *_ = np.linalg.lstsq(gram, np.array([y.sum(), lum @ y, lum2 @ y]), rcond=None)
+        residual = y - coef[0] - coef[1] * lum - coef[2] * lum2
+        variance += float(residual @ residual) / len(y)
+    return float(np.sqrt(variance))
 
 
 def measure(

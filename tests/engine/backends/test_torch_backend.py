@@ -86,6 +86,28 @@ def test_torch_cuda_factory_keeps_the_precision_asked(monkeypatch):
         get_factory("torch-cuda", device_id=3)
 
 
+def test_torch_cpu_layout_follows_the_precision_and_emulated_bf16_warns(monkeypatch, caplog):
+    """NHWC for bf16 (oneDNN's bf16 kernels), NCHW for fp32 unless asked; bf16 on a CPU without
+    bf16 instructions runs as asked, with a warning that it is emulated."""
+    pytest.importorskip("torch")
+    import logging
+
+    from engine.backends import torch_backend
+
+    assert get_factory("torch", precision="fp32").options["channels_last"] is False
+    assert get_factory("torch", precision="fp32", channels_last=True).options["channels_last"]
+    monkeypatch.setattr(torch_backend, "_native_cpu_bf16", lambda torch: False)
+    with caplog.at_level(logging.WARNING, logger="engine.backends.torch_backend"):
+        fac = get_factory("torch", precision="bf16")
+    assert fac.precision == "bf16" and fac.options["channels_last"] is True
+    assert "no bf16 instructions" in caplog.text and "runs as asked" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(torch_backend, "_native_cpu_bf16", lambda torch: True)
+    with caplog.at_level(logging.WARNING, logger="engine.backends.torch_backend"):
+        get_factory("torch", precision="bf16", channels_last=False)
+    assert "bf16" not in caplog.text
+
+
 def test_torch_bucket_pads_to_powers_of_two():
     from engine.backends.torch_backend import _bucket
 
