@@ -124,8 +124,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if item.get_closest_marker("model") and not torch_ok:
             item.add_marker(skip_model)
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # the longest group first (a stable sort)
-        items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the longest group first, then the other groups
+        items.sort(key=_group_order)  # (a stable sort)
+
+
+def _group_order(item) -> int:
+    """0 for the ``model`` group, 1 for the other xdist groups (``ray``), 2 for the rest."""
+    group = item.get_closest_marker("xdist_group")
+    if group is None:
+        return 2
+    return 0 if (group.args[0] if group.args else group.kwargs.get("name")) == "model" else 1
 
 
 def pytest_runtest_setup(item):

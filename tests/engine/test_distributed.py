@@ -16,14 +16,18 @@ from tests.engine.test_evaluation import run_command, write_shared_labels
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 
+# one xdist worker runs these tests one after another, so that one cluster serves them all and
+# stops when they are done (its daemons take ~3% of a core while they wait)
+pytestmark = pytest.mark.xdist_group("ray")
+
 SEQ_LEN = 6
 FIELDS = ("video", "status", "label", "p_fake", "confidence", "frames", "faces", "frame_p_fake",
           "frame_indices", "boxes", "seq_len", "crop_style")  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """One local cluster per test session. Ray 2.60 turns on token authentication for local
+    """One local cluster for this module's tests. Ray 2.60 turns on token authentication for local
     clusters and writes a token to ~/.ray; this throwaway cluster lives on this machine only,
     so the tests turn it off rather than touch the home directory."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
