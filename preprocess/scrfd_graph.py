@@ -361,9 +361,13 @@ def rewrite_batch_dynamic(
 
 
 def _session(model: onnx.ModelProto) -> object:
+    """A CPU session for the checks, with the engine's session options (``$DFE_ORT_THREADS``
+    threads, no spinning; log level 3 hides the declared-vs-actual shape warnings of batch-1
+    graphs)."""
     ort = require("onnxruntime")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # declared-vs-actual shape warnings of batch-1 graphs
+    from core.onnx_session import session_options
+
+    options = session_options()
     return ort.InferenceSession(
         model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
     )

@@ -180,10 +180,10 @@ def verify_conversion(
     differs."""
     torch = require("torch", purpose="the PyTorch SCRFD detector")
     ort = require("onnxruntime", purpose="checking the converted SCRFD detector")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    from core.onnx_session import session_options  # $DFE_ORT_THREADS threads, no spinning
+
     session = ort.InferenceSession(
-        str(batched_onnx), sess_options=options, providers=["CPUExecutionProvider"]
+        str(batched_onnx), sess_options=session_options(), providers=["CPUExecutionProvider"]
     )
     blob = _host_blob(_verify_frames())
     ref = session.run(None, {session.get_inputs()[0].name: blob})

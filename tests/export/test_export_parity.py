@@ -7,19 +7,19 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 pytest.importorskip("torch", reason="export needs torch (the `export` extra)")
 
 from export.onnx_export import export_checkpoint
 from tests.reference.original_model import video_probs
+from tests.reference.sessions import plain_session
 
 TOL = 1e-4
 
 
 def _session(path):
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return plain_session(path)
 
 
 def _onnx_video_probs(outdir, videos, reduce):

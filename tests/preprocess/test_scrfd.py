@@ -124,7 +124,7 @@ def det500(model_copies: Path) -> SCRFDDetector:
 
 def insightface_reference(model: Path):
     scrfd = pytest.importorskip("insightface.model_zoo.scrfd")
-    from tests.reference.insightface_session import insightface_session
+    from tests.reference.sessions import insightface_session
 
     ref = scrfd.SCRFD(model_file=str(model), session=insightface_session(model))
     ref.prepare(ctx_id=-1, input_size=(640, 640), det_thresh=0.5, nms_thresh=0.4)

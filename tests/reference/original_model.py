@@ -167,7 +167,7 @@ def read_frames(path: Path, n: int) -> list[np.ndarray]:
 def insightface_detector(model_path: Path):
     from insightface.model_zoo.scrfd import SCRFD
 
-    from tests.reference.insightface_session import insightface_session
+    from tests.reference.sessions import insightface_session
 
     det = SCRFD(model_file=str(model_path), session=insightface_session(model_path))
     det.prepare(-1, input_size=(640, 640), det_thresh=0.5)

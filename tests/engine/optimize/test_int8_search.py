@@ -231,10 +231,9 @@ def test_build_int8_records_the_search_in_the_sidecar(tiny_copy, shared_dir, mod
 
 def test_node_contributions_gated_graph_reproduces_fp32_and_qdq(tiny_model, tmp_path):
     """Gates off: the fp32 graph; every gate on: close to the Q/DQ graph."""
-    import onnxruntime as ort
-
     from engine.optimize.int8_search import pre_process, quantize_with
     from engine.optimize.qdq_debug import gated_graph, node_contributions, tensor_errors
+    from tests.reference.sessions import plain_session
 
     rng = np.random.default_rng(3)
     crops = rng.normal(0, 1, (16, 3, 112, 112)).astype(np.float32)
@@ -244,9 +243,9 @@ def test_node_contributions_gated_graph_reproduces_fp32_and_qdq(tiny_model, tmp_
     quantize_with(pre, qdq, cal, QuantConfig())
     gated, names = gated_graph(pre, qdq)
     assert len(names) == 2  # the 1x1 Conv and the final Gemm
-    sess = ort.InferenceSession(gated.SerializeToString(), providers=["CPUExecutionProvider"])
-    ref = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"])
-    q = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])
+    sess = plain_session(gated.SerializeToString())
+    ref = plain_session(pre)
+    q = plain_session(qdq)
     off = sess.run(["logits"], {"frames": crops, "qdq_gates": np.zeros(2, np.float32)})[0]
     on = sess.run(["logits"], {"frames": crops, "qdq_gates": np.ones(2, np.float32)})[0]
     fp32 = ref.run(["logits"], {"frames": crops})[0]
