@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
+# uv installs the venvs (tools/uv_pip.py passes pip's index, find-links and constraint settings
+# on to it): ~25 s for the test venv where one pip run took ~65 s, unpacking wheels in parallel.
+UV_INSTALL := $(PYTHON) tools/uv_pip.py $(PY) --quiet
 DEMO_EXTRAS := cpu,export,serve
 TEST_EXTRAS := cpu,export,torch-gpu,serve,ray,eval,dev
 
@@ -19,20 +22,22 @@ unexport PYTHONDONTWRITEBYTECODE
 # What `make demo` and the README's quick starts run (export with torch, ONNX Runtime on CPU, the
 # web app); InsightFace's wheel carries the photographs the demo renders clips from when the
 # shared videos are missing (--no-deps keeps opencv-python-headless intact).
-$(DEMO_STAMP): pyproject.toml Makefile
+$(DEMO_STAMP): pyproject.toml Makefile tools/uv_pip.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -e ".[$(DEMO_EXTRAS)]"
-	$(PIP_INSTALL) --no-deps "insightface==2.1"
+	$(PIP_INSTALL) "uv>=0.5"
+	$(UV_INSTALL) --compile-bytecode -e ".[$(DEMO_EXTRAS)]"
+	$(UV_INSTALL) --compile-bytecode --no-deps "insightface==2.1"
 	touch $@
 
 # Everything the tests use (also the torch detector (onnx2torch), Ray, plots and the test tools),
-# in one pip run and without byte-compiling: pip compiles every module of the ~6 GB it installs
-# (torch's CUDA build among them), ~50 s of a ~130 s clean set-up on two cores, when the suite
-# imports a small part of them; the suite writes the bytecode of what it imports (see above).
-$(STAMP): pyproject.toml Makefile
+# in one uv run and without byte-compiling: compiling every module of the ~6 GB installed (torch's
+# CUDA build among them) took ~50 s of a ~130 s clean set-up on two cores, when the suite imports
+# a small part of them; the suite writes the bytecode of what it imports (see above).
+$(STAMP): pyproject.toml Makefile tools/uv_pip.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) --no-compile -e ".[$(TEST_EXTRAS)]"
-	$(PIP_INSTALL) --no-compile --no-deps "insightface==2.1"
+	$(PIP_INSTALL) --no-compile "uv>=0.5"
+	$(UV_INSTALL) -e ".[$(TEST_EXTRAS)]"
+	$(UV_INSTALL) --no-deps "insightface==2.1"
 	touch $@
 
 # Headless Chromium for the upload-page test, and FFmpeg's command-line tools for the tests that
@@ -65,8 +70,8 @@ demo: $(DEMO_STAMP)
 	$(VENV)/bin/dfe demo
 
 $(VENV)/.baseline: $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dlib]"
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "face_recognition==1.3.0"
+	$(UV_INSTALL) -e ".[dlib]"
+	$(UV_INSTALL) --no-deps "face_recognition==1.3.0"
 	touch $@
 
 # A short suite (a few minutes): JSON, Markdown report and plots in bench_out/.
