@@ -36,7 +36,7 @@ def real_crops(shared_dir) -> RealCrops:
     ]
     calib = []
     for path in sorted((shared_dir / "videos").glob("*.mp4")):
-        frames = read_frames(path, 160)[100:160:8]  # frames the parity videos do not use
+        frames = read_frames(path, 160, start=100, step=8)  # frames the parity videos do not use
         calib.append(face_crops(frames, det))
     return RealCrops(torch.cat(calib), videos)
 

@@ -152,14 +152,20 @@ def random_direction(
         model.linear1.bias[1] = -float(mu @ u) * s
 
 
-def read_frames(path: Path, n: int) -> list[np.ndarray]:
+def read_frames(path: Path, n: int, *, start: int = 0, step: int = 1) -> list[np.ndarray]:
+    """Frames ``start, start + step, ...`` below ``n`` (BGR, as OpenCV reads them); the frames
+    in between are decoded (``grab``) but not converted, nor kept."""
     cap = cv2.VideoCapture(str(path))
     frames = []
-    while len(frames) < n:
-        ok, frame = cap.read()
+    for i in range(n):
+        wanted = i >= start and (i - start) % step == 0
+        ok = cap.grab()
+        if ok and wanted:
+            ok, frame = cap.retrieve()
         if not ok:
             break
-        frames.append(frame)
+        if wanted:
+            frames.append(frame)
     cap.release()
     return frames
 
