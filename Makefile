@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 # uv installs the venvs (tools/uv_pip.py passes pip's index, find-links and constraint settings
-# on to it): ~25 s for the test venv where one pip run took ~65 s, unpacking wheels in parallel.
+# on to it): 22-28 s for the fresh test venv where one pip run took 62 s (wheels unpacked in
+# parallel; the same packages).
 UV_INSTALL := $(PYTHON) tools/uv_pip.py $(PY) --quiet
 DEMO_EXTRAS := cpu,export,serve
 TEST_EXTRAS := cpu,export,torch-gpu,serve,ray,eval,dev
