@@ -123,6 +123,40 @@ def test_track_faces_uses_a_global_assignment_not_a_greedy_one() -> None:
     assert [centre_x(f) for f in b.faces] == [100, 100, 160]
 
 
+def test_one_track_and_one_face_pair_as_scipy_pairs_them_without_importing_it() -> None:
+    """The single-face case (one track, one face in the frame) is SciPy's answer without
+    scipy.optimize (a half-second import at every `dfe` command's start); anything larger goes
+    to linear_sum_assignment."""
+    import subprocess
+    import sys
+
+    from scipy.optimize import linear_sum_assignment
+
+    from preprocess.tracking import _FORBIDDEN, _assignment
+
+    for c in (0.0, 0.3, 7.5, _FORBIDDEN):  # the costs track_faces makes are finite
+        want = linear_sum_assignment(np.array([[c]]))
+        assert [list(map(int, x)) for x in _assignment(np.array([[c]]))] == [
+            list(map(int, x)) for x in want
+        ]
+    rng = np.random.default_rng(3)
+    for shape in ((1, 3), (3, 1), (2, 2), (4, 3)):
+        cost = rng.uniform(0, 2, shape)
+        got, want = _assignment(cost), linear_sum_assignment(cost)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    code = (
+        "import sys\nfrom preprocess.tracking import track_faces\n"
+        "from preprocess.scrfd import Face\n"
+        "dets = [(i, [Face(box=(10.0 + i, 10.0, 60.0 + i, 70.0), score=0.9)]) for i in range(30)]\n"
+        "dets[5] = (5, [])\n"
+        "(t,) = track_faces(dets)\n"
+        "assert t.frames == 29, t.frames\n"
+        "assert 'scipy.optimize' not in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 # ------------------------------------------------------------------------------ crossing
 
 
