@@ -335,14 +335,23 @@ def _check_input(detections: Sequence[FrameFaces]) -> list[tuple[int, list[Face]
         previous = index
         faces = list(faces)
         for k, face in enumerate(faces):
-            box = getattr(face, "box", None)
-            if box is None or len(box) != 4 or not all(math.isfinite(float(v)) for v in box):
+            if not _finite_box(getattr(face, "box", None)):
                 raise InvalidInputError(
                     f"detections[{position}] (frame {index}), face {k}: expected a Face with a "
-                    f"finite (x1, y1, x2, y2) box, got {face!r}"
+                    f"finite (x1, y1, x2, y2) box of finite area, got {face!r}"
                 )
         frames.append((index, faces))
     return frames
+
+
+def _finite_box(box: object) -> bool:
+    """Four finite numbers whose width x height is finite too (a box of 1e200 pixels would make
+    the tracking costs NaN)."""
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return False
+    return all(map(math.isfinite, (x1, y1, x2, y2))) and math.isfinite((x2 - x1) * (y2 - y1))
 
 
 def _cost(state: _State, box: Box4, frame_index: int, config: TrackerConfig) -> float | None:

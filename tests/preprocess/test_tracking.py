@@ -367,6 +367,10 @@ def test_track_faces_does_not_depend_on_face_order_within_frames() -> None:
         ([(1.5, [])], "frame index"),
         ([(0,)], "pair"),
         ([(0, [Face(box=(0, 0, float("nan"), 1), score=0.9)])], "finite"),
+        # finite corners, but width x height overflows: the costs would be NaN
+        ([(0, [Face(box=(0.0, 0.0, 1e200, 1e200), score=0.9)])], "finite area"),
+        ([(0, [Face(box=("a", 0, 1, 1), score=0.9)])], "finite"),
+        ([(0, [Face(box=(0, 0, 1), score=0.9)])], "finite"),
         ([(0, ["not a face"])], "Face"),
     ],
 )
