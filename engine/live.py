@@ -584,6 +584,10 @@ class _Reader:
         opts = self.opts
         fmt = opts.format or ("v4l2" if self.kind == "device" else None)
         url = "pipe:0" if self.kind == "pipe" else os.fspath(self.source)
+        from preprocess.video.ffmpeg_options import check_input_options
+
+        # a name FFmpeg does not know would be ignored by it: refused here, before connecting
+        check_input_options(av, opts.ffmpeg_options, f"{self.name} (--option, ffmpeg_options)")
         try:
             container = av.open(
                 url,

@@ -442,3 +442,22 @@ def test_a_sequence_head_model_runs_its_head_over_each_window(tmp_path, models_d
     assert len(lines) == 2 and all(r["frames"] == 6 for r in lines[1:])
     for line in lines:
         _check_like_predict(engine, line, frames)
+
+
+def test_an_ffmpeg_option_ffmpeg_does_not_know_is_refused_before_reading(tiny_engine, shared_dir):
+    """FFmpeg would ignore the misspelt name; the watch refuses it, naming the right one."""
+    clip = shared_dir / "videos" / "pair480p_real.mp4"
+    with pytest.raises(InvalidInputError, match="did you mean rtsp_transport") as info:
+        for event in tiny_engine.stream(str(clip), ffmpeg_options={"rtsp_tranport": "tcp"}):
+            assert event.to_record()["event"] != "verdict"
+    assert "pair480p_real.mp4" in str(info.value) and "--option" in str(info.value)
+
+
+def test_watch_refuses_a_removed_ffmpeg_option(tiny_model, models_dir, shared_dir, capsys):
+    from engine.cli import main
+
+    clip = shared_dir / "videos" / "pair480p_real.mp4"
+    args = ["watch", str(clip), "--option", "stimeout=5000000"]
+    rc = main([*args, *_common(tiny_model, models_dir)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "'stimeout' (removed: use timeout" in err, err[-2000:]

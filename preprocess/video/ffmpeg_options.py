@@ -1,0 +1,173 @@
+"""Which FFmpeg input options exist, so that a misspelt or removed one is an error.
+
+``av.open(url, options={...})`` hands the dictionary to ``avformat_open_input`` and to the
+decoders; FFmpeg gives back the entries it did not use instead of failing, and PyAV drops that
+list. A misspelt option (``rtsp_tranport=tcp``) or one FFmpeg removed (``stimeout``, dropped
+from the RTSP demuxer in FFmpeg 5; ``timeout`` replaced it) would have no effect without a word.
+The ``ffmpeg`` tool refuses such names (``opt_default`` in FFmpeg's ``fftools/cmdutils.c``:
+``av_opt_find`` with ``AV_OPT_SEARCH_CHILDREN | AV_OPT_SEARCH_FAKE_OBJ`` on libavformat's and
+libavcodec's classes); :func:`check_input_options` does the same lookup, through ctypes, in the
+FFmpeg libraries PyAV itself loaded (so the answer is that build's, whatever its version).
+libavformat's class covers the format context, every demuxer and muxer, and every protocol
+(``rtsp_transport``, ``timeout``, ``reconnect``, ``probesize``, v4l2's ``input_format``);
+libavcodec's the codec context and every decoder (``threads``, ``skip_frame``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import difflib
+import logging
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from core.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+# libavutil/opt.h
+_AV_OPT_SEARCH_CHILDREN = 1 << 0
+_AV_OPT_SEARCH_FAKE_OBJ = 1 << 1
+
+#: Options FFmpeg renamed or removed that users still copy from old advice: the hint given.
+RENAMED = {
+    "stimeout": "timeout (RTSP's socket timeout, in microseconds, since FFmpeg 5)",
+}
+
+_LIBS = ("avformat", "avcodec", "avutil")
+_SUFFIXES = (".so", ".dylib", ".dll")
+
+
+class _FFmpegOptions:
+    """The option lookup over one process's FFmpeg libraries (see the module docstring)."""
+
+    def __init__(self, libs: Mapping[str, str]) -> None:
+        fmt = ctypes.CDLL(libs["avformat"])
+        codec = ctypes.CDLL(libs["avcodec"])
+        util = ctypes.CDLL(libs["avutil"])
+        fmt.avformat_get_class.restype = ctypes.c_void_p
+        codec.avcodec_get_class.restype = ctypes.c_void_p
+        util.av_opt_find.restype = ctypes.c_void_p
+        util.av_opt_find.argtypes = [
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int
+        ]  # fmt: skip
+        util.av_opt_next.restype = ctypes.c_void_p
+        util.av_opt_next.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        util.av_opt_child_class_iterate.restype = ctypes.c_void_p
+        util.av_opt_child_class_iterate.argtypes = [
+            ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
+        ]  # fmt: skip
+        self._util = util
+        self._classes = (fmt.avformat_get_class(), codec.avcodec_get_class())
+        self._names: list[str] | None = None
+
+    def known(self, name: str) -> bool:
+        """Whether FFmpeg takes ``name`` as an input option (``opt_default``'s lookup)."""
+        flags = _AV_OPT_SEARCH_CHILDREN | _AV_OPT_SEARCH_FAKE_OBJ
+        for cls in self._classes:
+            holder = ctypes.c_void_p(cls)  # a fake object: a pointer to the class
+            if self._util.av_opt_find(ctypes.byref(holder), name.encode(), None, 0, flags):
+                return True
+        return False
+
+    def names(self) -> list[str]:
+        """Every input option name (each class and, recursively, its children), sorted."""
+        if self._names is None:
+            util, seen, found = self._util, set(), set()
+            stack = [c for c in self._classes if c]
+            while stack:
+                cls = stack.pop()
+                if cls in seen:
+                    continue
+                seen.add(cls)
+                holder, opt = ctypes.c_void_p(cls), None
+                while opt := util.av_opt_next(ctypes.byref(holder), opt):
+                    found.add(ctypes.c_char_p.from_address(opt).value.decode("utf-8", "replace"))
+                it = ctypes.c_void_p(None)
+                while child := util.av_opt_child_class_iterate(cls, ctypes.byref(it)):
+                    stack.append(child)
+            # the names of constants (an option's named values) are not options
+            self._names = sorted(n for n in found if self.known(n))
+        return self._names
+
+
+_LOOKUP: dict[int, _FFmpegOptions | None] = {}
+
+
+def _library_paths(av: Any) -> dict[str, str]:
+    """The files of the FFmpeg libraries ``av`` loaded: from the process's memory map on Linux,
+    else beside the package (wheels bundle them in ``av.libs`` or ``av/.dylibs``)."""
+    found: dict[str, str] = {}
+    pattern = re.compile(r"(/\S*/(?:lib)?(avformat|avcodec|avutil)[-.][^/\s]*)$")
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                m = pattern.search(line.strip())
+                if m:
+                    found.setdefault(m.group(2), m.group(1))
+    except OSError:
+        pass
+    if len(found) < len(_LIBS):
+        here = Path(av.__file__).resolve().parent
+        for folder in (here.parent / "av.libs", here / ".dylibs", here):
+            for name in _LIBS:
+                hits = sorted(folder.glob(f"*{name}*")) if folder.is_dir() else []
+                hits = [h for h in hits if h.suffix in _SUFFIXES or ".so." in h.name]
+                if hits and name not in found:
+                    found[name] = str(hits[0])
+    return found
+
+
+def _lookup(av: Any) -> _FFmpegOptions | None:
+    """The lookup for ``av``'s libraries, made once per process; None (with a warning) where
+    they cannot be found or read."""
+    if id(av) not in _LOOKUP:
+        libs = _library_paths(av)
+        try:
+            if len(libs) < len(_LIBS):
+                raise OSError(f"found {sorted(libs) or 'none'} of {list(_LIBS)}")
+            _LOOKUP[id(av)] = _FFmpegOptions(libs)
+        except (OSError, AttributeError) as exc:
+            log.warning(
+                "FFmpeg option names cannot be checked on this system (%s: %s); FFmpeg ignores "
+                "an input option it does not know, so check the spelling of each one",
+                sys.platform,
+                exc,
+            )
+            _LOOKUP[id(av)] = None
+    return _LOOKUP[id(av)]
+
+
+def unknown_input_options(av: Any, names: Iterable[str]) -> list[str] | None:
+    """The names among ``names`` that FFmpeg (the build ``av`` uses) has no input option for,
+    in the order given; None when they cannot be checked (a warning is logged)."""
+    lookup = _lookup(av)
+    if lookup is None:
+        return None
+    return [n for n in names if not lookup.known(n)]
+
+
+def check_input_options(av: Any, options: Mapping[str, str], source: str) -> None:
+    """Raise :class:`InvalidInputError` naming ``source`` when ``options`` (FFmpeg input
+    options, as given to ``av.open``) holds a name FFmpeg does not know, with the closest
+    names it does know and the replacement of a removed one (:data:`RENAMED`)."""
+    unknown = unknown_input_options(av, options)
+    if not unknown:
+        return
+    lookup = _lookup(av)
+    assert lookup is not None
+    parts = []
+    for name in unknown:
+        if name in RENAMED:
+            parts.append(f"{name!r} (removed: use {RENAMED[name]})")
+            continue
+        close = difflib.get_close_matches(name, lookup.names(), n=3, cutoff=0.75)
+        parts.append(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    raise InvalidInputError(
+        f"{source}: FFmpeg {av.ffmpeg_version_info} (through PyAV {av.__version__}) has no input "
+        f"option {', '.join(parts)}; FFmpeg would ignore it without a word. `ffmpeg -h "
+        "demuxer=NAME` and `ffmpeg -h protocol=NAME` list a format's and a protocol's options"
+    )

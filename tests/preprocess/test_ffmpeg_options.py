@@ -1,0 +1,60 @@
+"""FFmpeg input option names are checked against the FFmpeg build PyAV loaded: FFmpeg itself
+ignores a name it does not know, so ``dfe watch --option rtsp_tranport=tcp`` (a typo) or
+``--option stimeout=5000000`` (removed in FFmpeg 5) would have had no effect without a word."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from core.errors import InvalidInputError
+from preprocess.video import ffmpeg_options
+from preprocess.video.ffmpeg_options import check_input_options, unknown_input_options
+
+av = pytest.importorskip("av")
+
+#: Options of each layer FFmpeg reads an input's options at: the format context, demuxers
+#: (RTSP, v4l2, MPEG-TS), protocols (TCP/HTTP/avio), the codec context and a decoder.
+KNOWN = [
+    "probesize", "analyzeduration", "fflags",  # AVFormatContext
+    "rtsp_transport", "input_format", "video_size", "framerate",  # demuxers
+    "timeout", "rw_timeout", "reconnect", "user_agent", "listen",  # protocols
+    "threads", "skip_frame", "err_detect",  # AVCodecContext
+]  # fmt: skip
+
+
+def test_every_layer_s_options_are_known_and_others_are_not():
+    assert unknown_input_options(av, KNOWN) == []
+    bad = ["rtsp_tranport", "stimeout", "no_such_option", "tcp"]  # "tcp": a value, not a name
+    assert unknown_input_options(av, KNOWN[:3] + bad) == bad
+
+
+def test_an_unknown_option_is_refused_with_the_close_names_and_the_replacement():
+    with pytest.raises(InvalidInputError) as info:
+        check_input_options(
+            av, {"rtsp_tranport": "tcp", "probesize": "32", "stimeout": "5000000"}, "rtsp://cam"
+        )
+    message = str(info.value)
+    assert message.startswith("rtsp://cam: FFmpeg ")
+    assert "'rtsp_tranport' (did you mean rtsp_transport" in message
+    assert "'stimeout' (removed: use timeout" in message
+    assert "probesize" not in message.split("has no input option")[1]
+    check_input_options(av, {"rtsp_transport": "tcp", "threads": "2"}, "rtsp://cam")  # no error
+    check_input_options(av, {}, "rtsp://cam")
+
+
+def test_libraries_that_cannot_be_found_are_a_warning_not_a_silent_pass(monkeypatch, caplog):
+    monkeypatch.setattr(ffmpeg_options, "_LOOKUP", {})
+    monkeypatch.setattr(ffmpeg_options, "_library_paths", lambda av: {})
+    with caplog.at_level(logging.WARNING, logger=ffmpeg_options.__name__):
+        assert unknown_input_options(av, ["rtsp_tranport"]) is None
+        check_input_options(av, {"rtsp_tranport": "tcp"}, "rtsp://cam")  # cannot tell: no error
+    assert "cannot be checked" in caplog.text and "check the spelling" in caplog.text
+
+
+def test_the_libraries_found_are_the_ones_pyav_loaded():
+    paths = ffmpeg_options._library_paths(av)
+    assert set(paths) == {"avformat", "avcodec", "avutil"}
+    for name, path in paths.items():
+        assert name in path.rsplit("/", 1)[-1]
