@@ -43,9 +43,10 @@ def crop_box(
     box: Sequence[float], frame_shape: Sequence[int], *, margin: float = 0.0
 ) -> Box | None:
     """Integer crop box (x1, y1, x2, y2) of a float detector box, or None if it is empty
-    inside the frame. ``frame_shape`` is (height, width, ...)."""
-    if margin < 0:
-        raise InvalidInputError(f"margin must be >= 0, got {margin}")
+    inside the frame. ``frame_shape`` is (height, width, ...). Raises InvalidInputError for a
+    margin that is negative or not finite."""
+    if not (math.isfinite(margin) and margin >= 0):
+        raise InvalidInputError(f"margin must be a finite number >= 0, got {margin}")
     h, w = int(frame_shape[0]), int(frame_shape[1])
     x1, y1, x2, y2 = (float(v) for v in box)
     if margin:

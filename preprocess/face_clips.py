@@ -46,8 +46,9 @@ def detect_video(
     size_probe: bool = True,
 ) -> dict[str, Any]:
     """``{"video", "frames": [{"index", "faces": [{"box", "score", "kps"}]}], ...}``: every face
-    of the chosen frames, highest score first; faces also carry ``crop_box`` when the policy's
-    crop style is ``dlib`` or it has a margin. ``detector_input`` is the input chosen for the
+    of the chosen frames, highest score first; each face also carries ``crop_box``, the integer
+    box the policy's crop style and margin would crop (:func:`preprocess.faces.face_record`).
+    ``detector_input`` is the input chosen for the
     video (:meth:`FaceExtractor.detect`; None when not chosen: ``size_probe`` off or a
     detector that runs one input only). Boxes are in each frame's own pixels (float, 0.01 px);
     ``width``/``height`` are the first frame's, and for a video that changes size each frame

@@ -20,6 +20,7 @@ decode, detect, track, select, crop), which all of the above run; ``dfe detect``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -83,8 +84,8 @@ class FacePolicy:
                 )
         if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)):
             raise InvalidInputError(f"margin must be a number >= 0, got {self.margin!r}")
-        if self.margin < 0:
-            raise InvalidInputError(f"margin must be >= 0, got {self.margin}")
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise InvalidInputError(f"margin must be a finite number >= 0, got {self.margin}")
 
     def choose(self, faces: Sequence[Face]) -> Face | None:
         """The face of one frame to crop (faces sorted by score, highest first), or None."""
@@ -153,10 +154,13 @@ class FacePolicy:
 def face_record(
     face: Face, *, policy: FacePolicy | None = None, frame_shape: Sequence[int] | None = None
 ) -> dict[str, Any]:
-    """One face as ``dfe detect`` writes it: box, score, keypoints, and with a ``dlib`` crop
-    style (or a margin) the integer ``crop_box`` that would be cropped."""
+    """One face as ``dfe detect`` writes it: box (float pixels, 0.01 px), and with a policy
+    the integer ``crop_box`` that would be cropped (its crop style and margin, rounded then
+    clipped to the frame as :func:`preprocess.crop.crop_box` does; None when nothing of the
+    box is inside the frame), score, keypoints. Raises InvalidInputError when a policy is
+    given without ``frame_shape``."""
     rec: dict[str, Any] = {"box": [round(float(v), 2) for v in face.box]}
-    if policy is not None and (policy.crop_style != "scrfd" or policy.margin):
+    if policy is not None:
         if frame_shape is None:
             raise InvalidInputError("crop_box needs the frame shape")
         box = policy.box(face, frame_shape)

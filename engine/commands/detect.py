@@ -29,8 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--crop-style",
         choices=CROP_STYLES,
         default="scrfd",
-        help="also give each face the integer crop_box of this crop style (dlib: SCRFD mapped "
-        "to the box dlib's mmod draws)",
+        help="the crop style of each face's crop_box, the integer pixels that would be cropped "
+        "(default: scrfd; dlib: SCRFD mapped to the box dlib's mmod draws)",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help="the margin of each face's crop_box, a fraction of the box on each side, as dfe "
+        "predict --margin (default: 0)",
     )
     add_detector_options(p)
     add_options(p.add_argument_group("detector"), EngineConfig, only=("size_probe",))
@@ -50,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         open_detector(config),
         frames=args.frames,
         sampling=args.sampling,
-        policy=FacePolicy(crop_style=args.crop_style),
+        policy=FacePolicy(crop_style=args.crop_style, margin=args.margin),
         detector_name=config.detector,
         size_probe=args.size_probe,
     )

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core.errors import InvalidInputError
@@ -72,6 +74,8 @@ def test_policy_margin_and_crop_style_make_the_box():
         ({"crop_style": "hog"}, "supported values are scrfd, dlib"),
         ({"no_face": "skip"}, "no_face='skip'"),
         ({"margin": -0.1}, "margin"),
+        ({"margin": float("nan")}, "finite"),  # dfe preprocess --margin nan: was a traceback
+        ({"margin": float("inf")}, "finite"),
     ],
 )
 def test_policy_rejects_bad_values(kwargs, match):
@@ -86,7 +90,7 @@ def test_clip_policy_maps_preprocess_names():
         clip_policy("drop")
 
 
-def test_detect_crop_style_dlib_adds_crop_box(shared_dir, detector):
+def test_detect_gives_the_crop_box_of_each_crop_style(shared_dir, detector):
     video = shared_dir / "videos" / VIDEO
     plain = detect_video(video, detector, frames=2)
     mapped = detect_video(video, detector, frames=2, policy=FacePolicy(crop_style="dlib"))
@@ -95,9 +99,11 @@ def test_detect_crop_style_dlib_adds_crop_box(shared_dir, detector):
     for fp, fm in zip(plain["frames"], mapped["frames"]):
         assert fp["faces"] and len(fp["faces"]) == len(fm["faces"])
         for p, m in zip(fp["faces"], fm["faces"]):
-            assert "crop_box" not in p
-            assert m["box"] == p["box"] and list(m)[:2] == ["box", "crop_box"]
+            assert m["box"] == p["box"] and list(m)[:2] == list(p)[:2] == ["box", "crop_box"]
             face = Face(box=tuple(m["box"]), score=m["score"], kps=tuple(map(tuple, m["kps"])))
+            # scrfd: the detector's box rounded then clipped (up to the recorded 0.01 px)
+            assert all(abs(a - b) <= 1 for a, b in zip(p["crop_box"], crop_box(face.box, shape)))
+            assert p["crop_box"] != m["crop_box"]
             x1, y1, x2, y2 = m["crop_box"]
             assert abs((x2 - x1) - (y2 - y1)) <= 1
             # equal up to the 0.01 px rounding of the recorded box and keypoints
@@ -135,3 +141,23 @@ def test_preprocess_clip_without_any_face_is_an_error(tmp_path):
         video, tmp_path / "out.mp4", NoFaces(), frames=4, policy=clip_policy("full_frame")
     )
     assert rep.frames_written == 4 and rep.faces == 0
+
+
+def test_dfe_detect_crop_box_takes_the_margin(shared_dir, tmp_path, models_dir):
+    """``dfe detect --margin``: each face's crop_box is the policy's box with that margin."""
+    from engine.cli import main
+
+    out = tmp_path / "faces.json"
+    args = ["detect", str(shared_dir / "videos" / VIDEO), "--frames", "2", "--json", str(out),
+            "--models", models_dir, "--no-download"]  # fmt: skip
+    assert main([*args, "--margin", "0.2"]) == 0
+    result = json.loads(out.read_text())
+    shape = (result["height"], result["width"])
+    policy = FacePolicy(margin=0.2)
+    faces = [f for frame in result["frames"] for f in frame["faces"]]
+    assert faces
+    for rec in faces:
+        face = Face(box=tuple(rec["box"]), score=rec["score"], kps=None)
+        assert all(abs(a - b) <= 1 for a, b in zip(rec["crop_box"], policy.box(face, shape)))
+        assert rec["crop_box"] != list(FacePolicy().box(face, shape))
+    assert main([*args, "--margin", "nan"]) != 0
