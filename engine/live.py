@@ -596,20 +596,22 @@ class _Reader:
                 timeout=(opts.timeout, opts.timeout),
                 metadata_errors="ignore",
             )
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            # (before ValueError: PyAV's ArgumentError, FFmpeg's EINVAL, is both)
+            hint = ""
+            if isinstance(exc, av.error.ArgumentError) and opts.ffmpeg_options:
+                names = ", ".join(f"{k}={v}" for k, v in opts.ffmpeg_options.items())
+                hint = f"; FFmpeg refused an argument: check the values of --option {names}"
+            elif self.kind == "network":
+                hint = "; is the server up and the URL right? (--timeout sets the wait)"
+            raise SourceOpenError(
+                f"{self.name} cannot be opened: FFmpeg/PyAV says "
+                f"{getattr(exc, 'strerror', None) or exc!s}{hint}"
+            ) from exc
         except ValueError as exc:  # PyAV: an input format FFmpeg does not have
             raise SourceOpenError(
                 f"{self.name} cannot be opened: {exc} (--format takes an FFmpeg demuxer name: "
                 "`ffmpeg -demuxers` lists them)"
-            ) from exc
-        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-            raise SourceOpenError(
-                f"{self.name} cannot be opened: FFmpeg/PyAV says "
-                f"{getattr(exc, 'strerror', None) or exc!s}"
-                + (
-                    "; is the server up and the URL right? (--timeout sets the wait)"
-                    if self.kind == "network"
-                    else ""
-                )
             ) from exc
         videos = list(container.streams.video)
         if not videos:

@@ -7,7 +7,8 @@ from the RTSP demuxer in FFmpeg 5; ``timeout`` replaced it) would have no effect
 The ``ffmpeg`` tool refuses such names (``opt_default`` in FFmpeg's ``fftools/cmdutils.c``:
 ``av_opt_find`` with ``AV_OPT_SEARCH_CHILDREN | AV_OPT_SEARCH_FAKE_OBJ`` on libavformat's and
 libavcodec's classes); :func:`check_input_options` does the same lookup, through ctypes, in the
-FFmpeg libraries PyAV itself loaded (so the answer is that build's, whatever its version).
+FFmpeg libraries PyAV itself uses (so the answer is that build's, whatever its version; not
+the FFmpeg another package such as OpenCV bundles).
 libavformat's class covers the format context, every demuxer and muxer, and every protocol
 (``rtsp_transport``, ``timeout``, ``reconnect``, ``probesize``, v4l2's ``input_format``);
 libavcodec's the codec context and every decoder (``threads``, ``skip_frame``).
@@ -97,27 +98,55 @@ class _FFmpegOptions:
 _LOOKUP: dict[int, _FFmpegOptions | None] = {}
 
 
-def _library_paths(av: Any) -> dict[str, str]:
-    """The files of the FFmpeg libraries ``av`` loaded: from the process's memory map on Linux,
-    else beside the package (wheels bundle them in ``av.libs`` or ``av/.dylibs``)."""
-    found: dict[str, str] = {}
+def _candidates(av: Any) -> dict[str, list[str]]:
+    """Files of each FFmpeg library that may be PyAV's, PyAV's own bundle first (wheels keep
+    them in ``av.libs`` or ``av/.dylibs``), then those mapped in this process (Linux): another
+    package may bundle its own FFmpeg (OpenCV's wheel does), so a name alone does not tell."""
+    here = Path(av.__file__).resolve().parent
+    out: dict[str, list[str]] = {name: [] for name in _LIBS}
+    for folder in (here.parent / "av.libs", here / ".dylibs", here):
+        if folder.is_dir():
+            for name in _LIBS:
+                out[name] += [
+                    str(h)
+                    for h in sorted(folder.glob(f"*{name}*"))
+                    if h.suffix in _SUFFIXES or ".so." in h.name
+                ]
     pattern = re.compile(r"(/\S*/(?:lib)?(avformat|avcodec|avutil)[-.][^/\s]*)$")
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             for line in maps:
                 m = pattern.search(line.strip())
-                if m:
-                    found.setdefault(m.group(2), m.group(1))
+                if m and m.group(1) not in out[m.group(2)]:
+                    out[m.group(2)].append(m.group(1))
     except OSError:
         pass
-    if len(found) < len(_LIBS):
-        here = Path(av.__file__).resolve().parent
-        for folder in (here.parent / "av.libs", here / ".dylibs", here):
-            for name in _LIBS:
-                hits = sorted(folder.glob(f"*{name}*")) if folder.is_dir() else []
-                hits = [h for h in hits if h.suffix in _SUFFIXES or ".so." in h.name]
-                if hits and name not in found:
-                    found[name] = str(hits[0])
+    return out
+
+
+def _version(path: str, name: str) -> tuple[int, int, int] | None:
+    """``lib<name>``'s own ``<name>_version()`` (FFmpeg's AV_VERSION_INT: major << 16 | minor
+    << 8 | micro), or None when the file cannot be loaded."""
+    try:
+        lib = ctypes.CDLL(path)
+        fn = getattr(lib, f"{name}_version")
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_uint
+    v = int(fn())
+    return (v >> 16, (v >> 8) & 0xFF, v & 0xFF)
+
+
+def _library_paths(av: Any) -> dict[str, str]:
+    """The files of the FFmpeg libraries PyAV uses: the first candidate of each
+    (:func:`_candidates`) whose version is the one PyAV reports (``av.library_versions``)."""
+    wanted = getattr(av, "library_versions", {})
+    found: dict[str, str] = {}
+    for name, paths in _candidates(av).items():
+        for path in paths:
+            if _version(path, name) == tuple(wanted.get(f"lib{name}", ())):
+                found[name] = path
+                break
     return found
 
 

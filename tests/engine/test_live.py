@@ -461,3 +461,12 @@ def test_watch_refuses_a_removed_ffmpeg_option(tiny_model, models_dir, shared_di
     rc = main([*args, *_common(tiny_model, models_dir)])
     err = capsys.readouterr().err
     assert rc != 0 and "'stimeout' (removed: use timeout" in err, err[-2000:]
+
+
+def test_an_ffmpeg_option_value_ffmpeg_refuses_is_named(tiny_engine, shared_dir):
+    """FFmpeg's EINVAL for a bad value: the message names the options, not --format."""
+    clip = shared_dir / "videos" / "pair480p_real.mp4"
+    with pytest.raises(OSError, match="check the values of --option probesize=abc") as info:
+        for _ in tiny_engine.stream(str(clip), ffmpeg_options={"probesize": "abc"}):
+            pass
+    assert "--format" not in str(info.value)

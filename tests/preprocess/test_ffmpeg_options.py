@@ -4,7 +4,11 @@ ignores a name it does not know, so ``dfe watch --option rtsp_tranport=tcp`` (a 
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +17,7 @@ from preprocess.video import ffmpeg_options
 from preprocess.video.ffmpeg_options import check_input_options, unknown_input_options
 
 av = pytest.importorskip("av")
+REPO = Path(__file__).resolve().parents[2]
 
 #: Options of each layer FFmpeg reads an input's options at: the format context, demuxers
 #: (RTSP, v4l2, MPEG-TS), protocols (TCP/HTTP/avio), the codec context and a decoder.
@@ -53,8 +58,26 @@ def test_libraries_that_cannot_be_found_are_a_warning_not_a_silent_pass(monkeypa
     assert "cannot be checked" in caplog.text and "check the spelling" in caplog.text
 
 
-def test_the_libraries_found_are_the_ones_pyav_loaded():
+def test_the_libraries_found_are_the_ones_pyav_uses():
     paths = ffmpeg_options._library_paths(av)
     assert set(paths) == {"avformat", "avcodec", "avutil"}
     for name, path in paths.items():
         assert name in path.rsplit("/", 1)[-1]
+        assert ffmpeg_options._version(path, name) == av.library_versions[f"lib{name}"]
+
+
+def test_opencv_s_own_ffmpeg_is_not_taken_for_pyav_s():
+    """OpenCV's wheel bundles another FFmpeg; imported after PyAV, its libraries map at lower
+    addresses, and taking the first libavformat mapped checked names against a build without
+    PyAV's devices (``input_format``, v4l2's, was "unknown" in one full run)."""
+    pytest.importorskip("cv2")
+    code = (
+        "import json, av, cv2\n"
+        "from preprocess.video import ffmpeg_options as f\n"
+        "print(json.dumps([f._library_paths(av), f.unknown_input_options(av, ['input_format'])]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout
+    paths, unknown = json.loads(out.splitlines()[-1])
+    assert unknown == [] and "opencv" not in " ".join(paths.values()).lower()
