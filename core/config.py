@@ -51,6 +51,9 @@ CLIP_NO_FACE_RULES = ("previous", "skip", "full_frame")
 #: The face box that is cropped: SCRFD's own, or SCRFD mapped to the box dlib's mmod detector
 #: would draw (what the original's published checkpoints were trained on).
 CROP_STYLES = ("scrfd", "dlib")
+#: The largest crop margin (a fraction of the face box on each side): 10 puts the face in a
+#: crop 21 times its size, already more frame than face; beyond it the box is out of any frame.
+MAX_MARGIN = 10.0
 #: Per-video reduction of per-frame logits: mean (the original's training code) or last frame
 #: (the original web app).
 REDUCE_MODES = ("mean", "last")
@@ -388,7 +391,7 @@ class EngineConfig:
         metadata=option(
             "crop margin, a fraction of the face box on each side (the original: 0)",
             minimum=0.0,
-            maximum=10.0,
+            maximum=MAX_MARGIN,
             score=True,
         ),
     )
@@ -757,7 +760,11 @@ class TrainConfig:
     )
     margin: float = field(
         default=0.0,
-        metadata=option("crop margin, a fraction of the face box on each side", minimum=0.0),
+        metadata=option(
+            "crop margin, a fraction of the face box on each side",
+            minimum=0.0,
+            maximum=MAX_MARGIN,
+        ),
     )
     no_face: str = field(
         default="previous",

@@ -46,6 +46,7 @@ reopened.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -209,11 +210,21 @@ class LiveOptions:
                 f"{', '.join(FACES)} (live video follows people as tracks, so the per-frame rule "
                 "does not apply)"
             )
-        bad = [
-            k for k, v in dict(self.ffmpeg_options).items() if not isinstance(k, str) or v is None
-        ]
-        if bad:
-            raise InvalidInputError(f"FFmpeg options need a name and a value, got {bad!r}")
+        if not isinstance(self.ffmpeg_options, Mapping):
+            raise InvalidInputError(
+                "ffmpeg_options must be a mapping of option names to values, e.g. "
+                f"{{'rtsp_transport': 'tcp'}}, got {type(self.ffmpeg_options).__name__}"
+            )
+        for key, value in self.ffmpeg_options.items():
+            if not isinstance(key, str) or not key.strip() or "\0" in key:
+                raise InvalidInputError(
+                    f"an FFmpeg option needs a name (text, not empty, no NUL), got {key!r}"
+                )
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise InvalidInputError(
+                    f"FFmpeg option {key!r} needs a text or number value (FFmpeg reads text: "
+                    f"'1', 'tcp'), got {type(value).__name__} {value!r}"
+                )
 
 
 def parse_ffmpeg_options(pairs: Iterable[str]) -> dict[str, str]:
@@ -488,6 +499,11 @@ class _Reader:
         deinterlace: str,
         threads: int,
     ) -> None:
+        if kind == "frames" and (opts.ffmpeg_options or opts.format):
+            raise InvalidInputError(
+                "ffmpeg_options and format are for sources FFmpeg opens (a URL, a file, a "
+                "camera, standard input), not for frames the caller gives"
+            )
         self.source, self.kind, self.opts = source, kind, opts
         self.name = _source_name(source, kind)
         self.queue, self.stop = queue, stop
@@ -596,17 +612,18 @@ class _Reader:
                 timeout=(opts.timeout, opts.timeout),
                 metadata_errors="ignore",
             )
-        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        except (av.error.FFmpegError, OSError, UnicodeError) as exc:
             # (before ValueError: PyAV's ArgumentError, FFmpeg's EINVAL, is both)
-            hint = ""
-            if isinstance(exc, av.error.ArgumentError) and opts.ffmpeg_options:
-                names = ", ".join(f"{k}={v}" for k, v in opts.ffmpeg_options.items())
-                hint = f"; FFmpeg refused an argument: check the values of --option {names}"
-            elif self.kind == "network":
-                hint = "; is the server up and the URL right? (--timeout sets the wait)"
+            hints = []
+            if self.kind == "network":
+                hints.append("is the server up and the URL right? (--timeout sets the wait)")
+            if opts.ffmpeg_options and getattr(exc, "errno", None) in (errno.EINVAL, errno.ERANGE):
+                # FFmpeg says the same for a value it refuses; the values may hold secrets
+                names = ", ".join(opts.ffmpeg_options)
+                hints.append(f"if an option value is the cause, check --option {names}")
             raise SourceOpenError(
                 f"{self.name} cannot be opened: FFmpeg/PyAV says "
-                f"{getattr(exc, 'strerror', None) or exc!s}{hint}"
+                f"{getattr(exc, 'strerror', None) or exc!s}" + "".join(f"; {h}" for h in hints)
             ) from exc
         except ValueError as exc:  # PyAV: an input format FFmpeg does not have
             raise SourceOpenError(

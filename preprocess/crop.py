@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from core.config import MAX_MARGIN
 from core.errors import InvalidInputError
 from core.sidecar import InputSpec
 
@@ -44,9 +45,9 @@ def crop_box(
 ) -> Box | None:
     """Integer crop box (x1, y1, x2, y2) of a float detector box, or None if it is empty
     inside the frame. ``frame_shape`` is (height, width, ...). Raises InvalidInputError for a
-    margin that is negative or not finite."""
-    if not (math.isfinite(margin) and margin >= 0):
-        raise InvalidInputError(f"margin must be a finite number >= 0, got {margin}")
+    margin outside 0 to :data:`core.config.MAX_MARGIN` (or not a number)."""
+    if not (math.isfinite(margin) and 0 <= margin <= MAX_MARGIN):
+        raise InvalidInputError(f"margin must be a number from 0 to {MAX_MARGIN:g}, got {margin}")
     h, w = int(frame_shape[0]), int(frame_shape[1])
     x1, y1, x2, y2 = (float(v) for v in box)
     if margin:

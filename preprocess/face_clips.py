@@ -47,7 +47,8 @@ def detect_video(
 ) -> dict[str, Any]:
     """``{"video", "frames": [{"index", "faces": [{"box", "score", "kps"}]}], ...}``: every face
     of the chosen frames, highest score first; each face also carries ``crop_box``, the integer
-    box the policy's crop style and margin would crop (:func:`preprocess.faces.face_record`).
+    box the policy's crop style and margin (both recorded) would crop, computed from the
+    detector's unrounded box (:func:`preprocess.faces.face_record`).
     ``detector_input`` is the input chosen for the
     video (:meth:`FaceExtractor.detect`; None when not chosen: ``size_probe`` off or a
     detector that runs one input only). Boxes are in each frame's own pixels (float, 0.01 px);
@@ -78,6 +79,7 @@ def detect_video(
         "sampling": sampling,
         "detector": detector_name or str(getattr(detector, "model_path", type(detector).__name__)),
         "crop_style": policy.crop_style,
+        "margin": policy.margin,
         "detector_input": choice.to_record() if choice is not None else None,
         "frames": [
             frame_record(idx, frame, faces)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from core.config import CLIP_NO_FACE_RULES, CROP_STYLES, FACE_RULES
+from core.config import CLIP_NO_FACE_RULES, CROP_STYLES, FACE_RULES, MAX_MARGIN
 from core.errors import InvalidInputError
 from preprocess.crop import Box, crop_box
 from preprocess.dlib_map import face_box
@@ -84,8 +84,10 @@ class FacePolicy:
                 )
         if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)):
             raise InvalidInputError(f"margin must be a number >= 0, got {self.margin!r}")
-        if not (math.isfinite(self.margin) and self.margin >= 0):
-            raise InvalidInputError(f"margin must be a finite number >= 0, got {self.margin}")
+        if not (math.isfinite(self.margin) and 0 <= self.margin <= MAX_MARGIN):
+            raise InvalidInputError(
+                f"margin must be a number from 0 to {MAX_MARGIN:g}, got {self.margin}"
+            )
 
     def choose(self, faces: Sequence[Face]) -> Face | None:
         """The face of one frame to crop (faces sorted by score, highest first), or None."""

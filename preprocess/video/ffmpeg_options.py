@@ -1,17 +1,19 @@
-"""Which FFmpeg input options exist, so that a misspelt or removed one is an error.
+"""Which FFmpeg input options exist, so that a misspelt, removed or misplaced one is an error.
 
-``av.open(url, options={...})`` hands the dictionary to ``avformat_open_input`` and to the
-decoders; FFmpeg gives back the entries it did not use instead of failing, and PyAV drops that
-list. A misspelt option (``rtsp_tranport=tcp``) or one FFmpeg removed (``stimeout``, dropped
-from the RTSP demuxer in FFmpeg 5; ``timeout`` replaced it) would have no effect without a word.
-The ``ffmpeg`` tool refuses such names (``opt_default`` in FFmpeg's ``fftools/cmdutils.c``:
-``av_opt_find`` with ``AV_OPT_SEARCH_CHILDREN | AV_OPT_SEARCH_FAKE_OBJ`` on libavformat's and
-libavcodec's classes); :func:`check_input_options` does the same lookup, through ctypes, in the
+``av.open(url, options={...})`` hands the dictionary to ``avformat_open_input``: the format
+context, the demuxer and the protocol (``rtsp_transport``, ``timeout``, ``reconnect``,
+``probesize``, v4l2's ``input_format``). FFmpeg gives back the entries it did not use instead of
+failing, and PyAV drops that list, so a misspelt option (``rtsp_tranport=tcp``), one FFmpeg
+removed (``stimeout``, dropped from the RTSP demuxer in FFmpeg 5; ``timeout`` replaced it), an
+output option (``movflags``) or a decoder option (``threads``, ``skip_frame``: PyAV does not
+pass these options to the decoder) would have no effect without a word. The ``ffmpeg`` tool
+refuses such names (``opt_default`` in FFmpeg's ``fftools/cmdutils.c`` looks them up with
+``av_opt_find``); :func:`check_input_options` looks each name up the same way, through ctypes,
+among libavformat's options flagged for decoding (``AV_OPT_FLAG_DECODING_PARAM``), in the
 FFmpeg libraries PyAV itself uses (so the answer is that build's, whatever its version; not
-the FFmpeg another package such as OpenCV bundles).
-libavformat's class covers the format context, every demuxer and muxer, and every protocol
-(``rtsp_transport``, ``timeout``, ``reconnect``, ``probesize``, v4l2's ``input_format``);
-libavcodec's the codec context and every decoder (``threads``, ``skip_frame``).
+the FFmpeg another package such as OpenCV bundles). A name FFmpeg knows that the opened format
+and protocol do not use (``rtsp_transport`` on a file) is not caught: FFmpeg's list of unused
+entries would tell, and PyAV does not return it.
 """
 
 from __future__ import annotations
@@ -32,11 +34,26 @@ log = logging.getLogger(__name__)
 # libavutil/opt.h
 _AV_OPT_SEARCH_CHILDREN = 1 << 0
 _AV_OPT_SEARCH_FAKE_OBJ = 1 << 1
+_AV_OPT_FLAG_DECODING_PARAM = 2
 
 #: Options FFmpeg renamed or removed that users still copy from old advice: the hint given.
 RENAMED = {
     "stimeout": "timeout (RTSP's socket timeout, in microseconds, since FFmpeg 5)",
 }
+#: ``ffmpeg`` command-line flags that are not options of an input: what to use instead.
+CLI_FLAGS = {
+    "pix_fmt": "pixel_format (the raw/v4l2 demuxers' option)",
+    "r": "framerate (the raw/v4l2 demuxers' option), or dfe watch --fps for the rate scored",
+    "s": "video_size (the raw/v4l2 demuxers' option)",
+    "f": "dfe watch --format",
+    "re": "dfe watch --realtime",
+    "ss": "nothing: a live watch starts where the source is",
+    "t": "nothing: stop the watch (Ctrl-C, SIGTERM) or end the source",
+    "stream_loop": "nothing: dfe watch reads a source once",
+    "hwaccel": "nothing: decoding runs on the CPU",
+}
+#: Names listed in one error before "and N more".
+_LISTED = 10
 
 _LIBS = ("avformat", "avcodec", "avutil")
 _SUFFIXES = (".so", ".dylib", ".dll")
@@ -62,23 +79,39 @@ class _FFmpegOptions:
             ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
         ]  # fmt: skip
         self._util = util
-        self._classes = (fmt.avformat_get_class(), codec.avcodec_get_class())
+        self._format = fmt.avformat_get_class()
+        self._codec = codec.avcodec_get_class()
         self._names: list[str] | None = None
 
-    def known(self, name: str) -> bool:
-        """Whether FFmpeg takes ``name`` as an input option (``opt_default``'s lookup)."""
-        flags = _AV_OPT_SEARCH_CHILDREN | _AV_OPT_SEARCH_FAKE_OBJ
-        for cls in self._classes:
-            holder = ctypes.c_void_p(cls)  # a fake object: a pointer to the class
-            if self._util.av_opt_find(ctypes.byref(holder), name.encode(), None, 0, flags):
-                return True
-        return False
+    def _find(self, cls: int, name: str, flags: int) -> bool:
+        try:
+            raw = name.encode("utf-8")
+        except UnicodeEncodeError:  # a command line's undecodable bytes: no option has them
+            return False
+        if not raw or b"\0" in raw:
+            return False
+        holder = ctypes.c_void_p(cls)  # a fake object: a pointer to the class
+        search = _AV_OPT_SEARCH_CHILDREN | _AV_OPT_SEARCH_FAKE_OBJ
+        return bool(self._util.av_opt_find(ctypes.byref(holder), raw, None, flags, search))
+
+    def kind(self, name: str) -> str | None:
+        """``"input"`` (an option of the format context, a demuxer or a protocol, flagged for
+        decoding), ``"output"`` (of those, but for muxing only), ``"decoder"`` (a codec
+        option: PyAV does not pass these to the decoder) or None (FFmpeg has no such name)."""
+        if self._find(self._format, name, _AV_OPT_FLAG_DECODING_PARAM):
+            return "input"
+        if self._find(self._format, name, 0):
+            return "output"
+        if self._find(self._codec, name, 0):
+            return "decoder"
+        return None
 
     def names(self) -> list[str]:
-        """Every input option name (each class and, recursively, its children), sorted."""
+        """Every input option name (libavformat's class and, recursively, its children's),
+        sorted."""
         if self._names is None:
             util, seen, found = self._util, set(), set()
-            stack = [c for c in self._classes if c]
+            stack = [self._format] if self._format else []
             while stack:
                 cls = stack.pop()
                 if cls in seen:
@@ -91,7 +124,7 @@ class _FFmpegOptions:
                 while child := util.av_opt_child_class_iterate(cls, ctypes.byref(it)):
                     stack.append(child)
             # the names of constants (an option's named values) are not options
-            self._names = sorted(n for n in found if self.known(n))
+            self._names = sorted(n for n in found if self.kind(n) == "input")
         return self._names
 
 
@@ -171,32 +204,52 @@ def _lookup(av: Any) -> _FFmpegOptions | None:
 
 
 def unknown_input_options(av: Any, names: Iterable[str]) -> list[str] | None:
-    """The names among ``names`` that FFmpeg (the build ``av`` uses) has no input option for,
-    in the order given; None when they cannot be checked (a warning is logged)."""
+    """The names among ``names`` that are not an input option of FFmpeg (the build ``av``
+    uses: format context, demuxers, protocols), in the order given; None when they cannot be
+    checked (a warning is logged)."""
     lookup = _lookup(av)
     if lookup is None:
         return None
-    return [n for n in names if not lookup.known(n)]
+    return [n for n in names if lookup.kind(n) != "input"]
+
+
+def _why(lookup: _FFmpegOptions, name: str) -> str:
+    """``name`` quoted, with why it is not an input option or the closest ones that are."""
+    if name in RENAMED:
+        return f"{name!r} (removed: use {RENAMED[name]})"
+    if name in CLI_FLAGS:
+        return f"{name!r} (an ffmpeg command-line flag: use {CLI_FLAGS[name]})"
+    kind = lookup.kind(name)
+    if kind == "output":
+        return f"{name!r} (an output option: muxers and output protocols only)"
+    if kind == "decoder":
+        return f"{name!r} (a decoder option: --option reaches the demuxer and protocol only)"
+    names = lookup.names()
+    lower = {n.lower(): n for n in names}
+    key = name.strip().lower().replace("-", "_")
+    close = [lower[n] for n in difflib.get_close_matches(key, list(lower), n=3, cutoff=0.75)]
+    return f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
 
 
 def check_input_options(av: Any, options: Mapping[str, str], source: str) -> None:
     """Raise :class:`InvalidInputError` naming ``source`` when ``options`` (FFmpeg input
-    options, as given to ``av.open``) holds a name FFmpeg does not know, with the closest
-    names it does know and the replacement of a removed one (:data:`RENAMED`)."""
+    options, as given to ``av.open``) holds a name that is not an input option of FFmpeg, with
+    why (removed: :data:`RENAMED`; a command-line flag: :data:`CLI_FLAGS`; an output or a
+    decoder option) or the closest input options (case and ``-``/``_`` ignored); the first
+    :data:`_LISTED` names are given. Does nothing where the names cannot be checked (a
+    warning is logged once)."""
     unknown = unknown_input_options(av, options)
     if not unknown:
         return
     lookup = _lookup(av)
     assert lookup is not None
-    parts = []
-    for name in unknown:
-        if name in RENAMED:
-            parts.append(f"{name!r} (removed: use {RENAMED[name]})")
-            continue
-        close = difflib.get_close_matches(name, lookup.names(), n=3, cutoff=0.75)
-        parts.append(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    parts = [_why(lookup, n) for n in unknown[:_LISTED]]
+    if len(unknown) > _LISTED:
+        parts.append(f"and {len(unknown) - _LISTED} more")
+    one = len(unknown) == 1
     raise InvalidInputError(
         f"{source}: FFmpeg {av.ffmpeg_version_info} (through PyAV {av.__version__}) has no input "
-        f"option {', '.join(parts)}; FFmpeg would ignore it without a word. `ffmpeg -h "
-        "demuxer=NAME` and `ffmpeg -h protocol=NAME` list a format's and a protocol's options"
+        f"option {', '.join(parts)}; FFmpeg would ignore {'it' if one else 'them'} without a "
+        "word. `ffmpeg -h demuxer=NAME` and `ffmpeg -h protocol=NAME` list a format's and a "
+        "protocol's options"
     )

@@ -466,7 +466,34 @@ def test_watch_refuses_a_removed_ffmpeg_option(tiny_model, models_dir, shared_di
 def test_an_ffmpeg_option_value_ffmpeg_refuses_is_named(tiny_engine, shared_dir):
     """FFmpeg's EINVAL for a bad value: the message names the options, not --format."""
     clip = shared_dir / "videos" / "pair480p_real.mp4"
-    with pytest.raises(OSError, match="check the values of --option probesize=abc") as info:
-        for _ in tiny_engine.stream(str(clip), ffmpeg_options={"probesize": "abc"}):
-            pass
-    assert "--format" not in str(info.value)
+    options = {"probesize": "abc", "headers": "Authorization: Bearer SECRET"}
+    for value_error in ({"probesize": "abc"}, {"probesize": "-1"}):  # EINVAL, ERANGE
+        with pytest.raises(OSError, match="check --option probesize, headers") as info:
+            for _ in tiny_engine.stream(str(clip), ffmpeg_options={**options, **value_error}):
+                pass
+        assert "--format" not in str(info.value)
+        assert "SECRET" not in str(info.value)  # values are not repeated: they may be secrets
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ("threads=2", "mapping"),
+        ([("threads", "2")], "mapping"),
+        ({"": "x"}, "needs a name"),
+        ({"threads\0zzz": "2"}, "needs a name"),
+        ({1: "2"}, "needs a name"),
+        ({"probesize": b"5000000"}, "text or number"),
+        ({"seekable": True}, "text or number"),
+        ({"probesize": ["1"]}, "text or number"),
+    ],
+)
+def test_ffmpeg_options_of_the_wrong_type_are_refused(bad, match):
+    with pytest.raises(InvalidInputError, match=match):
+        LiveOptions(ffmpeg_options=bad)
+
+
+def test_ffmpeg_options_for_the_caller_s_frames_are_refused(tiny_engine):
+    black = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(InvalidInputError, match="sources FFmpeg opens"):
+        tiny_engine.stream(iter([(0.0, black)]), ffmpeg_options={"probesize": "32"})

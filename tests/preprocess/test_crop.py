@@ -43,8 +43,8 @@ def test_crop_box_margin_expands_float_box_before_rounding():
     assert crop_box((50, 40, 90, 100), (480, 640), margin=0.25) == (40, 25, 100, 115)
     with pytest.raises(InvalidInputError):
         crop_box((0, 0, 1, 1), (10, 10), margin=-0.1)
-    for bad in (float("nan"), float("inf")):  # neither would give pixels
-        with pytest.raises(InvalidInputError, match="finite"):
+    for bad in (float("nan"), float("inf"), 1e308, 10.5):  # no pixels, or past any frame
+        with pytest.raises(InvalidInputError, match="from 0 to 10"):
             crop_box((0, 0, 1, 1), (10, 10), margin=bad)
 
 

@@ -74,8 +74,10 @@ def test_policy_margin_and_crop_style_make_the_box():
         ({"crop_style": "hog"}, "supported values are scrfd, dlib"),
         ({"no_face": "skip"}, "no_face='skip'"),
         ({"margin": -0.1}, "margin"),
-        ({"margin": float("nan")}, "finite"),  # dfe preprocess --margin nan: was a traceback
-        ({"margin": float("inf")}, "finite"),
+        ({"margin": float("nan")}, "from 0 to 10"),  # dfe preprocess --margin nan: a traceback
+        ({"margin": float("inf")}, "from 0 to 10"),
+        ({"margin": 1e308}, "from 0 to 10"),  # finite, but the box times it is not
+        ({"margin": 10.5}, "from 0 to 10"),  # dfe predict's limit too
     ],
 )
 def test_policy_rejects_bad_values(kwargs, match):
@@ -152,6 +154,7 @@ def test_dfe_detect_crop_box_takes_the_margin(shared_dir, tmp_path, models_dir):
             "--models", models_dir, "--no-download"]  # fmt: skip
     assert main([*args, "--margin", "0.2"]) == 0
     result = json.loads(out.read_text())
+    assert (result["crop_style"], result["margin"]) == ("scrfd", 0.2)
     shape = (result["height"], result["width"])
     policy = FacePolicy(margin=0.2)
     faces = [f for frame in result["frames"] for f in frame["faces"]]
@@ -160,4 +163,5 @@ def test_dfe_detect_crop_box_takes_the_margin(shared_dir, tmp_path, models_dir):
         face = Face(box=tuple(rec["box"]), score=rec["score"], kps=None)
         assert all(abs(a - b) <= 1 for a, b in zip(rec["crop_box"], policy.box(face, shape)))
         assert rec["crop_box"] != list(FacePolicy().box(face, shape))
-    assert main([*args, "--margin", "nan"]) != 0
+    for bad in ("nan", "1e308", "11"):  # refused as dfe predict refuses them
+        assert main([*args, "--margin", bad]) != 0

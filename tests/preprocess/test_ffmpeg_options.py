@@ -19,34 +19,52 @@ from preprocess.video.ffmpeg_options import check_input_options, unknown_input_o
 av = pytest.importorskip("av")
 REPO = Path(__file__).resolve().parents[2]
 
-#: Options of each layer FFmpeg reads an input's options at: the format context, demuxers
-#: (RTSP, v4l2, MPEG-TS), protocols (TCP/HTTP/avio), the codec context and a decoder.
+#: Input options of each layer ``av.open(options=)`` reaches: the format context, demuxers
+#: (RTSP, v4l2, MPEG-TS) and protocols (TCP, HTTP, avio).
 KNOWN = [
-    "probesize", "analyzeduration", "fflags",  # AVFormatContext
-    "rtsp_transport", "input_format", "video_size", "framerate",  # demuxers
-    "timeout", "rw_timeout", "reconnect", "user_agent", "listen",  # protocols
-    "threads", "skip_frame", "err_detect",  # AVCodecContext
+    "probesize", "analyzeduration", "fflags", "err_detect",  # AVFormatContext
+    "rtsp_transport", "input_format", "video_size", "framerate", "scan_all_pmts",  # demuxers
+    "timeout", "rw_timeout", "reconnect", "user_agent", "listen", "tcp_nodelay",  # protocols
 ]  # fmt: skip
 
 
-def test_every_layer_s_options_are_known_and_others_are_not():
+def test_input_options_of_every_layer_are_known_and_others_are_not():
     assert unknown_input_options(av, KNOWN) == []
-    bad = ["rtsp_tranport", "stimeout", "no_such_option", "tcp"]  # "tcp": a value, not a name
+    bad = [
+        "rtsp_tranport", "stimeout", "no_such_option", "tcp",  # "tcp": a value, not a name
+        "threads", "skip_frame",  # decoder options: PyAV gives them to the demuxer only
+        "movflags", "hls_time",  # output options
+        "", "a\0b", "probesize\0x", "\udcff",  # empty, NUL (C would cut it), undecodable
+    ]  # fmt: skip
     assert unknown_input_options(av, KNOWN[:3] + bad) == bad
 
 
-def test_an_unknown_option_is_refused_with_the_close_names_and_the_replacement():
+def test_an_unknown_option_is_refused_with_why_or_the_close_names():
+    options = {
+        "rtsp_tranport": "tcp", "probesize": "32", "stimeout": "5000000", "threads": "2",
+        "movflags": "faststart", "pix_fmt": "bgr24", "RTSP_TRANSPORT": "tcp",
+    }  # fmt: skip
     with pytest.raises(InvalidInputError) as info:
-        check_input_options(
-            av, {"rtsp_tranport": "tcp", "probesize": "32", "stimeout": "5000000"}, "rtsp://cam"
-        )
+        check_input_options(av, options, "rtsp://cam")
     message = str(info.value)
     assert message.startswith("rtsp://cam: FFmpeg ")
     assert "'rtsp_tranport' (did you mean rtsp_transport" in message
+    assert "'RTSP_TRANSPORT' (did you mean rtsp_transport" in message  # case ignored
     assert "'stimeout' (removed: use timeout" in message
+    assert "'threads' (a decoder option" in message
+    assert "'movflags' (an output option" in message
+    assert "'pix_fmt' (an ffmpeg command-line flag: use pixel_format" in message
     assert "probesize" not in message.split("has no input option")[1]
-    check_input_options(av, {"rtsp_transport": "tcp", "threads": "2"}, "rtsp://cam")  # no error
+    assert "would ignore them" in message
+    check_input_options(av, {"rtsp_transport": "tcp", "timeout": "2"}, "rtsp://cam")  # no error
     check_input_options(av, {}, "rtsp://cam")
+
+
+def test_a_long_list_of_unknown_names_is_cut():
+    with pytest.raises(InvalidInputError) as info:
+        check_input_options(av, {f"bogus{i}": "1" for i in range(300)}, "x.mp4")
+    message = str(info.value)
+    assert "and 290 more" in message and len(message) < 1000
 
 
 def test_libraries_that_cannot_be_found_are_a_warning_not_a_silent_pass(monkeypatch, caplog):
