@@ -228,9 +228,9 @@ class LiveOptions:
 
 
 def parse_ffmpeg_options(pairs: Iterable[str]) -> dict[str, str]:
-    """``["KEY=VALUE", ...]`` (``dfe watch --option``) as a dict; raises for a pair without
-    ``=``."""
-    out = {}
+    """``["KEY=VALUE", ...]`` (``dfe watch --option``) as a dict; raises InvalidInputError
+    for a pair without ``=`` or a name given twice."""
+    out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
@@ -238,6 +238,8 @@ def parse_ffmpeg_options(pairs: Iterable[str]) -> dict[str, str]:
                 f"--option takes KEY=VALUE (an FFmpeg input option, e.g. rtsp_transport=tcp), "
                 f"got {pair!r}"
             )
+        if key in out:  # one would silently win
+            raise InvalidInputError(f"--option {key} is given twice: give it once")
         out[key] = value
     return out
 
@@ -471,7 +473,12 @@ def source_kind(source: Any) -> str:
 
 
 class SourceOpenError(EngineError, OSError):
-    """A source that could not be opened (or reopened)."""
+    """A source that could not be opened (or reopened). ``retry``: whether opening again may
+    help (False for what cannot change: a missing protocol, an argument FFmpeg refuses)."""
+
+    def __init__(self, message: str, *, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 @dataclass
@@ -600,10 +607,12 @@ class _Reader:
         opts = self.opts
         fmt = opts.format or ("v4l2" if self.kind == "device" else None)
         url = "pipe:0" if self.kind == "pipe" else os.fspath(self.source)
-        from preprocess.video.ffmpeg_options import check_input_options
+        from preprocess.video.ffmpeg_options import check_input_options, missing_protocol
 
         # a name FFmpeg does not know would be ignored by it: refused here, before connecting
         check_input_options(av, opts.ffmpeg_options, f"{self.name} (--option, ffmpeg_options)")
+        if self.kind == "network" and (missing := missing_protocol(av, url)):
+            raise SourceOpenError(f"{self.name} cannot be opened: {missing}", retry=False)
         try:
             container = av.open(
                 url,
@@ -623,7 +632,9 @@ class _Reader:
                 hints.append(f"if an option value is the cause, check --option {names}")
             raise SourceOpenError(
                 f"{self.name} cannot be opened: FFmpeg/PyAV says "
-                f"{getattr(exc, 'strerror', None) or exc!s}" + "".join(f"; {h}" for h in hints)
+                f"{getattr(exc, 'strerror', None) or exc!s}" + "".join(f"; {h}" for h in hints),
+                # an argument FFmpeg refuses is refused again: not retried
+                retry=getattr(exc, "errno", None) not in (errno.EINVAL, errno.ERANGE),
             ) from exc
         except ValueError as exc:  # PyAV: an input format FFmpeg does not have
             raise SourceOpenError(
@@ -655,7 +666,7 @@ class _Reader:
             try:
                 return self._open(av)
             except SourceOpenError as exc:
-                if attempt >= retries:
+                if attempt >= retries or not exc.retry:
                     if first:
                         raise
                     raise _SourceLost(exc) from exc

@@ -78,6 +78,11 @@ class _FFmpegOptions:
         util.av_opt_child_class_iterate.argtypes = [
             ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
         ]  # fmt: skip
+        fmt.avio_find_protocol_name.restype = ctypes.c_char_p
+        fmt.avio_find_protocol_name.argtypes = [ctypes.c_char_p]
+        fmt.avio_enum_protocols.restype = ctypes.c_char_p
+        fmt.avio_enum_protocols.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
+        self._avformat = fmt
         self._util = util
         self._format = fmt.avformat_get_class()
         self._codec = codec.avcodec_get_class()
@@ -105,6 +110,19 @@ class _FFmpegOptions:
         if self._find(self._codec, name, 0):
             return "decoder"
         return None
+
+    def protocol(self, url: str) -> str | None:
+        """The input protocol FFmpeg would open ``url`` with (``avio_find_protocol_name``),
+        or None when this build has none for it."""
+        name = self._avformat.avio_find_protocol_name(url.encode("utf-8", "surrogateescape"))
+        return name.decode() if name else None
+
+    def protocols(self) -> list[str]:
+        """The input protocols of this build (``avio_enum_protocols``), sorted."""
+        out, opaque = [], ctypes.c_void_p(None)
+        while name := self._avformat.avio_enum_protocols(ctypes.byref(opaque), 0):
+            out.append(name.decode())
+        return sorted(out)
 
     def names(self) -> list[str]:
         """Every input option name (libavformat's class and, recursively, its children's),
@@ -252,4 +270,25 @@ def check_input_options(av: Any, options: Mapping[str, str], source: str) -> Non
         f"option {', '.join(parts)}; FFmpeg would ignore {'it' if one else 'them'} without a "
         "word. `ffmpeg -h demuxer=NAME` and `ffmpeg -h protocol=NAME` list a format's and a "
         "protocol's options"
+    )
+
+
+#: URL schemes FFmpeg's demuxers open themselves (``AVFMT_NOFILE``), not through a protocol.
+DEMUXER_SCHEMES = frozenset(("rtsp", "rtsps", "sdp"))
+
+
+def missing_protocol(av: Any, url: str) -> str | None:
+    """Why FFmpeg (the build ``av`` uses) cannot open ``url``, a network URL, when it has no
+    protocol for its scheme (PyAV's wheels leave some out, SRT and RIST among them): a
+    sentence listing the protocols it has; None when it has one, the scheme is a demuxer's
+    (:data:`DEMUXER_SCHEMES`) or the libraries cannot be read."""
+    scheme = url.partition("://")[0].lower()
+    lookup = _lookup(av)
+    if lookup is None or scheme in DEMUXER_SCHEMES or lookup.protocol(url) is not None:
+        return None
+    return (
+        f"FFmpeg {av.ffmpeg_version_info} (through PyAV {av.__version__}) has no {scheme!r} "
+        f"protocol; its input protocols: {', '.join(lookup.protocols())} (and rtsp, which its "
+        "demuxer opens). Install a PyAV built on an FFmpeg that has it, or relay the stream "
+        "through one this build has (e.g. ffmpeg -i srt://... -c copy -f mpegts tcp://...)"
     )

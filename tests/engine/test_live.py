@@ -119,6 +119,8 @@ def test_options_are_checked():
     }
     with pytest.raises(InvalidInputError, match="KEY=VALUE"):
         parse_ffmpeg_options(["nothing"])
+    with pytest.raises(InvalidInputError, match="probesize is given twice"):
+        parse_ffmpeg_options(["probesize=abc", "probesize=5000000"])
     # bounded: a hop of 1e-12 s would be a verdict loop, a window of 1e9 s all frames in memory
     for bad in ({"hop": 1e-12}, {"window": 1e9}, {"queue": 10**9}, {"fps": 1e6}):
         with pytest.raises(InvalidInputError, match=next(iter(bad))):
@@ -497,3 +499,27 @@ def test_ffmpeg_options_for_the_caller_s_frames_are_refused(tiny_engine):
     black = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(InvalidInputError, match="sources FFmpeg opens"):
         tiny_engine.stream(iter([(0.0, black)]), ffmpeg_options={"probesize": "32"})
+
+
+@pytest.mark.parametrize(
+    "url,match",
+    [
+        ("srt://127.0.0.1:9", "has no 'srt' protocol; its input protocols: .*tcp"),  # not built in
+        ("tcp://127.0.0.1", "Invalid argument"),  # no port: FFmpeg's EINVAL
+    ],
+)
+def test_a_network_source_that_cannot_open_whatever_the_wait_is_not_retried(
+    tiny_engine, url, match
+):
+    import av
+
+    from preprocess.video.ffmpeg_options import missing_protocol
+
+    if url.startswith("srt:") and missing_protocol(av, url) is None:
+        pytest.skip("this PyAV's FFmpeg has SRT")
+    events = []
+    with pytest.raises(OSError, match=match):
+        for event in tiny_engine.stream(url, reconnect=3, timeout=2):
+            events.append(event.to_record())
+    assert [e["event"] for e in events if e["event"] == "retry"] == []
+    assert events[-1]["event"] == "summary" and events[-1]["end"] == "error"

@@ -60,6 +60,14 @@ def test_an_unknown_option_is_refused_with_why_or_the_close_names():
     check_input_options(av, {}, "rtsp://cam")
 
 
+def test_a_missing_protocol_is_named_with_the_ones_there_are():
+    assert ffmpeg_options.missing_protocol(av, "tcp://127.0.0.1:9") is None
+    assert ffmpeg_options.missing_protocol(av, "rtsp://cam/stream") is None  # its demuxer's
+    assert ffmpeg_options.missing_protocol(av, "http://host/x.ts") is None
+    message = ffmpeg_options.missing_protocol(av, "nosuchproto://host:1")
+    assert "has no 'nosuchproto' protocol" in message and "tcp" in message
+
+
 def test_a_long_list_of_unknown_names_is_cut():
     with pytest.raises(InvalidInputError) as info:
         check_input_options(av, {f"bogus{i}": "1" for i in range(300)}, "x.mp4")
