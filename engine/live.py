@@ -50,6 +50,7 @@ import errno
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -113,8 +114,9 @@ TRACK_HISTORY_S = 10.0
 LATENCY_SAMPLES = 10_000
 #: URL schemes read as network sources (reopened when they drop).
 NETWORK_SCHEMES = frozenset(
-    ("rtsp", "rtsps", "rtmp", "rtmps", "rtmpt", "srt", "http", "https", "tcp", "udp", "rtp",
-     "mms", "mmsh", "rist", "hls", "ftp", "sftp")
+    ("rtsp", "rtsps", "rtmp", "rtmps", "rtmpt", "rtmpe", "rtmpte", "rtmpts", "srt", "http",
+     "https", "tcp", "tls", "udp", "udplite", "rtp", "srtp", "mms", "mmsh", "mmst", "rist",
+     "hls", "ftp", "sftp", "unix", "gopher", "gophers", "ipfs", "ipns")
 )  # fmt: skip
 FACES = ("all", "main")
 END_REASONS = ("eof", "stopped", "source_lost", "error")
@@ -220,10 +222,14 @@ class LiveOptions:
                 raise InvalidInputError(
                     f"an FFmpeg option needs a name (text, not empty, no NUL), got {key!r}"
                 )
-            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (str, int, float))
+                or (isinstance(value, str) and "\0" in value)
+            ):
                 raise InvalidInputError(
-                    f"FFmpeg option {key!r} needs a text or number value (FFmpeg reads text: "
-                    f"'1', 'tcp'), got {type(value).__name__} {value!r}"
+                    f"FFmpeg option {key!r} needs a text (without NUL) or number value (FFmpeg "
+                    f"reads text: '1', 'tcp'), got {type(value).__name__}"
                 )
 
 
@@ -621,7 +627,13 @@ class _Reader:
                 timeout=(opts.timeout, opts.timeout),
                 metadata_errors="ignore",
             )
-        except (av.error.FFmpegError, OSError, UnicodeError) as exc:
+        except UnicodeError as exc:  # (before ValueError, which it is) text FFmpeg cannot take
+            raise SourceOpenError(
+                f"{self.name} cannot be opened: the URL or an --option value "
+                f"({', '.join(opts.ffmpeg_options) or 'none given'}) is not valid text ({exc})",
+                retry=False,
+            ) from exc
+        except (av.error.FFmpegError, OSError) as exc:
             # (before ValueError: PyAV's ArgumentError, FFmpeg's EINVAL, is both)
             hints = []
             if self.kind == "network":
@@ -639,7 +651,8 @@ class _Reader:
         except ValueError as exc:  # PyAV: an input format FFmpeg does not have
             raise SourceOpenError(
                 f"{self.name} cannot be opened: {exc} (--format takes an FFmpeg demuxer name: "
-                "`ffmpeg -demuxers` lists them)"
+                "`ffmpeg -demuxers` lists them)",
+                retry=False,
             ) from exc
         videos = list(container.streams.video)
         if not videos:
@@ -845,12 +858,51 @@ class _Pacer:
             self.stop.wait(delay)
 
 
+def _local_path(text: str) -> str:
+    """The path of a ``file:`` URL (FFmpeg's file protocol: ``file:///a/b.mp4`` or
+    ``file:b.mp4``), else ``text``."""
+    if text.startswith("file:"):
+        from urllib.parse import unquote, urlsplit
+
+        return unquote(urlsplit(text).path) if text.startswith("file://") else text[5:]
+    return text
+
+
+#: Query parameters whose values are hidden in a source's name (tokens, keys, passwords).
+_SECRET_QUERY = re.compile(r"(?i)(token|key|pass|pwd|secret|auth|sig|signature|credential)")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``rtsp://user:PASSWORD@host``) and the values of query
+    parameters named like secrets (``?token=...``, ``sig``, ``key``...) replaced by ``***``:
+    a source's name goes into every line, log and error, and a camera's password must not."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        netloc = f"{user}{':***' if sep else ''}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_SECRET_QUERY.search(k) for k, _ in pairs):
+            query = urlencode(
+                [(k, "***" if _SECRET_QUERY.search(k) else v) for k, v in pairs], safe="*/:"
+            )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 def _source_name(source: Any, kind: str) -> str:
     if kind == "frames":
         return "<frames>"
     if kind == "pipe":
         return "<stdin>"
-    return os.fspath(source)
+    return redact_url(os.fspath(source)) if kind == "network" else os.fspath(source)
 
 
 def _r3(value: float | None) -> float | None:
@@ -1086,7 +1138,7 @@ class LiveStream:
         if kwargs:
             opts = replace(opts, **kwargs)
         kind = source_kind(source)
-        if kind == "file" and not os.path.exists(os.fspath(source)):
+        if kind == "file" and not os.path.exists(_local_path(os.fspath(source))):
             raise ArtifactNotFoundError(
                 f"{os.fspath(source)} does not exist; pass a file, a URL (rtsp://, tcp://, "
                 "srt://, http://, ...), a camera (/dev/video0) or - for standard input"

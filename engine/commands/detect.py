@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=20, help="frames to read (default 20)")
     add_sequence_options(p, exclude=("seq_len",))
     p.add_argument(
-        "--json", type=Path, default=None, metavar="OUT", help="output file (default: stdout)"
+        "--json", type=Path, default=None, metavar="OUT", help="output file (default, or -: stdout)"
     )
     p.add_argument(
         "--crop-style",
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         size_probe=args.size_probe,
     )
     text = json.dumps(result, indent=2)
-    if args.json is None:
+    if args.json is None or str(args.json) == "-":
         print(text)
     else:
         args.json.write_text(text + "\n")

@@ -51,6 +51,7 @@ CLI_FLAGS = {
     "t": "nothing: stop the watch (Ctrl-C, SIGTERM) or end the source",
     "stream_loop": "nothing: dfe watch reads a source once",
     "hwaccel": "nothing: decoding runs on the CPU",
+    "thread_queue_size": "dfe watch --queue (frames held ahead of the scorer)",
 }
 #: Names listed in one error before "and N more".
 _LISTED = 10
@@ -86,28 +87,103 @@ class _FFmpegOptions:
         self._util = util
         self._format = fmt.avformat_get_class()
         self._codec = codec.avcodec_get_class()
-        self._names: list[str] | None = None
+        self._sets: tuple[set[str], set[str]] | None = None
 
-    def _find(self, cls: int, name: str, flags: int) -> bool:
+    @staticmethod
+    def _raw(name: str) -> bytes | None:
+        """``name`` as FFmpeg reads it, or None where no option can have it (a command line's
+        undecodable bytes, empty, a NUL that C would cut the name at)."""
         try:
             raw = name.encode("utf-8")
-        except UnicodeEncodeError:  # a command line's undecodable bytes: no option has them
-            return False
-        if not raw or b"\0" in raw:
-            return False
+        except UnicodeEncodeError:
+            return None
+        return raw if raw and b"\0" not in raw else None
+
+    def _find(self, cls: int, raw: bytes, flags: int, *, children: bool) -> bool:
         holder = ctypes.c_void_p(cls)  # a fake object: a pointer to the class
-        search = _AV_OPT_SEARCH_CHILDREN | _AV_OPT_SEARCH_FAKE_OBJ
+        search = _AV_OPT_SEARCH_FAKE_OBJ | (_AV_OPT_SEARCH_CHILDREN if children else 0)
         return bool(self._util.av_opt_find(ctypes.byref(holder), raw, None, flags, search))
 
+    def _muxer_classes(self) -> set[int] | None:
+        """The private classes of the muxers that no demuxer shares, read from the public
+        head of ``AVOutputFormat`` (``priv_class`` after name, long_name, mime_type,
+        extensions, three codec ids, flags and codec_tag: 56 bytes on 64-bit builds) and
+        ``AVInputFormat`` (after name, long_name, flags, extensions, codec_tag: 40), unchanged
+        since FFmpeg 5; None where the pointers do not look like classes."""
+        if ctypes.sizeof(ctypes.c_void_p) != 8:
+            return None
+        fmt = self._avformat
+
+        def classes(iterate: Any, offset: int) -> set[int]:
+            iterate.restype = ctypes.c_void_p
+            iterate.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
+            out, opaque = set(), ctypes.c_void_p(None)
+            while entry := iterate(ctypes.byref(opaque)):
+                if cls := ctypes.c_void_p.from_address(entry + offset).value:
+                    out.add(cls)
+            return out
+
+        muxers = classes(fmt.av_muxer_iterate, 56)
+        demuxers = classes(fmt.av_demuxer_iterate, 40)
+        tree = self._tree()
+        if not muxers <= tree or not demuxers <= tree:
+            return None
+        return muxers - demuxers
+
+    def _tree(self) -> set[int]:
+        """libavformat's class and, recursively, its children's (demuxers, muxers, protocols)."""
+        util, seen, stack = self._util, set(), [self._format] if self._format else []
+        while stack:
+            cls = stack.pop()
+            if cls in seen:
+                continue
+            seen.add(cls)
+            it = ctypes.c_void_p(None)
+            while child := util.av_opt_child_class_iterate(cls, ctypes.byref(it)):
+                stack.append(child)
+        return seen
+
+    def _index(self) -> tuple[set[str], set[str]]:
+        """(input names, output names). Input: the format context's options flagged for
+        decoding, and every option of a demuxer's or a protocol's class (FFmpeg sets those
+        whatever their flags: the file and pipe protocols' ``blocksize``, flagged for
+        encoding, limits reads too; mpegts' ``skip_changes`` has no flags). Output: the rest
+        of the format context's and the muxers' own. Where the muxers' classes cannot be read
+        (:meth:`_muxer_classes`), every option flagged for decoding is input."""
+        if self._sets is None:
+            util, root = self._util, self._format
+            muxers = self._muxer_classes()
+            inputs: set[str] = set()
+            outputs: set[str] = set()
+            for cls in self._tree():
+                holder, opt = ctypes.c_void_p(cls), None
+                while opt := util.av_opt_next(ctypes.byref(holder), opt):
+                    raw = ctypes.c_char_p.from_address(opt).value or b""
+                    if not self._find(cls, raw, 0, children=False):
+                        continue  # a constant (an option's named value), not an option
+                    name = raw.decode("utf-8", "replace")
+                    if cls == root or muxers is None:
+                        decoding = self._find(cls, raw, _AV_OPT_FLAG_DECODING_PARAM, children=False)
+                        (inputs if decoding else outputs).add(name)
+                    else:
+                        (outputs if cls in muxers else inputs).add(name)
+            self._sets = (inputs, outputs - inputs)
+        return self._sets
+
     def kind(self, name: str) -> str | None:
-        """``"input"`` (an option of the format context, a demuxer or a protocol, flagged for
-        decoding), ``"output"`` (of those, but for muxing only), ``"decoder"`` (a codec
-        option: PyAV does not pass these to the decoder) or None (FFmpeg has no such name)."""
-        if self._find(self._format, name, _AV_OPT_FLAG_DECODING_PARAM):
+        """``"input"`` (an option of the format context, a demuxer or a protocol:
+        :meth:`_index`), ``"output"`` (of the format context or a muxer, for muxing only),
+        ``"decoder"`` (a codec option: PyAV does not pass these to the decoder) or None
+        (FFmpeg has no such name)."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        inputs, outputs = self._index()
+        if name in inputs:
             return "input"
-        if self._find(self._format, name, 0):
+        if name in outputs:
             return "output"
-        if self._find(self._codec, name, 0):
+        if self._find(self._codec, raw, 0, children=True):
             return "decoder"
         return None
 
@@ -125,25 +201,8 @@ class _FFmpegOptions:
         return sorted(out)
 
     def names(self) -> list[str]:
-        """Every input option name (libavformat's class and, recursively, its children's),
-        sorted."""
-        if self._names is None:
-            util, seen, found = self._util, set(), set()
-            stack = [self._format] if self._format else []
-            while stack:
-                cls = stack.pop()
-                if cls in seen:
-                    continue
-                seen.add(cls)
-                holder, opt = ctypes.c_void_p(cls), None
-                while opt := util.av_opt_next(ctypes.byref(holder), opt):
-                    found.add(ctypes.c_char_p.from_address(opt).value.decode("utf-8", "replace"))
-                it = ctypes.c_void_p(None)
-                while child := util.av_opt_child_class_iterate(cls, ctypes.byref(it)):
-                    stack.append(child)
-            # the names of constants (an option's named values) are not options
-            self._names = sorted(n for n in found if self.kind(n) == "input")
-        return self._names
+        """Every input option name (:meth:`_index`), sorted."""
+        return sorted(self._index()[0])
 
 
 _LOOKUP: dict[int, _FFmpegOptions | None] = {}
@@ -282,7 +341,9 @@ def missing_protocol(av: Any, url: str) -> str | None:
     protocol for its scheme (PyAV's wheels leave some out, SRT and RIST among them): a
     sentence listing the protocols it has; None when it has one, the scheme is a demuxer's
     (:data:`DEMUXER_SCHEMES`) or the libraries cannot be read."""
-    scheme = url.partition("://")[0].lower()
+    scheme = url.partition("://")[0]
+    if scheme != scheme.lower():  # FFmpeg matches schemes as written
+        return f"FFmpeg reads URL schemes in lower case only: write {scheme.lower()}://"
     lookup = _lookup(av)
     if lookup is None or scheme in DEMUXER_SCHEMES or lookup.protocol(url) is not None:
         return None

@@ -485,9 +485,10 @@ def test_an_ffmpeg_option_value_ffmpeg_refuses_is_named(tiny_engine, shared_dir)
         ({"": "x"}, "needs a name"),
         ({"threads\0zzz": "2"}, "needs a name"),
         ({1: "2"}, "needs a name"),
-        ({"probesize": b"5000000"}, "text or number"),
-        ({"seekable": True}, "text or number"),
-        ({"probesize": ["1"]}, "text or number"),
+        ({"probesize": b"5000000"}, "or number value"),
+        ({"seekable": True}, "or number value"),
+        ({"probesize": ["1"]}, "or number value"),
+        ({"user_agent": "a\0b"}, "without NUL"),  # C would cut the value there
     ],
 )
 def test_ffmpeg_options_of_the_wrong_type_are_refused(bad, match):
@@ -502,14 +503,17 @@ def test_ffmpeg_options_for_the_caller_s_frames_are_refused(tiny_engine):
 
 
 @pytest.mark.parametrize(
-    "url,match",
+    "url,kwargs,match",
     [
-        ("srt://127.0.0.1:9", "has no 'srt' protocol; its input protocols: .*tcp"),  # not built in
-        ("tcp://127.0.0.1", "Invalid argument"),  # no port: FFmpeg's EINVAL
+        ("srt://127.0.0.1:9", {}, "has no 'srt' protocol; its input protocols: .*tcp"),
+        ("tcp://127.0.0.1", {}, "Invalid argument"),  # no port: FFmpeg's EINVAL
+        ("RTSP://127.0.0.1:9/x", {}, "lower case only: write rtsp://"),
+        ("tcp://127.0.0.1:9", {"format": "nosuchfmt"}, "no container format"),
+        ("tcp://127.0.0.1:9", {"ffmpeg_options": {"user_agent": "a\udcffb"}}, "not valid text"),
     ],
 )
 def test_a_network_source_that_cannot_open_whatever_the_wait_is_not_retried(
-    tiny_engine, url, match
+    tiny_engine, url, kwargs, match
 ):
     import av
 
@@ -519,7 +523,36 @@ def test_a_network_source_that_cannot_open_whatever_the_wait_is_not_retried(
         pytest.skip("this PyAV's FFmpeg has SRT")
     events = []
     with pytest.raises(OSError, match=match):
-        for event in tiny_engine.stream(url, reconnect=3, timeout=2):
+        for event in tiny_engine.stream(url, reconnect=3, timeout=2, **kwargs):
             events.append(event.to_record())
     assert [e["event"] for e in events if e["event"] == "retry"] == []
     assert events[-1]["event"] == "summary" and events[-1]["end"] == "error"
+
+
+def test_a_camera_password_and_url_tokens_never_reach_the_lines():
+    from engine.live import redact_url
+
+    assert redact_url("rtsp://admin:SECRETPW@10.0.0.5:554/s") == "rtsp://admin:***@10.0.0.5:554/s"
+    assert redact_url("rtsp://admin@10.0.0.5/s") == "rtsp://admin@10.0.0.5/s"  # no password
+    got = redact_url("https://cdn.example/live.m3u8?token=SECRETTOK&quality=hd&X-Amz-Signature=S")
+    assert "SECRET" not in got and "quality=hd" in got and got.count("***") == 2
+    assert redact_url("tcp://127.0.0.1:9000") == "tcp://127.0.0.1:9000"
+
+
+def test_a_watch_with_a_password_in_the_url_does_not_print_it(tiny_engine):
+    port = _free_port()  # nothing listens there: refused at once
+    events = []
+    with pytest.raises(OSError) as info:
+        for event in tiny_engine.stream(
+            f"rtsp://admin:SECRETPW@127.0.0.1:{port}/x", reconnect=0, timeout=2
+        ):
+            events.append(event.to_record())
+    assert events and "SECRETPW" not in json.dumps(events) and "SECRETPW" not in str(info.value)
+    assert "admin:***@" in json.dumps(events)
+
+
+def test_a_file_url_is_a_file(tiny_engine, shared_dir):
+    clip = shared_dir / "videos" / "pair480p_real.mp4"
+    tiny_engine.stream(f"file://{clip}").stop()  # found: no error
+    with pytest.raises(ArtifactNotFoundError, match="does not exist"):
+        tiny_engine.stream(f"file://{clip}.missing")

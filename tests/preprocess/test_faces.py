@@ -165,3 +165,16 @@ def test_dfe_detect_crop_box_takes_the_margin(shared_dir, tmp_path, models_dir):
         assert rec["crop_box"] != list(FacePolicy().box(face, shape))
     for bad in ("nan", "1e308", "11"):  # refused as dfe predict refuses them
         assert main([*args, "--margin", bad]) != 0
+
+
+def test_dfe_detect_json_dash_is_standard_output(
+    shared_dir, tmp_path, models_dir, monkeypatch, capsys
+):
+    from engine.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["detect", str(shared_dir / "videos" / VIDEO), "--frames", "1", "--json", "-",
+            "--models", models_dir, "--no-download"]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["frames"][0]["faces"]
+    assert not (tmp_path / "-").exists()  # not a file named "-"

@@ -25,6 +25,9 @@ KNOWN = [
     "probesize", "analyzeduration", "fflags", "err_detect",  # AVFormatContext
     "rtsp_transport", "input_format", "video_size", "framerate", "scan_all_pmts",  # demuxers
     "timeout", "rw_timeout", "reconnect", "user_agent", "listen", "tcp_nodelay",  # protocols
+    # flagged for encoding or not at all, yet FFmpeg sets them on inputs and they act there:
+    "blocksize", "fd",  # the file/pipe protocols' (blocksize caps each read)
+    "skip_changes", "skip_clear",  # mpegts demuxer's
 ]  # fmt: skip
 
 
@@ -33,7 +36,7 @@ def test_input_options_of_every_layer_are_known_and_others_are_not():
     bad = [
         "rtsp_tranport", "stimeout", "no_such_option", "tcp",  # "tcp": a value, not a name
         "threads", "skip_frame",  # decoder options: PyAV gives them to the demuxer only
-        "movflags", "hls_time",  # output options
+        "movflags", "hls_time", "avoid_negative_ts",  # output options (a muxer's, the context's)
         "", "a\0b", "probesize\0x", "\udcff",  # empty, NUL (C would cut it), undecodable
     ]  # fmt: skip
     assert unknown_input_options(av, KNOWN[:3] + bad) == bad
