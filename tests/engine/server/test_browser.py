@@ -133,15 +133,26 @@ def _upload(browser, base: str, video: Path, *, check_slider: bool = False) -> N
     _wait(browser, 180).until(ec.presence_of_element_located((By.ID, "verdict")))
 
 
-def _loaded(browser, selector: str) -> list:
+def _loaded(browser, selector: str, seconds: float = 10.0) -> list:
+    """The images at ``selector``, once every one has loaded (decoded, non-zero width) within
+    ``seconds``; fails naming the selector otherwise. (A just-changed ``src`` is still loading
+    when the click returns: checked at once, it failed once on a loaded machine.)"""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
 
-    imgs = browser.find_elements(By.CSS_SELECTOR, selector)
-    ok = browser.execute_script(
-        "return arguments[0].every(i => i.complete && i.naturalWidth > 0)", imgs
-    )
-    assert ok, f"{selector}: an image did not load"
-    return imgs
+    def all_loaded(b) -> list | bool:
+        imgs = b.find_elements(By.CSS_SELECTOR, selector)
+        ok = b.execute_script(
+            "return arguments[0].length > 0 && "
+            "arguments[0].every(i => i.complete && i.naturalWidth > 0)",
+            imgs,
+        )
+        return imgs if ok else False
+
+    try:
+        return _wait(browser, seconds).until(all_loaded)
+    except TimeoutException:
+        raise AssertionError(f"{selector}: an image did not load in {seconds} s") from None
 
 
 def _badge(browser, ident: str = "verdict") -> tuple[str, str, str, str]:
