@@ -8,9 +8,10 @@ removed (``stimeout``, dropped from the RTSP demuxer in FFmpeg 5; ``timeout`` re
 output option (``movflags``) or a decoder option (``threads``, ``skip_frame``: PyAV does not
 pass these options to the decoder) would have no effect without a word. The ``ffmpeg`` tool
 refuses such names (``opt_default`` in FFmpeg's ``fftools/cmdutils.c`` looks them up with
-``av_opt_find``); :func:`check_input_options` looks each name up the same way, through ctypes,
-among libavformat's options flagged for decoding (``AV_OPT_FLAG_DECODING_PARAM``), in the
-FFmpeg libraries PyAV itself uses (so the answer is that build's, whatever its version; not
+``av_opt_find``); :func:`check_input_options` looks each name up through ctypes among
+libavformat's input options (the format context's flagged ``AV_OPT_FLAG_DECODING_PARAM``, and
+every option of a demuxer's or a protocol's class: ``_FFmpegOptions._index``), in the FFmpeg
+libraries PyAV itself uses (so the answer is that build's, whatever its version; not
 the FFmpeg another package such as OpenCV bundles). A name FFmpeg knows that the opened format
 and protocol do not use (``rtsp_transport`` on a file) is not caught: FFmpeg's list of unused
 entries would tell, and PyAV does not return it.
