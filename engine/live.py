@@ -635,18 +635,19 @@ class _Reader:
             ) from exc
         except (av.error.FFmpegError, OSError) as exc:
             # (before ValueError: PyAV's ArgumentError, FFmpeg's EINVAL, is both)
+            # an argument FFmpeg refuses (EINVAL, ERANGE) is refused again: not retried
+            refused = getattr(exc, "errno", None) in (errno.EINVAL, errno.ERANGE)
             hints = []
             if self.kind == "network":
                 hints.append("is the server up and the URL right? (--timeout sets the wait)")
-            if opts.ffmpeg_options and getattr(exc, "errno", None) in (errno.EINVAL, errno.ERANGE):
+            if opts.ffmpeg_options and refused:
                 # FFmpeg says the same for a value it refuses; the values may hold secrets
                 names = ", ".join(opts.ffmpeg_options)
                 hints.append(f"if an option value is the cause, check --option {names}")
             raise SourceOpenError(
                 f"{self.name} cannot be opened: FFmpeg/PyAV says "
                 f"{getattr(exc, 'strerror', None) or exc!s}" + "".join(f"; {h}" for h in hints),
-                # an argument FFmpeg refuses is refused again: not retried
-                retry=getattr(exc, "errno", None) not in (errno.EINVAL, errno.ERANGE),
+                retry=not refused,
             ) from exc
         except ValueError as exc:  # PyAV: an input format FFmpeg does not have
             raise SourceOpenError(
